@@ -1,0 +1,139 @@
+"""The `lsq-sync` command. User errors print one clear message and exit non-zero, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from connector.config import CONFIG_ENV_VAR, Config, load_config
+from connector.errors import ConfigError, FatalRunError, LsqSyncError
+from connector.logs import LEVELS, LOG_LEVEL_ENV_VAR, configure
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsq-sync",
+        description="Sync changed rows of your database to LeadSquared leads, sending only "
+        "the mapped attributes that really changed.",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH",
+        help=f"config file (default: ${CONFIG_ENV_VAR})",
+    )
+    parser.add_argument(
+        "--log-level", choices=LEVELS, type=str.upper,
+        help=f"default: ${LOG_LEVEL_ENV_VAR} or WARNING",
+    )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="json writes one JSON object per line (for daemons)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "init", help="create or upgrade the connector's tables and install change capture",
+        description="Create or upgrade the connector's own tables (Alembic), then install or "
+        "regenerate the change-capture triggers on the source table. Safe to run again.",
+    )
+    commands.add_parser(
+        "run", help="run one sync cycle and exit (for cron)",
+        description="Ingest every committed change, push every lead that needs it, record "
+        "the outcome, print a summary. Exits 1 when the run could not do its job.",
+    )
+    commands.add_parser(
+        "daemon", help="run sync cycles on an interval until SIGTERM/SIGINT",
+        description="Run a cycle every sync.interval_seconds. On SIGTERM or SIGINT, finish "
+        "the call in flight, record state and exit.",
+    )
+    commands.add_parser(
+        "status", help="show pending and failed leads and recent runs",
+        description="Show leads still to push, leads LeadSquared rejected, and recent runs.",
+    )
+    demo = commands.add_parser(
+        "demo", help="see the connector work end to end; needs no config",
+        description="Make a SQLite database with a sample table, install capture, start the "
+        "bundled LeadSquared emulator, change rows and run sync cycles, explaining each step.",
+    )
+    demo.add_argument("--dir", default="lsq-sync-demo", help="where to put the demo database")
+    emulator = commands.add_parser(
+        "emulator", help="serve the bundled LeadSquared emulator for your own tests",
+        description="Serve the LeadSquared emulator on loopback until Ctrl-C.",
+    )
+    emulator.add_argument("--port", type=int, default=8089)
+    emulator.add_argument("--lead", action="append", default=[], help="a lead id to create")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level or os.environ.get(LOG_LEVEL_ENV_VAR, "WARNING").upper()
+    if level not in LEVELS:
+        return _fail(f"{LOG_LEVEL_ENV_VAR}={level!r} is not one of {', '.join(LEVELS)}",
+                     EXIT_USAGE)
+    configure(level, json_lines=args.log_format == "json")
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except FatalRunError as exc:
+        return _fail(f"run stopped: {exc}", EXIT_RUN_FAILED)
+    except LsqSyncError as exc:
+        return _fail(str(exc), EXIT_RUN_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_RUN_FAILED)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from connector.demo import run_demo  # noqa: PLC0415 (keeps the CLI's start-up light)
+
+        return run_demo(args.dir)
+    if args.command == "emulator":
+        from connector.testing.emulator import main as emulator_main  # noqa: PLC0415
+
+        return emulator_main(["--port", str(args.port), *(f"--lead={x}" for x in args.lead)])
+
+    from connector.sync import Connector  # noqa: PLC0415
+
+    path, config = _config(args.config)
+    with Connector(config, config_source=path) as connector:
+        if args.command == "init":
+            connector.init()
+            print(f"{config.name}: tables ready and change capture installed on "
+                  f"{connector.source.table.name!r}")
+            return EXIT_OK
+        if args.command == "run":
+            report = connector.run_once()
+            print(report.summary())
+            return EXIT_OK
+        if args.command == "status":
+            from connector.report import print_status  # noqa: PLC0415
+
+            print_status(connector)
+            return EXIT_OK
+        from connector.daemon import install_stop_handlers, run_daemon  # noqa: PLC0415
+
+        install_stop_handlers(connector.stop)
+        connector.check_ready()
+        return run_daemon(connector)
+
+
+def _config(flag: str | None) -> tuple[str, Config]:
+    path = flag or os.environ.get(CONFIG_ENV_VAR)
+    if not path:
+        raise ConfigError("lsq-sync", [f"no config: pass --config PATH or set {CONFIG_ENV_VAR}"])
+    return path, load_config(path)
+
+
+def _fail(message: str, code: int) -> int:
+    for line in message.splitlines():
+        print(f"lsq-sync: error: {line}", file=sys.stderr)
+    return code

@@ -1,0 +1,210 @@
+"""The connector's configuration: read once from YAML, validated, frozen.
+
+Everything below the CLI receives a `Config`; nothing else reads the file or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from connector.errors import ConfigError
+
+CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
+
+_ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://u@h/db")
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, url: str) -> str:
+        if not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if url.startswith("postgresql") and not url.startswith("postgresql+psycopg"):
+            raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
+        return url
+
+
+class RateLimitConfig(_Model):
+    calls: int = Field(25, ge=1, description="calls allowed in any window")
+    window_seconds: float = Field(5.0, gt=0)
+
+
+class TimeoutConfig(_Model):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0)
+
+
+class LeadSquaredConfig(_Model):
+    host: str = Field(description="the account's API host, e.g. https://api-in21.leadsquared.com")
+    access_key: SecretStr
+    secret_key: SecretStr
+    post_updated_lead: bool = False
+    auth: Literal["query", "header"] = "query"
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    timeout_seconds: TimeoutConfig = TimeoutConfig()
+
+    @field_validator("host")
+    @classmethod
+    def _http_url(cls, host: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+/?$", host):
+            raise ValueError("must be a URL like https://api.leadsquared.com, without a path")
+        return host.rstrip("/")
+
+    @field_validator("access_key", "secret_key")
+    @classmethod
+    def _not_blank(cls, key: SecretStr) -> SecretStr:
+        if not key.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return key
+
+
+class SourceConfig(_Model):
+    table: str = Field(min_length=1)
+    schema_: str | None = Field(None, alias="schema", min_length=1)
+    key: str = Field(min_length=1, description="the table's primary-key column")
+
+
+class LeadIdConfig(_Model):
+    column: str = Field(min_length=1, description="source column holding the ProspectId")
+
+
+class SyncConfig(_Model):
+    interval_seconds: float = Field(60.0, gt=0, description="daemon: time between cycles")
+    ingest_batch_size: int = Field(5000, ge=1, le=100_000)
+    push_batch_size: int = Field(200, ge=1, le=10_000)
+
+
+class Config(_Model):
+    name: str = Field(description="identifies this connector's rows in the shared tables")
+    database: DatabaseConfig
+    leadsquared: LeadSquaredConfig
+    source: SourceConfig
+    lead_id: LeadIdConfig
+    mapping: dict[str, str] = Field(description="source column -> LeadSquared schema name")
+    sync: SyncConfig = SyncConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _identifier_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+            raise ValueError(
+                "must be 1-40 characters of lowercase letters, digits and _, starting with a letter"
+            )
+        return name
+
+    @field_validator("mapping")
+    @classmethod
+    def _valid_mapping(cls, mapping: dict[str, str]) -> dict[str, str]:
+        if not mapping:
+            raise ValueError("must map at least one column to a LeadSquared attribute")
+        bad = [a for a in mapping.values() if not _ATTRIBUTE_NAME.match(a)]
+        if bad:
+            raise ValueError(f"not a LeadSquared schema name: {', '.join(map(repr, bad))}")
+        seen: dict[str, str] = {}
+        for column, attribute in mapping.items():
+            if attribute in seen:
+                raise ValueError(
+                    f"columns {seen[attribute]!r} and {column!r} both map to {attribute!r}"
+                )
+            seen[attribute] = column
+        return mapping
+
+    @model_validator(mode="after")
+    def _lead_column_is_not_mapped(self) -> Config:
+        if self.lead_id.column in self.mapping:
+            raise ValueError(f"lead_id.column {self.lead_id.column!r} cannot also be in mapping")
+        return self
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; every problem is reported at once."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found"]) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot be read: {exc.strerror}"]) from None
+    return parse_config(text, source, os.environ if environ is None else environ)
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(source, [f"{where}{problem}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["must be a YAML mapping of keys (name, database, ...)"])
+    problems: list[str] = []
+    interpolated = _interpolate(raw, (), environ, problems)
+    already_reported = {problem.split(":", 1)[0] for problem in problems}
+    try:
+        config = Config.model_validate(interpolated)
+    except ValidationError as exc:
+        for error in exc.errors():
+            described = _describe(error)
+            if described.split(":", 1)[0] not in already_reported:
+                problems.append(described)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _interpolate(
+    value: Any, where: tuple[str, ...], environ: Mapping[str, str], problems: list[str]
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*where, str(k)), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*where, str(i)), environ, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            problems.append(f"{'.'.join(where)}: environment variable {name} is not set")
+            return ""
+        return environ[name]
+
+    return _ENV_REFERENCE.sub(substitute, value)
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{location}: unknown key"
+    if kind == "missing":
+        return f"{location}: required key is missing"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    return f"{location}: {message}"

@@ -1,0 +1,72 @@
+"""Run the sync cycle on an APScheduler interval until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from connector.errors import FatalRunError, LsqSyncError
+from connector.sync import Connector
+
+log = logging.getLogger(__name__)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """Signal handlers only set the stop event; a second signal is as harmless as the first."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def add_cycle_job(
+    scheduler: BackgroundScheduler,
+    connector: Connector,
+    interval: float,
+    on_fatal: threading.Event | None = None,
+) -> None:
+    """Schedule `connector.run_once` so that runs never overlap; usable in a host's scheduler."""
+
+    def cycle() -> None:
+        try:
+            report = connector.run_once()
+        except FatalRunError as exc:
+            log.error("run failed, stopping", extra={"error": str(exc)})
+            if on_fatal is not None:
+                on_fatal.set()
+            connector.stop.set()
+        except LsqSyncError as exc:
+            log.error("run failed", extra={"error": str(exc)})
+        else:
+            log.info("run finished", extra={"summary": report.summary()})
+
+    scheduler.add_job(
+        cycle,
+        "interval",
+        seconds=interval,
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+        id=f"lsq-sync-{connector.config.name}",
+    )
+
+
+def run_daemon(connector: Connector) -> int:
+    """Block until stopped; the cycle in flight records its state before this returns."""
+    fatal = threading.Event()
+    scheduler = BackgroundScheduler(timezone=UTC)
+    add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
+    scheduler.start()
+    log.info("daemon started", extra={"interval_seconds": connector.config.sync.interval_seconds})
+    connector.stop.wait()
+    scheduler.shutdown(wait=True)
+    log.info("daemon stopped")
+    return 1 if fatal.is_set() else 0

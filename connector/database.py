@@ -1,0 +1,58 @@
+"""Engines for the connector's database, and translation of driver errors at this boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.errors import SourceDatabaseError
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine whose SQLite transactions take the write lock up front.
+
+    SQLite transactions that read and then write can fail with "database is locked" when
+    another writer got in between; taking the lock at BEGIN makes them wait their turn instead.
+    It also means a change row's AUTOINCREMENT id orders it by commit, which ingest relies on.
+    """
+    engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _serialise_sqlite_writers(engine)
+    return engine
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe_url(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def translate_errors(doing: str) -> Iterator[None]:
+    """Turn driver errors into SourceDatabaseError, keeping the driver's own first line."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        original = getattr(exc, "orig", None) or exc
+        first_line = str(original).strip().splitlines()[0] if str(original).strip() else ""
+        raise SourceDatabaseError(
+            f"database error while {doing}: {type(original).__name__}: {first_line}"
+        ) from exc

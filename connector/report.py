@@ -1,0 +1,39 @@
+"""Human-readable views of the connector's state, for `lsq-sync status` and the demo."""
+
+from __future__ import annotations
+
+from connector.leads import LeadState
+from connector.sync import Connector
+
+
+def describe_lead(state: LeadState) -> str:
+    """One line saying where a lead stands and why."""
+    if state.rejected:
+        return f"rejected by LeadSquared, waiting for new values: {state.last_error}"
+    if state.pending and state.last_error:
+        when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"
+        return f"will retry at {when}: {state.last_error}"
+    if state.pending:
+        return "waiting for the next run"
+    return "in sync"
+
+
+def print_status(connector: Connector) -> None:
+    connector.check_ready()
+    store = connector.store
+    with connector.engine.connect() as connection:
+        leads = store.all_leads(connection)
+        runs = store.runs(connection, limit=5)
+        backlog = store.pending_changes(connection)
+    not_in_sync = [s for s in leads if s.pending or s.rejected]
+    print(f"connector {connector.config.name}: {len(leads)} leads known, "
+          f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested")
+    for state in not_in_sync:
+        print(f"  lead {state.lead_id} (row {state.source_key}): {describe_lead(state)}")
+    print("recent runs:")
+    for run in runs:
+        finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S") if run.finished_at else "-"
+        print(f"  #{run.run_id} {run.status:<8} finished {finished}  "
+              f"ingested {run.changes_ingested}, pushed {run.leads_pushed}, "
+              f"failed {run.leads_failed}, calls {run.calls}"
+              + (f"  error: {run.error}" if run.error else ""))

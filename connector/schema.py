@@ -1,0 +1,105 @@
+"""The connector's own tables: one set shared by every connector in a database, keyed by name.
+
+This metadata is also Alembic's target, so a migration test can compare the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+PREFIX = "lsq_sync_"
+VERSION_TABLE = f"{PREFIX}alembic_version"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite has no time zones)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; the connector stores UTC only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+# SQLite's AUTOINCREMENT needs INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+_ChangeId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+change = sa.Table(
+    f"{PREFIX}change",
+    metadata,
+    sa.Column("change_id", _ChangeId, sa.Identity(), primary_key=True),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("row_key", sa.Text(), nullable=False),
+    # The writing transaction's id on PostgreSQL (gap-safe ordering); 0 on SQLite.
+    sa.Column("tx_id", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Index(None, "connector", "tx_id", "change_id"),
+    sqlite_autoincrement=True,
+)
+
+cursor = sa.Table(
+    f"{PREFIX}cursor",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("tx_id", sa.BigInteger(), nullable=False),
+    sa.Column("change_id", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+lead = sa.Table(
+    f"{PREFIX}lead",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("lead_id", sa.String(100), primary_key=True),
+    sa.Column("source_key", sa.Text(), nullable=False),
+    # JSON objects {attribute: normalised value}: what the source holds now, and what
+    # LeadSquared was last told, attribute by attribute.
+    sa.Column("desired", sa.Text(), nullable=False),
+    sa.Column("pushed", sa.Text(), nullable=False, server_default="{}"),
+    # Derived from desired and pushed, stored so pending leads are found by index.
+    sa.Column("pending", sa.Boolean(), nullable=False),
+    # Set when LeadSquared rejected the current desired values; cleared when they change.
+    sa.Column("rejected", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("next_attempt_at", UtcDateTime()),
+    sa.Column("pushed_at", UtcDateTime()),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index(None, "connector", "pending"),
+)
+
+run = sa.Table(
+    f"{PREFIX}run",
+    metadata,
+    sa.Column("run_id", sa.Integer(), sa.Identity(), primary_key=True),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("finished_at", UtcDateTime()),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("changes_ingested", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("leads_pushed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("leads_failed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("calls", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("error", sa.Text()),
+    sa.Index(None, "connector", "started_at"),
+)

@@ -1,0 +1,94 @@
+"""The application's table: checked against the config, and read by key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import NoSuchTableError
+
+from connector.config import Config
+from connector.errors import ConfigError
+from connector.leads import SourceRow
+from connector.values import desired_values
+
+# Keeps IN lists well under every database's bound-parameter limit.
+_KEYS_PER_QUERY = 2000
+
+
+class SourceTable:
+    """The configured source table, reflected once so values come back in Python types."""
+
+    def __init__(self, engine: Engine, config: Config, config_source: str = "config") -> None:
+        self.config = config
+        self.mapping = config.mapping
+        source = config.source
+        try:
+            self.table = sa.Table(
+                source.table, sa.MetaData(), schema=source.schema_, autoload_with=engine
+            )
+        except NoSuchTableError:
+            where = f"{source.schema_}.{source.table}" if source.schema_ else source.table
+            raise ConfigError(
+                config_source, [f"source.table: table {where!r} does not exist in the database"]
+            ) from None
+        problems = [
+            f"{key}: table {source.table!r} has no column {column!r}"
+            for key, column in self._configured_columns()
+            if column not in self.table.c
+        ]
+        if problems:
+            raise ConfigError(config_source, problems)
+        self.key_column = self.table.c[source.key]
+        self.lead_column = self.table.c[config.lead_id.column]
+        self._key_type = _python_type(self.key_column)
+        self._select = sa.select(
+            self.key_column, self.lead_column, *(self.table.c[c] for c in self.mapping)
+        )
+
+    def _configured_columns(self) -> Iterator[tuple[str, str]]:
+        yield "source.key", self.config.source.key
+        yield "lead_id.column", self.config.lead_id.column
+        for column in self.mapping:
+            yield f"mapping.{column}", column
+
+    @property
+    def capture_columns(self) -> list[str]:
+        """Columns whose change must be captured: the mapped ones and the lead id."""
+        return [*self.mapping, self.config.lead_id.column]
+
+    def read(self, connection: Connection, keys: Iterable[str]) -> list[SourceRow]:
+        """The current values of the rows with these keys; deleted rows are absent."""
+        rows: list[SourceRow] = []
+        for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
+            typed = [self._key_type(k) for k in chunk]
+            query = self._select.where(self.key_column.in_(typed))
+            for row in connection.execute(query):
+                mapping = row._mapping
+                lead = mapping[self.lead_column]
+                rows.append(
+                    SourceRow(
+                        key=str(mapping[self.key_column]),
+                        lead_id=None if lead is None or str(lead).strip() == "" else str(lead),
+                        values=desired_values(
+                            {c: mapping[self.table.c[c]] for c in self.mapping}, self.mapping
+                        ),
+                    )
+                )
+        return rows
+
+
+def _python_type(column: sa.Column[Any]) -> Any:
+    """Converts a change row's text key back to the key column's type, so indexes are used."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return str
+    return python_type if python_type in (int, str) else str
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,191 @@
+"""The one place that wires config, database, source, client and clock into a sync cycle.
+
+Library use::
+
+    from connector import Connector, load_config
+
+    with Connector(load_config("config.yaml")) as sync:
+        sync.init()               # once, or after a mapping change
+        report = sync.run_once()  # one full cycle: ingest, then push
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from connector import capture, migrate
+from connector.client import LeadSquaredClient
+from connector.clock import Clock, SystemClock
+from connector.config import Config
+from connector.database import create_engine, translate_errors
+from connector.errors import FatalRunError, LsqSyncError
+from connector.ingest import ingest
+from connector.push import Pacer, push_pending
+from connector.ratelimit import SlidingWindow
+from connector.source import SourceTable
+from connector.store import RunStats, Store
+
+log = logging.getLogger(__name__)
+
+RunStatus = Literal["ok", "stopped", "failed"]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: int
+    status: RunStatus
+    changes_ingested: int
+    leads_changed: int
+    rows_without_lead: int
+    leads_pushed: int
+    leads_rejected: int
+    leads_deferred: int
+    calls: int
+    throttled: int
+    error: str | None = None
+
+    def summary(self) -> str:
+        text = (
+            f"run {self.run_id} {self.status}: {self.changes_ingested} changes ingested, "
+            f"{self.leads_pushed} leads pushed, {self.leads_rejected} rejected, "
+            f"{self.leads_deferred} deferred, {self.calls} calls"
+        )
+        if self.rows_without_lead:
+            text += f", {self.rows_without_lead} changed rows have no lead id"
+        return text + (f"; error: {self.error}" if self.error else "")
+
+
+class Connector:
+    """One configured connector: its database, its source table and its LeadSquared client."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_source: str = "config",
+        engine: Engine | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.config_source = config_source
+        self.stop = stop or threading.Event()
+        self.clock = clock or SystemClock(self.stop)
+        self.engine = engine or create_engine(config.database.url)
+        self.store = Store(self.engine, config.name)
+        self._transport = transport
+        self._client: LeadSquaredClient | None = None
+        self._source: SourceTable | None = None
+        rate = config.leadsquared.rate_limit
+        # Lives as long as the connector, so back-to-back cycles of a daemon share one window.
+        self.pacer = Pacer(SlidingWindow(rate.calls, rate.window_seconds), self.clock)
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.engine.dispose()
+
+    @property
+    def source(self) -> SourceTable:
+        if self._source is None:
+            with translate_errors("reading the source table's columns"):
+                self._source = SourceTable(self.engine, self.config, self.config_source)
+        return self._source
+
+    @property
+    def client(self) -> LeadSquaredClient:
+        if self._client is None:
+            self._client = LeadSquaredClient(self.config.leadsquared, transport=self._transport)
+        return self._client
+
+    def init(self) -> None:
+        """Create or upgrade the connector's tables, then (re)install change capture."""
+        with translate_errors("creating the connector's tables"):
+            migrate.upgrade(self.engine)
+        source = self.source
+        with translate_errors("installing change capture"), self.engine.begin() as connection:
+            capture.install(connection, self.config.name, source)
+        log.info("capture installed", extra={"table": source.table.name})
+
+    def check_ready(self) -> None:
+        with translate_errors("checking the connector's tables"):
+            current = migrate.current_revision(self.engine)
+        if current != migrate.head_revision():
+            raise LsqSyncError(
+                "the connector's tables are missing or out of date: run `lsq-sync init` first"
+            )
+
+    def run_once(self) -> RunReport:
+        """One full cycle: ingest every committed change, then push every pending lead.
+
+        Per-lead failures are recorded and reported; a FatalRunError or a database error
+        ends the run, is recorded in the run history, and propagates.
+        """
+        self.check_ready()
+        source = self.source
+        with translate_errors("starting a run"):
+            run_id = self.store.start_run(self.clock.now())
+        changes = leads_changed = without_lead = 0
+        status: RunStatus = "failed"
+        error: str | None = None
+        pushed = rejected = deferred = calls = throttled = 0
+        try:
+            with translate_errors("ingesting changes"):
+                ingested = ingest(
+                    self.engine,
+                    self.store,
+                    source,
+                    self.clock,
+                    self.config.sync.ingest_batch_size,
+                    self.stop,
+                )
+            changes = ingested.changes
+            leads_changed = ingested.leads_changed
+            without_lead = ingested.rows_without_lead
+            with translate_errors("pushing leads"):
+                result = push_pending(
+                    self.store,
+                    self.client,
+                    self.pacer,
+                    frozenset(self.config.mapping.values()),
+                    self.clock,
+                    self.config.sync.push_batch_size,
+                    self.stop,
+                )
+            pushed, rejected, deferred = result.pushed, result.rejected, result.deferred
+            calls, throttled = result.calls, result.throttled
+            status = "stopped" if result.interrupted else "ok"
+        except (LsqSyncError, FatalRunError) as exc:
+            error = str(exc)
+            raise
+        finally:
+            stats = RunStats(changes, pushed, rejected, calls)
+            with translate_errors("recording the run"):
+                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+        report = RunReport(
+            run_id,
+            status,
+            changes,
+            leads_changed,
+            without_lead,
+            pushed,
+            rejected,
+            deferred,
+            calls,
+            throttled,
+        )
+        log.info("run finished", extra={"summary": report.summary()})
+        return report

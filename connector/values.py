@@ -1,0 +1,84 @@
+"""Turning source values into the strings LeadSquared stores, and deciding what to send.
+
+Pure code: no I/O, no clock. `plan_update` is the diff at the heart of the connector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+# attribute -> normalised value; None means "empty", which a never-pushed lead already is.
+Values = dict[str, str | None]
+
+
+def normalise(value: Any) -> str | None:
+    """The one canonical string for a source value, so equal values compare equal."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(value)
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime):
+        moment = value.astimezone(UTC) if value.tzinfo is not None else value
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.strftime("%Y-%m-%d")
+    if isinstance(value, time):
+        return value.strftime("%H:%M:%S")
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError("binary values cannot be sent to LeadSquared")
+    return str(value)
+
+
+def _decimal(value: Decimal) -> str:
+    if value.is_nan() or value.is_infinite():
+        return str(value)
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values:
+    """The mapped attributes of one source row, normalised."""
+    return {attribute: normalise(row[column]) for column, attribute in mapping.items()}
+
+
+def plan_update(
+    desired: Mapping[str, str | None], pushed: Mapping[str, str | None], attributes: frozenset[str]
+) -> Values:
+    """The mapped attributes whose desired value differs from the one last pushed."""
+    return {
+        attribute: value
+        for attribute, value in desired.items()
+        if attribute in attributes and value != pushed.get(attribute)
+    }
+
+
+def to_payload(update: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """Lead.Update's body; an empty value clears the field."""
+    return [
+        {"Attribute": attribute, "Value": "" if value is None else value}
+        for attribute, value in sorted(update.items())
+    ]
+
+
+def dumps(values: Mapping[str, str | None]) -> str:
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str) -> Values:
+    loaded = json.loads(text)
+    if not isinstance(loaded, dict):
+        raise ValueError("stored values are not a JSON object")
+    return loaded

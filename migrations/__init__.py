@@ -1,0 +1,1 @@
+"""Alembic migrations for the connector's own tables (installed as connector.migrations)."""
