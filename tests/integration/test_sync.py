@@ -1,0 +1,158 @@
+"""The sync cycle through the library API, on real SQLite and PostgreSQL and real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from connector import Connector
+from connector.testing.emulator import Emulator
+from tests.support import config_dict, create_customers, load, source_values
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[sa.Engine]:
+    create_customers(db_url)
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]:
+    with Connector(load(config_dict(db_url, emulator))) as connector:
+        connector.init()
+        yield connector
+
+
+def execute(engine: sa.Engine, *statements: str) -> None:
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
+def updates(emulator: Emulator) -> list[tuple[str | None, dict[str, str]]]:
+    return [
+        (r.lead_id, {f["Attribute"]: f["Value"] for f in r.body})
+        for r in emulator.requests
+        if r.api == "Lead.Update"
+    ]
+
+
+def test_new_rows_send_their_non_empty_mapped_values(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    execute(
+        app,
+        "INSERT INTO customers (id, name, phone, city, plan, score, notes, lsq_prospect_id) "
+        "VALUES (1, 'Ada', '111', 'Pune', 'free', 7, 'x', 'L1'), "
+        "(2, 'Bob', NULL, 'Goa', NULL, NULL, 'y', 'L2')",
+    )
+    report = sync.run_once()
+    assert report.status == "ok"
+    assert sorted(updates(emulator)) == [
+        ("L1", {"Phone": "111", "mx_City": "Pune", "mx_Plan": "free", "mx_Score": "7"}),
+        ("L2", {"mx_City": "Goa"}),
+    ]
+
+
+def test_coalesces_changes_and_sends_only_what_differs(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO customers (id, phone, city, plan, lsq_prospect_id) "
+                 "VALUES (1, '111', 'Pune', 'free', 'L1')")
+    sync.run_once()
+    emulator.clear_requests()
+    execute(
+        app,
+        "UPDATE customers SET city = 'Goa' WHERE id = 1",
+        "UPDATE customers SET city = 'Delhi' WHERE id = 1",
+        "UPDATE customers SET plan = 'pro' WHERE id = 1",
+        "UPDATE customers SET plan = 'free' WHERE id = 1",  # back to what was pushed
+        "UPDATE customers SET notes = 'unmapped' WHERE id = 1",
+    )
+    sync.run_once()
+    assert updates(emulator) == [("L1", {"mx_City": "Delhi"})]
+
+
+def test_value_set_back_before_a_run_sends_nothing(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
+    sync.run_once()
+    emulator.clear_requests()
+    execute(app, "UPDATE customers SET city = 'Goa' WHERE id = 1",
+            "UPDATE customers SET city = 'Pune' WHERE id = 1")
+    report = sync.run_once()
+    assert report.changes_ingested == 2
+    assert updates(emulator) == []
+
+
+def test_unmapped_and_no_op_updates_capture_nothing(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
+    sync.run_once()
+    execute(app, "UPDATE customers SET notes = 'n', name = 'Ada' WHERE id = 1",
+            "UPDATE customers SET city = 'Pune' WHERE id = 1")
+    assert sync.run_once().changes_ingested == 0
+
+
+def test_row_without_lead_id_waits_until_it_gets_one(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L9")
+    execute(app, "INSERT INTO customers (id, city) VALUES (1, 'Pune')")
+    report = sync.run_once()
+    assert (report.rows_without_lead, report.calls) == (1, 0)
+    execute(app, "UPDATE customers SET lsq_prospect_id = 'L9' WHERE id = 1")
+    sync.run_once()
+    assert emulator.lead("L9") == {"mx_City": "Pune"}
+
+
+def test_rejected_lead_is_kept_with_its_error_and_not_retried(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+                 "(1, 'Pune', 'L1'), (2, 'Goa', 'MISSING')")
+    report = sync.run_once()
+    assert (report.leads_pushed, report.leads_rejected) == (1, 1)
+    with sync.engine.connect() as connection:
+        state = sync.store.load_leads(connection, ["MISSING"])["MISSING"]
+    assert state.pending and state.rejected
+    assert state.last_error is not None and "MXInvalidEntityException" in state.last_error
+    emulator.clear_requests()
+    assert sync.run_once().calls == 0
+    # New values deserve a new try.
+    emulator.add_lead("MISSING")
+    execute(app, "UPDATE customers SET city = 'Agra' WHERE id = 2")
+    sync.run_once()
+    assert emulator.lead("MISSING") == {"mx_City": "Agra"}
+
+
+def test_leadsquared_ends_equal_to_the_source(
+    db_url: str, app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    for i in range(1, 31):
+        emulator.add_lead(f"L{i}")
+    execute(app, *(
+        f"INSERT INTO customers (id, phone, city, score, lsq_prospect_id) "
+        f"VALUES ({i}, '{i}{i}', 'c{i % 4}', {i}, 'L{i}')" for i in range(1, 31)
+    ))
+    execute(app, "UPDATE customers SET city = 'moved' WHERE MOD(id, 3) = 0",
+            "UPDATE customers SET score = score + 1 WHERE MOD(id, 5) = 0")
+    sync.run_once()
+    expected = {
+        lead: {a: v for a, v in values.items() if v is not None}
+        for lead, values in source_values(db_url).items()
+    }
+    assert emulator.leads() == expected
+    assert len(updates(emulator)) == 30

@@ -1,0 +1,136 @@
+"""Shared test helpers: databases, the sample source table, configs, CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from connector.config import Config, parse_config
+from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
+
+PG_URL = os.environ.get(
+    "LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+MAPPING = {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan", "score": "mx_Score"}
+ATTRIBUTES = frozenset(MAPPING.values())
+
+CUSTOMERS_DDL = """
+CREATE TABLE customers (
+    id INTEGER PRIMARY KEY,
+    name TEXT,
+    phone TEXT,
+    city TEXT,
+    plan TEXT,
+    score INTEGER,
+    notes TEXT,
+    lsq_prospect_id TEXT
+)
+"""
+
+
+def postgres_available() -> bool:
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema per test, reached through search_path: isolated and cheap."""
+    if not postgres_available():
+        message = f"PostgreSQL is not reachable at {PG_URL} (set LSQ_SYNC_TEST_PG_URL)"
+        if IN_CI:
+            pytest.fail(message + "; under CI=true the PostgreSQL tests must run")
+        pytest.skip(message)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def create_customers(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(CUSTOMERS_DDL)
+    engine.dispose()
+
+
+def config_dict(
+    url: str, emulator: Emulator, *, name: str = "test", **sections: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": name,
+        "database": {"url": url},
+        "leadsquared": {
+            "host": emulator.url,
+            "access_key": DEFAULT_ACCESS_KEY,
+            "secret_key": DEFAULT_SECRET_KEY,
+            "rate_limit": {"calls": 1000, "window_seconds": 1},
+        },
+        "source": {"table": "customers", "key": "id"},
+        "lead_id": {"column": "lsq_prospect_id"},
+        "mapping": dict(MAPPING),
+    }
+    for section, values in sections.items():
+        if isinstance(values, Mapping) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **values}
+        else:
+            config[section] = values
+    return config
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load(config: Mapping[str, Any]) -> Config:
+    return parse_config(yaml.safe_dump(dict(config)), "test-config", {})
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "connector", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def source_values(url: str) -> dict[str, dict[str, str | None]]:
+    """Expected LeadSquared state: each linked row's mapped values, as the connector sends them."""
+    from connector.values import desired_values  # noqa: PLC0415
+
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT * FROM customers")).mappings().all()
+    engine.dispose()
+    return {
+        row["lsq_prospect_id"]: desired_values(row, MAPPING)
+        for row in rows
+        if row["lsq_prospect_id"]
+    }

@@ -1,0 +1,484 @@
+"""The LeadSquared emulator, exercised over real loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.testing.emulator import API_PREFIX, Emulator
+
+ACCESS_KEY = "u$ac/ce+ss=key"
+SECRET_KEY = "s$ec/re+t=key"
+KEYS = {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=None) as running:
+        running.add_lead("L1", FirstName="Ada", mx_City="Paris")
+        yield running
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator.url + API_PREFIX, timeout=5.0) as http:
+        yield http
+
+
+def update(
+    client: httpx.Client,
+    lead_id: str | None,
+    fields: dict[str, Any],
+    **params: str,
+) -> httpx.Response:
+    query = {**KEYS, **params}
+    if lead_id is not None:
+        query["leadId"] = lead_id
+    body = [{"Attribute": name, "Value": value} for name, value in fields.items()]
+    return client.post("Lead.Update", params=query, json=body)
+
+
+def assert_error(response: httpx.Response, status: int, exception_type: str) -> str:
+    assert response.status_code == status
+    body = response.json()
+    assert body["Status"] == "Error"
+    assert body["ExceptionType"] == exception_type
+    message: str = body["ExceptionMessage"]
+    return message
+
+
+def test_update_changes_only_the_attributes_sent(emulator: Emulator, client: httpx.Client) -> None:
+    response = update(client, "L1", {"mx_City": "London", "Phone": None}, postUpdatedLead="true")
+
+    assert response.status_code == 200
+    assert response.json() == {"Status": "Success", "Message": {"AffectedRows": 1}}
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "London", "Phone": ""}
+    [recorded] = emulator.requests
+    assert (recorded.method, recorded.api, recorded.lead_id) == ("POST", "Lead.Update", "L1")
+    assert (recorded.status, recorded.outcome, recorded.post_updated_lead) == (200, "success", True)
+    assert recorded.body == [
+        {"Attribute": "mx_City", "Value": "London"},
+        {"Attribute": "Phone", "Value": None},
+    ]
+
+
+def test_leads_returns_a_copy(emulator: Emulator) -> None:
+    emulator.leads()["L1"]["FirstName"] = "Changed"
+
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"accessKey": ACCESS_KEY, "secretKey": "wrong"}, {}),
+        ({}, {"x-LSQ-AccessKey": ACCESS_KEY, "x-LSQ-SecretKey": "wrong"}),
+        ({}, {}),
+    ],
+    ids=["query", "headers", "missing"],
+)
+def test_bad_keys_get_401_and_change_nothing(
+    emulator: Emulator, client: httpx.Client, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    response = client.post(
+        "Lead.Update",
+        params={**params, "leadId": "L1"},
+        headers=headers,
+        json=[{"Attribute": "mx_City", "Value": "Rome"}],
+    )
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert emulator.requests[0].outcome == "unauthorized"
+
+
+def test_keys_in_headers_are_accepted(emulator: Emulator, client: httpx.Client) -> None:
+    response = client.post(
+        "Lead.Update",
+        params={"leadId": "L1"},
+        headers={"x-LSQ-AccessKey": ACCESS_KEY, "x-LSQ-SecretKey": SECRET_KEY},
+        json=[{"Attribute": "mx_City", "Value": "Rome"}],
+    )
+
+    assert response.status_code == 200
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+
+
+def test_url_encoded_keys_with_special_characters_are_accepted(client: httpx.Client) -> None:
+    # httpx percent-encodes $ / + = in query values; parameter names are case-insensitive.
+    response = client.post(
+        "Lead.Update",
+        params={"ACCESSKEY": ACCESS_KEY, "secretkey": SECRET_KEY, "leadId": "L1"},
+        json=[{"Attribute": "mx_City", "Value": "Rome"}],
+    )
+
+    assert response.status_code == 200
+
+
+def test_an_unencoded_plus_in_a_key_reads_as_a_space(client: httpx.Client) -> None:
+    raw_query = f"accessKey={ACCESS_KEY}&secretKey={SECRET_KEY}&leadId=L1"
+
+    response = client.post(f"Lead.Update?{raw_query}", json=[])
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+
+
+def test_unknown_attribute_rejects_the_whole_update() -> None:
+    with (
+        Emulator(attributes=["FirstName", "mx_City"], rate_limit=None) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1", FirstName="Ada")
+        response = client.post(
+            "Lead.Update",
+            params={
+                "accessKey": "emulator-access-key",
+                "secretKey": "emulator-secret-key",
+                "leadId": "L1",
+            },
+            json=[
+                {"Attribute": "FirstName", "Value": "Grace"},
+                {"Attribute": "mx_A", "Value": "1"},
+                {"Attribute": "mx_B", "Value": "2"},
+            ],
+        )
+
+        message = assert_error(response, 500, "MXUnknownAttributeException")
+        assert message == "Attribute(s) does not exist - mx_A, mx_B"
+        assert emulator.lead("L1") == {"FirstName": "Ada"}
+
+
+def test_rejected_value_rejects_the_whole_update(emulator: Emulator, client: httpx.Client) -> None:
+    emulator.reject_values("mx_Date", lambda value: not value.startswith("20"))
+
+    response = update(client, "L1", {"mx_City": "Rome", "mx_Date": "yesterday"})
+
+    message = assert_error(response, 500, "MXInvalidInputException")
+    assert "mx_Date" in message
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+
+def test_unknown_lead_is_an_mx_error(emulator: Emulator, client: httpx.Client) -> None:
+    response = update(client, "NOPE", {"mx_City": "Rome"})
+
+    message = assert_error(response, 500, "MXInvalidEntityException")
+    assert message == "Lead does not exist in the system"
+    assert emulator.lead("NOPE") is None
+
+
+def test_auto_create_leads_creates_unknown_leads() -> None:
+    with (
+        Emulator(rate_limit=None, auto_create_leads=True) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        response = client.post(
+            "Lead.Update",
+            params={
+                "accessKey": "emulator-access-key",
+                "secretKey": "emulator-secret-key",
+                "leadId": "NEW",
+            },
+            json=[{"Attribute": "mx_City", "Value": 42}],
+        )
+
+        assert response.status_code == 200
+        assert emulator.leads() == {"NEW": {"mx_City": "42"}}
+
+
+def test_missing_lead_id_is_a_mandatory_attribute_error(client: httpx.Client) -> None:
+    response = update(client, None, {"mx_City": "Rome"})
+
+    assert_error(response, 500, "MXMandatoryAttributeMissingException")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"Attribute": "mx_City", "Value": "Rome"}', "application/json"),
+        (b'[{"Attribute": "mx_City"}]', "application/json"),
+        (b"not json", "application/json"),
+        (b'[{"Attribute": "mx_City", "Value": "Rome"}]', "text/plain"),
+    ],
+    ids=["not-a-list", "no-value", "not-json", "wrong-content-type"],
+)
+def test_malformed_update_is_a_400(
+    emulator: Emulator, client: httpx.Client, content: bytes, content_type: str
+) -> None:
+    response = client.post(
+        "Lead.Update",
+        params={**KEYS, "leadId": "L1"},
+        content=content,
+        headers={"Content-Type": content_type},
+    )
+
+    assert_error(response, 400, "MXInvalidRequestException")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+
+@pytest.mark.parametrize("status", [429, 200, 403])
+def test_rate_limit_throttles_in_every_observed_form(status: int) -> None:
+    clock = FakeClock()
+    with (
+        Emulator(rate_limit=(3, 1.0), throttle_status=status, clock=clock) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1")
+        params = {
+            "accessKey": "emulator-access-key",
+            "secretKey": "emulator-secret-key",
+            "id": "L1",
+        }
+        allowed = [client.get("Leads.GetById", params=params) for _ in range(3)]
+        clock.now += 0.5
+        throttled = client.get("Leads.GetById", params=params)
+
+        assert [response.status_code for response in allowed] == [200, 200, 200]
+        message = assert_error(throttled, status, "MXAPIRateLimitExceededException")
+        assert message == "API calls exceeded the limit of 3 in 1 second(s)"
+        assert emulator.throttled_count == 1
+        assert emulator.requests[-1].outcome == "throttled"
+
+        # The throttled call must not count: once the first three slide out, three more fit.
+        clock.now += 0.51
+        again = [client.get("Leads.GetById", params=params) for _ in range(4)]
+        assert [response.status_code for response in again[:3]] == [200, 200, 200]
+        assert again[3].json()["ExceptionType"] == "MXAPIRateLimitExceededException"
+
+
+def test_unauthenticated_requests_do_not_count_into_the_rate_limit() -> None:
+    with (
+        Emulator(rate_limit=(1, 60.0), clock=FakeClock()) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        bad = client.get("Leads.GetById", params={"id": "L1"})
+        good = client.get(
+            "Leads.GetById",
+            params={
+                "accessKey": "emulator-access-key",
+                "secretKey": "emulator-secret-key",
+                "id": "L1",
+            },
+        )
+
+        assert (bad.status_code, good.status_code) == (401, 200)
+
+
+def test_503_fault_is_an_html_page_then_service_resumes(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fail_next(2, "503")
+
+    first = update(client, "L1", {"mx_City": "Rome"})
+    second = update(client, "L1", {"mx_City": "Rome"})
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    third = update(client, "L1", {"mx_City": "Rome"})
+
+    assert (first.status_code, second.status_code, third.status_code) == (503, 503, 200)
+    assert first.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(json.JSONDecodeError):
+        first.json()
+    assert [r.outcome for r in emulator.requests] == ["fault", "fault", "success"]
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+
+
+def test_mx500_fault_is_a_json_mx_error(emulator: Emulator, client: httpx.Client) -> None:
+    emulator.fail_next(1, "mx500")
+
+    response = update(client, "L1", {"mx_City": "Rome"})
+
+    assert_error(response, 500, "MXException")
+
+
+def test_drop_fault_closes_the_connection_without_an_answer(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fail_next(1, "drop")
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        update(client, "L1", {"mx_City": "Rome"})
+
+    [recorded] = emulator.requests
+    assert (recorded.status, recorded.outcome) == (0, "fault")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert update(client, "L1", {"mx_City": "Rome"}).status_code == 200
+
+
+def test_timeout_fault_leaves_the_client_waiting(emulator: Emulator) -> None:
+    emulator.fail_next(1, "timeout")
+
+    with (
+        httpx.Client(base_url=emulator.url + API_PREFIX, timeout=0.2) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        update(impatient, "L1", {"mx_City": "Rome"})
+
+    assert emulator.requests[0].outcome == "fault"
+
+
+def test_fault_rate_with_every_request_failing(emulator: Emulator, client: httpx.Client) -> None:
+    emulator.set_fault_rate(1.0, ["502", "504"], seed=7)
+
+    statuses = {update(client, "L1", {"mx_City": "Rome"}).status_code for _ in range(8)}
+
+    assert statuses <= {502, 504}
+    emulator.set_fault_rate(0.0, [])
+    assert update(client, "L1", {"mx_City": "Rome"}).status_code == 200
+
+
+def test_unknown_fault_kind_is_refused(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        emulator.fail_next(1, "418")
+
+
+def test_held_request_is_applied_but_unanswered_until_release(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.hold()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [
+            pool.submit(update, client, "L1", {"mx_City": "Rome"}),
+            pool.submit(client.get, "Leads.GetById", params={**KEYS, "id": "L1"}),
+        ]
+        # Both logged while held: one held request does not block the other.
+        arrived = emulator.wait_for_requests(2, timeout=5.0)
+        assert {r.api for r in arrived} == {"Lead.Update", "Leads.GetById"}
+        assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+        assert not any(future.done() for future in pending)
+
+        emulator.release()
+
+        assert [future.result(timeout=5.0).status_code for future in pending] == [200, 200]
+
+
+def test_wait_for_requests_times_out(emulator: Emulator) -> None:
+    with pytest.raises(TimeoutError, match="0 of 1"):
+        emulator.wait_for_requests(1, timeout=0.05)
+
+
+def test_get_by_id_finds_a_lead(client: httpx.Client) -> None:
+    response = client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+
+    assert response.status_code == 200
+    assert response.json() == [{"ProspectID": "L1", "FirstName": "Ada", "mx_City": "Paris"}]
+
+
+def test_get_by_id_of_a_missing_lead_is_an_empty_list(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    response = client.get("Leads.GetById", params={**KEYS, "id": "NOPE"})
+
+    assert response.status_code == 200
+    assert response.json() == []
+    assert emulator.requests[0].lead_id == "NOPE"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", API_PREFIX + "Leads.GetByNothing"),
+        ("GET", API_PREFIX + "Lead.Update"),
+        ("POST", "/v2/Other.svc/Leads.GetById"),
+    ],
+    ids=["unknown-api", "wrong-method", "wrong-service"],
+)
+def test_unknown_api_is_a_404(emulator: Emulator, method: str, path: str) -> None:
+    with httpx.Client(base_url=emulator.url) as client:
+        response = client.request(method, path, params=KEYS)
+
+    assert_error(response, 404, "MXInvalidAPIException")
+    [recorded] = emulator.requests
+    assert (recorded.api, recorded.outcome) == (path.rsplit("/", 1)[-1], "error")
+
+
+def test_clear_requests_empties_the_log(emulator: Emulator, client: httpx.Client) -> None:
+    client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+
+    emulator.clear_requests()
+
+    assert emulator.requests == []
+
+
+def test_no_record_or_log_line_holds_a_key(
+    emulator: Emulator, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="connector.testing.emulator")
+
+    update(client, "L1", {"mx_City": "Rome"})
+    client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+    client.get("Nope", params=KEYS)
+    client.post("Lead.Update", params={"accessKey": ACCESS_KEY, "secretKey": "s3cr3t-typo"})
+
+    recorded = repr(emulator.requests)
+    assert len(emulator.requests) == 4
+    assert "Lead.Update" in caplog.text
+    for secret in (SECRET_KEY, ACCESS_KEY, "s3cr3t-typo", "secretKey", "s%24ec"):
+        assert secret not in recorded
+        assert secret not in caplog.text
+
+
+def test_stop_is_idempotent_and_url_needs_a_start() -> None:
+    emulator = Emulator()
+    with pytest.raises(RuntimeError):
+        _ = emulator.url
+
+    emulator.start()
+    url = emulator.url
+    emulator.stop()
+    emulator.stop()
+
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + API_PREFIX + "Leads.GetById")
+
+
+def test_stop_ends_a_held_request(emulator: Emulator, client: httpx.Client) -> None:
+    emulator.hold()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(client.get, "Leads.GetById", params={**KEYS, "id": "L1"})
+        emulator.wait_for_requests(1, timeout=5.0)
+
+        emulator.stop()
+
+        assert pending.result(timeout=5.0).status_code == 200
+
+
+def test_command_line_serves_until_interrupted() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector.testing.emulator", "--port", "0", "--lead", "L1", "L2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = [process.stdout.readline() for _ in range(3)]
+        url = banner[0].rsplit(" ", 1)[-1].strip()
+        response = httpx.get(
+            url + API_PREFIX + "Leads.GetById",
+            params={
+                "accessKey": "emulator-access-key",
+                "secretKey": "emulator-secret-key",
+                "id": "L2",
+            },
+        )
+        assert response.json() == [{"ProspectID": "L2"}]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert banner[2] == "secret key: emulator-secret-key\n"
