@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from connector.schema import change as change_table
@@ -139,3 +140,20 @@ def _sqlite(connection: Connection, connector_name: str, source: SourceTable) ->
         f"CREATE TRIGGER {quote(names.update_trigger)} AFTER UPDATE OF {watched} ON {table} "
         f"FOR EACH ROW WHEN {changed} BEGIN {record}; END",
     ]
+
+
+def record_all_rows(connection: Connection, connector_name: str, source: SourceTable) -> int:
+    """Record every existing row as changed, so rows written before capture get synced too.
+
+    Rows already pushed with the same values cost no call: the diff finds nothing to send.
+    """
+    tx_id = (
+        sa.literal_column("pg_current_xact_id()::text::bigint")
+        if connection.dialect.name == "postgresql"
+        else sa.literal(0)
+    )
+    rows = sa.select(sa.literal(connector_name), sa.cast(source.key_column, sa.Text), tx_id)
+    result = connection.execute(
+        change_table.insert().from_select(["connector", "row_key", "tx_id"], rows)
+    )
+    return result.rowcount

@@ -26,45 +26,56 @@ def build_parser() -> argparse.ArgumentParser:
         "the mapped attributes that really changed.",
     )
     parser.add_argument(
-        "--config", metavar="PATH",
+        "--config",
+        metavar="PATH",
         help=f"config file (default: ${CONFIG_ENV_VAR})",
     )
     parser.add_argument(
-        "--log-level", choices=LEVELS, type=str.upper,
+        "--log-level",
+        choices=LEVELS,
+        type=str.upper,
         help=f"default: ${LOG_LEVEL_ENV_VAR} or WARNING",
     )
     parser.add_argument(
-        "--log-format", choices=("text", "json"), default="text",
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
         help="json writes one JSON object per line (for daemons)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "init", help="create or upgrade the connector's tables and install change capture",
+        "init",
+        help="create or upgrade the connector's tables and install change capture",
         description="Create or upgrade the connector's own tables (Alembic), then install or "
         "regenerate the change-capture triggers on the source table. Safe to run again.",
     )
     commands.add_parser(
-        "run", help="run one sync cycle and exit (for cron)",
+        "run",
+        help="run one sync cycle and exit (for cron)",
         description="Ingest every committed change, push every lead that needs it, record "
         "the outcome, print a summary. Exits 1 when the run could not do its job.",
     )
     commands.add_parser(
-        "daemon", help="run sync cycles on an interval until SIGTERM/SIGINT",
+        "daemon",
+        help="run sync cycles on an interval until SIGTERM/SIGINT",
         description="Run a cycle every sync.interval_seconds. On SIGTERM or SIGINT, finish "
         "the call in flight, record state and exit.",
     )
     commands.add_parser(
-        "status", help="show pending and failed leads and recent runs",
+        "status",
+        help="show pending and failed leads and recent runs",
         description="Show leads still to push, leads LeadSquared rejected, and recent runs.",
     )
     demo = commands.add_parser(
-        "demo", help="see the connector work end to end; needs no config",
+        "demo",
+        help="see the connector work end to end; needs no config",
         description="Make a SQLite database with a sample table, install capture, start the "
         "bundled LeadSquared emulator, change rows and run sync cycles, explaining each step.",
     )
     demo.add_argument("--dir", default="lsq-sync-demo", help="where to put the demo database")
     emulator = commands.add_parser(
-        "emulator", help="serve the bundled LeadSquared emulator for your own tests",
+        "emulator",
+        help="serve the bundled LeadSquared emulator for your own tests",
         description="Serve the LeadSquared emulator on loopback until Ctrl-C.",
     )
     emulator.add_argument("--port", type=int, default=8089)
@@ -74,10 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or os.environ.get(LOG_LEVEL_ENV_VAR, "WARNING").upper()
+    # The demo explains its own failures; its log would only repeat them.
+    default_level = "ERROR" if args.command == "demo" else "WARNING"
+    level = args.log_level or os.environ.get(LOG_LEVEL_ENV_VAR, default_level).upper()
     if level not in LEVELS:
-        return _fail(f"{LOG_LEVEL_ENV_VAR}={level!r} is not one of {', '.join(LEVELS)}",
-                     EXIT_USAGE)
+        return _fail(f"{LOG_LEVEL_ENV_VAR}={level!r} is not one of {', '.join(LEVELS)}", EXIT_USAGE)
     configure(level, json_lines=args.log_format == "json")
     try:
         return _dispatch(args)
@@ -107,8 +119,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     with Connector(config, config_source=path) as connector:
         if args.command == "init":
             connector.init()
-            print(f"{config.name}: tables ready and change capture installed on "
-                  f"{connector.source.table.name!r}")
+            print(
+                f"{config.name}: tables ready and change capture installed on "
+                f"{connector.source.table.name!r}"
+            )
+            return EXIT_OK
+        if args.command == "backfill":
+            queued = connector.backfill()
+            print(f"{config.name}: {queued} rows queued; the next run pushes what differs")
             return EXIT_OK
         if args.command == "run":
             report = connector.run_once()

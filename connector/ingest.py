@@ -25,6 +25,7 @@ class IngestResult:
 
 def ingest(
     engine: Engine,
+    *,
     store: Store,
     source: SourceTable,
     clock: Clock,

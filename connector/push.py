@@ -58,91 +58,95 @@ def retry_delay(attempts: int) -> timedelta:
     return min(RETRY_CAP, RETRY_BASE * (1 << min(attempts, 10)))
 
 
-def push_pending(
-    store: Store,
-    client: LeadSquaredClient,
-    pacer: Pacer,
-    attributes: frozenset[str],
-    clock: Clock,
-    batch_size: int,
-    stop: threading.Event,
-) -> PushResult:
-    """Give every pending lead one push this run; FatalRunError propagates untouched."""
-    result = PushResult()
-    after: str | None = None
-    while not stop.is_set():
-        with store.engine.connect() as connection:
-            leads = store.pending_leads(connection, clock.now(), after, batch_size)
-        if not leads:
-            break
-        for state in leads:
-            if stop.is_set() or not _push_one(
-                store, client, pacer, attributes, clock, state, result, stop
-            ):
-                result.interrupted = True
-                return result
-            after = state.lead_id
-    result.interrupted = stop.is_set()
-    return result
+class Pusher:
+    """Gives every pending lead one push per run; FatalRunError propagates untouched."""
 
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client: LeadSquaredClient,
+        pacer: Pacer,
+        attributes: frozenset[str],
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.pacer = pacer
+        self.attributes = attributes
+        self.clock = clock
+        self.stop = stop
 
-def _push_one(
-    store: Store,
-    client: LeadSquaredClient,
-    pacer: Pacer,
-    attributes: frozenset[str],
-    clock: Clock,
-    state: LeadState,
-    result: PushResult,
-    stop: threading.Event,
-) -> bool:
-    """One lead's push, retrying only throttled calls. Returns False when the run must stop."""
-    update = plan_update(state.desired, state.pushed, attributes)
-    if not update:
-        # Nothing differs any more (say the mapping shrank): clear the flag without a call.
-        store.record_pushed(state.lead_id, {}, attributes, clock.now())
-        return True
-    throttles = 0
-    while True:
-        if not pacer.wait_turn():
-            return False
-        result.calls += 1
-        try:
-            client.update_lead(state.lead_id, update)
-        except ThrottledError as exc:
-            pacer.completed()
-            pacer.throttled(exc.delay)
-            result.throttled += 1
-            throttles += 1
-            log.warning("throttled by LeadSquared", extra={"lead_id": state.lead_id})
-            if throttles >= MAX_CONSECUTIVE_THROTTLES or stop.is_set():
+    def push_pending(self, batch_size: int) -> PushResult:
+        result = PushResult()
+        after: str | None = None
+        while not self.stop.is_set():
+            with self.store.engine.connect() as connection:
+                leads = self.store.pending_leads(connection, self.clock.now(), after, batch_size)
+            if not leads:
+                break
+            for state in leads:
+                if self.stop.is_set() or not self._push_one(state, result):
+                    result.interrupted = True
+                    return result
+                after = state.lead_id
+        result.interrupted = self.stop.is_set()
+        return result
+
+    def _push_one(self, state: LeadState, result: PushResult) -> bool:
+        """One lead's push, retrying only throttled calls. Returns False when the run must stop."""
+        update = plan_update(state.desired, state.pushed, self.attributes)
+        if not update:
+            # Nothing differs any more (say the mapping shrank): clear the flag without a call.
+            self.store.record_pushed(state.lead_id, {}, self.attributes, self.clock.now())
+            return True
+        throttles = 0
+        while True:
+            if not self.pacer.wait_turn():
                 return False
-            continue
-        except RetriableError as exc:
-            pacer.completed()
-            now = clock.now()
-            store.record_failure(
-                state.lead_id,
-                state.desired,
-                str(exc),
-                now,
-                rejected=False,
-                next_attempt_at=now + retry_delay(state.attempts),
-            )
-            result.deferred += 1
-            log.warning("lead deferred", extra={"lead_id": state.lead_id, "error": str(exc)})
+            result.calls += 1
+            try:
+                self.client.update_lead(state.lead_id, update)
+            except ThrottledError as exc:
+                self.pacer.completed()
+                self.pacer.throttled(exc.delay)
+                result.throttled += 1
+                throttles += 1
+                log.warning("throttled by LeadSquared", extra={"lead_id": state.lead_id})
+                if throttles >= MAX_CONSECUTIVE_THROTTLES or self.stop.is_set():
+                    return False
+                continue
+            except RetriableError as exc:
+                self.pacer.completed()
+                self._record_failure(state, exc, rejected=False)
+                result.deferred += 1
+                return True
+            except LeadRejectedError as exc:
+                self.pacer.completed()
+                self._record_failure(state, exc, rejected=True)
+                result.rejected += 1
+                return True
+            except BaseException:
+                self.pacer.completed()
+                raise
+            self.pacer.completed()
+            self.store.record_pushed(state.lead_id, update, self.attributes, self.clock.now())
+            result.pushed += 1
+            log.info("lead pushed", extra={"lead_id": state.lead_id, "attributes": sorted(update)})
             return True
-        except LeadRejectedError as exc:
-            pacer.completed()
-            store.record_failure(state.lead_id, state.desired, str(exc), clock.now(), rejected=True)
-            result.rejected += 1
-            log.warning("lead rejected", extra={"lead_id": state.lead_id, "error": str(exc)})
-            return True
-        except BaseException:
-            pacer.completed()
-            raise
-        pacer.completed()
-        store.record_pushed(state.lead_id, update, attributes, clock.now())
-        result.pushed += 1
-        log.info("lead pushed", extra={"lead_id": state.lead_id, "attributes": sorted(update)})
-        return True
+
+    def _record_failure(self, state: LeadState, exc: Exception, *, rejected: bool) -> None:
+        now = self.clock.now()
+        self.store.record_failure(
+            state.lead_id,
+            state.desired,
+            str(exc),
+            now,
+            rejected=rejected,
+            next_attempt_at=None if rejected else now + retry_delay(state.attempts),
+        )
+        log.warning(
+            "lead rejected" if rejected else "lead deferred",
+            extra={"lead_id": state.lead_id, "error": str(exc)},
+        )

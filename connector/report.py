@@ -26,14 +26,18 @@ def print_status(connector: Connector) -> None:
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
     not_in_sync = [s for s in leads if s.pending or s.rejected]
-    print(f"connector {connector.config.name}: {len(leads)} leads known, "
-          f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested")
+    print(
+        f"connector {connector.config.name}: {len(leads)} leads known, "
+        f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested"
+    )
     for state in not_in_sync:
         print(f"  lead {state.lead_id} (row {state.source_key}): {describe_lead(state)}")
     print("recent runs:")
     for run in runs:
         finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S") if run.finished_at else "-"
-        print(f"  #{run.run_id} {run.status:<8} finished {finished}  "
-              f"ingested {run.changes_ingested}, pushed {run.leads_pushed}, "
-              f"failed {run.leads_failed}, calls {run.calls}"
-              + (f"  error: {run.error}" if run.error else ""))
+        print(
+            f"  #{run.run_id} {run.status:<8} finished {finished}  "
+            f"ingested {run.changes_ingested}, pushed {run.leads_pushed}, "
+            f"failed {run.leads_failed}, calls {run.calls}"
+            + (f"  error: {run.error}" if run.error else "")
+        )

@@ -24,9 +24,9 @@ from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import FatalRunError, LsqSyncError
+from connector.errors import LsqSyncError
 from connector.ingest import ingest
-from connector.push import Pacer, push_pending
+from connector.push import Pacer, Pusher
 from connector.ratelimit import SlidingWindow
 from connector.source import SourceTable
 from connector.store import RunStats, Store
@@ -106,6 +106,17 @@ class Connector:
         return self._source
 
     @property
+    def pusher(self) -> Pusher:
+        return Pusher(
+            store=self.store,
+            client=self.client,
+            pacer=self.pacer,
+            attributes=frozenset(self.config.mapping.values()),
+            clock=self.clock,
+            stop=self.stop,
+        )
+
+    @property
     def client(self) -> LeadSquaredClient:
         if self._client is None:
             self._client = LeadSquaredClient(self.config.leadsquared, transport=self._transport)
@@ -119,6 +130,12 @@ class Connector:
         with translate_errors("installing change capture"), self.engine.begin() as connection:
             capture.install(connection, self.config.name, source)
         log.info("capture installed", extra={"table": source.table.name})
+
+    def backfill(self) -> int:
+        """Queue every existing source row; the next run pushes whatever differs."""
+        self.check_ready()
+        with translate_errors("queueing existing rows"), self.engine.begin() as connection:
+            return capture.record_all_rows(connection, self.config.name, self.source)
 
     def check_ready(self) -> None:
         with translate_errors("checking the connector's tables"):
@@ -146,29 +163,21 @@ class Connector:
             with translate_errors("ingesting changes"):
                 ingested = ingest(
                     self.engine,
-                    self.store,
-                    source,
-                    self.clock,
-                    self.config.sync.ingest_batch_size,
-                    self.stop,
+                    store=self.store,
+                    source=source,
+                    clock=self.clock,
+                    batch_size=self.config.sync.ingest_batch_size,
+                    stop=self.stop,
                 )
             changes = ingested.changes
             leads_changed = ingested.leads_changed
             without_lead = ingested.rows_without_lead
             with translate_errors("pushing leads"):
-                result = push_pending(
-                    self.store,
-                    self.client,
-                    self.pacer,
-                    frozenset(self.config.mapping.values()),
-                    self.clock,
-                    self.config.sync.push_batch_size,
-                    self.stop,
-                )
+                result = self.pusher.push_pending(self.config.sync.push_batch_size)
             pushed, rejected, deferred = result.pushed, result.rejected, result.deferred
             calls, throttled = result.calls, result.throttled
             status = "stopped" if result.interrupted else "ok"
-        except (LsqSyncError, FatalRunError) as exc:
+        except LsqSyncError as exc:
             error = str(exc)
             raise
         finally:

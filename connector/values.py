@@ -80,5 +80,5 @@ def dumps(values: Mapping[str, str | None]) -> str:
 def loads(text: str) -> Values:
     loaded = json.loads(text)
     if not isinstance(loaded, dict):
-        raise ValueError("stored values are not a JSON object")
+        raise TypeError("stored values are not a JSON object")
     return loaded
