@@ -28,12 +28,13 @@ from connector.errors import LsqSyncError
 from connector.ingest import ingest
 from connector.push import Pacer, Pusher
 from connector.ratelimit import SlidingWindow
+from connector.runlock import run_lock
 from connector.source import SourceTable
 from connector.store import RunStats, Store
 
 log = logging.getLogger(__name__)
 
-RunStatus = Literal["ok", "stopped", "failed"]
+RunStatus = Literal["ok", "stopped", "failed", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class RunReport:
     error: str | None = None
 
     def summary(self) -> str:
+        if self.status == "skipped":
+            return f"run skipped: {self.error}"
         text = (
             f"run {self.run_id} {self.status}: {self.changes_ingested} changes ingested, "
             f"{self.leads_pushed} leads pushed, {self.leads_rejected} rejected, "
@@ -152,6 +155,28 @@ class Connector:
         ends the run, is recorded in the run history, and propagates.
         """
         self.check_ready()
+        with (
+            translate_errors("taking the run lock"),
+            run_lock(self.engine, self.config.name) as held,
+        ):
+            if not held:
+                log.warning("another run of this connector is in progress; skipping")
+                return RunReport(
+                    0,
+                    "skipped",
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    "another run of this connector is in progress",
+                )
+            return self._run_locked()
+
+    def _run_locked(self) -> RunReport:
         source = self.source
         with translate_errors("starting a run"):
             run_id = self.store.start_run(self.clock.now())

@@ -156,3 +156,35 @@ def test_leadsquared_ends_equal_to_the_source(
     }
     assert emulator.leads() == expected
     assert len(updates(emulator)) == 30
+
+
+def test_a_second_concurrent_run_is_skipped_without_calls(
+    app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    from connector.runlock import run_lock  # noqa: PLC0415
+
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
+    with run_lock(sync.engine, sync.config.name) as held:
+        assert held
+        report = sync.run_once()
+    assert (report.status, report.calls, emulator.requests) == ("skipped", 0, [])
+    assert sync.run_once().leads_pushed == 1
+
+
+def test_backfill_queues_rows_written_before_init(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+                 "(1, 'Pune', 'L1'), (2, 'Goa', 'L2')")
+    with Connector(load(config_dict(db_url, emulator))) as connector:
+        connector.init()
+        assert connector.run_once().calls == 0
+        assert connector.backfill() == 2
+        assert connector.run_once().leads_pushed == 2
+        # A second backfill finds nothing that differs: no call.
+        connector.backfill()
+        assert connector.run_once().calls == 0
+    assert emulator.leads() == {"L1": {"mx_City": "Pune"}, "L2": {"mx_City": "Goa"}}
