@@ -153,7 +153,9 @@ def record_all_rows(connection: Connection, connector_name: str, source: SourceT
         else sa.literal(0)
     )
     rows = sa.select(sa.literal(connector_name), sa.cast(source.key_column, sa.Text), tx_id)
-    result = connection.execute(
-        change_table.insert().from_select(["connector", "row_key", "tx_id"], rows)
-    )
-    return result.rowcount
+    connection.execute(change_table.insert().from_select(["connector", "row_key", "tx_id"], rows))
+    # rowcount of INSERT ... SELECT is not reported by every driver.
+    count: int = connection.execute(
+        sa.select(sa.func.count()).select_from(source.table)
+    ).scalar_one()
+    return count
