@@ -35,14 +35,16 @@ class _Model(BaseModel):
 
 
 class DatabaseConfig(_Model):
-    url: str = Field(min_length=1, description="SQLAlchemy URL, e.g. postgresql+psycopg://u@h/db")
+    # Secret because a URL may hold the database password.
+    url: SecretStr = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://u@h/db")
 
     @field_validator("url")
     @classmethod
-    def _known_driver(cls, url: str) -> str:
-        if not url.startswith(("sqlite", "postgresql")):
+    def _known_driver(cls, url: SecretStr) -> SecretStr:
+        text = url.get_secret_value()
+        if not text.startswith(("sqlite:", "postgresql")):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        if url.startswith("postgresql") and not url.startswith("postgresql+psycopg"):
+        if text.startswith("postgresql") and not text.startswith("postgresql+psycopg:"):
             raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
         return url
 

@@ -81,7 +81,7 @@ class Connector:
         self.config_source = config_source
         self.stop = stop or threading.Event()
         self.clock = clock or SystemClock(self.stop)
-        self.engine = engine or create_engine(config.database.url)
+        self.engine = engine or create_engine(config.database.url.get_secret_value())
         self.store = Store(self.engine, config.name)
         self._transport = transport
         self._client: LeadSquaredClient | None = None

@@ -188,3 +188,24 @@ def test_backfill_queues_rows_written_before_init(
         connector.backfill()
         assert connector.run_once().calls == 0
     assert emulator.leads() == {"L1": {"mx_City": "Pune"}, "L2": {"mx_City": "Goa"}}
+
+
+def test_pacing_keeps_within_the_account_limit(db_url: str, app: sa.Engine) -> None:
+    calls, window = 5, 1.0
+    with Emulator(rate_limit=(calls, window)) as account:
+        for i in range(1, 13):
+            account.add_lead(f"L{i}")
+        config = config_dict(
+            db_url, account, leadsquared={"rate_limit": {"calls": calls, "window_seconds": window}}
+        )
+        with Connector(load(config)) as connector:
+            connector.init()
+            execute(app, *(
+                f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c{i}', 'L{i}')"
+                for i in range(1, 13)
+            ))
+            report = connector.run_once()
+        arrivals = [r.arrived_at for r in account.requests]
+    assert (report.leads_pushed, report.throttled, account.throttled_count) == (12, 0, 0)
+    for first, later in zip(arrivals, arrivals[calls:], strict=False):
+        assert later - first >= window
