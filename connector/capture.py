@@ -99,9 +99,12 @@ def _postgresql(connection: Connection, connector_name: str, source: SourceTable
         (names.insert_function, insert_body),
         (names.update_function, update_body),
     ):
+        # SECURITY DEFINER: the application's role may write the source table without any
+        # right on the connector's tables; a pinned search_path makes that safe.
         statements.append(
             f"CREATE OR REPLACE FUNCTION {schema}{quote(function)}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $lsq$ BEGIN {body}; RETURN NULL; END $lsq$"
+            f"LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            f"AS $lsq$ BEGIN {body}; RETURN NULL; END $lsq$"
         )
     statements += [
         f"DROP TRIGGER IF EXISTS {quote(names.insert_trigger)} ON {table}",
