@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import httpx
 
@@ -69,7 +69,7 @@ class LeadSquaredClient:
         self._secrets = tuple(
             form
             for key in (access_key, secret_key)
-            for form in {key, quote(key, safe=""), quote(key)}
+            for form in {key, quote(key, safe=""), quote(key), quote_plus(key)}
         )
         self._post_updated_lead = config.post_updated_lead
         self._http = httpx.Client(

@@ -46,7 +46,7 @@ def ingest(
                 break
             rows = source.read(connection, batch.row_keys)
             existing = store.load_leads(
-                connection, {row.lead_id for row in rows if row.lead_id is not None}
+                connection, {row.lead_id for row in rows if row.lead_id is not None}, lock=True
             )
             folded = fold_rows(rows, existing, attributes)
             now = clock.now()

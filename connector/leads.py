@@ -14,6 +14,8 @@ class SourceRow:
     key: str
     lead_id: str | None
     values: Values
+    # Set when a mapped value cannot be sent; the lead is held back with this as its error.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class DesiredChange:
     source_key: str
     desired: Values
     pending: bool
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,11 @@ def fold_rows(
     changes = []
     for lead_id, row in latest.items():
         before = existing.get(lead_id)
-        if before is not None and before.desired == row.values and before.source_key == row.key:
+        unchanged = before is not None and (before.desired, before.source_key) == (
+            row.values,
+            row.key,
+        )
+        if unchanged and row.problem is None:
             continue
         pushed = before.pushed if before is not None else {}
         changes.append(
@@ -72,6 +79,7 @@ def fold_rows(
                 source_key=row.key,
                 desired=row.values,
                 pending=bool(plan_update(row.values, pushed, attributes)),
+                problem=row.problem,
             )
         )
     return FoldResult(changes, without_lead)

@@ -34,6 +34,12 @@ class SlidingWindow:
         self._completed.append(completed_at)
 
     def back_off(self, until: float) -> None:
-        """Treat the window as full until `until` (after the server said we were throttled)."""
-        for _ in range(self.calls):
-            self._completed.append(until - self.window - self.margin)
+        """Treat the window as full until `until` (after the server said we were throttled).
+
+        Only ever lengthens the wait: a short Retry-After must not free slots that the
+        window still holds.
+        """
+        floor = until - self.window - self.margin
+        slots = [max(t, floor) for t in self._completed]
+        slots = [floor] * (self.calls - len(slots)) + slots
+        self._completed = deque(sorted(slots), maxlen=self.calls)

@@ -56,7 +56,7 @@ def classify(status: int, headers: Mapping[str, str], text: str) -> Classified:
     if (
         status == 429
         or exception_type == _RATE_LIMIT_TYPE
-        or "exceeded the limit" in message.lower()
+        or "exceeded the limit" in (message or text).lower()
     ):
         return result(Outcome.THROTTLED, message or f"HTTP {status}: throttled")
     if 200 <= status < 300:

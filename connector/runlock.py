@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 
-def _advisory_key(connector: str) -> int:
-    digest = hashlib.sha256(f"lsq-sync:{connector}".encode()).digest()
+def _advisory_key(scope: str, connector: str) -> int:
+    digest = hashlib.sha256(f"lsq-sync:{scope}:{connector}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -39,8 +39,12 @@ def run_lock(engine: Engine, connector: str) -> Iterator[bool]:
 
 @contextmanager
 def _postgres_lock(engine: Engine, connector: str) -> Iterator[bool]:
-    key = _advisory_key(connector)
     with engine.connect() as connection:
+        # Advisory locks span the database; the connector's tables live in one schema of it.
+        scope = connection.execute(
+            sa.select(sa.func.current_database() + "." + sa.func.current_schema())
+        ).scalar_one()
+        key = _advisory_key(scope, connector)
         held = bool(connection.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
         connection.commit()
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlalchemy.exc import NoSuchTableError
 from connector.config import Config
 from connector.errors import ConfigError
 from connector.leads import SourceRow
-from connector.values import desired_values
+from connector.values import Values, normalise
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -65,19 +65,25 @@ class SourceTable:
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             typed = [self._key_type(k) for k in chunk]
             query = self._select.where(self.key_column.in_(typed))
-            for row in connection.execute(query):
-                mapping = row._mapping
-                lead = mapping[self.lead_column]
-                rows.append(
-                    SourceRow(
-                        key=str(mapping[self.key_column]),
-                        lead_id=None if lead is None or str(lead).strip() == "" else str(lead),
-                        values=desired_values(
-                            {c: mapping[self.table.c[c]] for c in self.mapping}, self.mapping
-                        ),
-                    )
-                )
+            rows.extend(self._source_row(row._mapping) for row in connection.execute(query))
         return rows
+
+    def _source_row(self, row: Mapping[Any, Any]) -> SourceRow:
+        lead = row[self.lead_column]
+        key = str(row[self.key_column])
+        values: Values = {}
+        problems = []
+        for column, attribute in self.mapping.items():
+            try:
+                values[attribute] = normalise(row[self.table.c[column]])
+            except TypeError as exc:
+                problems.append(f"row {key}, column {column!r}: {exc}")
+        return SourceRow(
+            key=key,
+            lead_id=None if lead is None or str(lead).strip() == "" else str(lead),
+            values=values,
+            problem="; ".join(problems) or None,
+        )
 
 
 def _python_type(column: sa.Column[Any]) -> Any:

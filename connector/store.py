@@ -115,7 +115,10 @@ class Store:
 
     # -- per-lead state ---------------------------------------------------------------------
 
-    def load_leads(self, connection: Connection, lead_ids: Iterable[str]) -> dict[str, LeadState]:
+    def load_leads(
+        self, connection: Connection, lead_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, LeadState]:
+        """`lock` holds the rows until commit, so a push recorded meanwhile cannot be lost."""
         ids = list(lead_ids)
         found: dict[str, LeadState] = {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -123,6 +126,8 @@ class Store:
             query = sa.select(lead).where(
                 lead.c.connector == self.connector, lead.c.lead_id.in_(chunk)
             )
+            if lock and self._postgres:
+                query = query.with_for_update()
             for row in connection.execute(query):
                 found[row.lead_id] = _lead_state(row)
         return found
@@ -140,10 +145,10 @@ class Store:
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
                 "pushed": "{}",
-                "pending": c.pending,
-                "rejected": False,
+                "pending": c.pending or c.problem is not None,
+                "rejected": c.problem is not None,
                 "attempts": 0,
-                "last_error": None,
+                "last_error": c.problem,
                 "next_attempt_at": None,
                 "updated_at": now,
             }

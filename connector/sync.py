@@ -205,6 +205,10 @@ class Connector:
         except LsqSyncError as exc:
             error = str(exc)
             raise
+        except Exception as exc:
+            # A bug, not a user error: still leave a trace in the run history.
+            error = self.client.redact(f"internal error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             stats = RunStats(changes, pushed, rejected, calls)
             with translate_errors("recording the run"):

@@ -25,7 +25,10 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else str(value)
+        if value.is_integer():
+            return str(int(value))
+        # repr is the shortest text that round-trips; Decimal spells it without an exponent.
+        return _decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
         return _decimal(value)
     if isinstance(value, datetime):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -64,8 +65,11 @@ def test_coalesces_changes_and_sends_only_what_differs(
     app: sa.Engine, sync: Connector, emulator: Emulator
 ) -> None:
     emulator.add_lead("L1")
-    execute(app, "INSERT INTO customers (id, phone, city, plan, lsq_prospect_id) "
-                 "VALUES (1, '111', 'Pune', 'free', 'L1')")
+    execute(
+        app,
+        "INSERT INTO customers (id, phone, city, plan, lsq_prospect_id) "
+        "VALUES (1, '111', 'Pune', 'free', 'L1')",
+    )
     sync.run_once()
     emulator.clear_requests()
     execute(
@@ -87,8 +91,11 @@ def test_value_set_back_before_a_run_sends_nothing(
     execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
     sync.run_once()
     emulator.clear_requests()
-    execute(app, "UPDATE customers SET city = 'Goa' WHERE id = 1",
-            "UPDATE customers SET city = 'Pune' WHERE id = 1")
+    execute(
+        app,
+        "UPDATE customers SET city = 'Goa' WHERE id = 1",
+        "UPDATE customers SET city = 'Pune' WHERE id = 1",
+    )
     report = sync.run_once()
     assert report.changes_ingested == 2
     assert updates(emulator) == []
@@ -100,8 +107,11 @@ def test_unmapped_and_no_op_updates_capture_nothing(
     emulator.add_lead("L1")
     execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
     sync.run_once()
-    execute(app, "UPDATE customers SET notes = 'n', name = 'Ada' WHERE id = 1",
-            "UPDATE customers SET city = 'Pune' WHERE id = 1")
+    execute(
+        app,
+        "UPDATE customers SET notes = 'n', name = 'Ada' WHERE id = 1",
+        "UPDATE customers SET city = 'Pune' WHERE id = 1",
+    )
     assert sync.run_once().changes_ingested == 0
 
 
@@ -121,8 +131,11 @@ def test_rejected_lead_is_kept_with_its_error_and_not_retried(
     app: sa.Engine, sync: Connector, emulator: Emulator
 ) -> None:
     emulator.add_lead("L1")
-    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
-                 "(1, 'Pune', 'L1'), (2, 'Goa', 'MISSING')")
+    execute(
+        app,
+        "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+        "(1, 'Pune', 'L1'), (2, 'Goa', 'MISSING')",
+    )
     report = sync.run_once()
     assert (report.leads_pushed, report.leads_rejected) == (1, 1)
     with sync.engine.connect() as connection:
@@ -143,12 +156,19 @@ def test_leadsquared_ends_equal_to_the_source(
 ) -> None:
     for i in range(1, 31):
         emulator.add_lead(f"L{i}")
-    execute(app, *(
-        f"INSERT INTO customers (id, phone, city, score, lsq_prospect_id) "
-        f"VALUES ({i}, '{i}{i}', 'c{i % 4}', {i}, 'L{i}')" for i in range(1, 31)
-    ))
-    execute(app, "UPDATE customers SET city = 'moved' WHERE MOD(id, 3) = 0",
-            "UPDATE customers SET score = score + 1 WHERE MOD(id, 5) = 0")
+    execute(
+        app,
+        *(
+            f"INSERT INTO customers (id, phone, city, score, lsq_prospect_id) "
+            f"VALUES ({i}, '{i}{i}', 'c{i % 4}', {i}, 'L{i}')"
+            for i in range(1, 31)
+        ),
+    )
+    execute(
+        app,
+        "UPDATE customers SET city = 'moved' WHERE MOD(id, 3) = 0",
+        "UPDATE customers SET score = score + 1 WHERE MOD(id, 5) = 0",
+    )
     sync.run_once()
     expected = {
         lead: {a: v for a, v in values.items() if v is not None}
@@ -177,8 +197,11 @@ def test_backfill_queues_rows_written_before_init(
 ) -> None:
     emulator.add_lead("L1")
     emulator.add_lead("L2")
-    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
-                 "(1, 'Pune', 'L1'), (2, 'Goa', 'L2')")
+    execute(
+        app,
+        "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+        "(1, 'Pune', 'L1'), (2, 'Goa', 'L2')",
+    )
     with Connector(load(config_dict(db_url, emulator))) as connector:
         connector.init()
         assert connector.run_once().calls == 0
@@ -200,12 +223,41 @@ def test_pacing_keeps_within_the_account_limit(db_url: str, app: sa.Engine) -> N
         )
         with Connector(load(config)) as connector:
             connector.init()
-            execute(app, *(
-                f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c{i}', 'L{i}')"
-                for i in range(1, 13)
-            ))
+            execute(
+                app,
+                *(
+                    f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c{i}', 'L{i}')"
+                    for i in range(1, 13)
+                ),
+            )
             report = connector.run_once()
         arrivals = [r.arrived_at for r in account.requests]
     assert (report.leads_pushed, report.throttled, account.throttled_count) == (12, 0, 0)
     for first, later in zip(arrivals, arrivals[calls:], strict=False):
         assert later - first >= window
+
+
+def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    # SQLite only: it is the database that lets a TEXT column hold bytes.
+    url = f"sqlite:///{tmp_path / 'bytes.db'}"
+    create_customers(url)
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    with Connector(load(config_dict(url, emulator))) as sync:
+        sync.init()
+        with sync.engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO customers (id, city, lsq_prospect_id) VALUES (:i, :c, :l)"),
+                [{"i": 1, "c": "Pune", "l": "L1"}, {"i": 2, "c": b"\x00\xff", "l": "L2"}],
+            )
+        report = sync.run_once()
+        assert (report.status, report.leads_pushed) == ("ok", 1)
+        with sync.engine.connect() as connection:
+            held = sync.store.load_leads(connection, ["L2"])["L2"]
+        assert held.rejected and held.last_error is not None
+        assert "row 2, column 'city'" in held.last_error
+        execute(sync.engine, "UPDATE customers SET city = 'Goa' WHERE id = 2")
+        sync.run_once()
+    assert emulator.lead("L2") == {"mx_City": "Goa"}

@@ -1,0 +1,150 @@
+"""The Alembic migrations: upgrade from empty, downgrade, and agreement with connector.schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from connector import migrate
+from connector.schema import PREFIX, VERSION_TABLE, metadata
+
+OWN_TABLES = {table.name for table in metadata.sorted_tables}
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def table_names(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def create_application_table(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE app_orders (id INTEGER PRIMARY KEY, total TEXT)")
+        connection.exec_driver_sql("INSERT INTO app_orders (id, total) VALUES (1, '9.99')")
+
+
+def application_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.exec_driver_sql("SELECT * FROM app_orders")]
+
+
+def schema_differences(engine: sa.Engine) -> list[Any]:
+    def own(name: str | None, type_: str, parent: Any) -> bool:
+        return type_ != "table" or (name or "").startswith(PREFIX)
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "version_table": VERSION_TABLE,
+                "compare_type": True,
+                # SQLite reflects no identities and renders false as 0: only noise there.
+                "compare_server_default": engine.dialect.name == "postgresql",
+                "include_name": own,
+            },
+        )
+        differences: list[Any] = compare_metadata(context, metadata)
+    return differences
+
+
+def test_own_tables_all_carry_the_prefix() -> None:
+    assert {f"{PREFIX}{name}" for name in ("change", "cursor", "lead", "run")} == OWN_TABLES
+
+
+def test_upgrade_from_empty_creates_the_tables(engine: sa.Engine) -> None:
+    assert migrate.current_revision(engine) is None
+    assert migrate.head_revision() is not None
+    migrate.upgrade(engine)
+    assert OWN_TABLES | {VERSION_TABLE} <= table_names(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_upgrade_twice_is_a_no_op(engine: sa.Engine) -> None:
+    migrate.upgrade(engine)
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_downgrade_removes_only_the_connector_tables(engine: sa.Engine) -> None:
+    create_application_table(engine)
+    migrate.upgrade(engine)
+    migrate.downgrade(engine)
+    remaining = table_names(engine)
+    assert not OWN_TABLES & remaining
+    assert "app_orders" in remaining
+    assert application_rows(engine) == [(1, "9.99")]
+    assert migrate.current_revision(engine) is None
+
+
+def test_upgrade_after_downgrade_works(engine: sa.Engine) -> None:
+    migrate.upgrade(engine)
+    migrate.downgrade(engine)
+    migrate.upgrade(engine)
+    assert table_names(engine) >= OWN_TABLES
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert schema_differences(engine) == []
+
+
+def test_upgrade_leaves_the_application_table_alone(engine: sa.Engine) -> None:
+    create_application_table(engine)
+    migrate.upgrade(engine)
+    assert application_rows(engine) == [(1, "9.99")]
+    # The application table is not the connector's business: no difference is reported for it.
+    assert schema_differences(engine) == []
+
+
+def test_models_match_the_migrations(engine: sa.Engine) -> None:
+    migrate.upgrade(engine)
+    assert schema_differences(engine) == []
+
+
+def test_comparison_sees_a_drifted_model(engine: sa.Engine) -> None:
+    """The check above can fail: a model the migrations do not create is reported."""
+    migrate.upgrade(engine)
+    drifted = sa.MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(drifted)
+    sa.Table(f"{PREFIX}extra", drifted, sa.Column("id", sa.Integer, primary_key=True))
+    drifted.tables[f"{PREFIX}run"].append_column(sa.Column("new_column", sa.Text()))
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "include_name": lambda name, type_, parent: (
+                    type_ != "table" or (name or "").startswith(PREFIX)
+                ),
+                "version_table": VERSION_TABLE,
+            },
+        )
+        differences = compare_metadata(context, drifted)
+    kinds = {(diff[0], getattr(diff[-1], "name", None)) for diff in differences}
+    assert ("add_table", f"{PREFIX}extra") in kinds
+    assert ("add_column", "new_column") in kinds
+
+
+def test_change_ids_are_never_reused_on_sqlite(tmp_path: Path) -> None:
+    """AUTOINCREMENT (not rowid reuse) is what the SQLite cursor relies on."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ids.db'}")
+    migrate.upgrade(engine)
+    table = metadata.tables[f"{PREFIX}change"]
+    with engine.begin() as connection:
+        first = connection.execute(
+            table.insert().values(connector="c", row_key="1").returning(table.c.change_id)
+        ).scalar_one()
+        connection.execute(table.delete())
+        second = connection.execute(
+            table.insert().values(connector="c", row_key="2").returning(table.c.change_id)
+        ).scalar_one()
+    engine.dispose()
+    assert second > first

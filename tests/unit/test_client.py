@@ -1,0 +1,339 @@
+"""connector.client.LeadSquaredClient over httpx.MockTransport: what is sent, what is raised.
+
+Also the promise that no key ever reaches a log line, an exception or a repr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import httpx
+import pytest
+
+from connector.client import LeadSquaredClient
+from connector.config import LeadSquaredConfig
+from connector.errors import (
+    FatalRunError,
+    LeadRejectedError,
+    LeadSquaredError,
+    RetriableError,
+    ThrottledError,
+)
+
+ACCESS_KEY = "u$AK/9+x=="
+SECRET_KEY = "$ecret/Key+with=signs$"
+HOST = "https://api-in21.leadsquared.com"
+SUCCESS = {"Status": "Success", "Message": {"AffectedRows": 1}}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def secret_forms() -> list[str]:
+    return [
+        form for key in (ACCESS_KEY, SECRET_KEY) for form in (key, quote(key, safe=""), quote(key))
+    ]
+
+
+def make_client(handler: Handler, **settings: Any) -> LeadSquaredClient:
+    config = LeadSquaredConfig(
+        host=HOST,
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        **settings,
+    )
+    return LeadSquaredClient(config, transport=httpx.MockTransport(handler))
+
+
+class Recorder:
+    """A MockTransport handler that answers one fixed response and keeps every request."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: Any = SUCCESS,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if isinstance(self.body, str):
+            return httpx.Response(self.status, text=self.body, headers=self.headers)
+        return httpx.Response(self.status, json=self.body, headers=self.headers)
+
+    @property
+    def last(self) -> httpx.Request:
+        return self.requests[-1]
+
+
+@pytest.fixture(autouse=True)
+def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test runs with every logger at DEBUG, and checks no key was logged."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "connector"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    yield
+    for form in secret_forms():
+        assert form not in caplog.text
+        for record in caplog.records:
+            assert form not in repr(record.__dict__)
+
+
+def query(request: httpx.Request) -> dict[str, list[str]]:
+    return parse_qs(request.url.query.decode("ascii"), keep_blank_values=True)
+
+
+# -- what is sent ----------------------------------------------------------------------------
+
+
+def test_update_posts_the_payload_to_lead_update() -> None:
+    recorder = Recorder()
+    with make_client(recorder) as client:
+        client.update_lead("L-1", {"mx_City": "Pune", "Phone": None})
+    request = recorder.last
+    assert request.method == "POST"
+    assert request.url.host == "api-in21.leadsquared.com"
+    assert request.url.path == "/v2/LeadManagement.svc/Lead.Update"
+    assert query(request)["leadId"] == ["L-1"]
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == [
+        {"Attribute": "Phone", "Value": ""},
+        {"Attribute": "mx_City", "Value": "Pune"},
+    ]
+
+
+def test_keys_go_url_encoded_in_the_query_by_default() -> None:
+    recorder = Recorder()
+    with make_client(recorder) as client:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    request = recorder.last
+    raw = request.url.query.decode("ascii")
+    # Every reserved character encoded, so `$ / + =` cannot be misread by the server.
+    assert f"accessKey={quote(ACCESS_KEY, safe='')}" in raw.split("&")
+    assert f"secretKey={quote(SECRET_KEY, safe='')}" in raw.split("&")
+    params = query(request)
+    assert params["accessKey"] == [ACCESS_KEY]
+    assert params["secretKey"] == [SECRET_KEY]
+    assert "x-lsq-accesskey" not in request.headers
+    assert "x-lsq-secretkey" not in request.headers
+
+
+def test_keys_go_in_headers_when_configured() -> None:
+    recorder = Recorder()
+    with make_client(recorder, auth="header") as client:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    request = recorder.last
+    assert request.headers["x-LSQ-AccessKey"] == ACCESS_KEY
+    assert request.headers["x-LSQ-SecretKey"] == SECRET_KEY
+    params = query(request)
+    assert "accessKey" not in params
+    assert "secretKey" not in params
+    assert params["leadId"] == ["L1"]
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(False, None), (True, ["true"])])
+def test_post_updated_lead_only_when_configured(
+    configured: bool, expected: list[str] | None
+) -> None:
+    recorder = Recorder()
+    with make_client(recorder, post_updated_lead=configured) as client:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert query(recorder.last).get("postUpdatedLead") == expected
+
+
+def test_get_lead_returns_the_first_lead_or_none() -> None:
+    recorder = Recorder(body=[{"ProspectID": "L1", "mx_City": "Pune"}])
+    with make_client(recorder) as client:
+        assert client.get_lead("L1") == {"ProspectID": "L1", "mx_City": "Pune"}
+        recorder.body = []
+        assert client.get_lead("L2") is None
+    assert recorder.last.method == "GET"
+    assert recorder.last.url.path == "/v2/LeadManagement.svc/Leads.GetById"
+    assert query(recorder.last)["id"] == ["L2"]
+
+
+# -- what is raised --------------------------------------------------------------------------
+
+
+def mx(exception_type: str, message: str) -> dict[str, str]:
+    return {"Status": "Error", "ExceptionType": exception_type, "ExceptionMessage": message}
+
+
+RATE_LIMITED = mx("MXAPIRateLimitExceededException", "API calls exceeded the limit of 25 in 5")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "delay"),
+    [(429, {"Retry-After": "7"}, 7.0), (200, {}, None), (403, {"Retry-After": "1.5"}, 1.5)],
+)
+def test_throttled_carries_the_retry_after_delay(
+    status: int, headers: dict[str, str], delay: float | None
+) -> None:
+    with (
+        make_client(Recorder(status, RATE_LIMITED, headers)) as client,
+        pytest.raises(ThrottledError) as raised,
+    ):
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert raised.value.delay == delay
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_are_retriable_not_throttled(status: int) -> None:
+    page = f"<html><body><h1>{status} Service Unavailable</h1></body></html>"
+    with (
+        make_client(Recorder(status, page, {"Content-Type": "text/html"})) as client,
+        pytest.raises(RetriableError) as raised,
+    ):
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert type(raised.value) is RetriableError
+    assert str(status) in str(raised.value)
+
+
+def raising(error: type[httpx.TransportError]) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        # The worst case: a transport error that quotes the whole signed URL and headers.
+        raise error(f"failed on {request.url} with {dict(request.headers)}", request=request)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.ConnectTimeout,
+        httpx.ReadTimeout,
+        httpx.WriteTimeout,
+        httpx.PoolTimeout,
+        httpx.ConnectError,
+        httpx.ReadError,
+        httpx.RemoteProtocolError,
+    ],
+)
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_timeouts_and_connection_errors_are_retriable(
+    error: type[httpx.TransportError], auth: str
+) -> None:
+    with make_client(raising(error), auth=auth) as client, pytest.raises(RetriableError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert type(raised.value) is RetriableError
+    assert "Lead.Update" in str(raised.value)
+    assert_no_secret(raised.value)
+
+
+def test_unknown_attributes_are_rejected_with_their_names() -> None:
+    body = mx("MXUnknownAttributeException", "Attribute(s) does not exist - mx_A, mx_B")
+    with (
+        make_client(Recorder(500, body)) as client,
+        pytest.raises(LeadRejectedError) as raised,
+    ):
+        client.update_lead("L1", {"mx_A": "1", "mx_B": "2", "Phone": "3"})
+    assert raised.value.unknown_attributes == ("mx_A", "mx_B")
+    assert raised.value.exception_type == "MXUnknownAttributeException"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, mx("MXInvalidEntityException", "Lead does not exist in the system")),
+        (500, mx("MXDuplicateEntryException", "Phone already exists")),
+        (400, mx("MXInvalidInputException", "Request body is not as per specification")),
+        (200, {"Status": "Error", "ExceptionMessage": "failed"}),
+    ],
+)
+def test_permanent_errors_are_rejections(status: int, body: dict[str, str]) -> None:
+    with (
+        make_client(Recorder(status, body)) as client,
+        pytest.raises(LeadRejectedError) as raised,
+    ):
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert raised.value.exception_type == body.get("ExceptionType")
+    assert raised.value.unknown_attributes == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (401, mx("MXUnAuthorizedAccessException", "Invalid access key or secret key")),
+        (404, "<html>Not Found</html>"),
+    ],
+)
+def test_bad_keys_and_wrong_host_are_fatal(status: int, body: Any) -> None:
+    with make_client(Recorder(status, body)) as client, pytest.raises(FatalRunError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert "leadsquared.host" in str(raised.value)
+
+
+# -- secrets never leak --------------------------------------------------------------------
+
+
+def assert_no_secret(error: BaseException) -> None:
+    for form in secret_forms():
+        assert form not in str(error)
+        assert form not in repr(error)
+        assert all(form not in str(arg) for arg in error.args)
+        # What `log.exception` would print, chained exceptions included.
+        assert form not in "".join(traceback.format_exception(error))
+
+
+ECHOING_ANSWERS = [
+    (500, "MXInvalidEntityException", LeadRejectedError),
+    (401, "MXUnAuthorizedAccessException", FatalRunError),
+    (429, "MXAPIRateLimitExceededException", ThrottledError),
+    (503, None, RetriableError),
+]
+
+
+@pytest.mark.parametrize(("status", "exception_type", "expected"), ECHOING_ANSWERS)
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_errors_that_echo_the_request_do_not_leak_keys(
+    status: int, exception_type: str | None, expected: type[LeadSquaredError], auth: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        # A server that quotes the request back, keys and all, raw and encoded.
+        echo = f"bad request {request.url} {ACCESS_KEY} {SECRET_KEY} {dict(request.headers)}"
+        body = {"Status": "Error", "ExceptionMessage": echo}
+        if exception_type is not None:
+            body["ExceptionType"] = exception_type
+        return httpx.Response(status, json=body)
+
+    with make_client(handler, auth=auth) as client, pytest.raises(expected) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert_no_secret(raised.value)
+
+
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_successful_calls_log_no_keys(auth: str, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    with make_client(recorder, auth=auth) as client:
+        client.update_lead("L1", {"mx_City": "Pune"})
+        recorder.body = [{"ProspectID": "L1"}]
+        client.get_lead("L1")
+    # The logging did happen (so the autouse check looked at something real).
+    assert "Lead.Update" in caplog.text
+    assert "Leads.GetById" in caplog.text
+
+
+def test_repr_holds_no_key() -> None:
+    client = make_client(Recorder())
+    try:
+        for form in secret_forms():
+            assert form not in repr(client)
+            assert form not in str(client)
+    finally:
+        client.close()
+
+
+def test_redact_covers_raw_and_encoded_keys() -> None:
+    with make_client(Recorder()) as client:
+        text = " ".join(secret_forms())
+        redacted = client.redact(text)
+    for form in secret_forms():
+        assert form not in redacted

@@ -1,0 +1,286 @@
+"""connector.config: YAML in, a frozen validated Config out, every mistake reported at once."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from connector.config import Config, load_config, parse_config
+from connector.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO_ROOT / "config.example.yaml"
+
+ACCESS_KEY = "AK$ab/cd+ef=="
+SECRET_KEY = "SK$q/r+s=t$$u${v}"
+
+VALID = """
+name: customers_to_lsq
+database: {url: "sqlite:///lsq-sync.db"}
+leadsquared:
+  host: "https://api-in21.leadsquared.com"
+  access_key: "${LSQ_ACCESS_KEY}"
+  secret_key: "${LSQ_SECRET_KEY}"
+source: {table: customers, key: id}
+lead_id: {column: lsq_prospect_id}
+mapping: {phone: Phone, city: mx_City, plan: mx_Plan}
+"""
+ENV = {"LSQ_ACCESS_KEY": ACCESS_KEY, "LSQ_SECRET_KEY": SECRET_KEY}
+
+
+def valid_dict() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(VALID)
+    return loaded
+
+
+def plain(value: str | SecretStr) -> str:
+    """A value that may be marked secret (a database URL can hold a password)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def parse(config: dict[str, Any] | str, environ: dict[str, str] | None = None) -> Config:
+    text = config if isinstance(config, str) else yaml.safe_dump(config)
+    return parse_config(text, "config.yaml", ENV if environ is None else environ)
+
+
+def problems(config: dict[str, Any] | str, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse(config, environ)
+    return raised.value.problems
+
+
+def test_valid_config_parses_with_defaults() -> None:
+    config = parse(VALID)
+    assert config.name == "customers_to_lsq"
+    assert config.leadsquared.host == "https://api-in21.leadsquared.com"
+    assert config.leadsquared.access_key.get_secret_value() == ACCESS_KEY
+    assert config.leadsquared.secret_key.get_secret_value() == SECRET_KEY
+    assert config.leadsquared.post_updated_lead is False
+    assert config.leadsquared.auth == "query"
+    assert (config.leadsquared.rate_limit.calls, config.leadsquared.rate_limit.window_seconds) == (
+        25,
+        5.0,
+    )
+    assert config.mapping == {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan"}
+
+
+def test_config_is_frozen() -> None:
+    config = parse(VALID)
+    with pytest.raises(ValueError, match="frozen"):
+        config.name = "other"  # type: ignore[misc]
+
+
+def test_example_file_parses() -> None:
+    if not EXAMPLE.exists():
+        pytest.skip(f"{EXAMPLE.name} does not exist yet at the repository root")
+    text = EXAMPLE.read_text(encoding="utf-8")
+    referenced = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text))
+    environ = {name: f"example-{name.lower()}" for name in referenced} | ENV
+    config = load_config(EXAMPLE, environ)
+    # Secrets stay out of the file: the example takes its keys from the environment.
+    assert config.leadsquared.access_key.get_secret_value() in environ.values()
+    assert config.leadsquared.secret_key.get_secret_value() in environ.values()
+
+
+def test_load_config_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID, encoding="utf-8")
+    assert load_config(path, ENV).name == "customers_to_lsq"
+
+
+def test_load_config_reads_the_process_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "config.yaml"
+    path.write_text(VALID, encoding="utf-8")
+    assert load_config(path).leadsquared.secret_key.get_secret_value() == SECRET_KEY
+
+
+def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as raised:
+        load_config(missing, ENV)
+    assert raised.value.problems == ["file not found"]
+    assert str(missing) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["name: [unclosed", "- a\n- b", "just a string", ""],
+    ids=["bad-yaml", "list", "scalar", "empty"],
+)
+def test_not_a_mapping_is_one_problem(text: str) -> None:
+    assert len(problems(text)) == 1
+
+
+# -- environment interpolation ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "environ", "expected"),
+    [
+        ("${KEY}", {"KEY": "a$b/c+d=e"}, "a$b/c+d=e"),
+        ("pre-${KEY}-post", {"KEY": "x"}, "pre-x-post"),
+        ("${A}${B}", {"A": "1", "B": "2"}, "12"),
+        ("$$", {}, "$"),
+        ("a$$b", {}, "a$b"),
+        ("$${KEY}", {"KEY": "nope"}, "${KEY}"),
+        ("$$$${KEY}", {}, "$${KEY}"),
+        ("$$${KEY}", {"KEY": "v"}, "$v"),
+        ("lone$dollar/and+plus=eq", {}, "lone$dollar/and+plus=eq"),
+        ("ends with $", {}, "ends with $"),
+        ("${KEY}", {"KEY": "${OTHER}"}, "${OTHER}"),  # values are not interpolated again
+        ("${KEY}", {"KEY": "$$"}, "$$"),
+    ],
+)
+def test_env_interpolation(raw: str, environ: dict[str, str], expected: str) -> None:
+    config = valid_dict()
+    config["leadsquared"]["secret_key"] = raw
+    environ = {**environ, "LSQ_ACCESS_KEY": ACCESS_KEY, "LSQ_SECRET_KEY": SECRET_KEY}
+    assert parse(config, environ).leadsquared.secret_key.get_secret_value() == expected
+
+
+def test_literal_key_with_special_characters_needs_only_dollar_escaping() -> None:
+    config = valid_dict()
+    config["leadsquared"]["access_key"] = "u$$x/y+z=="
+    assert parse(config).leadsquared.access_key.get_secret_value() == "u$x/y+z=="
+
+
+def test_interpolation_reaches_nested_values_everywhere() -> None:
+    config = valid_dict()
+    config["database"]["url"] = "${DB_URL}"
+    config["mapping"] = {"city": "${CITY_ATTRIBUTE}"}
+    environ = {**ENV, "DB_URL": "sqlite:///x.db", "CITY_ATTRIBUTE": "mx_City"}
+    parsed = parse(config, environ)
+    assert plain(parsed.database.url) == "sqlite:///x.db"
+    assert parsed.mapping == {"city": "mx_City"}
+
+
+def test_unset_variable_names_the_key_and_the_variable_once() -> None:
+    found = problems(VALID, {"LSQ_ACCESS_KEY": ACCESS_KEY})
+    # One line, not a second "must not be empty" for the same key.
+    assert found == ["leadsquared.secret_key: environment variable LSQ_SECRET_KEY is not set"]
+
+
+# -- unknown keys and collected errors ----------------------------------------------------
+
+
+def test_unknown_top_level_key() -> None:
+    config = valid_dict()
+    config["mappings"] = {"x": "y"}
+    assert problems(config) == ["mappings: unknown key"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("leadsquared", "acess_key"),
+        ("database", "uri"),
+        ("source", "primary_key"),
+        ("lead_id", "col"),
+    ],
+)
+def test_unknown_nested_key(section: str, key: str) -> None:
+    config = valid_dict()
+    config[section][key] = "x"
+    assert problems(config) == [f"{section}.{key}: unknown key"]
+
+
+def test_unknown_key_two_levels_down() -> None:
+    config = valid_dict()
+    config["leadsquared"]["rate_limit"] = {"calls": 10, "window": 5}
+    assert problems(config) == ["leadsquared.rate_limit.window: unknown key"]
+
+
+def test_every_mistake_is_reported_at_once_each_naming_its_key() -> None:
+    config = valid_dict()
+    del config["name"]
+    config["database"]["url"] = "mysql://x"
+    config["leadsquared"]["host"] = "api.leadsquared.com/v2"
+    config["leadsquared"]["rate_limit"] = {"calls": 0}
+    config["leadsquared"]["secret_key"] = "${MISSING_SECRET}"
+    config["source"]["colour"] = "blue"
+    config["mapping"] = {"city": "not a name"}
+    config["sync"] = {"interval_seconds": -1}
+    found = problems(config)
+    keys = sorted(line.split(":", 1)[0] for line in found)
+    assert keys == sorted(
+        [
+            "name",
+            "database.url",
+            "leadsquared.host",
+            "leadsquared.rate_limit.calls",
+            "leadsquared.secret_key",
+            "source.colour",
+            "mapping",
+            "sync.interval_seconds",
+        ]
+    )
+    assert all("\n" not in line for line in found)
+    with pytest.raises(ConfigError) as raised:
+        parse(config)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == len(found)
+    assert all(line.startswith("config.yaml: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        ({"name": "Has Spaces"}, "name", "lowercase"),
+        ({"database": {"url": "postgresql://u@h/db"}}, "database.url", "psycopg"),
+        ({"mapping": {}}, "mapping", "at least one"),
+        ({"mapping": {"a": "mx_X", "b": "mx_X"}}, "mapping", "both map"),
+        ({"lead_id": {"column": "phone"}}, "(top level)", "cannot also be in mapping"),
+    ],
+)
+def test_problem_names_the_key_and_what_was_expected(
+    change: dict[str, Any], key: str, words: str
+) -> None:
+    config = valid_dict() | change
+    [line] = problems(config)
+    assert line.startswith(f"{key}: ")
+    assert words in line
+
+
+def test_blank_key_is_refused() -> None:
+    config = valid_dict()
+    config["leadsquared"]["access_key"] = "   "
+    assert problems(config) == ["leadsquared.access_key: must not be empty"]
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def test_repr_and_str_never_hold_a_key() -> None:
+    config = parse(VALID)
+    for text in (repr(config), str(config), repr(config.leadsquared), str(config.leadsquared)):
+        assert ACCESS_KEY not in text
+        assert SECRET_KEY not in text
+    assert "**" in repr(config.leadsquared)
+
+
+def test_model_dump_json_hides_the_keys() -> None:
+    dumped = parse(VALID).model_dump_json()
+    assert ACCESS_KEY not in dumped
+    assert SECRET_KEY not in dumped
+
+
+def test_errors_never_hold_a_key() -> None:
+    config = valid_dict()
+    config["leadsquared"]["access_key"] = {"nested": ACCESS_KEY}
+    config["leadsquared"]["secret_key"] = ["${LSQ_SECRET_KEY}"]
+    config["leadsquared"]["host"] = SECRET_KEY
+    with pytest.raises(ConfigError) as raised:
+        parse(config)
+    text = str(raised.value) + repr(raised.value)
+    assert ACCESS_KEY not in text
+    assert SECRET_KEY not in text
+    assert len(raised.value.problems) == 3

@@ -1,0 +1,211 @@
+"""connector.responses.classify: every kind of answer LeadSquared gives, and what it means."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from connector.responses import Outcome, classify
+
+RATE_LIMIT_MESSAGE = "API calls exceeded the limit of 25 in 5 second(s)"
+GATEWAY_PAGE = (
+    "<html><head><title>{status} Bad Gateway</title></head>"
+    "<body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+)
+
+
+def error_body(exception_type: str | None, message: str, **extra: Any) -> str:
+    body: dict[str, Any] = {"Status": "Error", "ExceptionMessage": message, **extra}
+    if exception_type is not None:
+        body["ExceptionType"] = exception_type
+    return json.dumps(body)
+
+
+def test_success() -> None:
+    result = classify(200, {}, '{"Status":"Success","Message":{"AffectedRows":1}}')
+    assert result.outcome is Outcome.SUCCESS
+    assert result.status == 200
+    assert result.body == {"Status": "Success", "Message": {"AffectedRows": 1}}
+
+
+def test_success_with_a_list_body() -> None:
+    # Leads.GetById answers a JSON list, with no envelope at all.
+    result = classify(200, {}, '[{"ProspectID": "L1"}]')
+    assert result.outcome is Outcome.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (429, error_body("MXAPIRateLimitExceededException", RATE_LIMIT_MESSAGE)),
+        (429, ""),
+        (429, "Too Many Requests"),
+        (200, error_body("MXAPIRateLimitExceededException", RATE_LIMIT_MESSAGE)),
+        (403, error_body("MXAPIRateLimitExceededException", RATE_LIMIT_MESSAGE)),
+        (403, error_body("MXAPIRateLimitExceededException", "slow down")),
+        (500, error_body("MXAPIRateLimitExceededException", RATE_LIMIT_MESSAGE)),
+        (200, error_body(None, RATE_LIMIT_MESSAGE)),
+        (403, error_body(None, RATE_LIMIT_MESSAGE)),
+        (500, error_body(None, RATE_LIMIT_MESSAGE)),
+        (403, json.dumps({"Message": RATE_LIMIT_MESSAGE})),
+        (200, error_body(None, RATE_LIMIT_MESSAGE.upper())),
+        (
+            403,
+            error_body("MXAPIRateLimitExceededException", RATE_LIMIT_MESSAGE, IsMXException=True),
+        ),
+    ],
+    ids=[
+        "429-mx",
+        "429-empty",
+        "429-text",
+        "200-mx",
+        "403-mx",
+        "403-mx-other-message",
+        "500-mx",
+        "200-text-only",
+        "403-text-only",
+        "500-text-only",
+        "403-message-field",
+        "200-uppercase-text",
+        "403-is-mx-exception",
+    ],
+)
+def test_throttled(status: int, text: str) -> None:
+    result = classify(status, {}, text)
+    assert result.outcome is Outcome.THROTTLED
+    assert result.status == status
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"Retry-After": "0"}, 0.0),
+        ({"Retry-After": "-3"}, 0.0),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+    ids=["seconds", "lower-case-fraction", "zero", "negative", "http-date", "garbage", "absent"],
+)
+def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    result = classify(429, headers, error_body("MXAPIRateLimitExceededException", "x"))
+    assert result.outcome is Outcome.THROTTLED
+    assert result.retry_after == expected
+
+
+def test_retry_after_is_kept_on_transient_answers() -> None:
+    result = classify(503, {"Retry-After": "4"}, GATEWAY_PAGE.format(status=503))
+    assert (result.outcome, result.retry_after) == (Outcome.TRANSIENT, 4.0)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_with_html_are_transient(status: int) -> None:
+    result = classify(status, {"Content-Type": "text/html"}, GATEWAY_PAGE.format(status=status))
+    assert result.outcome is Outcome.TRANSIENT
+    assert str(status) in result.message
+
+
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (200, "<html>maintenance</html>"),
+        (200, ""),
+        (200, '{"Status": "Succ'),
+        (500, "<html>Internal Server Error</html>"),
+        (500, json.dumps({"Status": "Error", "ExceptionMessage": "try again"})),
+        (408, ""),
+    ],
+    ids=["200-html", "200-empty", "200-truncated-json", "500-html", "500-no-mx-type", "408"],
+)
+def test_other_transient_answers(status: int, text: str) -> None:
+    assert classify(status, {}, text).outcome is Outcome.TRANSIENT
+
+
+def test_unknown_attributes_are_listed() -> None:
+    result = classify(
+        500,
+        {},
+        error_body("MXUnknownAttributeException", "Attribute(s) does not exist - mx_A, mx_B"),
+    )
+    assert result.outcome is Outcome.REJECTED
+    assert result.exception_type == "MXUnknownAttributeException"
+    assert result.unknown_attributes == ("mx_A", "mx_B")
+    assert "MXUnknownAttributeException" in result.message
+    assert "mx_A, mx_B" in result.message
+
+
+def test_a_single_unknown_attribute() -> None:
+    result = classify(
+        500, {}, error_body("MXUnknownAttributeException", "Attribute(s) does not exist - mx_X")
+    )
+    assert result.unknown_attributes == ("mx_X",)
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "message"),
+    [
+        ("MXInvalidEntityException", "Lead does not exist in the system"),
+        ("MXInvalidEntityReferenceException", "Lead not found"),
+        ("MXDuplicateEntryException", "A Lead with same Phone Number already exists"),
+        ("MXInvalidInputException", "Invalid value for attribute mx_Date"),
+        ("MXMandatoryAttributeMissingException", "leadId is mandatory"),
+    ],
+)
+def test_mx_errors_as_500_are_rejected(exception_type: str, message: str) -> None:
+    result = classify(500, {}, error_body(exception_type, message, IsMXException=True))
+    assert result.outcome is Outcome.REJECTED
+    assert result.exception_type == exception_type
+    assert result.unknown_attributes == ()
+    assert exception_type in result.message
+    assert message in result.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        error_body("MXInvalidInputException", "Request body is not as per specification"),
+        error_body(None, "Request body is not as per specification"),
+        "Bad Request",
+        "",
+    ],
+    ids=["mx", "no-type", "text", "empty"],
+)
+def test_400_is_rejected(text: str) -> None:
+    result = classify(400, {}, text)
+    assert result.outcome is Outcome.REJECTED
+    assert result.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        error_body("MXInvalidEntityException", "Lead does not exist in the system"),
+        error_body(None, "Something went wrong"),
+        json.dumps({"Status": "Error"}),
+    ],
+    ids=["mx", "no-type", "bare"],
+)
+def test_200_with_status_error_is_rejected(text: str) -> None:
+    result = classify(200, {}, text)
+    assert result.outcome is Outcome.REJECTED
+    assert result.status == 200
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "hint"),
+    [
+        (401, error_body("MXUnAuthorizedAccessException", "Invalid keys"), "access_key"),
+        (401, "", "access_key"),
+        (404, error_body("MXInvalidAPIException", "API not found"), "leadsquared.host"),
+        (404, "<html>Not Found</html>", "leadsquared.host"),
+    ],
+    ids=["401-mx", "401-empty", "404-mx", "404-html"],
+)
+def test_fatal(status: int, text: str, hint: str) -> None:
+    result = classify(status, {}, text)
+    assert result.outcome is Outcome.FATAL
+    assert hint in result.message

@@ -1,0 +1,207 @@
+"""connector.values: the canonical strings, the diff, and Lead.Update's body."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector.values import dumps, loads, normalise, plan_update, to_payload
+
+IST = timezone(timedelta(hours=5, minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        (True, "true"),
+        (False, "false"),
+        (0, "0"),
+        (-42, "-42"),
+        (12345678901234567890, "12345678901234567890"),
+        (2.5, "2.5"),
+        (-0.125, "-0.125"),
+        (3.0, "3"),
+        (-7.0, "-7"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1e16, "10000000000000000"),
+        (Decimal("12.50"), "12.5"),
+        (Decimal("12.000"), "12"),
+        (Decimal("0.00"), "0"),
+        (Decimal("-0.00"), "0"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("1.5E+2"), "150"),
+        (Decimal("2.5E-3"), "0.0025"),
+        (Decimal("-100"), "-100"),
+        (datetime(2016, 3, 26, 14, 15, 0, tzinfo=UTC), "2016-03-26 14:15:00"),
+        (datetime(2016, 3, 26, 19, 45, 0, tzinfo=IST), "2016-03-26 14:15:00"),
+        (datetime(2016, 1, 1, 2, 0, 0, tzinfo=IST), "2015-12-31 20:30:00"),
+        (datetime(2016, 3, 26, 14, 15, 0), "2016-03-26 14:15:00"),
+        (datetime(2016, 3, 26, 14, 15, 0, 999_999), "2016-03-26 14:15:00"),
+        (date(2016, 3, 26), "2016-03-26"),
+        (time(9, 5, 7), "09:05:07"),
+        (uuid.UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
+        ("plain text", "plain text"),
+        ("", ""),
+    ],
+    ids=repr,
+)
+def test_normalise(value: Any, expected: str | None) -> None:
+    assert normalise(value) == expected
+
+
+def test_bool_is_not_formatted_as_an_int() -> None:
+    # bool is a subclass of int: the order of the checks matters.
+    assert normalise(True) != normalise(1)
+
+
+@pytest.mark.parametrize("value", [b"\x00\x01", bytearray(b"ab"), memoryview(b"ab")], ids=repr)
+def test_binary_values_are_refused(value: Any) -> None:
+    with pytest.raises(TypeError, match="binary"):
+        normalise(value)
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_integral_float_decimal_and_int_agree(number: int) -> None:
+    # A column read as float on one database and Decimal on another must not look changed.
+    expected = str(number)
+    assert normalise(float(number)) == expected
+    assert normalise(Decimal(number)) == expected
+    assert normalise(Decimal(number).scaleb(2).scaleb(-2)) == expected
+    assert normalise(Decimal(f"{number}.000")) == expected
+
+
+@given(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.integers(min_value=-8, max_value=8),
+    st.integers(min_value=1, max_value=4),
+)
+def test_trailing_zeros_and_exponents_do_not_change_the_string(
+    mantissa: int, exponent: int, zeros: int
+) -> None:
+    value = Decimal(mantissa).scaleb(exponent)
+    sign, digits, exp = value.as_tuple()
+    assert isinstance(exp, int)
+    padded = Decimal((sign, (*digits, *([0] * zeros)), exp - zeros))
+    assert padded == value
+    assert normalise(padded) == normalise(value)
+    assert "E" not in (normalise(value) or "").upper()
+    assert Decimal(normalise(value) or "") == value
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_aware_datetimes_of_one_instant_normalise_equal(moment: datetime) -> None:
+    assert normalise(moment) == normalise(moment.astimezone(UTC))
+
+
+# -- plan_update ----------------------------------------------------------------------------
+
+
+def test_plan_holds_only_the_differing_attributes() -> None:
+    desired = {"Phone": "111", "mx_City": "Goa", "mx_Plan": "pro"}
+    pushed = {"Phone": "111", "mx_City": "Pune", "mx_Plan": "free"}
+    attributes = frozenset(desired)
+    assert plan_update(desired, pushed, attributes) == {"mx_City": "Goa", "mx_Plan": "pro"}
+
+
+def test_plan_holds_only_mapped_attributes() -> None:
+    desired = {"Phone": "111", "mx_Old": "x"}
+    assert plan_update(desired, {}, frozenset({"Phone"})) == {"Phone": "111"}
+
+
+def test_never_pushed_lead_gets_every_non_empty_value() -> None:
+    desired = {"Phone": "111", "mx_City": None}
+    assert plan_update(desired, {}, frozenset(desired)) == {"Phone": "111"}
+
+
+def test_none_desired_equals_a_missing_pushed_value() -> None:
+    # None means "empty", which a never-pushed attribute already is: nothing to send.
+    assert plan_update({"mx_City": None}, {}, frozenset({"mx_City"})) == {}
+
+
+def test_clearing_a_pushed_value_sends_none() -> None:
+    plan = plan_update({"mx_City": None}, {"mx_City": "Pune"}, frozenset({"mx_City"}))
+    assert plan == {"mx_City": None}
+
+
+def test_value_set_back_to_the_pushed_one_sends_nothing() -> None:
+    assert plan_update({"mx_City": "Pune"}, {"mx_City": "Pune"}, frozenset({"mx_City"})) == {}
+
+
+ATTRIBUTE_POOL = ["Phone", "EmailAddress", "mx_City", "mx_Plan", "mx_Score", "mx_Old"]
+values_st = st.dictionaries(
+    st.sampled_from(ATTRIBUTE_POOL), st.none() | st.text(max_size=5), max_size=len(ATTRIBUTE_POOL)
+)
+attributes_st = st.frozensets(st.sampled_from(ATTRIBUTE_POOL))
+
+
+@given(values_st, attributes_st)
+def test_plan_against_itself_is_empty(
+    desired: dict[str, str | None], attrs: frozenset[str]
+) -> None:
+    assert plan_update(desired, dict(desired), attrs) == {}
+
+
+@given(values_st, values_st, attributes_st)
+def test_applying_the_plan_reaches_the_desired_values(
+    desired: dict[str, str | None], pushed: dict[str, str | None], attrs: frozenset[str]
+) -> None:
+    after = {**pushed, **plan_update(desired, pushed, attrs)}
+    for attribute in attrs & desired.keys():
+        assert after.get(attribute) == desired[attribute]
+    assert plan_update(desired, after, attrs) == {}
+
+
+@given(values_st, values_st, attributes_st)
+def test_plan_never_holds_an_unmapped_attribute(
+    desired: dict[str, str | None], pushed: dict[str, str | None], attrs: frozenset[str]
+) -> None:
+    assert plan_update(desired, pushed, attrs).keys() <= attrs
+
+
+@given(values_st, values_st, attributes_st)
+def test_plan_never_resends_an_unchanged_value(
+    desired: dict[str, str | None], pushed: dict[str, str | None], attrs: frozenset[str]
+) -> None:
+    for attribute, value in plan_update(desired, pushed, attrs).items():
+        assert pushed.get(attribute) != value
+
+
+# -- to_payload and storage -----------------------------------------------------------------
+
+
+def test_payload_sends_none_as_empty_string_sorted_by_attribute() -> None:
+    payload = to_payload({"mx_City": None, "Phone": "111", "EmailAddress": "a@b.c"})
+    assert payload == [
+        {"Attribute": "EmailAddress", "Value": "a@b.c"},
+        {"Attribute": "Phone", "Value": "111"},
+        {"Attribute": "mx_City", "Value": ""},
+    ]
+
+
+def test_empty_update_gives_empty_payload() -> None:
+    assert to_payload({}) == []
+
+
+@given(values_st)
+def test_payload_values_are_always_strings(update: dict[str, str | None]) -> None:
+    payload = to_payload(update)
+    assert [field["Attribute"] for field in payload] == sorted(update)
+    assert all(isinstance(field["Value"], str) for field in payload)
+
+
+@given(values_st)
+def test_stored_values_round_trip(values: dict[str, str | None]) -> None:
+    assert loads(dumps(values)) == values
+
+
+def test_loads_refuses_what_is_not_an_object() -> None:
+    with pytest.raises((TypeError, ValueError), match="not a JSON object"):
+        loads("[1, 2]")
