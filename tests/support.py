@@ -18,9 +18,7 @@ import yaml
 from connector.config import Config, parse_config
 from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 
-PG_URL = os.environ.get(
-    "LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+PG_URL = os.environ.get("LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 MAPPING = {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan", "score": "mx_Score"}
@@ -112,11 +110,15 @@ def load(config: Mapping[str, Any]) -> Config:
     return parse_config(yaml.safe_dump(dict(config)), "test-config", {})
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "connector", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={**os.environ, **(env or {})},
     )
 

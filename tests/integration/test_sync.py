@@ -140,8 +140,10 @@ def test_rejected_lead_is_kept_with_its_error_and_not_retried(
     assert (report.leads_pushed, report.leads_rejected) == (1, 1)
     with sync.engine.connect() as connection:
         state = sync.store.load_leads(connection, ["MISSING"])["MISSING"]
-    assert state.pending and state.rejected
-    assert state.last_error is not None and "MXInvalidEntityException" in state.last_error
+    assert state.pending
+    assert state.rejected
+    assert state.last_error is not None
+    assert "MXInvalidEntityException" in state.last_error
     emulator.clear_requests()
     assert sync.run_once().calls == 0
     # New values deserve a new try.
@@ -226,7 +228,8 @@ def test_pacing_keeps_within_the_account_limit(db_url: str, app: sa.Engine) -> N
             execute(
                 app,
                 *(
-                    f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c{i}', 'L{i}')"
+                    "INSERT INTO customers (id, city, lsq_prospect_id) "
+                    f"VALUES ({i}, 'c{i}', 'L{i}')"
                     for i in range(1, 13)
                 ),
             )
@@ -256,7 +259,8 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
         assert (report.status, report.leads_pushed) == ("ok", 1)
         with sync.engine.connect() as connection:
             held = sync.store.load_leads(connection, ["L2"])["L2"]
-        assert held.rejected and held.last_error is not None
+        assert held.rejected
+        assert held.last_error is not None
         assert "row 2, column 'city'" in held.last_error
         execute(sync.engine, "UPDATE customers SET city = 'Goa' WHERE id = 2")
         sync.run_once()
