@@ -8,13 +8,31 @@ identifier.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from connector.config import Config
 from connector.schema import change as change_table
 from connector.source import SourceTable
+
+# Bump when the trigger design changes, so that `init` must run again after an upgrade.
+CAPTURE_VERSION = 1
+
+
+def signature(config: Config) -> str:
+    """Identifies the triggers a config needs; stored by `init`, checked by every run."""
+    needs = {
+        "version": CAPTURE_VERSION,
+        "schema": config.source.schema_,
+        "table": config.source.table,
+        "key": config.source.key,
+        "columns": sorted([*config.mapping, config.lead_id.column]),
+    }
+    return hashlib.sha256(json.dumps(needs, sort_keys=True).encode()).hexdigest()
 
 
 def install(connection: Connection, connector_name: str, source: SourceTable) -> None:

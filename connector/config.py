@@ -141,6 +141,27 @@ class Config(_Model):
         return self
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that reports a key given twice instead of silently keeping the last."""
+
+    duplicates: list[str]
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            loader.duplicates.append(
+                f"line {key_node.start_mark.line + 1}: key {key!r} is given twice"
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate a config file; every problem is reported at once."""
     source = str(path)
@@ -154,13 +175,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    loader = _StrictLoader(text)
+    loader.duplicates = []
     try:
-        raw = yaml.safe_load(text)
+        raw = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(source, [f"{where}{problem}"]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        by_line = sorted(loader.duplicates, key=lambda p: int(p.split()[1].rstrip(":")))
+        raise ConfigError(source, by_line)
     if not isinstance(raw, dict):
         raise ConfigError(source, ["must be a YAML mapping of keys (name, database, ...)"])
     problems: list[str] = []

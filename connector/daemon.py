@@ -37,7 +37,7 @@ def add_cycle_job(
 
     def cycle() -> None:
         try:
-            report = connector.run_once()
+            connector.run_once()
         except FatalRunError as exc:
             log.error("run failed, stopping", extra={"error": str(exc)})
             if on_fatal is not None:
@@ -45,8 +45,6 @@ def add_cycle_job(
             connector.stop.set()
         except LsqSyncError as exc:
             log.error("run failed", extra={"error": str(exc)})
-        else:
-            log.info("run finished", extra={"summary": report.summary()})
 
     scheduler.add_job(
         cycle,

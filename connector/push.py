@@ -78,8 +78,8 @@ class Pusher:
         self.clock = clock
         self.stop = stop
 
-    def push_pending(self, batch_size: int) -> PushResult:
-        result = PushResult()
+    def push_pending(self, batch_size: int, result: PushResult) -> PushResult:
+        """Counts into `result` as it goes, so a caller still has them if this raises."""
         after: str | None = None
         while not self.stop.is_set():
             with self.store.engine.connect() as connection:

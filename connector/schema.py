@@ -58,6 +58,17 @@ change = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# What `init` installed, so a run can refuse to go on with triggers that no longer match the
+# config (a mapping changed without `init` would silently miss changes).
+capture_state = sa.Table(
+    f"{PREFIX}capture",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("source_table", sa.Text(), nullable=False),
+    sa.Column("signature", sa.String(64), nullable=False),
+    sa.Column("installed_at", UtcDateTime(), nullable=False),
+)
+
 cursor = sa.Table(
     f"{PREFIX}cursor",
     metadata,

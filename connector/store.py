@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from connector.leads import DesiredChange, LeadState, after_push
-from connector.schema import change, cursor, lead, run
+from connector.schema import capture_state, change, cursor, lead, run
 from connector.values import Values, dumps, loads
 
 _IDS_PER_QUERY = 2000
@@ -112,6 +112,26 @@ class Store:
         return connection.execute(
             sa.select(sa.func.count()).where(change.c.connector == self.connector)
         ).scalar_one()
+
+    def save_capture(
+        self, connection: Connection, source_table: str, signature: str, now: datetime
+    ) -> None:
+        self._upsert(
+            connection,
+            capture_state,
+            {
+                "connector": self.connector,
+                "source_table": source_table,
+                "signature": signature,
+                "installed_at": now,
+            },
+            ["connector"],
+        )
+
+    def capture_signature(self, connection: Connection) -> str | None:
+        return connection.execute(
+            sa.select(capture_state.c.signature).where(capture_state.c.connector == self.connector)
+        ).scalar_one_or_none()
 
     # -- per-lead state ---------------------------------------------------------------------
 
@@ -250,6 +270,20 @@ class Store:
                 .returning(run.c.run_id)
             ).scalar_one()
         return run_id
+
+    def close_abandoned_runs(self, now: datetime) -> int:
+        """Runs still marked running when the run lock is free died without finishing."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                sa.update(run)
+                .where(run.c.connector == self.connector, run.c.status == "running")
+                .values(
+                    status="abandoned",
+                    finished_at=now,
+                    error="the process ended before the run finished (killed or crashed)",
+                )
+            )
+        return result.rowcount
 
     def finish_run(
         self, run_id: int, now: datetime, status: str, stats: RunStats, error: str | None

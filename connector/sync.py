@@ -25,8 +25,8 @@ from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
 from connector.errors import LsqSyncError
-from connector.ingest import ingest
-from connector.push import Pacer, Pusher
+from connector.ingest import IngestResult, ingest
+from connector.push import Pacer, Pusher, PushResult
 from connector.ratelimit import SlidingWindow
 from connector.runlock import run_lock
 from connector.source import SourceTable
@@ -41,14 +41,15 @@ RunStatus = Literal["ok", "stopped", "failed", "skipped"]
 class RunReport:
     run_id: int
     status: RunStatus
-    changes_ingested: int
-    leads_changed: int
-    rows_without_lead: int
-    leads_pushed: int
-    leads_rejected: int
-    leads_deferred: int
-    calls: int
-    throttled: int
+    changes_ingested: int = 0
+    leads_changed: int = 0
+    rows_without_lead: int = 0
+    changes_waiting: int = 0
+    leads_pushed: int = 0
+    leads_rejected: int = 0
+    leads_deferred: int = 0
+    calls: int = 0
+    throttled: int = 0
     error: str | None = None
 
     def summary(self) -> str:
@@ -61,6 +62,11 @@ class RunReport:
         )
         if self.rows_without_lead:
             text += f", {self.rows_without_lead} changed rows have no lead id"
+        if self.changes_waiting:
+            text += (
+                f", {self.changes_waiting} changes wait for a transaction still open "
+                "on the database server"
+            )
         return text + (f"; error: {self.error}" if self.error else "")
 
 
@@ -132,6 +138,12 @@ class Connector:
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
             capture.install(connection, self.config.name, source)
+            self.store.save_capture(
+                connection,
+                source.table.fullname,
+                capture.signature(self.config),
+                self.clock.now(),
+            )
         log.info("capture installed", extra={"table": source.table.name})
 
     def backfill(self) -> int:
@@ -141,11 +153,22 @@ class Connector:
             return capture.record_all_rows(connection, self.config.name, self.source)
 
     def check_ready(self) -> None:
+        """Refuse to run on missing tables or on triggers that no longer match the config."""
         with translate_errors("checking the connector's tables"):
             current = migrate.current_revision(self.engine)
         if current != migrate.head_revision():
             raise LsqSyncError(
                 "the connector's tables are missing or out of date: run `lsq-sync init` first"
+            )
+        with translate_errors("checking change capture"), self.engine.connect() as connection:
+            installed = self.store.capture_signature(connection)
+        if installed is None:
+            raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
+        if installed != capture.signature(self.config):
+            raise LsqSyncError(
+                "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
+                "installed change capture: run `lsq-sync init` again (then `lsq-sync backfill` "
+                "if you mapped new columns)"
             )
 
     def run_once(self) -> RunReport:
@@ -161,29 +184,20 @@ class Connector:
         ):
             if not held:
                 log.warning("another run of this connector is in progress; skipping")
-                return RunReport(
-                    0,
-                    "skipped",
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    "another run of this connector is in progress",
-                )
+                return RunReport(0, "skipped", error="another run of this connector is in progress")
             return self._run_locked()
 
     def _run_locked(self) -> RunReport:
         source = self.source
         with translate_errors("starting a run"):
+            self.store.close_abandoned_runs(self.clock.now())
             run_id = self.store.start_run(self.clock.now())
-        changes = leads_changed = without_lead = 0
+        ingested = IngestResult(0, 0, 0)
+        # Filled in as calls happen, so a run that stops half-way still reports them.
+        pushing = PushResult()
+        waiting = 0
         status: RunStatus = "failed"
         error: str | None = None
-        pushed = rejected = deferred = calls = throttled = 0
         try:
             with translate_errors("ingesting changes"):
                 ingested = ingest(
@@ -194,14 +208,11 @@ class Connector:
                     batch_size=self.config.sync.ingest_batch_size,
                     stop=self.stop,
                 )
-            changes = ingested.changes
-            leads_changed = ingested.leads_changed
-            without_lead = ingested.rows_without_lead
+                with self.engine.connect() as connection:
+                    waiting = self.store.pending_changes(connection)
             with translate_errors("pushing leads"):
-                result = self.pusher.push_pending(self.config.sync.push_batch_size)
-            pushed, rejected, deferred = result.pushed, result.rejected, result.deferred
-            calls, throttled = result.calls, result.throttled
-            status = "stopped" if result.interrupted else "ok"
+                self.pusher.push_pending(self.config.sync.push_batch_size, pushing)
+            status = "stopped" if pushing.interrupted else "ok"
         except LsqSyncError as exc:
             error = str(exc)
             raise
@@ -210,20 +221,21 @@ class Connector:
             error = self.client.redact(f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            stats = RunStats(changes, pushed, rejected, calls)
+            stats = RunStats(ingested.changes, pushing.pushed, pushing.rejected, pushing.calls)
             with translate_errors("recording the run"):
                 self.store.finish_run(run_id, self.clock.now(), status, stats, error)
         report = RunReport(
             run_id,
             status,
-            changes,
-            leads_changed,
-            without_lead,
-            pushed,
-            rejected,
-            deferred,
-            calls,
-            throttled,
+            changes_ingested=ingested.changes,
+            leads_changed=ingested.leads_changed,
+            rows_without_lead=ingested.rows_without_lead,
+            changes_waiting=waiting,
+            leads_pushed=pushing.pushed,
+            leads_rejected=pushing.rejected,
+            leads_deferred=pushing.deferred,
+            calls=pushing.calls,
+            throttled=pushing.throttled,
         )
         log.info("run finished", extra={"summary": report.summary()})
         return report

@@ -18,7 +18,8 @@ Values = dict[str, str | None]
 
 def normalise(value: Any) -> str | None:
     """The one canonical string for a source value, so equal values compare equal."""
-    if value is None:
+    if value is None or value == "":
+        # LeadSquared stores both as an empty field: treating them alike saves no-op calls.
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

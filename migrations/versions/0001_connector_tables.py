@@ -39,6 +39,14 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "lsq_sync_capture",
+        sa.Column("connector", sa.String(length=40), nullable=False),
+        sa.Column("source_table", sa.Text(), nullable=False),
+        sa.Column("signature", sa.String(length=64), nullable=False),
+        sa.Column("installed_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("connector", name=op.f("pk_lsq_sync_capture")),
+    )
+    op.create_table(
         "lsq_sync_cursor",
         sa.Column("connector", sa.String(length=40), nullable=False),
         sa.Column("tx_id", sa.BigInteger(), nullable=False),
@@ -97,6 +105,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_lsq_sync_lead_connector_pending"), table_name="lsq_sync_lead")
     op.drop_table("lsq_sync_lead")
     op.drop_table("lsq_sync_cursor")
+    op.drop_table("lsq_sync_capture")
     op.drop_index(
         op.f("ix_lsq_sync_change_connector_tx_id_change_id"), table_name="lsq_sync_change"
     )

@@ -188,7 +188,7 @@ def test_wrong_secret_key_stops_the_run_after_one_call(
 def _cycle_that_pushed(line: str) -> bool:
     entry = json.loads(line)
     return (
-        entry["logger"] == "connector.daemon"
+        entry["logger"] == "connector.sync"
         and entry["message"] == "run finished"
         and " 1 leads pushed" in entry["summary"]
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from connector import Connector
+from connector import Connector, LsqSyncError
 from connector.testing.emulator import Emulator
 from tests.support import config_dict, create_customers, load, source_values
 
@@ -265,3 +265,41 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
         execute(sync.engine, "UPDATE customers SET city = 'Goa' WHERE id = 2")
         sync.run_once()
     assert emulator.lead("L2") == {"mx_City": "Goa"}
+
+
+def test_a_run_refuses_triggers_that_no_longer_match_the_mapping(
+    db_url: str, app: sa.Engine, sync: Connector, emulator: Emulator
+) -> None:
+    remapped = config_dict(db_url, emulator, mapping={"city": "mx_City", "name": "FirstName"})
+    with Connector(load(remapped)) as changed, pytest.raises(LsqSyncError, match="init"):
+        changed.run_once()
+    with Connector(load(remapped)) as changed:
+        changed.init()
+        emulator.add_lead("L1")
+        execute(app, "INSERT INTO customers (id, name, lsq_prospect_id) VALUES (1, 'Ada', 'L1')")
+        changed.run_once()
+        execute(app, "UPDATE customers SET name = 'Bea' WHERE id = 1")
+        changed.run_once()
+    assert emulator.lead("L1") == {"FirstName": "Bea"}
+
+
+def test_a_run_refuses_to_start_when_capture_was_never_installed(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    from connector import migrate  # noqa: PLC0415
+
+    with Connector(load(config_dict(db_url, emulator))) as connector:
+        migrate.upgrade(connector.engine)  # as a failed `init` leaves it
+        with pytest.raises(LsqSyncError, match="capture is not installed"):
+            connector.run_once()
+
+
+def test_a_run_that_died_is_marked_abandoned_by_the_next(app: sa.Engine, sync: Connector) -> None:
+    from connector.schema import run  # noqa: PLC0415
+
+    dead_run = sync.store.start_run(sync.clock.now())
+    sync.run_once()
+    with sync.engine.connect() as connection:
+        statuses = dict(connection.execute(sa.select(run.c.run_id, run.c.status)).all())
+    assert statuses[dead_run] == "abandoned"
+    assert "running" not in statuses.values()

@@ -59,7 +59,9 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
 
 
 def test_own_tables_all_carry_the_prefix() -> None:
-    assert {f"{PREFIX}{name}" for name in ("change", "cursor", "lead", "run")} == OWN_TABLES
+    assert {
+        f"{PREFIX}{name}" for name in ("capture", "change", "cursor", "lead", "run")
+    } == OWN_TABLES
 
 
 def test_upgrade_from_empty_creates_the_tables(engine: sa.Engine) -> None:

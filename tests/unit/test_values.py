@@ -49,7 +49,7 @@ IST = timezone(timedelta(hours=5, minutes=30))
         (time(9, 5, 7), "09:05:07"),
         (uuid.UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
         ("plain text", "plain text"),
-        ("", ""),
+        ("", None),  # LeadSquared keeps empty and null alike
     ],
     ids=repr,
 )
