@@ -64,8 +64,8 @@ class RunReport:
             text += f", {self.rows_without_lead} changed rows have no lead id"
         if self.changes_waiting:
             text += (
-                f", {self.changes_waiting} changes wait for a transaction still open "
-                "on the database server"
+                f", {self.changes_waiting} changes left for the next run (committed during "
+                "this one, or behind a transaction still open on the database server)"
             )
         return text + (f"; error: {self.error}" if self.error else "")
 
