@@ -1,0 +1,140 @@
+"""Where ingest spends its time: wall time per step, and on PostgreSQL the slow plans.
+
+    python bench/breakdown.py [--db sqlite|postgresql] [--rows N] [--backlog M] [--first]
+
+A diagnostic companion to run.py, on the same tables and backlog. Each step of ingest
+(Store and SourceTable methods, the fold) is wrapped with a timer for this process only;
+nothing in connector/ is changed. On PostgreSQL, auto_explain reports the plan of every
+statement slower than --explain-ms, and one plan per statement is printed.
+
+By default the lead table already holds every lead (the steady state); --first ingests into
+an empty, never-analyzed lead table instead, as a first run after `init` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import run
+import sqlalchemy as sa
+from sqlalchemy import event
+
+import connector.ingest
+from connector.database import create_engine
+from connector.source import SourceTable
+from connector.store import Store
+from connector.sync import Connector
+
+STEPS: list[tuple[Any, str, str]] = [
+    (Store, "load_cursor", "store.load_cursor"),
+    (Store, "read_changes", "store.read_changes"),
+    (SourceTable, "read", "source.read"),
+    (Store, "load_leads", "store.load_leads"),
+    (connector.ingest, "fold_rows", "fold_rows (pure)"),
+    (Store, "write_desired", "store.write_desired"),
+    (Store, "consume_through", "store.consume_through"),
+]
+
+
+class StepTimer:
+    def __init__(self) -> None:
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def install(self) -> None:
+        for owner, name, label in STEPS:
+            setattr(owner, name, self._timed(getattr(owner, name), label))
+
+    def _timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.calls[label] += 1
+
+        return timed
+
+
+def collect_plans(engine: sa.Engine, threshold_ms: int) -> dict[str, list[str]]:
+    """auto_explain at NOTICE level on every new connection, so the plans come to this client."""
+    plans: dict[str, list[str]] = collections.defaultdict(list)
+
+    def keep(diagnostic: Any) -> None:
+        text = diagnostic.message_primary or ""
+        if "Query Text:" in text:
+            statement = text.split("Query Text:", 1)[1].strip()
+            plans[" ".join(statement.split()[:4])].append(text)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.add_notice_handler(keep)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("LOAD 'auto_explain'")
+        for setting, value in (
+            ("log_min_duration", str(threshold_ms)),
+            ("log_analyze", "on"),
+            ("log_buffers", "on"),
+            ("log_level", "notice"),
+        ):
+            cursor.execute(f"SET auto_explain.{setting} = '{value}'")
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.dispose()  # new connections from here on get the listener
+    return plans
+
+
+def short_plan(text: str) -> str:
+    """The plan without the statement's long list of bound parameters."""
+    keep = ("Cond", "Filter")
+    lines = [line for line in text.splitlines() if "$" not in line or any(k in line for k in keep)]
+    return "\n".join(line if len(line) < 240 else line[:240] + " ..." for line in lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--backlog", type=int, help="default 5 x rows")
+    parser.add_argument("--first", action="store_true", help="ingest into an empty lead table")
+    parser.add_argument("--explain-ms", type=int, default=30)
+    parser.add_argument("--pg-url", default=run.DEFAULT_PG_URL)
+    args = parser.parse_args()
+    backlog = args.backlog or 5 * args.rows
+    with run.database(args.db, args.pg_url) as url:
+        config = run.make_config(url)
+        engine = create_engine(url)
+        maintenance = run.Maintenance(engine)
+        try:
+            run.create_source_tables(engine, args.rows)
+            with Connector(config, engine=engine) as sync:
+                sync.init()
+            if not args.first:
+                run.build_backlog(engine, maintenance, args.rows, args.rows)
+                run.run_ingest(engine, config)
+            run.build_backlog(engine, maintenance, args.rows, backlog, analyze_leads=not args.first)
+            plans = collect_plans(engine, args.explain_ms) if maintenance.postgres else {}
+            timer = StepTimer()
+            timer.install()
+            changes, seconds = run.run_ingest(engine, config)
+        finally:
+            engine.dispose()
+    print(f"{args.db}: {changes:,} changes in {seconds:.1f} s = {changes / seconds:,.0f}/s\n")
+    print("| step | seconds | share | calls |\n|---|---|---|---|")
+    for label, spent in timer.seconds.most_common():
+        print(f"| {label} | {spent:.2f} | {spent / seconds:.0%} | {timer.calls[label]} |")
+    for statement, texts in plans.items():
+        print(f"\n{len(texts)} executions over {args.explain_ms} ms of `{statement} ...`; one:")
+        print("```\n" + short_plan(texts[len(texts) // 2]) + "\n```")
+
+
+if __name__ == "__main__":
+    main()
