@@ -122,6 +122,9 @@ def _postgresql(connection: Connection, connector_name: str, source: SourceTable
         statements.append(
             f"CREATE OR REPLACE FUNCTION {schema}{quote(function)}() RETURNS trigger "
             f"LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            # Transition tables have no statistics: the planner would JIT-compile the join
+            # for every large statement, which costs more than the join itself.
+            f"SET jit = off "
             f"AS $lsq$ BEGIN {body}; RETURN NULL; END $lsq$"
         )
     statements += [

@@ -23,6 +23,12 @@ class IngestResult:
     rows_without_lead: int
 
 
+# Keys remembered per ingest call; past this the memory is released and dedupe starts over.
+MAX_REMEMBERED_KEYS = 500_000
+# A first ingest that writes this many leads leaves PostgreSQL's statistics far behind.
+ANALYZE_AFTER_LEADS = 10_000
+
+
 def ingest(
     engine: Engine,
     *,
@@ -35,28 +41,54 @@ def ingest(
     """Read every committed change, batch by batch.
 
     Each batch folds the rows' current values into desired values and advances the cursor in
-    ONE transaction, so a crash leaves either both or neither. Memory is bounded by the batch.
+    ONE transaction, so a crash leaves either both or neither. Memory is bounded by the batch
+    and by MAX_REMEMBERED_KEYS.
+
+    A row changed many times has many change rows, but one read of its current values after
+    they all committed covers them all: a key read during this call is not read again for
+    changes committed before the call began.
     """
     attributes = frozenset(source.mapping.values())
     changes = leads_changed = without_lead = 0
+    with engine.connect() as connection:
+        snapshot = store.snapshot_bound(connection)
+    bound = (snapshot.tx_id, snapshot.change_id)
+    read_keys: set[str] = set()
     while stop is None or not stop.is_set():
         with engine.begin() as connection:
             batch = store.read_changes(connection, store.load_cursor(connection), batch_size)
             if batch is None:
                 break
-            rows = source.read(connection, batch.row_keys)
+            keys = list(
+                dict.fromkeys(
+                    key
+                    for tx_id, change_id, key in batch.rows
+                    if key not in read_keys or (tx_id, change_id) > bound
+                )
+            )
+            rows = source.read(connection, keys)
             existing = store.load_leads(
                 connection, {row.lead_id for row in rows if row.lead_id is not None}, lock=True
             )
             folded = fold_rows(rows, existing, attributes)
             now = clock.now()
             store.write_desired(connection, folded.changes, now)
-            store.consume_through(connection, batch.last, now)
-        changes += batch.size
+            store.consume(connection, batch, now)
+        if len(read_keys) > MAX_REMEMBERED_KEYS:
+            read_keys.clear()
+        read_keys.update(keys)
+        changes += len(batch.rows)
         leads_changed += len(folded.changes)
         without_lead += folded.rows_without_lead
         log.debug(
             "ingested batch",
-            extra={"changes": batch.size, "leads_changed": len(folded.changes)},
+            extra={
+                "changes": len(batch.rows),
+                "read": len(keys),
+                "leads_changed": len(folded.changes),
+            },
         )
+    if leads_changed >= ANALYZE_AFTER_LEADS:
+        with engine.begin() as connection:
+            store.analyze_leads(connection)
     return IngestResult(changes, leads_changed, without_lead)

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
 from connector.config import Config
+from connector.database import among
 from connector.errors import ConfigError
 from connector.leads import SourceRow
 from connector.values import Values, normalise
@@ -64,7 +65,7 @@ class SourceTable:
         rows: list[SourceRow] = []
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             typed = [self._key_type(k) for k in chunk]
-            query = self._select.where(self.key_column.in_(typed))
+            query = self._select.where(among(self.key_column, typed, connection))
             rows.extend(self._source_row(row._mapping) for row in connection.execute(query))
         return rows
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from connector.database import among
 from connector.leads import DesiredChange, LeadState, after_push
 from connector.schema import capture_state, change, cursor, lead, run
 from connector.values import Values, dumps, loads
@@ -31,9 +32,9 @@ START = ChangeCursor(-1, -1)
 
 @dataclass(frozen=True)
 class ChangeBatch:
-    row_keys: list[str]
+    rows: list[tuple[int, int, str]]  # (tx_id, change_id, row_key), in cursor order
+    after: ChangeCursor
     last: ChangeCursor
-    size: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,16 @@ class Store:
         ).first()
         return START if row is None else ChangeCursor(row.tx_id, row.change_id)
 
+    def snapshot_bound(self, connection: Connection) -> ChangeCursor:
+        """Every change at or before this position was committed before this call."""
+        if self._postgres:
+            xmin = connection.execute(
+                sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            ).scalar_one()
+            return ChangeCursor(xmin - 1, 2**63 - 1)
+        newest = connection.execute(sa.select(sa.func.max(change.c.change_id))).scalar_one()
+        return ChangeCursor(0, newest or 0)
+
     def read_changes(
         self, connection: Connection, after: ChangeCursor, limit: int
     ) -> ChangeBatch | None:
@@ -67,42 +78,45 @@ class Store:
 
         On PostgreSQL only rows of transactions older than every transaction still running
         are read: a transaction that took a lower id but commits later is then never skipped,
-        it is simply read once it has committed.
+        it is simply read once it has committed. On SQLite writers are serialised, so the
+        AUTOINCREMENT id alone is in commit order (and tx_id is always 0).
         """
-        position = sa.tuple_(change.c.tx_id, change.c.change_id)
-        query = (
-            sa.select(change.c.tx_id, change.c.change_id, change.c.row_key)
-            .where(change.c.connector == self.connector)
-            .where(position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)))
-            .order_by(change.c.tx_id, change.c.change_id)
-            .limit(limit)
+        query = sa.select(change.c.tx_id, change.c.change_id, change.c.row_key).where(
+            change.c.connector == self.connector
         )
         if self._postgres:
+            position = sa.tuple_(change.c.tx_id, change.c.change_id)
             query = query.where(
+                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)),
                 change.c.tx_id
-                < sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            )
-        rows = connection.execute(query).all()
+                < sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"),
+            ).order_by(change.c.tx_id, change.c.change_id)
+        else:
+            # A plain rowid range: SQLite keeps no secondary index on this table.
+            query = query.where(change.c.change_id > after.change_id).order_by(change.c.change_id)
+        rows = [tuple(row) for row in connection.execute(query.limit(limit))]
         if not rows:
             return None
-        keys = list(dict.fromkeys(row.row_key for row in rows))
-        return ChangeBatch(keys, ChangeCursor(rows[-1].tx_id, rows[-1].change_id), len(rows))
+        tx_id, change_id, _ = rows[-1]
+        return ChangeBatch(rows, after, ChangeCursor(tx_id, change_id))
 
-    def consume_through(self, connection: Connection, last: ChangeCursor, now: datetime) -> None:
-        """Advance the cursor and drop the change rows it has passed."""
-        position = sa.tuple_(change.c.tx_id, change.c.change_id)
-        connection.execute(
-            sa.delete(change)
-            .where(change.c.connector == self.connector)
-            .where(position <= sa.tuple_(sa.literal(last.tx_id), sa.literal(last.change_id)))
-        )
+    def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
+        """Drop exactly the batch's change rows and advance the cursor past them."""
+        if self._postgres:
+            ids = [change_id for _, change_id, _ in batch.rows]
+            matches = change.c.change_id == sa.any_(
+                sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger()))
+            )
+        else:
+            matches = change.c.change_id.between(batch.after.change_id + 1, batch.last.change_id)
+        connection.execute(sa.delete(change).where(change.c.connector == self.connector, matches))
         self._upsert(
             connection,
             cursor,
             {
                 "connector": self.connector,
-                "tx_id": last.tx_id,
-                "change_id": last.change_id,
+                "tx_id": batch.last.tx_id,
+                "change_id": batch.last.change_id,
                 "updated_at": now,
             },
             ["connector"],
@@ -144,7 +158,7 @@ class Store:
         for start in range(0, len(ids), _IDS_PER_QUERY):
             chunk = ids[start : start + _IDS_PER_QUERY]
             query = sa.select(lead).where(
-                lead.c.connector == self.connector, lead.c.lead_id.in_(chunk)
+                lead.c.connector == self.connector, among(lead.c.lead_id, chunk, connection)
             )
             if lock and self._postgres:
                 query = query.with_for_update()
@@ -311,6 +325,11 @@ class Store:
             .limit(limit)
         )
         return list(connection.execute(query))
+
+    def analyze_leads(self, connection: Connection) -> None:
+        """Fresh statistics after a large ingest keep lead lookups on the primary key."""
+        if self._postgres:
+            connection.exec_driver_sql(f"ANALYZE {lead.name}")
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -17,9 +17,14 @@ Values = dict[str, str | None]
 
 
 def normalise(value: Any) -> str | None:
-    """The one canonical string for a source value, so equal values compare equal."""
-    if value is None or value == "":
-        # LeadSquared stores both as an empty field: treating them alike saves no-op calls.
+    """The one canonical string for a source value, so equal values compare equal.
+
+    An empty string becomes None: LeadSquared stores both as an empty field, so treating them
+    alike saves no-op calls.
+    """
+    if type(value) is str:
+        return value or None  # the common case, first
+    if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

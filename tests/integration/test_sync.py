@@ -303,3 +303,23 @@ def test_a_run_that_died_is_marked_abandoned_by_the_next(app: sa.Engine, sync: C
         statuses = dict(connection.execute(sa.select(run.c.run_id, run.c.status)).all())
     assert statuses[dead_run] == "abandoned"
     assert "running" not in statuses.values()
+
+
+def test_many_changes_across_small_batches_end_at_the_latest_values(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    config = config_dict(db_url, emulator, sync={"ingest_batch_size": 2})
+    with Connector(load(config)) as connector:
+        connector.init()
+        execute(
+            app,
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+            "(1, 'c0', 'L1'), (2, 'd0', 'L2')",
+        )
+        execute(app, *(f"UPDATE customers SET city = 'c{i}' WHERE id = 1" for i in range(1, 8)))
+        report = connector.run_once()
+    # Nine change rows in five batches: each lead is written once, with its latest values.
+    assert (report.changes_ingested, report.leads_changed) == (9, 2)
+    assert emulator.leads() == {"L1": {"mx_City": "c7"}, "L2": {"mx_City": "d0"}}

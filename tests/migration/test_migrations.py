@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from connector import migrate
-from connector.schema import PREFIX, VERSION_TABLE, metadata
+from connector.schema import PREFIX, VERSION_TABLE, exists_on, metadata
 
 OWN_TABLES = {table.name for table in metadata.sorted_tables}
 
@@ -52,6 +52,9 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
                 # SQLite reflects no identities and renders false as 0: only noise there.
                 "compare_server_default": engine.dialect.name == "postgresql",
                 "include_name": own,
+                "include_object": lambda obj, name, type_, reflected, other: exists_on(
+                    engine.dialect.name, name, type_
+                ),
             },
         )
         differences: list[Any] = compare_metadata(context, metadata)
