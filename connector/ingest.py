@@ -19,14 +19,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class IngestResult:
     changes: int
-    leads_changed: int
     rows_without_lead: int
 
 
 # Keys remembered per ingest call; past this the memory is released and dedupe starts over.
 MAX_REMEMBERED_KEYS = 500_000
-# A first ingest that writes this many leads leaves PostgreSQL's statistics far behind.
-ANALYZE_AFTER_LEADS = 10_000
+# An ingest this large (a first sync, a backfill) leaves PostgreSQL's statistics behind.
+ANALYZE_AFTER_CHANGES = 10_000
 
 
 def ingest(
@@ -48,8 +47,7 @@ def ingest(
     they all committed covers them all: a key read during this call is not read again for
     changes committed before the call began.
     """
-    attributes = frozenset(source.mapping.values())
-    changes = leads_changed = without_lead = 0
+    changes = without_lead = 0
     with engine.connect() as connection:
         snapshot = store.snapshot_bound(connection)
     bound = (snapshot.tx_id, snapshot.change_id)
@@ -66,11 +64,7 @@ def ingest(
                     if key not in read_keys or (tx_id, change_id) > bound
                 )
             )
-            rows = source.read(connection, keys)
-            existing = store.load_leads(
-                connection, {row.lead_id for row in rows if row.lead_id is not None}, lock=True
-            )
-            folded = fold_rows(rows, existing, attributes)
+            folded = fold_rows(source.read(connection, keys))
             now = clock.now()
             store.write_desired(connection, folded.changes, now)
             store.consume(connection, batch, now)
@@ -78,17 +72,16 @@ def ingest(
             read_keys.clear()
         read_keys.update(keys)
         changes += len(batch.rows)
-        leads_changed += len(folded.changes)
         without_lead += folded.rows_without_lead
         log.debug(
             "ingested batch",
             extra={
                 "changes": len(batch.rows),
                 "read": len(keys),
-                "leads_changed": len(folded.changes),
+                "leads": len(folded.changes),
             },
         )
-    if leads_changed >= ANALYZE_AFTER_LEADS:
+    if changes >= ANALYZE_AFTER_CHANGES:
         with engine.begin() as connection:
             store.analyze_leads(connection)
-    return IngestResult(changes, leads_changed, without_lead)
+    return IngestResult(changes, without_lead)

@@ -34,12 +34,11 @@ class LeadState:
 
 @dataclass(frozen=True)
 class DesiredChange:
-    """New desired values for a lead, as ingest will write them."""
+    """A lead's desired values as the source holds them now, as ingest will write them."""
 
     lead_id: str
     source_key: str
     desired: Values
-    pending: bool
     problem: str | None = None
 
 
@@ -49,12 +48,11 @@ class FoldResult:
     rows_without_lead: int
 
 
-def fold_rows(
-    rows: Iterable[SourceRow], existing: Mapping[str, LeadState], attributes: frozenset[str]
-) -> FoldResult:
-    """Fold the current values of changed rows into per-lead desired values.
+def fold_rows(rows: Iterable[SourceRow]) -> FoldResult:
+    """Fold the current values of changed rows into one desired state per lead.
 
-    Leads whose desired values did not change are left out: nothing to write, nothing to send.
+    Whether a lead then needs a call is decided at push time, against what was pushed; ingest
+    only has to notice that the desired values moved, which the database does in the upsert.
     """
     latest: dict[str, SourceRow] = {}
     without_lead = 0
@@ -63,25 +61,9 @@ def fold_rows(
             without_lead += 1
         else:
             latest[row.lead_id] = row
-    changes = []
-    for lead_id, row in latest.items():
-        before = existing.get(lead_id)
-        unchanged = before is not None and (before.desired, before.source_key) == (
-            row.values,
-            row.key,
-        )
-        if unchanged and row.problem is None:
-            continue
-        pushed = before.pushed if before is not None else {}
-        changes.append(
-            DesiredChange(
-                lead_id=lead_id,
-                source_key=row.key,
-                desired=row.values,
-                pending=bool(plan_update(row.values, pushed, attributes)),
-                problem=row.problem,
-            )
-        )
+    changes = [
+        DesiredChange(lead_id, row.key, row.values, row.problem) for lead_id, row in latest.items()
+    ]
     return FoldResult(changes, without_lead)
 
 

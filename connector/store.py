@@ -149,10 +149,7 @@ class Store:
 
     # -- per-lead state ---------------------------------------------------------------------
 
-    def load_leads(
-        self, connection: Connection, lead_ids: Iterable[str], *, lock: bool = False
-    ) -> dict[str, LeadState]:
-        """`lock` holds the rows until commit, so a push recorded meanwhile cannot be lost."""
+    def load_leads(self, connection: Connection, lead_ids: Iterable[str]) -> dict[str, LeadState]:
         ids = list(lead_ids)
         found: dict[str, LeadState] = {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -160,8 +157,6 @@ class Store:
             query = sa.select(lead).where(
                 lead.c.connector == self.connector, among(lead.c.lead_id, chunk, connection)
             )
-            if lock and self._postgres:
-                query = query.with_for_update()
             for row in connection.execute(query):
                 found[row.lead_id] = _lead_state(row)
         return found
@@ -169,7 +164,11 @@ class Store:
     def write_desired(
         self, connection: Connection, changes: Sequence[DesiredChange], now: datetime
     ) -> None:
-        """New desired values; a change of values lifts any rejection and retry delay."""
+        """Store new desired values, flagging the lead for the push phase.
+
+        A lead whose desired values did not move is left untouched (the upsert's WHERE), so a
+        rejection or a retry delay holds until the values really change.
+        """
         if not changes:
             return
         rows = [
@@ -179,7 +178,7 @@ class Store:
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
                 "pushed": "{}",
-                "pending": c.pending or c.problem is not None,
+                "pending": True,
                 "rejected": c.problem is not None,
                 "attempts": 0,
                 "last_error": c.problem,
@@ -189,11 +188,12 @@ class Store:
             for c in changes
         ]
         insert = self._insert(lead)
+        new = insert.excluded
         connection.execute(
             insert.on_conflict_do_update(
                 index_elements=[lead.c.connector, lead.c.lead_id],
                 set_={
-                    name: insert.excluded[name]
+                    name: new[name]
                     for name in (
                         "source_key",
                         "desired",
@@ -205,6 +205,11 @@ class Store:
                         "updated_at",
                     )
                 },
+                where=sa.or_(
+                    lead.c.desired != new.desired,
+                    lead.c.source_key != new.source_key,
+                    new.rejected,
+                ),
             ),
             rows,
         )

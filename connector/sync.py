@@ -42,7 +42,6 @@ class RunReport:
     run_id: int
     status: RunStatus
     changes_ingested: int = 0
-    leads_changed: int = 0
     rows_without_lead: int = 0
     changes_waiting: int = 0
     leads_pushed: int = 0
@@ -192,7 +191,7 @@ class Connector:
         with translate_errors("starting a run"):
             self.store.close_abandoned_runs(self.clock.now())
             run_id = self.store.start_run(self.clock.now())
-        ingested = IngestResult(0, 0, 0)
+        ingested = IngestResult(0, 0)
         # Filled in as calls happen, so a run that stops half-way still reports them.
         pushing = PushResult()
         waiting = 0
@@ -228,7 +227,6 @@ class Connector:
             run_id,
             status,
             changes_ingested=ingested.changes,
-            leads_changed=ingested.leads_changed,
             rows_without_lead=ingested.rows_without_lead,
             changes_waiting=waiting,
             leads_pushed=pushing.pushed,

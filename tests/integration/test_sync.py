@@ -320,6 +320,6 @@ def test_many_changes_across_small_batches_end_at_the_latest_values(
         )
         execute(app, *(f"UPDATE customers SET city = 'c{i}' WHERE id = 1" for i in range(1, 8)))
         report = connector.run_once()
-    # Nine change rows in five batches: each lead is written once, with its latest values.
-    assert (report.changes_ingested, report.leads_changed) == (9, 2)
+    # Nine change rows in five batches: one call per lead, with its latest values.
+    assert (report.changes_ingested, report.calls) == (9, 2)
     assert emulator.leads() == {"L1": {"mx_City": "c7"}, "L2": {"mx_City": "d0"}}
