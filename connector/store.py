@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,48 +172,64 @@ class Store:
         """
         if not changes:
             return
+        constants = {"connector": self.connector, "pending": True, "updated_at": now}
         rows = [
             {
-                "connector": self.connector,
                 "lead_id": c.lead_id,
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
-                "pushed": "{}",
-                "pending": True,
                 "rejected": c.problem is not None,
-                "attempts": 0,
                 "last_error": c.problem,
-                "next_attempt_at": None,
-                "updated_at": now,
             }
             for c in changes
         ]
-        insert = self._insert(lead)
-        new = insert.excluded
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=[lead.c.connector, lead.c.lead_id],
-                set_={
-                    name: new[name]
-                    for name in (
-                        "source_key",
-                        "desired",
-                        "pending",
-                        "rejected",
-                        "attempts",
-                        "last_error",
-                        "next_attempt_at",
-                        "updated_at",
-                    )
-                },
-                where=sa.or_(
-                    lead.c.desired != new.desired,
-                    lead.c.source_key != new.source_key,
-                    new.rejected,
+        insert: Any
+        if self._postgres:
+            # One statement and one JSON parameter, not a round trip (or an array) per lead.
+            incoming = (
+                sa.func.json_to_recordset(
+                    sa.cast(sa.bindparam(None, json.dumps(rows)), postgresql.JSON)
+                )
+                .table_valued(
+                    sa.column("lead_id", sa.Text()),
+                    sa.column("source_key", sa.Text()),
+                    sa.column("desired", sa.Text()),
+                    sa.column("rejected", sa.Boolean()),
+                    sa.column("last_error", sa.Text()),
+                )
+                .render_derived(with_types=True)
+            )
+            insert = postgresql.insert(lead).from_select(
+                [*constants, *rows[0]],
+                sa.select(
+                    *(sa.literal(value, lead.c[name].type) for name, value in constants.items()),
+                    *(incoming.c[name] for name in rows[0]),
                 ),
+            )
+            parameters: list[dict[str, Any]] | None = None
+        else:
+            insert = sqlite.insert(lead)
+            parameters = [{**constants, **row} for row in rows]
+        new = insert.excluded
+        upsert = insert.on_conflict_do_update(
+            index_elements=[lead.c.connector, lead.c.lead_id],
+            set_={
+                "source_key": new.source_key,
+                "desired": new.desired,
+                "pending": True,
+                "rejected": new.rejected,
+                "attempts": 0,
+                "last_error": new.last_error,
+                "next_attempt_at": None,
+                "updated_at": new.updated_at,
+            },
+            where=sa.or_(
+                lead.c.desired != new.desired,
+                lead.c.source_key != new.source_key,
+                new.rejected,
             ),
-            rows,
         )
+        connection.execute(upsert, parameters)
 
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int
