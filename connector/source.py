@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,17 +66,18 @@ class SourceTable:
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             typed = [self._key_type(k) for k in chunk]
             query = self._select.where(among(self.key_column, typed, connection))
-            rows.extend(self._source_row(row._mapping) for row in connection.execute(query))
+            rows.extend(self._source_row(tuple(row)) for row in connection.execute(query))
         return rows
 
-    def _source_row(self, row: Mapping[Any, Any]) -> SourceRow:
-        lead = row[self.lead_column]
-        key = str(row[self.key_column])
+    def _source_row(self, row: tuple[Any, ...]) -> SourceRow:
+        # Positions follow self._select: key, lead id, then the mapped columns in order.
+        key = str(row[0])
+        lead = row[1]
         values: Values = {}
         problems = []
-        for column, attribute in self.mapping.items():
+        for (column, attribute), value in zip(self.mapping.items(), row[2:], strict=True):
             try:
-                values[attribute] = normalise(row[self.table.c[column]])
+                values[attribute] = normalise(value)
             except TypeError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
         return SourceRow(
