@@ -183,33 +183,17 @@ class Store:
             }
             for c in changes
         ]
-        insert: Any
-        if self._postgres:
-            # One statement and one JSON parameter, not a round trip (or an array) per lead.
-            incoming = (
-                sa.func.json_to_recordset(
-                    sa.cast(sa.bindparam(None, json.dumps(rows)), postgresql.JSON)
-                )
-                .table_valued(
-                    sa.column("lead_id", sa.Text()),
-                    sa.column("source_key", sa.Text()),
-                    sa.column("desired", sa.Text()),
-                    sa.column("rejected", sa.Boolean()),
-                    sa.column("last_error", sa.Text()),
-                )
-                .render_derived(with_types=True)
+        # One statement and one JSON parameter, not a round trip or bound row per lead.
+        incoming = self._json_rows(rows)
+        insert: Any = self._insert(lead).from_select(
+            [*constants, *incoming],
+            sa.select(
+                *(sa.literal(value, lead.c[name].type) for name, value in constants.items()),
+                *incoming.values(),
             )
-            insert = postgresql.insert(lead).from_select(
-                [*constants, *rows[0]],
-                sa.select(
-                    *(sa.literal(value, lead.c[name].type) for name, value in constants.items()),
-                    *(incoming.c[name] for name in rows[0]),
-                ),
-            )
-            parameters: list[dict[str, Any]] | None = None
-        else:
-            insert = sqlite.insert(lead)
-            parameters = [{**constants, **row} for row in rows]
+            # SQLite needs a WHERE to tell the upsert's ON CONFLICT from a join's ON.
+            .where(sa.true()),
+        )
         new = insert.excluded
         upsert = insert.on_conflict_do_update(
             index_elements=[lead.c.connector, lead.c.lead_id],
@@ -229,7 +213,7 @@ class Store:
                 new.rejected,
             ),
         )
-        connection.execute(upsert, parameters)
+        connection.execute(upsert)
 
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int
@@ -363,6 +347,22 @@ class Store:
         if self._postgres:
             query = query.with_for_update()
         return connection.execute(query).one()
+
+    def _json_rows(self, rows: list[dict[str, Any]]) -> dict[str, sa.ColumnElement[Any]]:
+        """The rows' fields as columns of a table read from one JSON parameter."""
+        payload = sa.bindparam(None, json.dumps(rows), sa.Text())
+        names = list(rows[0])
+        if self._postgres:
+            table = (
+                sa.func.json_to_recordset(sa.cast(payload, postgresql.JSON))
+                .table_valued(*(sa.column(name, lead.c[name].type) for name in names))
+                .render_derived(with_types=True)
+            )
+            return {name: table.c[name] for name in names}
+        items = sa.func.json_each(payload).table_valued("value")
+        return {
+            name: sa.func.json_extract(items.c.value, f"$.{name}").label(name) for name in names
+        }
 
     def _insert(self, table: sa.Table) -> Any:
         return (postgresql.insert if self._postgres else sqlite.insert)(table)
