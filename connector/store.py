@@ -104,9 +104,15 @@ class Store:
     def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
         """Drop exactly the batch's change rows and advance the cursor past them."""
         if self._postgres:
-            ids = [change_id for _, change_id, _ in batch.rows]
-            matches = change.c.change_id == sa.any_(
-                sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.BigInteger()))
+            # Everything in (after, last] was committed before the batch was read, so this
+            # range is exactly the batch. The plain tx_id range lets the planner see how few
+            # rows that is; the row comparison alone it misjudges, and scans the whole table.
+            position = sa.tuple_(change.c.tx_id, change.c.change_id)
+            after, last = batch.after, batch.last
+            matches = sa.and_(
+                change.c.tx_id.between(after.tx_id, last.tx_id),
+                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)),
+                position <= sa.tuple_(sa.literal(last.tx_id), sa.literal(last.change_id)),
             )
         else:
             matches = change.c.change_id.between(batch.after.change_id + 1, batch.last.change_id)
