@@ -34,10 +34,9 @@ STEPS: list[tuple[Any, str, str]] = [
     (Store, "load_cursor", "store.load_cursor"),
     (Store, "read_changes", "store.read_changes"),
     (SourceTable, "read", "source.read"),
-    (Store, "load_leads", "store.load_leads"),
     (connector.ingest, "fold_rows", "fold_rows (pure)"),
     (Store, "write_desired", "store.write_desired"),
-    (Store, "consume_through", "store.consume_through"),
+    (Store, "consume", "store.consume"),
 ]
 
 
