@@ -77,6 +77,13 @@ def create_customers(url: str) -> None:
     engine.dispose()
 
 
+def execute(engine: sa.Engine, *statements: str) -> None:
+    """Run the application's writes, in one transaction."""
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
 def config_dict(
     url: str, emulator: Emulator, *, name: str = "test", **sections: Any
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from connector import Connector
 from connector.schema import change as change_table
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, create_customers, load, source_values
+from tests.support import config_dict, create_customers, execute, load, source_values
 
 
 @pytest.fixture
@@ -37,12 +37,6 @@ def unique_name() -> str:
     # PostgreSQL's run lock is keyed by connector name across the whole database, which other
     # test schemas share: a name of its own keeps this test's runs from being skipped.
     return f"t_{uuid.uuid4().hex[:12]}"
-
-
-def execute(engine: sa.Engine, *statements: str) -> None:
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
 
 
 def lead_updates(emulator: Emulator, lead_id: str) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from connector import Connector, LsqSyncError
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, create_customers, load, source_values
+from tests.support import config_dict, create_customers, execute, load, source_values
 
 
 @pytest.fixture
@@ -26,12 +26,6 @@ def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]
     with Connector(load(config_dict(db_url, emulator))) as connector:
         connector.init()
         yield connector
-
-
-def execute(engine: sa.Engine, *statements: str) -> None:
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
 
 
 def updates(emulator: Emulator) -> list[tuple[str | None, dict[str, str]]]:
