@@ -11,10 +11,10 @@ unpatched::
         run_the_client_against(emulator.url)
         assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "London"}
 
-Every request is processed (and an update applied) as soon as it arrives; latency, ``hold()``
-and the ``timeout`` fault only delay the *answer*. Dropped connections (the ``drop`` fault)
-happen before anything is applied. Together they cover both halves of "the client never saw
-an answer": nothing happened, or the update landed anyway.
+Every request is processed (and an update applied) as soon as it arrives; latency and
+``hold()`` only delay the *answer*. Faults (a dropped connection, a hang, a success body
+dripped out too slowly to wait for) apply nothing. Together they cover both halves of "the
+client never saw an answer": nothing happened, or the update landed anyway.
 
 Run ``python -m connector.testing.emulator --port 8089 --lead L1`` to serve one by hand.
 """
@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import random
 import socketserver
 import sys
@@ -32,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_SECRET_KEY",
     "FAULT_KINDS",
     "Emulator",
+    "MissingLeadError",
     "Outcome",
     "RecordedRequest",
     "main",
@@ -55,9 +57,18 @@ API_PREFIX: Final = "/v2/LeadManagement.svc/"
 DEFAULT_ACCESS_KEY: Final = "emulator-access-key"
 DEFAULT_SECRET_KEY: Final = "emulator-secret-key"  # noqa: S105 (a fake key for a test double)
 THROTTLE_STATUSES: Final = frozenset({429, 200, 403})
+# Short enough that any sane per-read timeout outlives the gap between two pieces of a drip.
+_DRIP_INTERVAL: Final = 0.2
 
 Outcome = Literal["success", "throttled", "fault", "error", "unauthorized"]
-_Action = Literal["answer", "drop", "timeout"]
+MissingLeadError = Literal["MXInvalidEntityException", "MXInvalidEntityReferenceException"]
+_Action = Literal["answer", "drop", "timeout", "drip"]
+
+# Both have been seen from LeadSquared for a lead that is missing, deleted or merged.
+_MISSING_LEAD_MESSAGES: Final[dict[str, str]] = {
+    "MXInvalidEntityException": "Lead does not exist in the system",
+    "MXInvalidEntityReferenceException": "Lead not found",
+}
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,16 @@ class _Answer:
     body: bytes = b""
     content_type: str = "application/json; charset=utf-8"
     action: _Action = "answer"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _json_answer(status: int, payload: object, outcome: Outcome) -> _Answer:
     return _Answer(status=status, outcome=outcome, body=json.dumps(payload).encode())
+
+
+_SUCCESS: Final = _json_answer(
+    200, {"Status": "Success", "Message": {"AffectedRows": 1}}, "success"
+)
 
 
 def _error(status: int, exception_type: str, message: str, outcome: Outcome = "error") -> _Answer:
@@ -127,6 +144,7 @@ _FAULT_ANSWERS: Final[dict[str, _Answer]] = {
     "504": _gateway_page(504, "Gateway Time-out"),
     "drop": _Answer(status=0, outcome="fault", action="drop"),
     "timeout": _Answer(status=0, outcome="fault", action="timeout"),
+    "drip": replace(_SUCCESS, outcome="fault", action="drip"),
     "mx500": _error(
         500, "MXException", "There was an error processing the request.", outcome="fault"
     ),
@@ -170,6 +188,21 @@ def _parse_fields(body: bytes) -> dict[str, str] | None:
     return fields
 
 
+def _retry_after_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(float(seconds))
+
+
+def _drip_pieces(body: bytes, total_seconds: float) -> tuple[list[bytes], float]:
+    """`body` cut into pieces, and the pause between them, so that sending spans the total."""
+    pauses = max(1, math.ceil(total_seconds / _DRIP_INTERVAL))
+    count = pauses + 1
+    # JSON allows trailing whitespace; padding keeps every piece non-empty however long the drip.
+    padded = body.ljust(count, b" ")
+    size = len(padded)
+    pieces = [padded[size * index // count : size * (index + 1) // count] for index in range(count)]
+    return pieces, max(0.0, total_seconds) / pauses
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -204,26 +237,43 @@ class Emulator:
         secret_key: str = DEFAULT_SECRET_KEY,
         rate_limit: tuple[int, float] | None = (25, 5.0),
         throttle_status: int = 429,
+        retry_after: float | None = None,
         attributes: Iterable[str] | None = None,
+        unique_attributes: Iterable[str] = (),
         auto_create_leads: bool = False,
+        missing_lead_error: MissingLeadError = "MXInvalidEntityException",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Configure the emulator; nothing listens until `start`.
 
-        `rate_limit` is (calls, window seconds), or None for no limit. `attributes`, when given,
-        is the lead schema: updates naming anything else are rejected whole. With
-        `auto_create_leads`, updates to unknown leads create them. `port` 0 picks a free port.
-        `clock` times the rate-limit window, so a test can slide it without sleeping.
+        `rate_limit`, `throttle_status` and `retry_after` are as in `set_rate_limit`, with
+        None for no limit. `attributes`, when given, is the lead schema: updates naming
+        anything else are rejected whole. `unique_attributes` (e.g. ``{"EmailAddress",
+        "Phone"}``) may not hold the same non-empty value on two leads, ignoring case:
+        an update giving a lead a value another lead holds is rejected whole with
+        ``MXDuplicateEntryException`` (`add_lead` does not check). With `auto_create_leads`,
+        updates to unknown leads create them; otherwise they are rejected with
+        `missing_lead_error`. `port` 0 picks a free port. `clock` times the rate-limit window,
+        so a test can slide it without sleeping.
         """
+        if missing_lead_error not in _MISSING_LEAD_MESSAGES:
+            raise ValueError(
+                f"missing_lead_error must be one of {sorted(_MISSING_LEAD_MESSAGES)}, "
+                f"got {missing_lead_error!r}"
+            )
         self._access_key = access_key
         self._secret_key = secret_key
         self._attributes = None if attributes is None else frozenset(attributes)
+        self._unique_attributes = frozenset(unique_attributes)
         self._auto_create_leads = auto_create_leads
+        self._missing_lead_error: MissingLeadError = missing_lead_error
         self._port = port
         self._clock = clock
         self.fault_timeout_seconds = 30.0
         """How long the ``timeout`` fault keeps a request unanswered (ends early on `stop`)."""
+        self.fault_drip_seconds = 5.0
+        """How long the ``drip`` fault takes to send its body (the rest goes at once on `stop`)."""
 
         self._state = threading.Condition()
         self._stopping = threading.Event()
@@ -233,6 +283,7 @@ class Emulator:
         self._throttled_count = 0
         self._rate_limit: tuple[int, float] | None = None
         self._throttle_status = 429
+        self._retry_after: float | None = None
         self._arrivals: deque[float] = deque()
         self._latency = (0.0, 0.0)
         self._latency_random = random.Random()  # noqa: S311 (simulated latency, not security)
@@ -245,7 +296,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
 
         calls, window = (None, 5.0) if rate_limit is None else rate_limit
-        self.set_rate_limit(calls, window, throttle_status)
+        self.set_rate_limit(calls, window, throttle_status, retry_after)
 
     # Lifecycle
 
@@ -356,12 +407,20 @@ class Emulator:
             self._latency = (low, high)
             self._latency_random.seed(seed)
 
-    def set_rate_limit(self, calls: int | None, window: float = 5.0, status: int = 429) -> None:
+    def set_rate_limit(
+        self,
+        calls: int | None,
+        window: float = 5.0,
+        status: int = 429,
+        retry_after: float | None = None,
+    ) -> None:
         """Allow `calls` API requests per sliding `window` seconds (None = unlimited).
 
         Requests over the limit are answered with `status` (429, 200 or 403, all seen from
         LeadSquared) and an ``MXAPIRateLimitExceededException`` body; they do not count into
-        the window. The window starts empty again.
+        the window. With `retry_after`, those answers also carry ``Retry-After: <seconds>``
+        (``2`` for 2.0, ``1.5`` for 1.5); LeadSquared does not document one, so by default
+        there is none. The window starts empty again.
         """
         if calls is not None and calls < 1:
             raise ValueError(f"rate limit calls must be at least 1 or None, got {calls}")
@@ -369,9 +428,12 @@ class Emulator:
             raise ValueError(f"rate limit window must be positive, got {window}")
         if status not in THROTTLE_STATUSES:
             raise ValueError(f"throttle status must be one of {sorted(THROTTLE_STATUSES)}")
+        if retry_after is not None and not (math.isfinite(retry_after) and retry_after >= 0):
+            raise ValueError(f"retry_after must be a finite number >= 0 or None, got {retry_after}")
         with self._state:
             self._rate_limit = None if calls is None else (calls, window)
             self._throttle_status = status
+            self._retry_after = retry_after
             self._arrivals.clear()
 
     def fail_next(self, count: int, kind: str) -> None:
@@ -379,7 +441,9 @@ class Emulator:
 
         Kinds: ``"503"``, ``"502"``, ``"504"`` (gateway HTML page, no JSON), ``"drop"`` (close
         the connection without an answer), ``"timeout"`` (no answer for
-        `fault_timeout_seconds`, then close), ``"mx500"`` (500 with a generic MX error).
+        `fault_timeout_seconds`, then close), ``"mx500"`` (500 with a generic MX error),
+        ``"drip"`` (200 and a success body, sent in pieces about 0.2 s apart over
+        `fault_drip_seconds`: a per-read timeout never fires, a total-time budget does).
         Queued faults come before random ones and apply nothing.
         """
         _check_fault_kinds([kind])
@@ -463,11 +527,16 @@ class Emulator:
         if self._rate_limit is not None and not self._admit(arrived, *self._rate_limit):
             self._throttled_count += 1
             calls, window = self._rate_limit
-            return _error(
+            throttled = _error(
                 self._throttle_status,
                 "MXAPIRateLimitExceededException",
                 f"API calls exceeded the limit of {calls} in {window:g} second(s)",
                 outcome="throttled",
+            )
+            if self._retry_after is None:
+                return throttled
+            return replace(
+                throttled, headers=(("Retry-After", _retry_after_text(self._retry_after)),)
             )
         fault = self._next_fault()
         if fault is not None:
@@ -512,6 +581,21 @@ class Emulator:
         if answer.action == "timeout":
             self._stopping.wait(self.fault_timeout_seconds)
 
+    def _body_pieces(self, answer: _Answer) -> tuple[list[bytes], float]:
+        """The pieces to send an answer's body in, and the pause between them."""
+        if answer.action == "drip":
+            return _drip_pieces(answer.body, self.fault_drip_seconds)
+        return [answer.body], 0.0
+
+    def _write_pieces(
+        self, pieces: list[bytes], pause: float, write: Callable[[bytes], Any]
+    ) -> None:
+        for index, piece in enumerate(pieces):
+            # After stop() the wait returns at once, so the rest of a drip goes out together.
+            if index:
+                self._stopping.wait(pause)
+            write(piece)
+
     def _lead_update(self, incoming: _Incoming) -> _Answer:
         update = _parse_update(incoming)
         if isinstance(update, _Answer):
@@ -521,12 +605,13 @@ class Emulator:
         if rejection is not None:
             return rejection
         self._leads.setdefault(lead_id, {}).update(fields)
-        return _json_answer(200, {"Status": "Success", "Message": {"AffectedRows": 1}}, "success")
+        return _SUCCESS
 
     def _rejection(self, lead_id: str, fields: dict[str, str]) -> _Answer | None:
         """The error for an update this lead's state or schema refuses; None to apply it."""
         if lead_id not in self._leads and not self._auto_create_leads:
-            return _error(500, "MXInvalidEntityException", "Lead does not exist in the system")
+            error = self._missing_lead_error
+            return _error(500, error, _MISSING_LEAD_MESSAGES[error])
         if self._attributes is not None:
             unknown = [name for name in fields if name not in self._attributes]
             if unknown:
@@ -539,6 +624,23 @@ class Emulator:
             for predicate, exception_type in self._rejections.get(attribute, []):
                 if predicate(value):
                     return _error(500, exception_type, f"Invalid value for attribute {attribute}")
+        duplicate = self._duplicated_attribute(lead_id, fields)
+        if duplicate is not None:
+            return _error(
+                500, "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
+            )
+        return None
+
+    def _duplicated_attribute(self, lead_id: str, fields: dict[str, str]) -> str | None:
+        """The first unique attribute this update would set to another lead's value."""
+        for attribute, value in fields.items():
+            # Clearing a value never collides: many leads have no phone or email at all.
+            if attribute not in self._unique_attributes or not value:
+                continue
+            wanted = value.casefold()
+            for other_id, other in self._leads.items():
+                if other_id != lead_id and other.get(attribute, "").casefold() == wanted:
+                    return attribute
         return None
 
     def _get_by_id(self, incoming: _Incoming) -> _Answer:
@@ -607,18 +709,22 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         if not isinstance(server, _Server):
             raise TypeError("the emulator handler only runs inside an emulator server")
-        answer = server.emulator._serve(self._incoming())
-        if answer.action != "answer":
+        emulator = server.emulator
+        answer = emulator._serve(self._incoming())
+        if answer.action in ("drop", "timeout"):
             self.close_connection = True
             return
+        pieces, pause = emulator._body_pieces(answer)
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
-            self.send_header("Content-Length", str(len(answer.body)))
+            for name, value in answer.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(sum(map(len, pieces))))
             self.end_headers()
-            self.wfile.write(answer.body)
+            emulator._write_pieces(pieces, pause, self.wfile.write)
         except OSError:
-            # The client went away while its answer was held or delayed.
+            # The client went away while its answer was held, delayed or dripping.
             self.close_connection = True
 
     def _incoming(self) -> _Incoming:
@@ -662,7 +768,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=5.0, metavar="SECONDS")
     parser.add_argument("--throttle-status", type=int, default=429, choices=[429, 200, 403])
     parser.add_argument(
+        "--retry-after",
+        type=float,
+        metavar="SECONDS",
+        help="send Retry-After with throttled answers (none by default, as LeadSquared)",
+    )
+    parser.add_argument(
+        "--unique-attribute",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="attributes no two leads may share, e.g. EmailAddress Phone",
+    )
+    parser.add_argument(
         "--auto-create-leads", action="store_true", help="updates to unknown leads create them"
+    )
+    parser.add_argument(
+        "--missing-lead-error",
+        default="MXInvalidEntityException",
+        choices=sorted(_MISSING_LEAD_MESSAGES),
+        help="the ExceptionType for an update to an unknown lead",
     )
     args = parser.parse_args(argv)
 
@@ -671,7 +797,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         secret_key=args.secret_key,
         rate_limit=(args.rate_limit, args.window) if args.rate_limit > 0 else None,
         throttle_status=args.throttle_status,
+        retry_after=args.retry_after,
+        unique_attributes=args.unique_attribute,
         auto_create_leads=args.auto_create_leads,
+        missing_lead_error=args.missing_lead_error,
         port=args.port,
     )
     for lead_id in args.lead:

@@ -7,18 +7,22 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from connector.testing.emulator import API_PREFIX, Emulator
+from connector.testing.emulator import API_PREFIX, Emulator, MissingLeadError
 
 ACCESS_KEY = "u$ac/ce+ss=key"
 SECRET_KEY = "s$ec/re+t=key"
 KEYS = {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
+DEFAULT_KEYS = {"accessKey": "emulator-access-key", "secretKey": "emulator-secret-key"}
+SUCCESS = {"Status": "Success", "Message": {"AffectedRows": 1}}
 
 
 class FakeClock:
@@ -183,6 +187,109 @@ def test_unknown_lead_is_an_mx_error(emulator: Emulator, client: httpx.Client) -
     assert emulator.lead("NOPE") is None
 
 
+@pytest.mark.parametrize(
+    ("error", "expected_message"),
+    [
+        ("MXInvalidEntityException", "Lead does not exist in the system"),
+        ("MXInvalidEntityReferenceException", "Lead not found"),
+    ],
+)
+def test_missing_lead_error_picks_the_exception_for_unknown_leads(
+    error: MissingLeadError, expected_message: str
+) -> None:
+    with (
+        Emulator(rate_limit=None, missing_lead_error=error) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1", mx_City="Paris")
+        response = client.post(
+            "Lead.Update",
+            params={**DEFAULT_KEYS, "leadId": "NOPE"},
+            json=[{"Attribute": "mx_City", "Value": "Rome"}],
+        )
+
+        assert assert_error(response, 500, error) == expected_message
+        assert emulator.leads() == {"L1": {"mx_City": "Paris"}}
+
+
+def test_unknown_missing_lead_error_is_refused() -> None:
+    with pytest.raises(ValueError, match="missing_lead_error"):
+        Emulator(missing_lead_error="MXNotFound")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def unique_emulator() -> Iterator[Emulator]:
+    with Emulator(
+        access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY,
+        rate_limit=None,
+        unique_attributes={"EmailAddress", "Phone"},
+    ) as running:
+        running.add_lead("L1", FirstName="Ada", EmailAddress="ada@example.com", Phone="111")
+        running.add_lead("L2", FirstName="Grace", Phone="222")
+        running.add_lead("L3", Phone="")
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("fields", "attribute"),
+    [
+        ({"mx_City": "Rome", "Phone": "111"}, "Phone"),
+        ({"EmailAddress": "ada@example.com"}, "EmailAddress"),
+        ({"EmailAddress": "ADA@Example.com"}, "EmailAddress"),
+    ],
+    ids=["phone", "email", "email-in-other-case"],
+)
+def test_taking_another_leads_unique_value_is_rejected_whole(
+    unique_emulator: Emulator, fields: dict[str, str], attribute: str
+) -> None:
+    with httpx.Client(base_url=unique_emulator.url + API_PREFIX) as client:
+        response = update(client, "L2", fields)
+
+    message = assert_error(response, 500, "MXDuplicateEntryException")
+    assert message == f"A Lead with same {attribute} already exists."
+    assert unique_emulator.lead("L2") == {"FirstName": "Grace", "Phone": "222"}
+    assert unique_emulator.requests[0].outcome == "error"
+
+
+@pytest.mark.parametrize(
+    ("lead_id", "fields"),
+    [
+        ("L1", {"Phone": "111", "EmailAddress": "ada@example.com", "mx_City": "Rome"}),
+        ("L2", {"Phone": "333", "FirstName": "Ada"}),
+        ("L2", {"Phone": ""}),
+    ],
+    ids=["keeping-its-own-values", "new-value-and-shared-non-unique", "clearing"],
+)
+def test_values_no_other_lead_holds_are_accepted(
+    unique_emulator: Emulator, lead_id: str, fields: dict[str, str]
+) -> None:
+    before = unique_emulator.lead(lead_id)
+    assert before is not None
+
+    with httpx.Client(base_url=unique_emulator.url + API_PREFIX) as client:
+        response = update(client, lead_id, fields)
+
+    assert response.status_code == 200
+    assert unique_emulator.lead(lead_id) == {**before, **fields}
+
+
+def test_an_auto_created_lead_cannot_take_a_unique_value() -> None:
+    with (
+        Emulator(rate_limit=None, auto_create_leads=True, unique_attributes=["Phone"]) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1", Phone="111")
+        response = client.post(
+            "Lead.Update",
+            params={**DEFAULT_KEYS, "leadId": "NEW"},
+            json=[{"Attribute": "Phone", "Value": "111"}],
+        )
+
+        assert_error(response, 500, "MXDuplicateEntryException")
+        assert emulator.lead("NEW") is None
+
+
 def test_auto_create_leads_creates_unknown_leads() -> None:
     with (
         Emulator(rate_limit=None, auto_create_leads=True) as emulator,
@@ -252,6 +359,7 @@ def test_rate_limit_throttles_in_every_observed_form(status: int) -> None:
         assert [response.status_code for response in allowed] == [200, 200, 200]
         message = assert_error(throttled, status, "MXAPIRateLimitExceededException")
         assert message == "API calls exceeded the limit of 3 in 1 second(s)"
+        assert "Retry-After" not in throttled.headers
         assert emulator.throttled_count == 1
         assert emulator.requests[-1].outcome == "throttled"
 
@@ -260,6 +368,50 @@ def test_rate_limit_throttles_in_every_observed_form(status: int) -> None:
         again = [client.get("Leads.GetById", params=params) for _ in range(4)]
         assert [response.status_code for response in again[:3]] == [200, 200, 200]
         assert again[3].json()["ExceptionType"] == "MXAPIRateLimitExceededException"
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [(2.0, "2"), (3, "3"), (1.5, "1.5"), (0.25, "0.25"), (0, "0")],
+)
+def test_set_rate_limit_retry_after_is_sent_on_throttled_answers(
+    emulator: Emulator, client: httpx.Client, retry_after: float, header: str
+) -> None:
+    emulator.set_rate_limit(1, 60.0, retry_after=retry_after)
+
+    admitted = client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+    throttled = client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+
+    assert admitted.status_code == 200
+    assert "Retry-After" not in admitted.headers
+    assert_error(throttled, 429, "MXAPIRateLimitExceededException")
+    assert throttled.headers["Retry-After"] == header
+
+
+def test_retry_after_in_the_constructor_goes_with_any_throttle_status() -> None:
+    with (
+        Emulator(rate_limit=(1, 60.0), throttle_status=200, retry_after=4.0) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1")
+        client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+        throttled = client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+
+        assert_error(throttled, 200, "MXAPIRateLimitExceededException")
+        assert throttled.headers["Retry-After"] == "4"
+
+        emulator.set_rate_limit(1, 60.0, status=200)
+        client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+        throttled = client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+
+        assert_error(throttled, 200, "MXAPIRateLimitExceededException")
+        assert "Retry-After" not in throttled.headers
+
+
+@pytest.mark.parametrize("retry_after", [-1.0, float("inf"), float("nan")])
+def test_bad_retry_after_is_refused(emulator: Emulator, retry_after: float) -> None:
+    with pytest.raises(ValueError, match="retry_after"):
+        emulator.set_rate_limit(1, 1.0, retry_after=retry_after)
 
 
 def test_unauthenticated_requests_do_not_count_into_the_rate_limit() -> None:
@@ -330,6 +482,75 @@ def test_timeout_fault_leaves_the_client_waiting(emulator: Emulator) -> None:
         update(impatient, "L1", {"mx_City": "Rome"})
 
     assert emulator.requests[0].outcome == "fault"
+
+
+def test_drip_fault_outlasts_the_client_budget_without_a_read_timeout(
+    emulator: Emulator,
+) -> None:
+    emulator.fault_drip_seconds = 0.6
+    emulator.fail_next(1, "drip")
+
+    # Every read would time out after 0.5 s, yet the whole body takes longer than that.
+    with httpx.Client(base_url=emulator.url + API_PREFIX, timeout=0.5) as client:
+        started = time.monotonic()
+        query = {**KEYS, "leadId": "L1"}
+        body = [{"Attribute": "mx_City", "Value": "Rome"}]
+        with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+            pieces = list(response.iter_raw())
+        elapsed = time.monotonic() - started
+
+        assert response.status_code == 200
+        assert json.loads(b"".join(pieces)) == SUCCESS
+        assert len(pieces) >= 2
+        assert elapsed >= 0.55
+        [recorded] = emulator.requests
+        assert (recorded.status, recorded.outcome) == (200, "fault")
+        assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+        # The connection is still usable, and a retry applies the update.
+        assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+        assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+
+
+def test_client_giving_up_on_a_drip_then_retrying_applies_once(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fault_drip_seconds = 0.6
+    emulator.set_fault_rate(1.0, ["drip"], seed=1)
+    query = {**KEYS, "leadId": "L1"}
+    body = [{"Attribute": "mx_City", "Value": "Rome"}]
+
+    deadline = time.monotonic() + 0.1
+    gave_up = False
+    with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+        for _ in response.iter_raw():
+            if time.monotonic() > deadline:
+                gave_up = True  # the total budget is spent; closing abandons the answer
+                break
+
+    assert gave_up
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    emulator.set_fault_rate(0.0, [])
+    assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+    assert [r.outcome for r in emulator.requests] == ["fault", "success"]
+
+
+def test_stop_ends_a_drip_with_the_rest_of_the_body(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fault_drip_seconds = 10.0
+    emulator.fail_next(1, "drip")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(update, client, "L1", {"mx_City": "Rome"})
+        emulator.wait_for_requests(1, timeout=5.0)
+
+        emulator.stop()
+
+        response = pending.result(timeout=5.0)
+    assert response.status_code == 200
+    assert response.json() == SUCCESS
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
 
 
 def test_fault_rate_with_every_request_failing(emulator: Emulator, client: httpx.Client) -> None:
@@ -458,27 +679,52 @@ def test_stop_ends_a_held_request(emulator: Emulator, client: httpx.Client) -> N
         assert pending.result(timeout=5.0).status_code == 200
 
 
-def test_command_line_serves_until_interrupted() -> None:
+@contextmanager
+def command_line_emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+    """Yield the URL and banner of an emulator served by the CLI; it must exit 0 on Ctrl-C."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "connector.testing.emulator", "--port", "0", "--lead", "L1", "L2"],
+        [sys.executable, "-m", "connector.testing.emulator", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert process.stdout is not None
         banner = [process.stdout.readline() for _ in range(3)]
-        url = banner[0].rsplit(" ", 1)[-1].strip()
-        response = httpx.get(
-            url + API_PREFIX + "Leads.GetById",
-            params={
-                "accessKey": "emulator-access-key",
-                "secretKey": "emulator-secret-key",
-                "id": "L2",
-            },
-        )
-        assert response.json() == [{"ProspectID": "L2"}]
+        yield banner[0].rsplit(" ", 1)[-1].strip(), banner
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=10)
     assert process.returncode == 0
+
+
+def test_command_line_serves_until_interrupted() -> None:
+    with command_line_emulator("--lead", "L1", "L2") as (url, banner):
+        response = httpx.get(
+            url + API_PREFIX + "Leads.GetById", params={**DEFAULT_KEYS, "id": "L2"}
+        )
+        assert response.json() == [{"ProspectID": "L2"}]
     assert banner[2] == "secret key: emulator-secret-key\n"
+
+
+def test_command_line_sets_retry_after_unique_attributes_and_missing_lead_error() -> None:
+    options = [
+        *("--lead", "L1", "L2", "--rate-limit", "3", "--window", "60", "--retry-after", "2.5"),
+        *("--unique-attribute", "Phone", "EmailAddress"),
+        *("--missing-lead-error", "MXInvalidEntityReferenceException"),
+    ]
+    with (
+        command_line_emulator(*options) as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        query = {**DEFAULT_KEYS, "leadId": "L1"}
+        phone = [{"Attribute": "Phone", "Value": "111"}]
+        taken = client.post("Lead.Update", params=query, json=phone)
+        duplicate = client.post("Lead.Update", params={**query, "leadId": "L2"}, json=phone)
+        missing = client.post("Lead.Update", params={**query, "leadId": "NOPE"}, json=phone)
+        throttled = client.post("Lead.Update", params=query, json=phone)
+
+    assert taken.json() == SUCCESS
+    assert_error(duplicate, 500, "MXDuplicateEntryException")
+    assert_error(missing, 500, "MXInvalidEntityReferenceException")
+    assert_error(throttled, 429, "MXAPIRateLimitExceededException")
+    assert throttled.headers["Retry-After"] == "2.5"
