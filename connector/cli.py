@@ -62,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
         "the call in flight, record state and exit.",
     )
     commands.add_parser(
+        "backfill",
+        help="queue every existing source row, so the next run pushes what differs",
+        description="Queue every row of the source table, as if each had just changed. The "
+        "next run pushes only the attributes that differ from what was last pushed. Use it "
+        "after the first init on a table with rows, and after mapping new columns.",
+    )
+    retry = commands.add_parser(
+        "retry",
+        help="push failed leads again on the next run",
+        description="Make leads that LeadSquared rejected, leads with attributes set aside as "
+        "unknown, and leads waiting out a retry delay pending again, so the next run pushes "
+        "them. Use it after fixing the cause (a field added in LeadSquared, say).",
+    )
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--lead", action="append", metavar="ID", help="a lead id (repeatable)")
+    which.add_argument("--all", action="store_true", help="every failed lead")
+    commands.add_parser(
         "status",
         help="show pending and failed leads and recent runs",
         description="Show leads still to push, leads LeadSquared rejected, and recent runs.",
@@ -127,6 +144,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "backfill":
             queued = connector.backfill()
             print(f"{config.name}: {queued} rows queued; the next run pushes what differs")
+            return EXIT_OK
+        if args.command == "retry":
+            count = connector.retry(None if args.all else args.lead)
+            print(f"{config.name}: {count} leads will be pushed again by the next run")
             return EXIT_OK
         if args.command == "run":
             report = connector.run_once()

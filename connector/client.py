@@ -8,14 +8,16 @@ that httpx logs and puts in its exceptions never hold them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import httpx
 
 from connector.config import LeadSquaredConfig
 from connector.errors import (
+    CallCancelledError,
     FatalRunError,
     LeadRejectedError,
     RetriableError,
@@ -27,6 +29,13 @@ from connector.values import to_payload
 log = logging.getLogger(__name__)
 
 USER_AGENT = "lsq-sync/0.1"
+
+
+class Limiter(Protocol):
+    """Paces calls; see connector.ratelimit.AccountLimiter."""
+
+    def acquire(self) -> bool: ...
+    def throttled(self, retry_after: float | None) -> None: ...
 
 
 class _Credentials(httpx.BaseTransport):
@@ -59,10 +68,18 @@ class _Credentials(httpx.BaseTransport):
 
 
 class LeadSquaredClient:
-    """A thin client; pacing and retries belong to the caller."""
+    """Every call waits for its slot from `limiter` (all of them: updates, lookups, metadata),
+    and a throttled answer holds back the whole account. Retrying belongs to the caller.
+
+    Thread-safe: several calls may be in flight at once.
+    """
 
     def __init__(
-        self, config: LeadSquaredConfig, *, transport: httpx.BaseTransport | None = None
+        self,
+        config: LeadSquaredConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         access_key = config.access_key.get_secret_value()
         secret_key = config.secret_key.get_secret_value()
@@ -72,6 +89,9 @@ class LeadSquaredClient:
             for form in {key, quote(key, safe=""), quote(key), quote_plus(key)}
         )
         self._post_updated_lead = config.post_updated_lead
+        self._limiter = limiter
+        timeouts = config.timeout_seconds
+        self._total_timeout = timeouts.total
         self._http = httpx.Client(
             base_url=f"{config.host}/v2/LeadManagement.svc/",
             transport=_Credentials(
@@ -81,11 +101,12 @@ class LeadSquaredClient:
                 in_headers=config.auth == "header",
             ),
             timeout=httpx.Timeout(
-                connect=config.timeout_seconds.connect,
-                read=config.timeout_seconds.read,
-                write=config.timeout_seconds.read,
-                pool=config.timeout_seconds.connect,
+                connect=min(timeouts.connect, timeouts.total),
+                read=min(timeouts.read, timeouts.total),
+                write=min(timeouts.read, timeouts.total),
+                pool=timeouts.total,
             ),
+            limits=httpx.Limits(max_connections=config.max_in_flight + 2),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
@@ -120,14 +141,18 @@ class LeadSquaredClient:
         return text
 
     def _call(self, method: str, api: str, params: dict[str, str], payload: Any) -> Classified:
+        if self._limiter is not None and not self._limiter.acquire():
+            raise CallCancelledError(f"{api} not called: the connector is stopping")
         try:
-            response = self._http.request(method, api, params=params, json=payload)
+            status, headers, text = self._exchange(method, api, params, payload)
         except httpx.TimeoutException as exc:
             raise RetriableError(f"{api} timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             detail = self.redact(str(exc)) or type(exc).__name__
             raise RetriableError(f"{api} failed: {detail}") from None
-        result = classify(response.status_code, response.headers, response.text)
+        result = classify(status, headers, text)
+        if result.outcome is Outcome.THROTTLED and self._limiter is not None:
+            self._limiter.throttled(result.retry_after)
         log.debug(
             "leadsquared call",
             extra={"api": api, "status": result.status, "outcome": result.outcome.value},
@@ -148,3 +173,22 @@ class LeadSquaredClient:
                 )
             case Outcome.FATAL:
                 raise FatalRunError(message)
+
+    def _exchange(
+        self, method: str, api: str, params: dict[str, str], payload: Any
+    ) -> tuple[int, httpx.Headers, str]:
+        """One request, bounded in total time as well as per connect and per read.
+
+        httpx's timeouts bound each wait, so an answer that trickles in a few bytes at a time
+        would never end; the body is read in chunks against a deadline instead.
+        """
+        deadline = time.monotonic() + self._total_timeout
+        with self._http.stream(method, api, params=params, json=payload) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        f"no complete answer within {self._total_timeout:g} s", request=None
+                    )
+            return response.status_code, response.headers, body.decode(errors="replace")

@@ -52,11 +52,22 @@ class DatabaseConfig(_Model):
 class RateLimitConfig(_Model):
     calls: int = Field(25, ge=1, description="calls allowed in any window")
     window_seconds: float = Field(5.0, gt=0)
+    # Added to the window: covers the time between taking a slot and the call reaching
+    # LeadSquared, so that the account's own window never sees one call too many.
+    margin_seconds: float = Field(0.1, ge=0, le=60)
+    daily_budget: int | None = Field(None, ge=1, description="calls per UTC day; none = no cap")
 
 
 class TimeoutConfig(_Model):
     connect: float = Field(5.0, gt=0)
     read: float = Field(30.0, gt=0)
+    total: float = Field(60.0, gt=0, description="a whole call, however slowly it trickles")
+
+
+class RetryConfig(_Model):
+    # Within one run; after that the lead waits for a later run (next_attempt_at).
+    attempts: int = Field(4, ge=1, le=20, description="tries per lead per run, transient errors")
+    max_seconds: float = Field(60.0, gt=0, description="time spent retrying one lead per run")
 
 
 class LeadSquaredConfig(_Model):
@@ -66,7 +77,10 @@ class LeadSquaredConfig(_Model):
     post_updated_lead: bool = False
     auth: Literal["query", "header"] = "query"
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # Calls in flight at once: with 100-500 ms of latency one at a time cannot reach the limit.
+    max_in_flight: int = Field(4, ge=1, le=32)
     timeout_seconds: TimeoutConfig = TimeoutConfig()
+    retry: RetryConfig = RetryConfig()
 
     @field_validator("host")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class LsqSyncError(Exception):
     """lsq-sync failed."""
@@ -21,6 +23,18 @@ class ConfigError(LsqSyncError):
 
 class SourceDatabaseError(LsqSyncError):
     """The database could not be used."""
+
+
+class BudgetExhaustedError(LsqSyncError):
+    """The daily call budget is spent: no call is made until it resets."""
+
+    def __init__(self, budget: int, resume_at: datetime) -> None:
+        self.budget = budget
+        self.resume_at = resume_at
+        super().__init__(
+            f"the daily budget of {budget:,} LeadSquared calls is spent; pushing resumes after "
+            f"{resume_at:%Y-%m-%d %H:%M} UTC (leadsquared.rate_limit.daily_budget)"
+        )
 
 
 class LeadSquaredError(LsqSyncError):
@@ -52,6 +66,10 @@ class LeadRejectedError(LeadSquaredError):
         super().__init__(message)
         self.exception_type = exception_type
         self.unknown_attributes = unknown_attributes
+
+
+class CallCancelledError(LeadSquaredError):
+    """A call was not made because the connector is stopping; nothing was sent."""
 
 
 class FatalRunError(LeadSquaredError):

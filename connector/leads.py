@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from connector.values import Values, plan_update
@@ -30,6 +30,7 @@ class LeadState:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     pushed_at: datetime | None = None
+    set_aside: Values = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,17 @@ def fold_rows(rows: Iterable[SourceRow]) -> FoldResult:
 
 
 def after_push(
-    desired: Values, pushed: Values, sent: Mapping[str, str | None], attributes: frozenset[str]
-) -> tuple[Values, bool]:
-    """What LeadSquared now holds, and whether the lead still needs a push.
+    desired: Values,
+    pushed: Values,
+    sent: Mapping[str, str | None],
+    attributes: frozenset[str],
+    set_aside: Mapping[str, str | None] | None = None,
+) -> tuple[Values, Values, bool]:
+    """What LeadSquared now holds, what stays set aside, and whether the lead needs a push.
 
     `desired` is re-read at record time: it may have moved on while the call was in flight.
+    An attribute that was just accepted is no longer set aside.
     """
     now_pushed = {**pushed, **sent}
-    return now_pushed, bool(plan_update(desired, now_pushed, attributes))
+    still_aside = {a: v for a, v in (set_aside or {}).items() if a not in sent}
+    return now_pushed, still_aside, bool(plan_update(desired, now_pushed, attributes, still_aside))

@@ -1,45 +1,194 @@
-"""Client-side pacing: at most N calls in any sliding window of W seconds.
+"""Pacing every LeadSquared call: at most N in any sliding window of W seconds, and a daily cap.
 
-Pure maths over timestamps the caller supplies; the caller owns the clock and the sleeping.
+The limit belongs to the LeadSquared account, not to one process: a manual run straight after
+cron's, a restart, or two connectors sharing keys must all keep to it together. So the calls
+of the recent past live in the database (`lsq_sync_call`), and every process takes its slot
+there, in a transaction that holds the account's row. On PostgreSQL the server's clock times
+the slots, so processes on several hosts agree on what "the last 5 seconds" means.
+
+A slot is taken when a call *starts*: LeadSquared counts a call when it arrives, which is
+between its start and its answer, and counting from starts is what lets the window be used
+in full while answers take 100-500 ms. The margin covers the time from taking a slot to the
+call's arrival.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from connector.clock import Clock
+from connector.config import LeadSquaredConfig
+from connector.errors import BudgetExhaustedError
+from connector.schema import account, call
+
+log = logging.getLogger(__name__)
+
+# Calls older than this are of no use to any window; they are deleted as new ones are made.
+_KEEP_CALLS = timedelta(hours=1)
+# When throttled below the configured limit, the pace drops to this share, once per window.
+_THROTTLED_SHARE = 0.8
 
 
-class SlidingWindow:
-    """Tracks recent calls and says how long to wait before the next one may start.
+def account_id(host: str, access_key: str) -> str:
+    """Names an account in the database without storing its key."""
+    return hashlib.sha256(f"{host}\n{access_key}".encode()).hexdigest()
 
-    A call is recorded when it *completes*: the server saw it at some moment before that,
-    so spacing the next starts from completions keeps every server-side window within the
-    limit, whatever the latency.
+
+def window_delay(starts: Sequence[datetime], now: datetime, calls: int, window: timedelta) -> float:
+    """Seconds from `now` until a call may start, given when recent calls started.
+
+    `window` already includes the margin. Pure: the caller supplies the times.
+    """
+    recent = sorted(start for start in starts if start > now - window)
+    if len(recent) < calls:
+        return 0.0
+    return max(0.0, (recent[-calls] + window - now).total_seconds())
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+class AccountLimiter:
+    """Takes a slot for every call of one account, shared with every other process.
+
+    Thread-safe: each `acquire` is its own short transaction.
     """
 
-    def __init__(self, calls: int, window: float, margin: float = 0.05) -> None:
-        if calls < 1 or window <= 0:
-            raise ValueError("a rate limit needs calls >= 1 and window > 0")
-        self.calls = calls
-        self.window = window
-        self.margin = margin
-        self._completed: deque[float] = deque(maxlen=calls)
+    def __init__(
+        self,
+        engine: Engine,
+        config: LeadSquaredConfig,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.engine = engine
+        self.account = account_id(config.host, config.access_key.get_secret_value())
+        rate = config.rate_limit
+        self.configured_calls = rate.calls
+        self.window = timedelta(seconds=rate.window_seconds + rate.margin_seconds)
+        self.daily_budget = rate.daily_budget
+        self.clock = clock
+        self.stop = stop
+        self._postgres = engine.dialect.name == "postgresql"
+        self._lock = threading.Lock()
+        self._calls = rate.calls
+        self._slowed_at: datetime | None = None
 
-    def delay(self, now: float) -> float:
-        """Seconds to wait from `now` before starting the next call."""
-        if len(self._completed) < self.calls:
-            return 0.0
-        return max(0.0, self._completed[0] + self.window + self.margin - now)
+    @property
+    def calls(self) -> int:
+        """The calls per window this process now allows itself (lower after throttling)."""
+        with self._lock:
+            return self._calls
 
-    def record(self, completed_at: float) -> None:
-        self._completed.append(completed_at)
+    def acquire(self) -> bool:
+        """Wait for a slot and take it. False when stopping cut the wait short.
 
-    def back_off(self, until: float) -> None:
-        """Treat the window as full until `until` (after the server said we were throttled).
-
-        Only ever lengthens the wait: a short Retry-After must not free slots that the
-        window still holds.
+        Raises BudgetExhaustedError when the daily budget is spent.
         """
-        floor = until - self.window - self.margin
-        slots = [max(t, floor) for t in self._completed]
-        slots = [floor] * (self.calls - len(slots)) + slots
-        self._completed = deque(sorted(slots), maxlen=self.calls)
+        while not self.stop.is_set():
+            delay = self._try_take()
+            if delay <= 0:
+                return True
+            if not self.clock.sleep(delay):
+                return False
+        return False
+
+    def throttled(self, retry_after: float | None) -> None:
+        """LeadSquared throttled a call: hold every process back, and slow this one down.
+
+        Without a Retry-After the account waits a whole window. Being throttled at all means
+        the account allows fewer calls than configured (other programs share the keys, or the
+        plan's limit is lower), so this process also paces itself lower, at most once a window.
+        """
+        pause = timedelta(seconds=retry_after) if retry_after is not None else self.window
+        with self.engine.begin() as connection:
+            now = self._now(connection)
+            self._ensure_account_row(connection)
+            until = now + pause
+            connection.execute(
+                sa.update(account)
+                .where(
+                    account.c.account == self.account,
+                    sa.or_(account.c.blocked_until.is_(None), account.c.blocked_until < until),
+                )
+                .values(blocked_until=until)
+            )
+        with self._lock:
+            if self._slowed_at is None or now - self._slowed_at >= self.window:
+                self._slowed_at = now
+                slower = max(1, int(self._calls * _THROTTLED_SHARE))
+                if slower < self._calls:
+                    log.warning(
+                        "throttled by LeadSquared below the configured rate limit; "
+                        "pacing lower for the rest of this process",
+                        extra={"calls": slower, "configured_calls": self.configured_calls},
+                    )
+                self._calls = slower
+
+    def _try_take(self) -> float:
+        """Take a slot now and return 0, or return how long to wait before trying again."""
+        with self.engine.begin() as connection:
+            now = self._now(connection)
+            row = self._locked_account(connection)
+            if row.blocked_until is not None and row.blocked_until > now:
+                waited: float = (row.blocked_until - now).total_seconds()
+                return waited
+            today = now.date().isoformat()
+            used = row.budget_used if row.budget_day == today else 0
+            if self.daily_budget is not None and used >= self.daily_budget:
+                raise BudgetExhaustedError(self.daily_budget, next_utc_midnight(now))
+            calls = self.calls
+            starts = connection.scalars(
+                sa.select(call.c.started_at)
+                .where(call.c.account == self.account, call.c.started_at > now - self.window)
+                .order_by(call.c.started_at.desc())
+                .limit(calls)
+            ).all()
+            delay = window_delay(starts, now, calls, self.window)
+            if delay > 0:
+                return delay
+            connection.execute(sa.insert(call).values(account=self.account, started_at=now))
+            connection.execute(
+                sa.update(account)
+                .where(account.c.account == self.account)
+                .values(budget_day=today, budget_used=used + 1)
+            )
+            connection.execute(
+                sa.delete(call).where(
+                    call.c.account == self.account, call.c.started_at < now - _KEEP_CALLS
+                )
+            )
+            return 0.0
+
+    def _now(self, connection: Connection) -> datetime:
+        if self._postgres:
+            moment: datetime = connection.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+            return moment.astimezone(UTC)
+        return self.clock.now()
+
+    def _locked_account(self, connection: Connection) -> sa.Row[Any, Any, Any]:
+        self._ensure_account_row(connection)
+        query = sa.select(
+            account.c.blocked_until, account.c.budget_day, account.c.budget_used
+        ).where(account.c.account == self.account)
+        if self._postgres:
+            # Every process taking a slot for this account queues here, so two never both
+            # see the last free slot. SQLite's BEGIN IMMEDIATE already serialises them.
+            query = query.with_for_update()
+        return connection.execute(query).one()
+
+    def _ensure_account_row(self, connection: Connection) -> None:
+        insert = (postgresql.insert if self._postgres else sqlite.insert)(account)
+        connection.execute(
+            insert.values(account=self.account, budget_used=0).on_conflict_do_nothing()
+        )

@@ -104,12 +104,42 @@ lead = sa.Table(
     sa.Column("pending", sa.Boolean(), nullable=False),
     # Set when LeadSquared rejected the current desired values; cleared when they change.
     sa.Column("rejected", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # JSON {attribute: desired value}: attributes LeadSquared said do not exist, held back for
+    # this lead while their desired value stays the one that was refused.
+    sa.Column("set_aside", sa.Text(), nullable=False, server_default="{}"),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text()),
     sa.Column("next_attempt_at", UtcDateTime()),
     sa.Column("pushed_at", UtcDateTime()),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Index(None, "connector", "pending"),
+)
+
+# The rate limit and the daily cap belong to the LeadSquared account, not to one process, so
+# every process that uses the same keys paces itself from these rows. `account` is a digest of
+# the host and access key: the keys themselves are never stored.
+account = sa.Table(
+    f"{PREFIX}account",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    # Set when LeadSquared throttled a call: no process starts one before this moment.
+    sa.Column("blocked_until", UtcDateTime()),
+    sa.Column("budget_day", sa.String(10)),  # the UTC date budget_used counts for
+    sa.Column("budget_used", sa.Integer(), nullable=False, server_default="0"),
+)
+
+call = sa.Table(
+    f"{PREFIX}call",
+    metadata,
+    sa.Column(
+        "call_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.Identity(),
+        primary_key=True,
+    ),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Index(None, "account", "started_at"),
 )
 
 run = sa.Table(

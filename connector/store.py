@@ -245,10 +245,13 @@ class Store:
         """Record exactly the attributes sent, in one transaction."""
         with self.engine.begin() as connection:
             row = self._locked_lead(connection, lead_id)
-            pushed, pending = after_push(loads(row.desired), loads(row.pushed), sent, attributes)
+            pushed, set_aside, pending = after_push(
+                loads(row.desired), loads(row.pushed), sent, attributes, loads(row.set_aside)
+            )
             connection.execute(
                 self._lead_row(lead_id).values(
                     pushed=dumps(pushed),
+                    set_aside=dumps(set_aside),
                     pending=pending,
                     attempts=0,
                     last_error=None,
@@ -281,6 +284,42 @@ class Store:
                     updated_at=now,
                 )
             )
+
+    def set_aside(self, lead_id: str, refused: Values, error: str, now: datetime) -> None:
+        """Hold back attributes LeadSquared does not know, for the values it refused."""
+        with self.engine.begin() as connection:
+            row = self._locked_lead(connection, lead_id)
+            connection.execute(
+                self._lead_row(lead_id).values(
+                    set_aside=dumps({**loads(row.set_aside), **refused}),
+                    last_error=error,
+                    updated_at=now,
+                )
+            )
+
+    def retry(self, lead_ids: Sequence[str] | None, now: datetime) -> int:
+        """Make failed leads (all, or these) pending again, as if their values had changed.
+
+        Clears rejections, set-aside attributes and retry delays; returns how many leads.
+        """
+        failed = sa.or_(
+            lead.c.rejected, lead.c.set_aside != "{}", lead.c.next_attempt_at.is_not(None)
+        )
+        query = sa.update(lead).where(lead.c.connector == self.connector, failed)
+        with self.engine.begin() as connection:
+            if lead_ids is not None:
+                query = query.where(among(lead.c.lead_id, list(lead_ids), connection))
+            result = connection.execute(
+                query.values(
+                    rejected=False,
+                    set_aside="{}",
+                    next_attempt_at=None,
+                    attempts=0,
+                    pending=True,
+                    updated_at=now,
+                )
+            )
+        return result.rowcount
 
     def all_leads(self, connection: Connection) -> list[LeadState]:
         query = sa.select(lead).where(lead.c.connector == self.connector).order_by(lead.c.lead_id)
@@ -397,4 +436,5 @@ def _lead_state(row: sa.Row[Any]) -> LeadState:
         last_error=row.last_error,
         next_attempt_at=row.next_attempt_at,
         pushed_at=row.pushed_at,
+        set_aside=loads(row.set_aside),
     )

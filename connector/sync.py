@@ -26,8 +26,8 @@ from connector.config import Config
 from connector.database import create_engine, translate_errors
 from connector.errors import LsqSyncError
 from connector.ingest import IngestResult, ingest
-from connector.push import Pacer, Pusher, PushResult
-from connector.ratelimit import SlidingWindow
+from connector.push import Pusher, PushResult
+from connector.ratelimit import AccountLimiter
 from connector.runlock import run_lock
 from connector.source import SourceTable
 from connector.store import RunStats, Store
@@ -47,6 +47,7 @@ class RunReport:
     leads_pushed: int = 0
     leads_rejected: int = 0
     leads_deferred: int = 0
+    attributes_set_aside: int = 0
     calls: int = 0
     throttled: int = 0
     error: str | None = None
@@ -59,6 +60,10 @@ class RunReport:
             f"{self.leads_pushed} leads pushed, {self.leads_rejected} rejected, "
             f"{self.leads_deferred} deferred, {self.calls} calls"
         )
+        if self.throttled:
+            text += f" ({self.throttled} throttled)"
+        if self.attributes_set_aside:
+            text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
         if self.rows_without_lead:
             text += f", {self.rows_without_lead} changed rows have no lead id"
         if self.changes_waiting:
@@ -91,9 +96,8 @@ class Connector:
         self._transport = transport
         self._client: LeadSquaredClient | None = None
         self._source: SourceTable | None = None
-        rate = config.leadsquared.rate_limit
-        # Lives as long as the connector, so back-to-back cycles of a daemon share one window.
-        self.pacer = Pacer(SlidingWindow(rate.calls, rate.window_seconds), self.clock)
+        # Lives as long as the connector, so a daemon's cycles keep what throttling taught.
+        self.limiter = AccountLimiter(self.engine, config.leadsquared, self.clock, self.stop)
 
     def __enter__(self) -> Connector:
         return self
@@ -118,16 +122,19 @@ class Connector:
         return Pusher(
             store=self.store,
             client=self.client,
-            pacer=self.pacer,
             attributes=frozenset(self.config.mapping.values()),
             clock=self.clock,
             stop=self.stop,
+            retry=self.config.leadsquared.retry,
+            max_in_flight=self.config.leadsquared.max_in_flight,
         )
 
     @property
     def client(self) -> LeadSquaredClient:
         if self._client is None:
-            self._client = LeadSquaredClient(self.config.leadsquared, transport=self._transport)
+            self._client = LeadSquaredClient(
+                self.config.leadsquared, transport=self._transport, limiter=self.limiter
+            )
         return self._client
 
     def init(self) -> None:
@@ -150,6 +157,13 @@ class Connector:
         self.check_ready()
         with translate_errors("queueing existing rows"), self.engine.begin() as connection:
             return capture.record_all_rows(connection, self.config.name, self.source)
+
+    def retry(self, lead_ids: list[str] | None = None) -> int:
+        """Push failed leads again on the next run: those LeadSquared rejected, those with
+        attributes set aside, and those waiting out a retry delay. All of them, or these."""
+        self.check_ready()
+        with translate_errors("marking leads for retry"):
+            return self.store.retry(lead_ids, self.clock.now())
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
@@ -212,6 +226,7 @@ class Connector:
             with translate_errors("pushing leads"):
                 self.pusher.push_pending(self.config.sync.push_batch_size, pushing)
             status = "stopped" if pushing.interrupted else "ok"
+            error = pushing.stop_reason
         except LsqSyncError as exc:
             error = str(exc)
             raise
@@ -232,6 +247,7 @@ class Connector:
             leads_pushed=pushing.pushed,
             leads_rejected=pushing.rejected,
             leads_deferred=pushing.deferred,
+            attributes_set_aside=pushing.set_aside,
             calls=pushing.calls,
             throttled=pushing.throttled,
         )

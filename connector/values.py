@@ -64,13 +64,23 @@ def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values
 
 
 def plan_update(
-    desired: Mapping[str, str | None], pushed: Mapping[str, str | None], attributes: frozenset[str]
+    desired: Mapping[str, str | None],
+    pushed: Mapping[str, str | None],
+    attributes: frozenset[str],
+    set_aside: Mapping[str, str | None] | None = None,
 ) -> Values:
-    """The mapped attributes whose desired value differs from the one last pushed."""
+    """The mapped attributes whose desired value differs from the one last pushed.
+
+    An attribute LeadSquared refused as unknown is left out while its desired value is still
+    the one refused (`set_aside`); a new value gets it tried again.
+    """
+    refused = set_aside or {}
     return {
         attribute: value
         for attribute, value in desired.items()
-        if attribute in attributes and value != pushed.get(attribute)
+        if attribute in attributes
+        and value != pushed.get(attribute)
+        and not (attribute in refused and refused[attribute] == value)
     }
 
 

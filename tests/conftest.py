@@ -4,9 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from connector.testing.emulator import Emulator
 from tests.support import postgres_schema
+
+# The machines are shared and noisy: a slow moment must not fail a property test.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -63,7 +63,8 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
 
 def test_own_tables_all_carry_the_prefix() -> None:
     assert {
-        f"{PREFIX}{name}" for name in ("capture", "change", "cursor", "lead", "run")
+        f"{PREFIX}{name}"
+        for name in ("account", "call", "capture", "change", "cursor", "lead", "run")
     } == OWN_TABLES
 
 

@@ -51,7 +51,7 @@ def test_a_row_problem_travels_with_its_lead() -> None:
 
 
 def test_after_push_records_exactly_what_was_sent() -> None:
-    pushed, pending = after_push(
+    pushed, _, pending = after_push(
         desired={"Phone": "222", "mx_City": "Goa"},
         pushed={"Phone": "111", "mx_City": "Pune"},
         sent={"mx_City": "Goa", "Phone": "222"},
@@ -62,7 +62,7 @@ def test_after_push_records_exactly_what_was_sent() -> None:
 
 
 def test_after_push_keeps_attributes_not_sent() -> None:
-    pushed, pending = after_push(
+    pushed, _, pending = after_push(
         desired={"Phone": "111", "mx_City": "Goa"},
         pushed={"Phone": "111", "mx_City": "Pune"},
         sent={"mx_City": "Goa"},
@@ -74,7 +74,7 @@ def test_after_push_keeps_attributes_not_sent() -> None:
 
 def test_desired_moved_on_during_the_call_stays_pending() -> None:
     # The plan sent Goa; meanwhile ingest recorded Agra as the new desired value.
-    pushed, pending = after_push(
+    pushed, _, pending = after_push(
         desired={"Phone": "111", "mx_City": "Agra"},
         pushed={"Phone": "111", "mx_City": "Pune"},
         sent={"mx_City": "Goa"},
@@ -85,7 +85,7 @@ def test_desired_moved_on_during_the_call_stays_pending() -> None:
 
 
 def test_sent_value_that_desired_moved_back_to_is_not_pending() -> None:
-    pushed, pending = after_push(
+    pushed, _, pending = after_push(
         desired={"mx_City": "Goa"}, pushed={}, sent={"mx_City": "Goa"}, attributes=ATTRIBUTES
     )
     assert (pushed, pending) == ({"mx_City": "Goa"}, False)
@@ -101,5 +101,39 @@ def test_pushing_the_whole_plan_leaves_nothing_pending(
     desired: dict[str, str | None], pushed: dict[str, str | None]
 ) -> None:
     plan = {a: v for a, v in desired.items() if v != pushed.get(a)}
-    _, pending = after_push(desired, pushed, plan, ATTRIBUTES)
+    _, _, pending = after_push(desired, pushed, plan, ATTRIBUTES)
     assert pending is False
+
+
+def test_an_attribute_set_aside_for_its_current_value_leaves_nothing_pending() -> None:
+    pushed, aside, pending = after_push(
+        desired={"Phone": "222", "mx_Gone": "x"},
+        pushed={},
+        sent={"Phone": "222"},
+        attributes=frozenset({"Phone", "mx_Gone"}),
+        set_aside={"mx_Gone": "x"},
+    )
+    assert (pushed, aside, pending) == ({"Phone": "222"}, {"mx_Gone": "x"}, False)
+
+
+def test_a_new_value_for_a_set_aside_attribute_is_pending_again() -> None:
+    _, aside, pending = after_push(
+        desired={"Phone": "222", "mx_Gone": "y"},
+        pushed={},
+        sent={"Phone": "222"},
+        attributes=frozenset({"Phone", "mx_Gone"}),
+        set_aside={"mx_Gone": "x"},
+    )
+    assert aside == {"mx_Gone": "x"}
+    assert pending is True
+
+
+def test_an_accepted_attribute_is_no_longer_set_aside() -> None:
+    _, aside, pending = after_push(
+        desired={"mx_Gone": "y"},
+        pushed={},
+        sent={"mx_Gone": "y"},
+        attributes=frozenset({"mx_Gone"}),
+        set_aside={"mx_Gone": "x"},
+    )
+    assert (aside, pending) == ({}, False)

@@ -1,123 +1,84 @@
-"""connector.ratelimit.SlidingWindow, driven by a fake clock of plain floats."""
+"""connector.ratelimit's pure parts: the sliding-window arithmetic and the account digest."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.ratelimit import SlidingWindow
+from connector.ratelimit import account_id, next_utc_midnight, window_delay
+
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+WINDOW = timedelta(seconds=5)
 
 
-def run_calls(
-    window: SlidingWindow, latencies: list[float], gaps: list[float] | None = None
-) -> tuple[list[float], list[float]]:
-    """Make one call after another, each starting when `delay()` allows; returns starts, ends."""
-    now = 0.0
-    starts: list[float] = []
-    completions: list[float] = []
-    for i, latency in enumerate(latencies):
-        start = now + window.delay(now)
-        completed = start + latency
-        window.record(completed)
-        starts.append(start)
-        completions.append(completed)
-        now = completed + (gaps[i] if gaps else 0.0)
-    return starts, completions
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
 
 
-def test_first_calls_go_at_once() -> None:
-    window = SlidingWindow(3, 5.0)
-    for moment in (0.0, 0.1, 0.2):
-        assert window.delay(moment) == 0.0
-        window.record(moment)
+def schedule(calls: int, window: timedelta, asks: list[float]) -> list[datetime]:
+    """Start a call at each moment asked for, or as soon after it as window_delay allows."""
+    starts: list[datetime] = []
+    now = T0
+    for ask in asks:
+        now = max(now, at(ask))
+        now += timedelta(seconds=window_delay(starts, now, calls, window))
+        starts.append(now)
+    return starts
 
 
-def test_full_window_waits_until_the_oldest_completion_leaves_it() -> None:
-    window = SlidingWindow(3, 5.0, margin=0.0)
-    for moment in (1.0, 2.0, 3.0):
-        window.record(moment)
-    assert window.delay(3.0) == pytest.approx(3.0)
-    assert window.delay(5.5) == pytest.approx(0.5)
-    assert window.delay(6.0) == 0.0
-    assert window.delay(100.0) == 0.0
+def test_calls_go_at_once_while_the_window_has_room() -> None:
+    assert window_delay([at(0), at(1)], at(2), 3, WINDOW) == 0.0
 
 
-def test_margin_is_added_to_the_wait() -> None:
-    window = SlidingWindow(1, 5.0, margin=0.25)
-    window.record(10.0)
-    assert window.delay(10.0) == pytest.approx(5.25)
+def test_a_full_window_waits_until_its_oldest_call_leaves_it() -> None:
+    starts = [at(1), at(2), at(3)]
+    assert window_delay(starts, at(3), 3, WINDOW) == pytest.approx(3.0)
+    assert window_delay(starts, at(5.5), 3, WINDOW) == pytest.approx(0.5)
+    assert window_delay(starts, at(6), 3, WINDOW) == 0.0
 
 
-def test_only_the_last_n_completions_count() -> None:
-    window = SlidingWindow(2, 5.0, margin=0.0)
-    for moment in (0.0, 1.0, 2.0):
-        window.record(moment)
-    assert window.delay(2.0) == pytest.approx(4.0)
+def test_only_the_last_n_calls_count_and_order_does_not_matter() -> None:
+    assert window_delay([at(2), at(0), at(1)], at(2), 2, WINDOW) == pytest.approx(4.0)
 
 
-@pytest.mark.parametrize(("calls", "window_seconds"), [(0, 5.0), (-1, 5.0), (3, 0.0), (3, -1.0)])
-def test_invalid_limits_are_refused(calls: int, window_seconds: float) -> None:
-    with pytest.raises(ValueError, match="rate limit"):
-        SlidingWindow(calls, window_seconds)
-
-
-def test_never_more_than_n_starts_in_any_window() -> None:
-    window = SlidingWindow(25, 5.0)
-    starts, _ = run_calls(window, [0.01] * 200)
-    for i in range(len(starts) - 25):
-        assert starts[i + 25] - starts[i] >= 5.0
-    # ...and it paces rather than stalls: 200 calls in 8 windows, give or take the margins.
-    assert starts[-1] < 8 * 5.0 + 8 * 0.1
-
-
-def test_back_off_blocks_until_the_given_moment() -> None:
-    window = SlidingWindow(3, 5.0)
-    window.record(1.0)
-    window.back_off(until=11.0)
-    assert window.delay(1.0) == pytest.approx(10.0)
-    assert window.delay(10.5) == pytest.approx(0.5)
-    assert window.delay(11.0) == pytest.approx(0.0, abs=1e-9)
-
-
-def test_after_back_off_the_window_refills_one_call_at_a_time() -> None:
-    window = SlidingWindow(2, 5.0, margin=0.0)
-    window.back_off(until=10.0)
-    assert window.delay(10.0) == pytest.approx(0.0, abs=1e-9)
-    window.record(10.1)
-    # One slot is still held by the back-off, which ended at 10: the next call may go.
-    assert window.delay(10.1) == pytest.approx(0.0, abs=1e-9)
-    window.record(10.2)
-    assert window.delay(10.2) == pytest.approx(4.9)
-
-
-def test_back_off_never_shortens_the_wait_the_window_already_imposes() -> None:
-    window = SlidingWindow(2, 5.0)
-    window.record(0.0)
-    window.record(0.1)
-    before = window.delay(0.1)
-    window.back_off(until=1.0)  # the server said "Retry-After: 0.9"
-    assert window.delay(0.1) >= before
-
-
-latencies_st = st.lists(
-    st.floats(min_value=0.0, max_value=3.0, allow_nan=False), min_size=1, max_size=120
-)
+def test_calls_older_than_the_window_are_ignored() -> None:
+    assert window_delay([at(-10), at(-6), at(0)], at(0), 2, WINDOW) == 0.0
 
 
 @given(
     calls=st.integers(min_value=1, max_value=10),
     window_seconds=st.floats(min_value=0.1, max_value=10.0),
-    latencies=latencies_st,
-    gap=st.floats(min_value=0.0, max_value=2.0),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=1, max_size=80),
 )
-def test_every_start_is_a_window_after_the_completion_n_calls_before(
-    calls: int, window_seconds: float, latencies: list[float], gap: float
+def test_never_more_than_n_starts_in_any_window(
+    calls: int, window_seconds: float, gaps: list[float]
 ) -> None:
-    window = SlidingWindow(calls, window_seconds)
-    starts, completions = run_calls(window, latencies, [gap] * len(latencies))
+    window = timedelta(seconds=window_seconds)
+    asks = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    starts = schedule(calls, window, asks)
     for i in range(len(starts) - calls):
-        assert starts[i + calls] >= completions[i] + window_seconds
-    # No wait while the window is not yet full: each of the first N starts when asked.
-    asked = [0.0] + [done + gap for done in completions[:-1]]
-    assert starts[:calls] == asked[:calls]
+        assert starts[i + calls] - starts[i] >= window
+    # ...and it never waits when the window has room: the first N go when asked.
+    assert starts[:calls] == [at(ask) for ask in asks[:calls]]
+
+
+def test_a_backlog_is_paced_at_the_limit_not_below_it() -> None:
+    starts = schedule(25, WINDOW, [0.0] * 200)
+    # 200 calls at 25 per 5 s: the last batch starts 7 windows after the first.
+    assert starts[-1] - starts[0] == 7 * WINDOW
+
+
+def test_the_account_digest_hides_the_key_and_tells_accounts_apart() -> None:
+    digest = account_id("https://api.leadsquared.com", "u$er/key+1=")
+    assert "u$er" not in digest
+    assert len(digest) == 64
+    assert digest == account_id("https://api.leadsquared.com", "u$er/key+1=")
+    assert digest != account_id("https://api-in21.leadsquared.com", "u$er/key+1=")
+    assert digest != account_id("https://api.leadsquared.com", "other")
+
+
+def test_the_budget_resumes_at_the_next_utc_midnight() -> None:
+    assert next_utc_midnight(at(0)) == datetime(2026, 11, 30, tzinfo=UTC)
