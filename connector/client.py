@@ -106,7 +106,9 @@ class LeadSquaredClient:
                 write=min(timeouts.read, timeouts.total),
                 pool=timeouts.total,
             ),
-            limits=httpx.Limits(max_connections=config.max_in_flight + 2),
+            # Kept alive longer than a rate window, so that each window's calls reuse
+            # connections instead of reaching LeadSquared late behind a new handshake.
+            limits=httpx.Limits(max_connections=config.max_in_flight + 2, keepalive_expiry=30.0),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 

@@ -54,7 +54,7 @@ class RateLimitConfig(_Model):
     window_seconds: float = Field(5.0, gt=0)
     # Added to the window: covers the time between taking a slot and the call reaching
     # LeadSquared, so that the account's own window never sees one call too many.
-    margin_seconds: float = Field(0.1, ge=0, le=60)
+    margin_seconds: float = Field(0.05, ge=0, le=60)
     daily_budget: int | None = Field(None, ge=1, description="calls per UTC day; none = no cap")
 
 

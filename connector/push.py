@@ -130,6 +130,8 @@ class _FirstCallAlone:
                     except (RetriableError, LeadRejectedError):
                         self._answered = True  # LeadSquared answered: the keys work
                         raise
+                    except (CallCancelledError, BudgetExhaustedError):
+                        raise  # no call was made; the next worker may try
                     except BaseException as exc:
                         # Halt before the lock is released, or a waiting worker would call.
                         self._halt.fail(exc)

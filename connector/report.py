@@ -10,6 +10,12 @@ def describe_lead(state: LeadState) -> str:
     """One line saying where a lead stands and why."""
     if state.rejected:
         return f"rejected by LeadSquared, waiting for new values: {state.last_error}"
+    if state.set_aside and not state.pending:
+        names = ", ".join(sorted(state.set_aside))
+        return (
+            f"in sync except {names}, set aside as unknown to LeadSquared (create the field, "
+            f"then `lsq-sync retry --lead {state.lead_id}`)"
+        )
     if state.pending and state.last_error:
         when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"
         return f"will retry at {when}: {state.last_error}"
@@ -25,7 +31,7 @@ def print_status(connector: Connector) -> None:
         leads = store.all_leads(connection)
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
-    not_in_sync = [s for s in leads if s.pending or s.rejected]
+    not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside]
     print(
         f"connector {connector.config.name}: {len(leads)} leads known, "
         f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested"

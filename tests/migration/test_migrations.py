@@ -110,6 +110,25 @@ def test_upgrade_leaves_the_application_table_alone(engine: sa.Engine) -> None:
     assert schema_differences(engine) == []
 
 
+def test_upgrade_from_0001_keeps_lead_state_and_adds_set_aside(engine: sa.Engine) -> None:
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {PREFIX}lead (connector, lead_id, source_key, desired, pushed, pending, "
+            "updated_at) VALUES ('c', 'L1', '1', '{\"Phone\":\"1\"}', '{}', true, "
+            "'2026-11-29 00:00:00')"
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql(
+            f"SELECT lead_id, desired, set_aside FROM {PREFIX}lead"
+        ).one()
+    assert tuple(row) == ("L1", '{"Phone":"1"}', "{}")
+    migrate.downgrade(engine, "0001")
+    assert "set_aside" not in {c["name"] for c in sa.inspect(engine).get_columns(f"{PREFIX}lead")}
+    assert {f"{PREFIX}account", f"{PREFIX}call"}.isdisjoint(table_names(engine))
+
+
 def test_models_match_the_migrations(engine: sa.Engine) -> None:
     migrate.upgrade(engine)
     assert schema_differences(engine) == []
