@@ -90,18 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         "bundled LeadSquared emulator, change rows and run sync cycles, explaining each step.",
     )
     demo.add_argument("--dir", default="lsq-sync-demo", help="where to put the demo database")
-    emulator = commands.add_parser(
+    commands.add_parser(
         "emulator",
         help="serve the bundled LeadSquared emulator for your own tests",
-        description="Serve the LeadSquared emulator on loopback until Ctrl-C.",
+        description="Serve the LeadSquared emulator on loopback until Ctrl-C. Takes the "
+        "options of `python -m connector.testing.emulator` (--port, --lead, --rate-limit, "
+        "--throttle-status, --retry-after, ...; see its --help).",
+        add_help=False,
     )
-    emulator.add_argument("--port", type=int, default=8089)
-    emulator.add_argument("--lead", action="append", default=[], help="a lead id to create")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, emulator_options = parser.parse_known_args(argv)
+    if emulator_options and args.command != "emulator":
+        parser.error(f"unrecognized arguments: {' '.join(emulator_options)}")
+    args.emulator_options = emulator_options
     # The demo explains its own failures; its log would only repeat them.
     default_level = "ERROR" if args.command == "demo" else "WARNING"
     level = args.log_level or os.environ.get(LOG_LEVEL_ENV_VAR, default_level).upper()
@@ -128,7 +133,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "emulator":
         from connector.testing.emulator import main as emulator_main  # noqa: PLC0415
 
-        return emulator_main(["--port", str(args.port), *(f"--lead={x}" for x in args.lead)])
+        return emulator_main(args.emulator_options, prog="lsq-sync emulator")
 
     from connector.sync import Connector  # noqa: PLC0415
 

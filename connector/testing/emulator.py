@@ -750,10 +750,12 @@ class _Handler(BaseHTTPRequestHandler):
             return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m connector.testing.emulator"
+) -> int:
     """Serve an emulator on loopback until Ctrl-C, printing its URL and (fake) keys."""
     parser = argparse.ArgumentParser(
-        prog="python -m connector.testing.emulator",
+        prog=prog,
         description="Serve a LeadSquared API emulator on 127.0.0.1 until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=8089, help="port to listen on; 0 = any free")

@@ -24,7 +24,7 @@ from tests.e2e.harness import (
 )
 from tests.support import source_values
 
-COMMANDS = ["init", "run", "daemon", "status", "demo", "emulator"]
+COMMANDS = ["init", "backfill", "run", "daemon", "status", "retry", "demo", "emulator"]
 
 
 @pytest.fixture(scope="module")
