@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 
 # Calls older than this are of no use to any window; they are deleted as new ones are made.
 _KEEP_CALLS = timedelta(hours=1)
-# When throttled below the configured limit, the pace drops to this share, once per window.
+# When throttled below the configured limit, the pace drops to this share, at most once per
+# window, and climbs back by one call per RECOVERY_WINDOWS quiet windows (a daemon must not
+# stay slow for good because another program once used the account's calls).
 _THROTTLED_SHARE = 0.8
+RECOVERY_WINDOWS = 12
 
 
 def account_id(host: str, access_key: str) -> str:
@@ -84,11 +87,17 @@ class AccountLimiter:
         self._calls = rate.calls
         self._slowed_at: datetime | None = None
 
-    @property
-    def calls(self) -> int:
-        """The calls per window this process now allows itself (lower after throttling)."""
+    def calls_at(self, now: datetime) -> int:
+        """The calls per window this process allows itself now: lower after throttling, and
+        back up by one for every RECOVERY_WINDOWS windows without a throttle."""
         with self._lock:
+            return self._calls_unlocked(now)
+
+    def _calls_unlocked(self, now: datetime) -> int:
+        if self._slowed_at is None:
             return self._calls
+        recovered = int((now - self._slowed_at) / (self.window * RECOVERY_WINDOWS))
+        return min(self.configured_calls, self._calls + recovered)
 
     def acquire(self) -> bool:
         """Wait for a slot and take it. False when stopping cut the wait short.
@@ -125,12 +134,13 @@ class AccountLimiter:
             )
         with self._lock:
             if self._slowed_at is None or now - self._slowed_at >= self.window:
+                current = self._calls_unlocked(now)
                 self._slowed_at = now
-                slower = max(1, int(self._calls * _THROTTLED_SHARE))
-                if slower < self._calls:
+                slower = max(1, int(current * _THROTTLED_SHARE))
+                if slower < current:
                     log.warning(
                         "throttled by LeadSquared below the configured rate limit; "
-                        "pacing lower for the rest of this process",
+                        "pacing lower for a while",
                         extra={"calls": slower, "configured_calls": self.configured_calls},
                     )
                 self._calls = slower
@@ -138,8 +148,10 @@ class AccountLimiter:
     def _try_take(self) -> float:
         """Take a slot now and return 0, or return how long to wait before trying again."""
         with self.engine.begin() as connection:
-            now = self._now(connection)
             row = self._locked_account(connection)
+            # Read the clock once the account is ours: a slot timed from before a wait for
+            # the lock would start earlier than it really does, and crowd the next window.
+            now = self._now(connection)
             if row.blocked_until is not None and row.blocked_until > now:
                 waited: float = (row.blocked_until - now).total_seconds()
                 return waited
@@ -147,7 +159,7 @@ class AccountLimiter:
             used = row.budget_used if row.budget_day == today else 0
             if self.daily_budget is not None and used >= self.daily_budget:
                 raise BudgetExhaustedError(self.daily_budget, next_utc_midnight(now))
-            calls = self.calls
+            calls = self.calls_at(now)
             starts = connection.scalars(
                 sa.select(call.c.started_at)
                 .where(call.c.account == self.account, call.c.started_at > now - self.window)

@@ -1,0 +1,277 @@
+"""Benchmarks for talking to LeadSquared: rate-limit utilisation, and calls saved against a
+naive sync.
+
+    python bench/pacing.py [--leads N] [--db sqlite|postgresql] [--pg-url URL]
+
+One workload, one run of the connector against the bundled emulator with the account's real
+limit (25 calls per 5 s by default) and 250 ms +/- 50 ms of latency per call:
+
+- utilisation: the sustained call rate over the limit's rate, N / W. A window admits N calls
+  at once, so a backlog's first N calls come free and say nothing about pacing; the rate is
+  the calls after them, over the time they took: (calls - N) / (a[-1] - a[N-1]), with a the
+  sorted arrival times at the emulator. 1.0 is the most any client can sustain unthrottled.
+- throttled: calls the emulator answered as throttled (the target is none).
+- the same push with one call in flight, to show what latency alone allows.
+- calls and attributes sent, against a naive sync that makes one call per written row with
+  every mapped field, on the same writes.
+
+Progress goes to stderr; the markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from connector.config import Config, parse_config
+from connector.sync import Connector
+from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
+
+DEFAULT_PG_URL = os.environ.get(
+    "LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MAPPING = {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan", "score": "mx_Score"}
+CITIES = ["Pune", "Goa", "Agra", "Delhi", "Kochi"]
+PLANS = ["free", "pro", "team"]
+LIMIT_CALLS, LIMIT_WINDOW = 25, 5.0
+LATENCY = (0.2, 0.3)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def database(kind: str, pg_url: str) -> Iterator[str]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="lsq-pacing-") as directory:
+            yield f"sqlite:///{Path(directory) / 'pacing.db'}"
+        return
+    schema = f"pacing_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in pg_url else "?"
+    try:
+        yield f"{pg_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def make_config(url: str, emulator: Emulator, name: str, max_in_flight: int | None) -> Config:
+    leadsquared: dict[str, Any] = {
+        "host": emulator.url,
+        "access_key": DEFAULT_ACCESS_KEY,
+        "secret_key": DEFAULT_SECRET_KEY,
+        "rate_limit": {"calls": LIMIT_CALLS, "window_seconds": LIMIT_WINDOW},
+    }
+    if max_in_flight is not None:
+        leadsquared["max_in_flight"] = max_in_flight
+    raw = {
+        "name": name,
+        "database": {"url": url},
+        "leadsquared": leadsquared,
+        "source": {"table": f"{name}_customers", "key": "id"},
+        "lead_id": {"column": "lsq_prospect_id"},
+        "mapping": MAPPING,
+    }
+    return parse_config(yaml.safe_dump(raw), "pacing-config", {})
+
+
+def insert_rows(engine: sa.Engine, table: str, leads: int, rng: random.Random) -> int:
+    """One row per lead; returns the number of row writes."""
+    with engine.begin() as connection:
+        for i in range(leads):
+            connection.execute(
+                sa.text(
+                    f"INSERT INTO {table} (id, phone, city, plan, score, notes, lsq_prospect_id) "
+                    "VALUES (:id, :phone, :city, :plan, :score, 'n', :lead)"
+                ),
+                {
+                    "id": i,
+                    "phone": f"98{i:08d}",
+                    "city": rng.choice(CITIES),
+                    "plan": rng.choice(PLANS),
+                    "score": rng.randrange(100),
+                    "lead": f"L{i:05d}",
+                },
+            )
+    return leads
+
+
+def update_round(engine: sa.Engine, table: str, leads: int, rng: random.Random) -> int:
+    """Every row written once or twice, as an application does: a mapped value changed, a
+    mapped value rewritten unchanged, an unmapped column changed, or a mapped value changed
+    and then changed back. Returns the number of row writes."""
+    writes = 0
+    with engine.begin() as connection:
+        for i in range(leads):
+            kind = rng.choice(["mapped", "same", "unmapped", "back"])
+            if kind == "mapped":
+                statements = [f"UPDATE {table} SET score = score + 1 WHERE id = :id"]
+            elif kind == "same":
+                statements = [f"UPDATE {table} SET city = city WHERE id = :id"]
+            elif kind == "unmapped":
+                statements = [f"UPDATE {table} SET notes = notes || 'x' WHERE id = :id"]
+            else:
+                statements = [
+                    f"UPDATE {table} SET plan = 'changing' WHERE id = :id",
+                    f"UPDATE {table} SET plan = :plan WHERE id = :id",
+                ]
+            original = connection.execute(
+                sa.text(f"SELECT plan FROM {table} WHERE id = :id"), {"id": i}
+            ).scalar_one()
+            for statement in statements:
+                connection.execute(sa.text(statement), {"id": i, "plan": original})
+                writes += 1
+    return writes
+
+
+@dataclass
+class Push:
+    label: str
+    calls: int  # Lead.Update calls of the first run: the backlog
+    throttled: int
+    span: float  # from the last arrival of the first window's calls to the very last
+    seconds: float
+    total_calls: int  # over the first run and the runs after each round of updates
+    total_attributes: int
+    row_writes: int
+
+    @property
+    def utilisation(self) -> float:
+        return (self.calls - LIMIT_CALLS) / (LIMIT_CALLS * self.span / LIMIT_WINDOW)
+
+
+def measure_push(
+    url: str, leads: int, *, rounds: int, max_in_flight: int | None, label: str, seed: int
+) -> Push:
+    name = f"pacing_{max_in_flight or 'default'}"
+    table = f"{name}_customers"
+    rng = random.Random(seed)
+    with Emulator(rate_limit=(LIMIT_CALLS, LIMIT_WINDOW)) as emulator:
+        emulator.set_latency(*LATENCY, seed=seed)
+        for i in range(leads):
+            emulator.add_lead(f"L{i:05d}")
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, phone TEXT, city TEXT, "
+                "plan TEXT, score INTEGER, notes TEXT, lsq_prospect_id TEXT)"
+            )
+        config = make_config(url, emulator, name, max_in_flight)
+        with Connector(config) as connector:
+            connector.init()
+            writes = insert_rows(engine, table, leads, rng)
+            log(f"{label}: pushing a backlog of {leads} leads")
+            started = time.monotonic()
+            report = connector.run_once()
+            seconds = time.monotonic() - started
+            if report.leads_pushed != leads:
+                raise SystemExit(f"{label}: pushed {report.leads_pushed} of {leads}: {report}")
+            backlog = [r for r in emulator.requests if r.api == "Lead.Update"]
+            throttled = emulator.throttled_count
+            for number in range(rounds):
+                writes += update_round(engine, table, leads, rng)
+                log(f"{label}: round {number + 1} of updates")
+                connector.run_once()
+        engine.dispose()
+        updates = [r for r in emulator.requests if r.api == "Lead.Update"]
+        expected = source_state(url, table)
+        if {lead_id: emulator.lead(lead_id) for lead_id in expected} != expected:
+            raise SystemExit(f"{label}: the emulator does not hold the source's values")
+        arrivals = sorted(r.arrived_at for r in backlog)
+        return Push(
+            label,
+            calls=len(backlog),
+            throttled=throttled,
+            span=arrivals[-1] - arrivals[LIMIT_CALLS - 1],
+            seconds=seconds,
+            total_calls=len(updates),
+            total_attributes=sum(len(r.body or []) for r in updates),
+            row_writes=writes,
+        )
+
+
+def source_state(url: str, table: str) -> dict[str, dict[str, str]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(f"SELECT * FROM {table}")).mappings().all()
+    engine.dispose()
+    return {
+        row["lsq_prospect_id"]: {
+            attribute: str(row[column]) for column, attribute in MAPPING.items()
+        }
+        for row in rows
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=200, help="backlog of leads (>= 150)")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of updates after it")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    with database(args.db, args.pg_url) as url:
+        paced = measure_push(
+            url,
+            args.leads,
+            rounds=args.rounds,
+            max_in_flight=None,
+            label="default config",
+            seed=args.seed,
+        )
+        single = measure_push(
+            url, args.leads, rounds=0, max_in_flight=1, label="one call in flight", seed=args.seed
+        )
+    naive_calls = paced.row_writes
+    naive_attributes = naive_calls * len(MAPPING)
+    print(
+        f"`python bench/pacing.py --leads {args.leads} --rounds {args.rounds} --db {args.db}`: "
+        f"limit {LIMIT_CALLS} calls per {LIMIT_WINDOW:g} s, latency {LATENCY[0]:g}-"
+        f"{LATENCY[1]:g} s per call, a backlog of {args.leads} leads.\n"
+    )
+    print("| push of the backlog | calls | throttled | a[-1] - a[N-1] | utilisation |")
+    print("|---|---|---|---|---|")
+    for push in (paced, single):
+        print(
+            f"| {push.label} | {push.calls} | {push.throttled} | {push.span:.2f} s | "
+            f"**{push.utilisation:.3f}** |"
+        )
+    print()
+    print(
+        f"The backlog, then {args.rounds} rounds of updates each followed by a run "
+        f"({paced.row_writes} row writes in all):\n"
+    )
+    print("| sync | Lead.Update calls | attributes sent |")
+    print("|---|---|---|")
+    print(
+        f"| naive: one call per row write, every mapped field | {naive_calls} | "
+        f"{naive_attributes} |"
+    )
+    print(f"| lsq-sync | {paced.total_calls} | {paced.total_attributes} |")
+    print(
+        f"| lsq-sync / naive | {paced.total_calls / naive_calls:.3f} | "
+        f"{paced.total_attributes / naive_attributes:.3f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
