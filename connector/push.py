@@ -221,6 +221,8 @@ class Pusher:
             return
         failures = 0
         started = self.clock.monotonic()
+        # Why attributes were set aside in this push: kept on the lead after the rest succeeds.
+        aside_error: str | None = None
         while not halt.is_set() and not self.stop.is_set():
             try:
                 first_call.call(functools.partial(self._call, state.lead_id, update, result))
@@ -250,11 +252,16 @@ class Pusher:
                     return
                 result.add(set_aside=len(update) - len(remaining))
                 update = remaining
+                aside_error = str(exc)
                 if not update:
-                    self.store.record_pushed(state.lead_id, {}, self.attributes, self.clock.now())
+                    self.store.record_pushed(
+                        state.lead_id, {}, self.attributes, self.clock.now(), error=aside_error
+                    )
                     return
                 continue
-            self.store.record_pushed(state.lead_id, update, self.attributes, self.clock.now())
+            self.store.record_pushed(
+                state.lead_id, update, self.attributes, self.clock.now(), error=aside_error
+            )
             result.add(pushed=1)
             log.info("lead pushed", extra={"lead_id": state.lead_id, "attributes": sorted(update)})
             return

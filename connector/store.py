@@ -240,9 +240,18 @@ class Store:
         return [_lead_state(row) for row in connection.execute(query)]
 
     def record_pushed(
-        self, lead_id: str, sent: Values, attributes: frozenset[str], now: datetime
+        self,
+        lead_id: str,
+        sent: Values,
+        attributes: frozenset[str],
+        now: datetime,
+        *,
+        error: str | None = None,
     ) -> None:
-        """Record exactly the attributes sent, in one transaction."""
+        """Record exactly the attributes sent, in one transaction.
+
+        `error` says why attributes were set aside on the way; it stays while they do.
+        """
         with self.engine.begin() as connection:
             row = self._locked_lead(connection, lead_id)
             pushed, set_aside, pending = after_push(
@@ -254,7 +263,7 @@ class Store:
                     set_aside=dumps(set_aside),
                     pending=pending,
                     attempts=0,
-                    last_error=None,
+                    last_error=error if set_aside else None,
                     next_attempt_at=None,
                     pushed_at=now,
                     updated_at=now,

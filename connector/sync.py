@@ -250,6 +250,7 @@ class Connector:
             attributes_set_aside=pushing.set_aside,
             calls=pushing.calls,
             throttled=pushing.throttled,
+            error=error,
         )
         log.info("run finished", extra={"summary": report.summary()})
         return report
