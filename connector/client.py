@@ -23,6 +23,7 @@ from connector.errors import (
     RetriableError,
     ThrottledError,
 )
+from connector.ratelimit import Slot
 from connector.responses import Classified, Outcome, classify
 from connector.values import to_payload
 
@@ -34,7 +35,8 @@ USER_AGENT = "lsq-sync/0.1"
 class Limiter(Protocol):
     """Paces calls; see connector.ratelimit.AccountLimiter."""
 
-    def acquire(self) -> bool: ...
+    def acquire(self) -> Slot | None: ...
+    def going_out(self, slot: Slot) -> None: ...
     def throttled(self, retry_after: float | None) -> None: ...
 
 
@@ -143,8 +145,11 @@ class LeadSquaredClient:
         return text
 
     def _call(self, method: str, api: str, params: dict[str, str], payload: Any) -> Classified:
-        if self._limiter is not None and not self._limiter.acquire():
-            raise CallCancelledError(f"{api} not called: the connector is stopping")
+        if self._limiter is not None:
+            slot = self._limiter.acquire()
+            if slot is None:
+                raise CallCancelledError(f"{api} not called: the connector is stopping")
+            self._limiter.going_out(slot)
         try:
             status, headers, text = self._exchange(method, api, params, payload)
         except httpx.TimeoutException as exc:

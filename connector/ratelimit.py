@@ -18,6 +18,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,18 @@ _KEEP_CALLS = timedelta(hours=1)
 # stay slow for good because another program once used the account's calls).
 _THROTTLED_SHARE = 0.8
 RECOVERY_WINDOWS = 12
+# A slot is moved at most this often before its call goes out; each move is one short commit.
+_MAX_SLOT_MOVES = 3
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A call's place in the window: when it counts from, in the database's time, and when
+    that was on this process's monotonic clock."""
+
+    call_id: int
+    started_at: datetime
+    taken: float
 
 
 def account_id(host: str, access_key: str) -> str:
@@ -79,6 +92,7 @@ class AccountLimiter:
         rate = config.rate_limit
         self.configured_calls = rate.calls
         self.window = timedelta(seconds=rate.window_seconds + rate.margin_seconds)
+        self.margin = rate.margin_seconds
         self.daily_budget = rate.daily_budget
         self.clock = clock
         self.stop = stop
@@ -99,18 +113,41 @@ class AccountLimiter:
         recovered = int((now - self._slowed_at) / (self.window * RECOVERY_WINDOWS))
         return min(self.configured_calls, self._calls + recovered)
 
-    def acquire(self) -> bool:
-        """Wait for a slot and take it. False when stopping cut the wait short.
+    def acquire(self) -> Slot | None:
+        """Wait for a slot and take it. None when stopping cut the wait short.
 
         Raises BudgetExhaustedError when the daily budget is spent.
         """
         while not self.stop.is_set():
-            delay = self._try_take()
-            if delay <= 0:
-                return True
-            if not self.clock.sleep(delay):
-                return False
-        return False
+            taken = self._try_take()
+            if isinstance(taken, Slot):
+                return taken
+            if not self.clock.sleep(taken):
+                return None
+        return None
+
+    def going_out(self, slot: Slot) -> None:
+        """Call just before the request is sent: if it goes out later than its slot says
+        (a slow commit, a busy process), move the slot to now.
+
+        A slot counts from when it was taken, and LeadSquared counts a call from when it
+        arrives; a call sent late would otherwise let the call N slots later arrive less than
+        a window after it. Moving the slot keeps the window true whatever the delay.
+        """
+        for _ in range(_MAX_SLOT_MOVES):
+            late = self.clock.monotonic() - slot.taken
+            if late <= self.margin / 2:
+                return
+            moved_to = slot.started_at + timedelta(seconds=late)
+            with self.engine.begin() as connection:
+                if self._postgres:
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                connection.execute(
+                    sa.update(call)
+                    .where(call.c.call_id == slot.call_id)
+                    .values(started_at=moved_to)
+                )
+            slot = Slot(slot.call_id, moved_to, slot.taken + late)
 
     def throttled(self, retry_after: float | None) -> None:
         """LeadSquared throttled a call: hold every process back, and slow this one down.
@@ -145,8 +182,8 @@ class AccountLimiter:
                     )
                 self._calls = slower
 
-    def _try_take(self) -> float:
-        """Take a slot now and return 0, or return how long to wait before trying again."""
+    def _try_take(self) -> Slot | float:
+        """Take a slot now, or say how many seconds to wait before trying again."""
         with self.engine.begin() as connection:
             if self._postgres:
                 # The call goes out after this commit but counts from `now`, so the commit
@@ -157,6 +194,7 @@ class AccountLimiter:
             # Read the clock once the account is ours: a slot timed from before a wait for
             # the lock would start earlier than it really does, and crowd the next window.
             now = self._now(connection)
+            taken = self.clock.monotonic()
             if row.blocked_until is not None and row.blocked_until > now:
                 waited: float = (row.blocked_until - now).total_seconds()
                 return waited
@@ -174,7 +212,11 @@ class AccountLimiter:
             delay = window_delay(starts, now, calls, self.window)
             if delay > 0:
                 return delay
-            connection.execute(sa.insert(call).values(account=self.account, started_at=now))
+            call_id: int = connection.execute(
+                sa.insert(call)
+                .values(account=self.account, started_at=now)
+                .returning(call.c.call_id)
+            ).scalar_one()
             connection.execute(
                 sa.update(account)
                 .where(account.c.account == self.account)
@@ -185,7 +227,7 @@ class AccountLimiter:
                     call.c.account == self.account, call.c.started_at < now - _KEEP_CALLS
                 )
             )
-            return 0.0
+            return Slot(call_id, now, taken)
 
     def _now(self, connection: Connection) -> datetime:
         if self._postgres:

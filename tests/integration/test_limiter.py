@@ -136,13 +136,13 @@ def test_stopping_ends_a_wait_for_a_slot(engines: list[sa.Engine]) -> None:
     clock = SignallingClock(stop)
     one = AccountLimiter(engines[0], leadsquared(calls=1, window_seconds=60), clock, stop)
     assert one.acquire()
-    waited: list[bool] = []
+    waited: list[object] = []
     thread = threading.Thread(target=lambda: waited.append(one.acquire()))
     thread.start()
     assert clock.sleeping.wait(timeout=10)
     stop.set()
     thread.join(timeout=10)
-    assert waited == [False]
+    assert waited == [None]
     assert len(call_starts(engines[0])) == 1
 
 
@@ -158,3 +158,31 @@ def test_accounts_do_not_share_a_window(engines: list[sa.Engine]) -> None:
     assert other.acquire()  # would wait a minute if it shared the first account's window
     with engines[0].connect() as connection:
         assert connection.scalar(sa.select(sa.func.count()).select_from(account)) == 2
+
+
+class ShiftedClock(SystemClock):
+    """A monotonic clock a test can push forward, as a stalled process would see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.shift
+
+
+def test_a_call_sent_late_moves_its_slot_to_when_it_goes_out(engines: list[sa.Engine]) -> None:
+    clock = ShiftedClock()
+    one = AccountLimiter(engines[0], leadsquared(), clock, threading.Event())
+    on_time = one.acquire()
+    assert on_time is not None
+    one.going_out(on_time)  # sent at once: the slot stays
+    late = one.acquire()
+    assert late is not None
+    clock.shift = 0.3  # the process stalled between taking the slot and sending
+
+    one.going_out(late)
+
+    starts = call_starts(engines[0])
+    assert starts[0] == on_time.started_at
+    assert starts[1] >= late.started_at + timedelta(seconds=0.3)
