@@ -21,28 +21,20 @@ Progress goes to stderr; the markdown table to stdout.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import yaml
+from run import DEFAULT_PG_URL, database
 
 from connector.config import Config, parse_config
 from connector.sync import Connector
 from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 
-DEFAULT_PG_URL = os.environ.get(
-    "LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 MAPPING = {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan", "score": "mx_Score"}
 CITIES = ["Pune", "Goa", "Agra", "Delhi", "Kochi"]
 PLANS = ["free", "pro", "team"]
@@ -52,25 +44,6 @@ LATENCY = (0.2, 0.3)
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def database(kind: str, pg_url: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="lsq-pacing-") as directory:
-            yield f"sqlite:///{Path(directory) / 'pacing.db'}"
-        return
-    schema = f"pacing_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_url)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def make_config(url: str, emulator: Emulator, name: str, max_in_flight: int | None) -> Config:
