@@ -4,10 +4,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from connector.testing.emulator import Emulator
-from tests.support import postgres_schema
+from tests.support import create_customers, postgres_schema
 
 # The machines are shared and noisy: a slow moment must not fail a property test.
 settings.register_profile(
@@ -37,3 +38,12 @@ def emulator() -> Iterator[Emulator]:
     """An emulator whose account limit is far above the connector's test pacing."""
     with Emulator(rate_limit=(10_000, 1.0)) as emulator:
         yield emulator
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[sa.Engine]:
+    """The application's side: the sample customers table, and an engine to write to it."""
+    create_customers(db_url)
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,6 @@ from tests.support import (
     ATTRIBUTES,
     CUSTOMERS_DDL,
     config_dict,
-    create_customers,
     execute,
     load,
     source_values,
@@ -44,14 +43,6 @@ from tests.support import (
 
 # Small enough to keep runs short, large enough for a shared machine's hiccups.
 FAST_RETRY = {"attempts": 4, "max_seconds": 5}
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[sa.Engine]:
-    create_customers(db_url)
-    engine = sa.create_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def connector(

@@ -14,14 +14,6 @@ from tests.support import config_dict, create_customers, execute, load, source_v
 
 
 @pytest.fixture
-def app(db_url: str) -> Iterator[sa.Engine]:
-    create_customers(db_url)
-    engine = sa.create_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]:
     with Connector(load(config_dict(db_url, emulator))) as connector:
         connector.init()
