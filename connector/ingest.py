@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from connector.clock import Clock
 from connector.leads import fold_rows
 from connector.source import SourceTable
-from connector.store import Store
+from connector.store import START, ChangeBatch, ChangeCursor, Store
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,11 @@ class IngestResult:
 
 # Keys remembered per ingest call; past this the memory is released and dedupe starts over.
 MAX_REMEMBERED_KEYS = 500_000
-# An ingest this large (a first sync, a backfill) leaves PostgreSQL's statistics behind.
+# An ingest this large (a first sync, a backfill) can leave PostgreSQL's statistics behind.
 ANALYZE_AFTER_CHANGES = 10_000
+# Consumed change rows are deleted in one statement per this many, and when ingest ends: so a
+# backlog that keeps growing still gets its rows deleted, and no DELETE runs for long.
+DISCARD_AFTER_CHANGES = 500_000
 
 
 def ingest(
@@ -40,7 +44,8 @@ def ingest(
     """Read every committed change, batch by batch.
 
     Each batch folds the rows' current values into desired values and advances the cursor in
-    ONE transaction, so a crash leaves either both or neither. Memory is bounded by the batch
+    ONE transaction, so a crash leaves either both or neither. Change rows the cursor has
+    passed are deleted afterwards, several batches at a time. Memory is bounded by the batch
     and by MAX_REMEMBERED_KEYS.
 
     A row changed many times has many change rows, but one read of its current values after
@@ -50,38 +55,78 @@ def ingest(
     changes = without_lead = 0
     with engine.connect() as connection:
         snapshot = store.snapshot_bound(connection)
-    bound = (snapshot.tx_id, snapshot.change_id)
+        # One run at a time per connector (the run lock), so the cursor only moves here.
+        position = store.load_cursor(connection)
+    discarded = START
+    undiscarded = 0
     read_keys: set[str] = set()
     while stop is None or not stop.is_set():
         with engine.begin() as connection:
-            batch = store.read_changes(connection, store.load_cursor(connection), batch_size)
+            store.commit_without_waiting(connection)
+            batch = store.read_changes(connection, position, batch_size)
             if batch is None:
                 break
-            keys = list(
-                dict.fromkeys(
-                    key
-                    for tx_id, change_id, key in batch.rows
-                    if key not in read_keys or (tx_id, change_id) > bound
-                )
-            )
-            folded = fold_rows(source.read(connection, keys))
+            keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
-            store.write_desired(connection, folded.changes, now)
+            batch_without_lead = _write_desired(connection, store, source, keys, now)
             store.consume(connection, batch, now)
+        position = batch.last
         if len(read_keys) > MAX_REMEMBERED_KEYS:
             read_keys.clear()
         read_keys.update(keys)
-        changes += len(batch.rows)
-        without_lead += folded.rows_without_lead
-        log.debug(
-            "ingested batch",
-            extra={
-                "changes": len(batch.rows),
-                "read": len(keys),
-                "leads": len(folded.changes),
-            },
-        )
+        changes += len(batch.keys)
+        without_lead += batch_without_lead
+        log.debug("ingested batch", extra={"changes": len(batch.keys), "read": len(keys)})
+        undiscarded += len(batch.keys)
+        if undiscarded >= DISCARD_AFTER_CHANGES:
+            discarded = _discard(engine, store, discarded, position)
+            undiscarded = 0
+    if position != discarded:
+        _discard(engine, store, discarded, position)
     if changes >= ANALYZE_AFTER_CHANGES:
         with engine.begin() as connection:
-            store.analyze_leads(connection)
+            if store.leads_outgrew_statistics(connection):
+                store.analyze_leads(connection)
     return IngestResult(changes, without_lead)
+
+
+def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) -> list[str]:
+    """The batch's keys, once each, less those read during this call that need no new read."""
+    if batch.last <= bound:
+        return list(set(batch.keys).difference(read_keys))
+    # Some of these changes committed after this call began, so their rows may have changed
+    # since they were read; reading the batch's other rows again as well is merely redundant.
+    return list(set(batch.keys))
+
+
+def _write_desired(
+    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+) -> int:
+    """Fold the rows with these keys into desired values; returns rows without a lead id."""
+    if not keys:
+        return 0
+    query = source.desired_query(keys)
+    if query is None:
+        return _fold_in_python(connection, store, source, keys, now)
+    without_lead, left = store.write_desired_from(connection, query, now)
+    if left:
+        without_lead += _fold_in_python(connection, store, source, left, now)
+    return without_lead
+
+
+def _fold_in_python(
+    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+) -> int:
+    folded = fold_rows(source.read(connection, keys))
+    store.write_desired(connection, folded.changes, now)
+    return folded.rows_without_lead
+
+
+def _discard(
+    engine: Engine, store: Store, after: ChangeCursor, through: ChangeCursor
+) -> ChangeCursor:
+    """Delete the consumed change rows in (after, through]; returns the new `after`."""
+    with engine.begin() as connection:
+        store.commit_without_waiting(connection)
+        store.discard_consumed(connection, after, through)
+    return through

@@ -33,7 +33,7 @@ START = ChangeCursor(-1, -1)
 
 @dataclass(frozen=True)
 class ChangeBatch:
-    rows: list[tuple[int, int, str]]  # (tx_id, change_id, row_key), in cursor order
+    keys: list[str]  # the row key of every change row in the batch, in no particular order
     after: ChangeCursor
     last: ChangeCursor
 
@@ -51,6 +51,9 @@ class Store:
         self.engine = engine
         self.connector = connector
         self._postgres = engine.dialect.name == "postgresql"
+        # Built once: building these costs more than running them, once per ingest batch.
+        self._next_changes = self._next_changes_query()
+        self._advance_cursor = self._advance_cursor_statement()
 
     # -- change capture and cursor -------------------------------------------------------
 
@@ -82,57 +85,73 @@ class Store:
         it is simply read once it has committed. On SQLite writers are serialised, so the
         AUTOINCREMENT id alone is in commit order (and tx_id is always 0).
         """
-        query = sa.select(change.c.tx_id, change.c.change_id, change.c.row_key).where(
-            change.c.connector == self.connector
-        )
+        parameters = {"after_tx_id": after.tx_id, "after_change_id": after.change_id}
+        keys, last = connection.execute(self._next_changes, {**parameters, "limit": limit}).one()
+        if not keys:  # NULL on PostgreSQL, [] on SQLite
+            return None
+        return ChangeBatch(keys, after, ChangeCursor(*last))
+
+    def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
+        """Advance the cursor past the batch; `discard_consumed` deletes its rows later.
+
+        Rows at or before the cursor are never read again, so deleting them can wait: one
+        DELETE of many batches costs a fraction of one DELETE per batch.
+        """
+        parameters = {"tx_id": batch.last.tx_id, "change_id": batch.last.change_id, "now": now}
+        connection.execute(self._advance_cursor, parameters)
+
+    def discard_consumed(
+        self, connection: Connection, after: ChangeCursor, through: ChangeCursor
+    ) -> None:
+        """Delete the change rows in (after, through], which the cursor has passed.
+
+        Pass START as `after` to also catch rows a crash left behind after their batch
+        committed; a later `after` lets the DELETE skip the rows this ingest already deleted.
+        """
+        if self._postgres:
+            # Everything at or before the cursor was committed before it was read, so no row
+            # can appear in this range any more. The plain tx_id range lets the planner see
+            # how many rows that is; the row comparison alone it misjudges, and scans the
+            # whole table.
+            position = sa.tuple_(change.c.tx_id, change.c.change_id)
+            matches = sa.and_(
+                change.c.tx_id.between(after.tx_id, through.tx_id),
+                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)),
+                position <= sa.tuple_(sa.literal(through.tx_id), sa.literal(through.change_id)),
+            )
+        else:
+            matches = change.c.change_id.between(after.change_id + 1, through.change_id)
+        connection.execute(sa.delete(change).where(change.c.connector == self.connector, matches))
+
+    def commit_without_waiting(self, connection: Connection) -> None:
+        """Let this transaction's commit return before its WAL is flushed (PostgreSQL).
+
+        Only for work that can be redone from the change rows. A server crash can then lose
+        the last few such commits, each whole and in commit order, and none that a later
+        synchronous commit (a push being recorded, say) followed, since that flush covers all
+        WAL before it. A lost batch loses its desired values and its cursor advance together,
+        and its change rows are simply read again; a lost DELETE of consumed rows is redone
+        by the next ingest. Nothing durable is given up; a WAL flush per batch is saved.
+        """
+        if self._postgres:
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+    def pending_changes(self, connection: Connection) -> int:
+        """Captured changes the cursor has not passed.
+
+        Not every change row: consumed rows wait for `discard_consumed`, during an ingest or
+        after one that died before deleting them.
+        """
+        after = self.load_cursor(connection)
+        query = sa.select(sa.func.count()).where(change.c.connector == self.connector)
         if self._postgres:
             position = sa.tuple_(change.c.tx_id, change.c.change_id)
             query = query.where(
-                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)),
-                change.c.tx_id
-                < sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"),
-            ).order_by(change.c.tx_id, change.c.change_id)
-        else:
-            # A plain rowid range: SQLite keeps no secondary index on this table.
-            query = query.where(change.c.change_id > after.change_id).order_by(change.c.change_id)
-        rows = [tuple(row) for row in connection.execute(query.limit(limit))]
-        if not rows:
-            return None
-        tx_id, change_id, _ = rows[-1]
-        return ChangeBatch(rows, after, ChangeCursor(tx_id, change_id))
-
-    def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
-        """Drop exactly the batch's change rows and advance the cursor past them."""
-        if self._postgres:
-            # Everything in (after, last] was committed before the batch was read, so this
-            # range is exactly the batch. The plain tx_id range lets the planner see how few
-            # rows that is; the row comparison alone it misjudges, and scans the whole table.
-            position = sa.tuple_(change.c.tx_id, change.c.change_id)
-            after, last = batch.after, batch.last
-            matches = sa.and_(
-                change.c.tx_id.between(after.tx_id, last.tx_id),
-                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id)),
-                position <= sa.tuple_(sa.literal(last.tx_id), sa.literal(last.change_id)),
+                position > sa.tuple_(sa.literal(after.tx_id), sa.literal(after.change_id))
             )
         else:
-            matches = change.c.change_id.between(batch.after.change_id + 1, batch.last.change_id)
-        connection.execute(sa.delete(change).where(change.c.connector == self.connector, matches))
-        self._upsert(
-            connection,
-            cursor,
-            {
-                "connector": self.connector,
-                "tx_id": batch.last.tx_id,
-                "change_id": batch.last.change_id,
-                "updated_at": now,
-            },
-            ["connector"],
-        )
-
-    def pending_changes(self, connection: Connection) -> int:
-        return connection.execute(
-            sa.select(sa.func.count()).where(change.c.connector == self.connector)
-        ).scalar_one()
+            query = query.where(change.c.change_id > after.change_id)
+        return connection.execute(query).scalar_one()
 
     def save_capture(
         self, connection: Connection, source_table: str, signature: str, now: datetime
@@ -178,7 +197,6 @@ class Store:
         """
         if not changes:
             return
-        constants = {"connector": self.connector, "pending": True, "updated_at": now}
         rows = [
             {
                 "lead_id": c.lead_id,
@@ -191,17 +209,63 @@ class Store:
         ]
         # One statement and one JSON parameter, not a round trip or bound row per lead.
         incoming = self._json_rows(rows)
+        constants = self._desired_constants(now)
         insert: Any = self._insert(lead).from_select(
             [*constants, *incoming],
-            sa.select(
-                *(sa.literal(value, lead.c[name].type) for name, value in constants.items()),
-                *incoming.values(),
-            )
+            sa.select(*constants.values(), *incoming.values())
             # SQLite needs a WHERE to tell the upsert's ON CONFLICT from a join's ON.
             .where(sa.true()),
         )
+        connection.execute(self._when_desired_moved(insert))
+
+    def write_desired_from(
+        self,
+        connection: Connection,
+        source_rows: sa.Select[str, str | None, str | None],
+        now: datetime,
+    ) -> tuple[int, list[str]]:
+        """write_desired for leads whose values the database computes itself (PostgreSQL).
+
+        `source_rows` gives (source_key, lead_id, desired) per source row, as
+        SourceTable.desired_query does. Returns how many of those rows have no lead id, and
+        the keys of rows with a lead id but a NULL desired, which this leaves to
+        write_desired.
+        """
+        rows = source_rows.cte("source_rows")
+        constants = self._desired_constants(now)
+        latest = (
+            sa.select(
+                *constants.values(),
+                rows.c.lead_id,
+                rows.c.source_key,
+                rows.c.desired,
+                sa.false(),
+                sa.null(),
+            )
+            .where(rows.c.lead_id.is_not(None), rows.c.desired.is_not(None))
+            # One row per lead, as fold_rows keeps; which of several rows wins is arbitrary
+            # there too. Two rows for one lead would make the upsert fail.
+            .ext(postgresql.distinct_on(rows.c.lead_id))
+        )
+        insert = postgresql.insert(lead).from_select(
+            [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
+        )
+        has_lead = rows.c.lead_id.is_not(None)
+        outcome = sa.select(
+            sa.func.count().filter(sa.not_(has_lead)),
+            sa.func.json_agg(rows.c.source_key).filter(has_lead, rows.c.desired.is_(None)),
+        ).add_cte(self._when_desired_moved(insert).cte("written"))
+        without_lead, left = connection.execute(outcome).one()
+        return without_lead, left or []
+
+    def _desired_constants(self, now: datetime) -> dict[str, sa.ColumnElement[Any]]:
+        values = {"connector": self.connector, "pending": True, "updated_at": now}
+        return {name: sa.literal(value, lead.c[name].type) for name, value in values.items()}
+
+    def _when_desired_moved(self, insert: Any) -> Any:
+        """The upsert of desired values that leaves leads whose values did not move alone."""
         new = insert.excluded
-        upsert = insert.on_conflict_do_update(
+        return insert.on_conflict_do_update(
             index_elements=[lead.c.connector, lead.c.lead_id],
             set_={
                 "source_key": new.source_key,
@@ -214,12 +278,9 @@ class Store:
                 "updated_at": new.updated_at,
             },
             where=sa.or_(
-                lead.c.desired != new.desired,
-                lead.c.source_key != new.source_key,
-                new.rejected,
+                lead.c.desired != new.desired, lead.c.source_key != new.source_key, new.rejected
             ),
         )
-        connection.execute(upsert)
 
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int
@@ -386,6 +447,25 @@ class Store:
         )
         return list(connection.execute(query))
 
+    def leads_outgrew_statistics(self, connection: Connection) -> bool:
+        """Whether the lead table holds many more rows than its statistics say (PostgreSQL).
+
+        True after a first sync or a backfill; false after rewriting leads that already
+        existed, which leaves the statistics as true as they were.
+        """
+        if not self._postgres:
+            return False
+        counted, live = connection.execute(
+            sa.text(
+                "SELECT c.reltuples, s.n_live_tup FROM pg_class c "
+                "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid "
+                "WHERE c.oid = CAST(:table AS regclass)"
+            ),
+            {"table": lead.name},
+        ).one()
+        # -1: never analyzed. The margin is autovacuum's default (10%, plus 50 rows).
+        return counted < 0 or live is None or live > 1.1 * counted + 50
+
     def analyze_leads(self, connection: Connection) -> None:
         """Fresh statistics after a large ingest keep lead lookups on the primary key."""
         if self._postgres:
@@ -401,6 +481,55 @@ class Store:
         if self._postgres:
             query = query.with_for_update()
         return connection.execute(query).one()
+
+    def _next_changes_query(self) -> sa.Select[Any, Any]:
+        """read_changes' query: the batch's keys, and its last position."""
+        query = sa.select(change.c.tx_id, change.c.change_id, change.c.row_key).where(
+            change.c.connector == self.connector
+        )
+        if self._postgres:
+            position = sa.tuple_(change.c.tx_id, change.c.change_id)
+            after = sa.tuple_(
+                sa.bindparam("after_tx_id", type_=sa.BigInteger()),
+                sa.bindparam("after_change_id", type_=sa.BigInteger()),
+            )
+            query = query.where(
+                position > after,
+                change.c.tx_id
+                < sa.literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint"),
+            ).order_by(change.c.tx_id, change.c.change_id)
+        else:
+            # A plain rowid range: SQLite keeps no secondary index on this table.
+            after_change_id = sa.bindparam("after_change_id", type_=sa.BigInteger())
+            query = query.where(change.c.change_id > after_change_id).order_by(change.c.change_id)
+        batch = query.limit(sa.bindparam("limit", type_=sa.Integer())).subquery("batch")
+        # The keys come as one JSON array: a row apiece costs several times the query itself.
+        keys: sa.ColumnElement[Any]
+        last: sa.ColumnElement[Any]
+        if self._postgres:
+            keys = sa.func.json_agg(batch.c.row_key)
+            # Arrays compare element by element, so this is the batch's last position.
+            pairs = postgresql.array([batch.c.tx_id, batch.c.change_id])
+            last = sa.func.max(pairs, type_=postgresql.ARRAY(sa.BigInteger()))
+        else:
+            keys = sa.func.json_group_array(batch.c.row_key)
+            last = sa.func.json_array(
+                sa.func.max(batch.c.tx_id), sa.func.max(batch.c.change_id), type_=sa.JSON()
+            )
+        return sa.select(sa.type_coerce(keys, sa.JSON).label("keys"), last.label("last"))
+
+    def _advance_cursor_statement(self) -> Any:
+        insert = self._insert(cursor).values(
+            connector=self.connector,
+            tx_id=sa.bindparam("tx_id"),
+            change_id=sa.bindparam("change_id"),
+            updated_at=sa.bindparam("now", type_=cursor.c.updated_at.type),
+        )
+        new = insert.excluded
+        return insert.on_conflict_do_update(
+            index_elements=[cursor.c.connector],
+            set_={"tx_id": new.tx_id, "change_id": new.change_id, "updated_at": new.updated_at},
+        )
 
     def _json_rows(self, rows: list[dict[str, Any]]) -> dict[str, sa.ColumnElement[Any]]:
         """The rows' fields as columns of a table read from one JSON parameter."""

@@ -1,0 +1,337 @@
+"""Ingest on real databases: desired values folded by PostgreSQL equal Python's, batches are
+all-or-nothing, and consumed change rows are deleted later but always deleted."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import connector.ingest
+from connector import Connector
+from connector.clock import SystemClock
+from connector.ingest import IngestResult, ingest
+from connector.leads import fold_rows
+from connector.schema import change, cursor, lead
+from connector.source import PYTHON_WHITESPACE, SourceTable
+from connector.store import START, ChangeCursor, Store
+from connector.testing.emulator import Emulator
+from connector.values import dumps
+from tests.support import config_dict, execute, load
+
+# Every type the database folds itself, beside the columns of tests.support's customers.
+TYPED_DDL = """
+CREATE TABLE typed (
+    id INTEGER PRIMARY KEY,
+    t TEXT,
+    v VARCHAR(40),
+    i INTEGER,
+    b BIGINT,
+    s SMALLINT,
+    f BOOLEAN,
+    lead TEXT
+)
+"""
+TYPED_MAPPING = {"t": "mx_T", "v": "mx_V", "i": "mx_I", "b": "mx_B", "s": "mx_S", "f": "mx_F"}
+
+
+def run_ingest(sync: Connector, batch_size: int = 5000) -> IngestResult:
+    return ingest(
+        sync.engine,
+        store=sync.store,
+        source=sync.source,
+        clock=SystemClock(),
+        batch_size=batch_size,
+    )
+
+
+def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
+    """lead id -> (source key, desired JSON text), as stored."""
+    with engine.connect() as connection:
+        query = sa.select(lead.c.lead_id, lead.c.source_key, lead.c.desired).where(
+            lead.c.connector == name
+        )
+        return {row.lead_id: (row.source_key, row.desired) for row in connection.execute(query)}
+
+
+def change_positions(engine: sa.Engine) -> list[tuple[int, int]]:
+    with engine.connect() as connection:
+        query = sa.select(change.c.tx_id, change.c.change_id).order_by(change.c.change_id)
+        return [(row.tx_id, row.change_id) for row in connection.execute(query)]
+
+
+def cursor_position(engine: sa.Engine, name: str) -> ChangeCursor:
+    with engine.connect() as connection:
+        return Store(engine, name).load_cursor(connection)
+
+
+@pytest.fixture
+def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]:
+    with Connector(load(config_dict(db_url, emulator))) as sync:
+        sync.init()
+        yield sync
+
+
+# -- desired values folded by PostgreSQL ----------------------------------------------------
+
+
+@pytest.fixture
+def typed(pg_url: str, emulator: Emulator) -> Iterator[Connector]:
+    engine = sa.create_engine(pg_url)
+    execute(engine, TYPED_DDL)
+    engine.dispose()
+    config = config_dict(
+        pg_url,
+        emulator,
+        name=f"t_{uuid.uuid4().hex[:12]}",
+        source={"table": "typed", "key": "id"},
+        lead_id={"column": "lead"},
+    )
+    config["mapping"] = TYPED_MAPPING  # replaced, not merged as config_dict merges sections
+    with Connector(load(config)) as sync:
+        sync.init()
+        yield sync
+
+
+def test_python_whitespace_is_what_str_strip_removes() -> None:
+    every = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    assert every == PYTHON_WHITESPACE
+
+
+def test_postgresql_folds_these_types_itself_and_sqlite_never(db_url: str, sync: Connector) -> None:
+    folds_in_sql = sync.source.desired_query(["1"]) is not None
+    assert folds_in_sql == db_url.startswith("postgresql")
+
+
+def test_a_column_type_python_must_normalise_keeps_the_python_fold(
+    pg_url: str, emulator: Emulator
+) -> None:
+    engine = sa.create_engine(pg_url)
+    execute(
+        engine,
+        "CREATE TABLE priced (id INTEGER PRIMARY KEY, price NUMERIC, lead TEXT)",
+        "INSERT INTO priced VALUES (1, 2.50, 'L1')",
+    )
+    config = config_dict(
+        pg_url,
+        emulator,
+        source={"table": "priced", "key": "id"},
+        lead_id={"column": "lead"},
+    )
+    config["mapping"] = {"price": "mx_Price"}
+    with Connector(load(config)) as sync:
+        assert sync.source.desired_query(["1"]) is None
+        sync.init()
+        sync.backfill()
+        assert run_ingest(sync).changes == 1
+        assert leads_by_id(engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
+    engine.dispose()
+
+
+def _text() -> st.SearchStrategy[str | None]:
+    awkward = st.sampled_from(["", " ", "\x7f", "é", '"\\/\n\t\x01\x1f', "😀", "\u2028", "a b"])
+    anything = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"))
+    return st.none() | awkward | anything
+
+
+def _lead_text() -> st.SearchStrategy[str | None]:
+    # Mostly whitespace, so blank and almost-blank lead ids both come up.
+    near_blank = st.text(st.sampled_from([*PYTHON_WHITESPACE, "x", "\u200b", "\ufeff", "\x00"]))
+    return st.none() | near_blank.map(lambda s: s.replace("\x00", "")) | _text()
+
+
+_ROW = st.tuples(
+    _text(),
+    _text().map(lambda s: None if s is None else s[:40]),
+    st.none() | st.integers(-(2**31), 2**31 - 1),
+    st.none() | st.integers(-(2**63), 2**63 - 1),
+    st.none() | st.integers(-(2**15), 2**15 - 1),
+    st.none() | st.booleans(),
+    _lead_text(),
+)
+
+
+# Each example starts from empty tables, so sharing the fixture's schema is safe.
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_ROW, min_size=1, max_size=12))
+@example(
+    rows=[
+        ("", "\x7f", 0, -(2**63), None, True, "L"),
+        ("é", '"\\/\n\t\x01\x1f', -1, None, 2**15 - 1, False, " L "),
+        ("😀", "\u2028", None, 2**63 - 1, -(2**15), None, "\x85\u3000 "),
+        (None, "a b", 2**31 - 1, 0, 0, None, "\u200b"),
+        (" ", None, None, None, None, None, ""),
+    ]
+)
+def test_postgresql_folds_desired_values_exactly_as_python_does(
+    typed: Connector, rows: list[tuple[Any, ...]]
+) -> None:
+    name = typed.config.name
+    unique_rows = []
+    for number, row in enumerate(rows, start=1):
+        lead_text = row[-1]
+        # One row per lead: which of several rows of one lead wins is arbitrary.
+        if lead_text is not None and lead_text.strip():
+            lead_text = f"{lead_text}#{number}"
+        unique_rows.append(
+            {"id": number, **dict(zip("tvibsf", row[:-1], strict=True)), "lead": lead_text}
+        )
+    with typed.engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM typed"))
+        connection.execute(sa.delete(lead).where(lead.c.connector == name))
+        connection.execute(
+            sa.text("INSERT INTO typed VALUES (:id, :t, :v, :i, :b, :s, :f, :lead)"), unique_rows
+        )
+    with typed.engine.connect() as connection:
+        expected = fold_rows(typed.source.read(connection, [str(r["id"]) for r in unique_rows]))
+
+    result = run_ingest(typed)
+
+    assert result == IngestResult(len(unique_rows), expected.rows_without_lead)
+    assert leads_by_id(typed.engine, name) == {
+        c.lead_id: (c.source_key, dumps(c.desired)) for c in expected.changes
+    }
+
+
+def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values(
+    sync: Connector, app: sa.Engine
+) -> None:
+    execute(
+        app,
+        "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+        "(1, 'Pune', 'L1'), (2, 'Goa', 'L1'), (3, 'Agra', '  '), (4, 'Delhi', NULL)",
+    )
+    assert run_ingest(sync) == IngestResult(4, 2)
+    source_key, desired = leads_by_id(app, sync.config.name)["L1"]
+    city = {"1": "Pune", "2": "Goa"}[source_key]
+    assert desired == dumps({"Phone": None, "mx_City": city, "mx_Plan": None, "mx_Score": None})
+
+
+# -- one transaction per batch; deleting consumed rows later ---------------------------------
+
+
+def test_a_batch_that_fails_writes_nothing_and_moves_no_cursor(
+    sync: Connector, app: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execute(
+        app,
+        "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')",
+        "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (2, 'Goa', 'L2')",
+    )
+    pending = change_positions(app)
+
+    def fail(*_args: object) -> None:
+        raise RuntimeError("killed between the write and the cursor advance")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "consume", fail)
+        with pytest.raises(RuntimeError):
+            run_ingest(sync, batch_size=1)
+
+    assert leads_by_id(app, sync.config.name) == {}
+    assert cursor_position(app, sync.config.name) == START
+    assert change_positions(app) == pending
+    assert run_ingest(sync, batch_size=1).changes == 2
+    assert set(leads_by_id(app, sync.config.name)) == {"L1", "L2"}
+
+
+def test_consumed_change_rows_are_deleted_in_groups_and_at_the_end(
+    sync: Connector, app: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connector.ingest, "DISCARD_AFTER_CHANGES", 3)
+    execute(
+        app,
+        *(
+            f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c', 'L{i}')"
+            for i in range(1, 8)
+        ),
+    )
+    discards: list[tuple[ChangeCursor, ChangeCursor]] = []
+    discard = Store.discard_consumed
+
+    def spy(
+        store: Store, connection: sa.Connection, after: ChangeCursor, through: ChangeCursor
+    ) -> None:
+        discards.append((after, through))
+        discard(store, connection, after, through)
+
+    monkeypatch.setattr(Store, "discard_consumed", spy)
+    assert run_ingest(sync, batch_size=2).changes == 7
+
+    # Batches of 2: a DELETE after 4 and after 8 changes would do; 3 is reached after 4.
+    assert len(discards) == 2
+    assert discards[0][0] == START
+    assert discards[1][0] == discards[0][1]
+    assert discards[1][1] == cursor_position(app, sync.config.name)
+    assert change_positions(app) == []
+
+
+def test_rows_a_crash_left_behind_the_cursor_are_deleted_by_the_next_ingest(
+    sync: Connector, app: sa.Engine
+) -> None:
+    execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
+    assert run_ingest(sync).changes == 1
+    at = cursor_position(app, sync.config.name)
+    assert at != START
+    # As if an ingest had committed its batch and died before deleting the batch's rows.
+    with app.begin() as connection:
+        connection.execute(
+            change.insert(),
+            [
+                {
+                    "connector": sync.config.name,
+                    "row_key": "1",
+                    "tx_id": at.tx_id,
+                    "change_id": at.change_id - 1,
+                },
+            ],
+        )
+    before = leads_by_id(app, sync.config.name)
+    with app.connect() as connection:
+        assert sync.store.pending_changes(connection) == 0  # passed, so not waiting
+
+    assert run_ingest(sync).changes == 0
+
+    assert change_positions(app) == []
+    assert leads_by_id(app, sync.config.name) == before
+
+
+def test_a_stopped_ingest_still_deletes_what_it_consumed(sync: Connector, app: sa.Engine) -> None:
+    execute(
+        app,
+        *(
+            f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES ({i}, 'c', 'L{i}')"
+            for i in range(1, 5)
+        ),
+    )
+
+    class StopAfterOneBatch(Store):
+        def consume(self, *args: Any, **kwargs: Any) -> None:
+            super().consume(*args, **kwargs)
+            stop.set()
+
+    stop = threading.Event()
+    result = ingest(
+        sync.engine,
+        store=StopAfterOneBatch(sync.engine, sync.config.name),
+        source=SourceTable(sync.engine, sync.config),
+        clock=SystemClock(),
+        batch_size=3,
+        stop=stop,
+    )
+
+    assert result.changes == 3
+    with app.connect() as connection:
+        left = connection.execute(sa.select(change.c.row_key).order_by(change.c.change_id))
+        assert len(list(left)) == 1
+    assert cursor_position(app, sync.config.name) != START
+    with app.connect() as connection:
+        cursor_rows = connection.execute(sa.select(sa.func.count()).select_from(cursor)).scalar()
+    assert cursor_rows == 1
