@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from connector.schema import VERSION_TABLE, exists_on, metadata
+from connector.schema import VERSION_TABLE, metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -18,9 +18,6 @@ context.configure(
     # The application's own tables share this database: leave them alone.
     include_name=lambda name, type_, parent: (
         type_ != "table" or (name or "").startswith("lsq_sync_")
-    ),
-    include_object=lambda obj, name, type_, reflected, other: exists_on(
-        connection.dialect.name, name, type_
     ),
 )
 with context.begin_transaction():

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from connector import migrate
-from connector.schema import PREFIX, VERSION_TABLE, exists_on, metadata
+from connector.schema import PREFIX, VERSION_TABLE, metadata
 
 OWN_TABLES = {table.name for table in metadata.sorted_tables}
 
@@ -52,9 +52,6 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
                 # SQLite reflects no identities and renders false as 0: only noise there.
                 "compare_server_default": engine.dialect.name == "postgresql",
                 "include_name": own,
-                "include_object": lambda obj, name, type_, reflected, other: exists_on(
-                    engine.dialect.name, name, type_
-                ),
             },
         )
         differences: list[Any] = compare_metadata(context, metadata)
@@ -173,3 +170,40 @@ def test_change_ids_are_never_reused_on_sqlite(tmp_path: Path) -> None:
         ).scalar_one()
     engine.dispose()
     assert second > first
+
+
+def change_table_keys(engine: sa.Engine) -> tuple[list[str], list[list[str | None]]]:
+    inspector = sa.inspect(engine)
+    primary = inspector.get_pk_constraint(f"{PREFIX}change")["constrained_columns"]
+    return primary, [index["column_names"] for index in inspector.get_indexes(f"{PREFIX}change")]
+
+
+def lead_options(engine: sa.Engine) -> list[str] | None:
+    with engine.connect() as connection:
+        options: list[str] | None = connection.execute(
+            sa.text("SELECT reloptions FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+            {"table": f"{PREFIX}lead"},
+        ).scalar_one()
+    return options
+
+
+def test_0003_indexes_changes_once_in_read_order_and_keeps_them(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    migrate.upgrade(engine, "0002")
+    assert change_table_keys(engine) == (["change_id"], [["connector", "tx_id", "change_id"]])
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {PREFIX}change (connector, row_key, tx_id) VALUES ('c', '1', 7)"
+        )
+
+    migrate.upgrade(engine)
+    assert change_table_keys(engine) == (["connector", "tx_id", "change_id"], [])
+    assert lead_options(engine) == ["fillfactor=70"]
+    with engine.connect() as connection:
+        kept = connection.exec_driver_sql(f"SELECT connector, row_key, tx_id FROM {PREFIX}change")
+        assert [tuple(row) for row in kept] == [("c", "1", 7)]
+
+    migrate.downgrade(engine, "0002")
+    assert change_table_keys(engine) == (["change_id"], [["connector", "tx_id", "change_id"]])
+    assert lead_options(engine) is None
+    engine.dispose()
