@@ -34,9 +34,12 @@ STEPS: list[tuple[Any, str, str]] = [
     (Store, "load_cursor", "store.load_cursor"),
     (Store, "read_changes", "store.read_changes"),
     (SourceTable, "read", "source.read"),
+    (Store, "write_desired_from", "store.write_desired_from (source read and fold in SQL)"),
     (connector.ingest, "fold_rows", "fold_rows (pure)"),
     (Store, "write_desired", "store.write_desired"),
     (Store, "consume", "store.consume"),
+    (Store, "discard_consumed", "store.discard_consumed"),
+    (Store, "commit_without_waiting", "store.commit_without_waiting"),
 ]
 
 
@@ -45,9 +48,12 @@ class StepTimer:
         self.seconds: collections.Counter[str] = collections.Counter()
         self.calls: collections.Counter[str] = collections.Counter()
 
-    def install(self) -> None:
+    def install(self, engine: sa.Engine) -> None:
         for owner, name, label in STEPS:
             setattr(owner, name, self._timed(getattr(owner, name), label))
+        # The commit is where a batch waits for its WAL to reach the disk.
+        dialect = engine.dialect
+        dialect.do_commit = self._timed(dialect.do_commit, "commit")  # type: ignore[method-assign]
 
     def _timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -122,7 +128,7 @@ def main() -> None:
             run.build_backlog(engine, maintenance, args.rows, backlog, analyze_leads=not args.first)
             plans = collect_plans(engine, args.explain_ms) if maintenance.postgres else {}
             timer = StepTimer()
-            timer.install()
+            timer.install(engine)
             changes, seconds = run.run_ingest(engine, config)
         finally:
             engine.dispose()
@@ -130,6 +136,8 @@ def main() -> None:
     print("| step | seconds | share | calls |\n|---|---|---|---|")
     for label, spent in timer.seconds.most_common():
         print(f"| {label} | {spent:.2f} | {spent / seconds:.0%} | {timer.calls[label]} |")
+    rest = seconds - sum(timer.seconds.values())
+    print(f"| everything else (ingest's own Python, BEGIN) | {rest:.2f} | {rest / seconds:.0%} | |")
     for statement, texts in plans.items():
         print(f"\n{len(texts)} executions over {args.explain_ms} ms of `{statement} ...`; one:")
         print("```\n" + short_plan(texts[len(texts) // 2]) + "\n```")
