@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -124,7 +126,7 @@ class SourceTable:
             return None
         with engine.connect() as connection:
             encoding = connection.exec_driver_sql("SHOW server_encoding").scalar_one()
-        # PYTHON_WHITESPACE must reach the server unchanged, and `plain` counts characters.
+        # chr() must make the characters PYTHON_WHITESPACE names, and `plain` counts them.
         if encoding != "UTF8" or type(self.key_column.type) not in (*_TEXT_TYPES, *_INTEGER_TYPES):
             return None
         lead = _lead_id_in_sql(self.lead_column)
@@ -172,7 +174,7 @@ def _normalised_in_sql(column: sa.Column[Any]) -> sa.ColumnElement[str] | None:
     """normalise() of this column's values, as PostgreSQL text; None if not exactly."""
     kind = type(column.type)
     if kind in _TEXT_TYPES:
-        return sa.func.nullif(column, "")
+        return sa.func.nullif(_bytewise(column), "")
     if kind in _INTEGER_TYPES:
         return sa.cast(column, sa.Text)
     if kind is sa.BOOLEAN:
@@ -184,11 +186,31 @@ def _lead_id_in_sql(column: sa.Column[Any]) -> sa.ColumnElement[str | None] | No
     """SourceRow's lead id: the text, unless it is missing or blank."""
     kind = type(column.type)
     if kind in _TEXT_TYPES:
-        blank = sa.func.btrim(column, PYTHON_WHITESPACE) == ""
-        return sa.case((blank, sa.null()), else_=column)
+        lead = _bytewise(column)
+        blank = sa.func.btrim(lead, _python_whitespace_in_sql()) == ""
+        return sa.case((blank, sa.null()), else_=lead)
     if kind in _INTEGER_TYPES:
         return sa.cast(column, sa.Text)
     return None
+
+
+def _bytewise(column: sa.Column[Any]) -> sa.ColumnElement[str]:
+    """The column compared as Python compares strings.
+
+    A column may carry a nondeterministic collation (ICU, case- or accent-insensitive), under
+    which a control character equals '' and 'ABC' equals 'abc': nullif would empty such a
+    value, and DISTINCT ON would keep one of two leads.
+    """
+    return sa.collate(column, "C")
+
+
+def _python_whitespace_in_sql() -> sa.ColumnElement[str]:
+    """PYTHON_WHITESPACE, built by the server: as a parameter it would have to pass through
+    the client encoding, which need not hold these characters."""
+    characters = [
+        sa.func.chr(sa.literal_column(str(ord(c))), type_=sa.Text) for c in PYTHON_WHITESPACE
+    ]
+    return functools.reduce(operator.add, characters)
 
 
 def _python_type(column: sa.Column[Any]) -> Any:

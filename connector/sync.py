@@ -201,6 +201,9 @@ class Connector:
             return self._run_locked()
 
     def _run_locked(self) -> RunReport:
+        # Read the source table's columns afresh: in a daemon, a column's type may have
+        # changed since the last cycle, and how values are read and normalised follows it.
+        self._source = None
         source = self.source
         with translate_errors("starting a run"):
             self.store.close_abandoned_runs(self.clock.now())

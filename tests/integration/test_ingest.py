@@ -24,7 +24,7 @@ from connector.source import PYTHON_WHITESPACE, SourceTable
 from connector.store import START, ChangeCursor, Store
 from connector.testing.emulator import Emulator
 from connector.values import dumps
-from tests.support import config_dict, execute, load
+from tests.support import config_dict, create_customers, execute, load
 
 # Every type the database folds itself, beside the columns of tests.support's customers.
 TYPED_DDL = """
@@ -335,3 +335,88 @@ def test_a_stopped_ingest_still_deletes_what_it_consumed(sync: Connector, app: s
     with app.connect() as connection:
         cursor_rows = connection.execute(sa.select(sa.func.count()).select_from(cursor)).scalar()
     assert cursor_rows == 1
+
+
+def stored_as_python_folds(sync: Connector, keys: list[str]) -> None:
+    """Ingest, then check the stored leads against what the Python fold makes of the rows."""
+    with sync.engine.connect() as connection:
+        expected = fold_rows(sync.source.read(connection, keys))
+    assert sync.source.desired_query(keys) is not None  # the database folds these itself
+    result = run_ingest(sync)
+    assert result == IngestResult(len(keys), expected.rows_without_lead)
+    assert leads_by_id(sync.engine, sync.config.name) == {
+        c.lead_id: (c.source_key, dumps(c.desired)) for c in expected.changes
+    }
+
+
+def test_a_case_insensitive_collation_neither_empties_values_nor_merges_leads(
+    pg_url: str, emulator: Emulator
+) -> None:
+    engine = sa.create_engine(pg_url)
+    execute(
+        engine,
+        # Under it a control character equals '', and 'ABC' equals 'abc'.
+        "CREATE COLLATION loose (provider = icu, locale = 'und-u-ks-level2', "
+        "deterministic = false)",
+        "CREATE TABLE loose_rows (id INTEGER PRIMARY KEY, t TEXT COLLATE loose, "
+        "lead TEXT COLLATE loose)",
+    )
+    config = config_dict(
+        pg_url, emulator, source={"table": "loose_rows", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"t": "mx_T"}
+    with Connector(load(config)) as sync:
+        sync.init()
+        execute(
+            engine,
+            "INSERT INTO loose_rows VALUES (1, chr(1), 'ABC'), (2, 'x', 'abc'), "
+            "(3, chr(31), chr(1)), (4, 'y', chr(160))",
+        )
+        stored_as_python_folds(sync, ["1", "2", "3", "4"])
+        assert {"ABC", "abc", "\x01"} <= set(leads_by_id(engine, sync.config.name))
+    engine.dispose()
+
+
+def test_the_database_folds_under_a_client_encoding_without_unicode_whitespace(
+    pg_url: str, emulator: Emulator
+) -> None:
+    create_customers(pg_url)
+    config = config_dict(f"{pg_url}&client_encoding=latin1", emulator)
+    with Connector(load(config)) as sync:
+        sync.init()
+        execute(
+            sync.engine,
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+            "(1, 'Pune', 'L1'), (2, 'Goa', ' '), (3, 'Agra', NULL)",
+        )
+        stored_as_python_folds(sync, ["1", "2", "3"])
+
+
+def test_a_column_whose_type_changed_between_runs_is_normalised_by_its_new_type(
+    pg_url: str, emulator: Emulator
+) -> None:
+    engine = sa.create_engine(pg_url)
+    execute(engine, "CREATE TABLE priced (id INTEGER PRIMARY KEY, price INTEGER, lead TEXT)")
+    emulator.add_lead("L1")
+    config = config_dict(
+        pg_url, emulator, source={"table": "priced", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"price": "mx_Price"}
+    # One Connector for both runs, as a daemon keeps it.
+    with Connector(load(config)) as sync:
+        sync.init()
+        execute(engine, "INSERT INTO priced VALUES (1, 2, 'L1')")
+        sync.run_once()
+        assert emulator.lead("L1") == {"mx_Price": "2"}
+
+        execute(
+            engine,
+            "ALTER TABLE priced ALTER COLUMN price TYPE NUMERIC(10, 2)",
+            "UPDATE priced SET price = 2.5",
+        )
+        sync.run_once()
+
+        # NUMERIC 2.50 is normalised as 2.5; computed as text by the server it is "2.50".
+        assert emulator.lead("L1") == {"mx_Price": "2.5"}
+        assert leads_by_id(engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
+    engine.dispose()
