@@ -155,19 +155,25 @@ class SourceTable:
         # Positions follow self._select: key, lead id, then the mapped columns in order.
         key = str(row[0])
         lead = row[1]
+        lead_id = None if lead is None or str(lead).strip() == "" else str(lead)
+        try:
+            # Run once per changed row in a large ingest: the plain case in one expression.
+            values = dict(zip(self.mapping.values(), map(normalise, row[2:]), strict=True))
+        except TypeError:
+            return self._row_with_problems(key, lead_id, row[2:])
+        return SourceRow(key, lead_id, values)
+
+    def _row_with_problems(
+        self, key: str, lead_id: str | None, mapped: tuple[Any, ...]
+    ) -> SourceRow:
         values: Values = {}
         problems = []
-        for (column, attribute), value in zip(self.mapping.items(), row[2:], strict=True):
+        for (column, attribute), value in zip(self.mapping.items(), mapped, strict=True):
             try:
                 values[attribute] = normalise(value)
             except TypeError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
-        return SourceRow(
-            key=key,
-            lead_id=None if lead is None or str(lead).strip() == "" else str(lead),
-            values=values,
-            problem="; ".join(problems) or None,
-        )
+        return SourceRow(key, lead_id, values, "; ".join(problems))
 
 
 def _normalised_in_sql(column: sa.Column[Any]) -> sa.ColumnElement[str] | None:

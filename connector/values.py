@@ -92,8 +92,12 @@ def to_payload(update: Mapping[str, str | None]) -> list[dict[str, str]]:
     ]
 
 
+# One encoder for every call: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def dumps(values: Mapping[str, str | None]) -> str:
-    return json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(values)
 
 
 def loads(text: str) -> Values:

@@ -420,3 +420,46 @@ def test_a_column_whose_type_changed_between_runs_is_normalised_by_its_new_type(
         assert emulator.lead("L1") == {"mx_Price": "2.5"}
         assert leads_by_id(engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
     engine.dispose()
+
+
+def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
+    db_url: str, emulator: Emulator
+) -> None:
+    engine = sa.create_engine(db_url)
+    binary = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
+    execute(
+        engine,
+        f"CREATE TABLE files (id INTEGER PRIMARY KEY, doc {binary}, city TEXT, lead TEXT)",
+    )
+    config = config_dict(
+        db_url, emulator, source={"table": "files", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"doc": "mx_Doc", "city": "mx_City"}
+    with Connector(load(config)) as sync:
+        sync.init()
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO files VALUES (:id, :doc, :city, :lead)"),
+                [
+                    {"id": 1, "doc": b"%PDF", "city": "Pune", "lead": "L1"},
+                    {"id": 2, "doc": None, "city": "Goa", "lead": "L2"},
+                ],
+            )
+        assert run_ingest(sync) == IngestResult(2, 0)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(lead.c.lead_id, lead.c.desired, lead.c.rejected, lead.c.last_error)
+                .where(lead.c.connector == sync.config.name)
+                .order_by(lead.c.lead_id)
+            ).all()
+    engine.dispose()
+
+    assert [tuple(row) for row in rows] == [
+        (
+            "L1",
+            '{"mx_City":"Pune"}',
+            True,
+            "row 1, column 'doc': binary values cannot be sent to LeadSquared",
+        ),
+        ("L2", '{"mx_City":"Goa","mx_Doc":null}', False, None),
+    ]
