@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
@@ -17,20 +13,11 @@ from connector.config import Config
 from connector.database import among
 from connector.errors import ConfigError
 from connector.leads import SourceRow
+from connector.sqlfold import Rows, fold_for
 from connector.values import Values, normalise
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
-# Column types whose normalise() result PostgreSQL can compute exactly (see desired_query).
-# Exact classes on purpose: CHAR pads, NUMERIC and the rest are spelled differently.
-_TEXT_TYPES = (sa.TEXT, sa.VARCHAR)
-_INTEGER_TYPES = (sa.SMALLINT, sa.INTEGER, sa.BIGINT)
-# What str.strip() removes (every character for which str.isspace() is true): a lead id of
-# only these is no lead id. Spelled out, since computing it costs a scan of all of Unicode.
-PYTHON_WHITESPACE = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
-    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 
 
 class SourceTable:
@@ -62,7 +49,12 @@ class SourceTable:
         self._select = sa.select(
             self.key_column, self.lead_column, *(self.table.c[c] for c in self.mapping)
         )
-        self._desired_select = self._desired_in_sql(engine)
+        self._fold = fold_for(
+            engine,
+            self.key_column,
+            self.lead_column,
+            {attribute: self.table.c[column] for column, attribute in self.mapping.items()},
+        )
 
     def _configured_columns(self) -> Iterator[tuple[str, str]]:
         yield "source.key", self.config.source.key
@@ -84,72 +76,12 @@ class SourceTable:
             rows.extend(self._source_row(tuple(row)) for row in connection.execute(query))
         return rows
 
-    def desired_query(self, keys: Sequence[str]) -> sa.Select[str, str | None, str | None] | None:
-        """The rows with these keys as (source_key, lead_id, desired), computed by the database.
-
-        Row for row what read() and fold_rows make of them, `desired` spelled exactly as
-        values.dumps spells it, or NULL where that needs Python (a value with a non-ASCII
-        character, which dumps escapes): read() those rows. None when a column's type needs
-        normalise() itself, or not on PostgreSQL. Computing the values where they are saves
-        fetching every row and sending it back as the lead table's input, which is most of
-        an ingest's time.
-        """
-        if self._desired_select is None:
+    def desired_query(self, keys: Sequence[str]) -> Rows | None:
+        """The rows with these keys as (source_key, lead_id, desired), folded by the
+        database (see connector.sqlfold); None when these columns need Python."""
+        if self._fold is None:
             return None
-        # One JSON parameter, cast to the key's type by the server: the driver would format
-        # an array parameter element by element, in Python.
-        wanted = sa.select(
-            sa.cast(
-                sa.func.json_array_elements_text(
-                    sa.cast(sa.bindparam(None, json.dumps(list(keys)), sa.Text), postgresql.JSON)
-                ),
-                self.key_column.type,
-            )
-        ).scalar_subquery()
-        rows = self._desired_select.where(
-            self.key_column == sa.any_(sa.func.array(wanted))
-        ).subquery()
-        # Every character PostgreSQL's JSON leaves unescaped and dumps does not: past ASCII,
-        # and DEL.
-        plain = sa.and_(
-            sa.func.octet_length(rows.c.desired) == sa.func.char_length(rows.c.desired),
-            sa.func.strpos(rows.c.desired, "\x7f") == 0,
-        )
-        return sa.select(
-            rows.c.source_key,
-            rows.c.lead_id,
-            sa.case((plain, rows.c.desired)).label("desired"),
-        )
-
-    def _desired_in_sql(self, engine: Engine) -> sa.Select[str, str | None, str] | None:
-        if engine.dialect.name != "postgresql":
-            return None
-        with engine.connect() as connection:
-            encoding = connection.exec_driver_sql("SHOW server_encoding").scalar_one()
-        # chr() must make the characters PYTHON_WHITESPACE names, and `plain` counts them.
-        if encoding != "UTF8" or type(self.key_column.type) not in (*_TEXT_TYPES, *_INTEGER_TYPES):
-            return None
-        lead = _lead_id_in_sql(self.lead_column)
-        values = {
-            attribute: _normalised_in_sql(self.table.c[column])
-            for column, attribute in self.mapping.items()
-        }
-        if lead is None or any(value is None for value in values.values()):
-            return None
-        # dumps' layout: keys sorted, no spaces; attribute names are plain ASCII (config).
-        desired: sa.ColumnElement[str] = sa.literal("{")
-        for number, (attribute, value) in enumerate(sorted(values.items())):
-            separator = "," if number else ""
-            desired = (
-                desired
-                + f"{separator}{json.dumps(attribute)}:"
-                + sa.func.coalesce(sa.cast(sa.func.to_json(value), sa.Text), "null")
-            )
-        return sa.select(
-            sa.cast(self.key_column, sa.Text).label("source_key"),
-            lead.label("lead_id"),
-            (desired + "}").label("desired"),
-        )
+        return self._fold.rows_with_keys([self._key_type(k) for k in keys])
 
     def _source_row(self, row: tuple[Any, ...]) -> SourceRow:
         # Positions follow self._select: key, lead id, then the mapped columns in order.
@@ -174,49 +106,6 @@ class SourceTable:
             except TypeError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
         return SourceRow(key, lead_id, values, "; ".join(problems))
-
-
-def _normalised_in_sql(column: sa.Column[Any]) -> sa.ColumnElement[str] | None:
-    """normalise() of this column's values, as PostgreSQL text; None if not exactly."""
-    kind = type(column.type)
-    if kind in _TEXT_TYPES:
-        return sa.func.nullif(_bytewise(column), "")
-    if kind in _INTEGER_TYPES:
-        return sa.cast(column, sa.Text)
-    if kind is sa.BOOLEAN:
-        return sa.case((column, "true"), (sa.not_(column), "false"))
-    return None
-
-
-def _lead_id_in_sql(column: sa.Column[Any]) -> sa.ColumnElement[str | None] | None:
-    """SourceRow's lead id: the text, unless it is missing or blank."""
-    kind = type(column.type)
-    if kind in _TEXT_TYPES:
-        lead = _bytewise(column)
-        blank = sa.func.btrim(lead, _python_whitespace_in_sql()) == ""
-        return sa.case((blank, sa.null()), else_=lead)
-    if kind in _INTEGER_TYPES:
-        return sa.cast(column, sa.Text)
-    return None
-
-
-def _bytewise(column: sa.Column[Any]) -> sa.ColumnElement[str]:
-    """The column compared as Python compares strings.
-
-    A column may carry a nondeterministic collation (ICU, case- or accent-insensitive), under
-    which a control character equals '' and 'ABC' equals 'abc': nullif would empty such a
-    value, and DISTINCT ON would keep one of two leads.
-    """
-    return sa.collate(column, "C")
-
-
-def _python_whitespace_in_sql() -> sa.ColumnElement[str]:
-    """PYTHON_WHITESPACE, built by the server: as a parameter it would have to pass through
-    the client encoding, which need not hold these characters."""
-    characters = [
-        sa.func.chr(sa.literal_column(str(ord(c))), type_=sa.Text) for c in PYTHON_WHITESPACE
-    ]
-    return functools.reduce(operator.add, characters)
 
 
 def _python_type(column: sa.Column[Any]) -> Any:

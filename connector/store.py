@@ -31,6 +31,17 @@ class ChangeCursor:
 START = ChangeCursor(-1, -1)
 
 
+# SQLite: a batch's folded source rows, per connection (see write_desired_from).
+_folded = sa.Table(
+    f"{lead.name}_folded",
+    sa.MetaData(),
+    sa.Column("source_key", sa.Text()),
+    sa.Column("lead_id", sa.Text()),
+    sa.Column("desired", sa.Text()),
+    prefixes=["TEMPORARY"],
+)
+
+
 @dataclass(frozen=True)
 class ChangeBatch:
     keys: list[str]  # the row key of every change row in the batch, in no particular order
@@ -224,37 +235,53 @@ class Store:
         source_rows: sa.Select[str, str | None, str | None],
         now: datetime,
     ) -> tuple[int, list[str]]:
-        """write_desired for leads whose values the database computes itself (PostgreSQL).
+        """write_desired for leads whose values the database computes itself.
 
         `source_rows` gives (source_key, lead_id, desired) per source row, as
         SourceTable.desired_query does. Returns how many of those rows have no lead id, and
         the keys of rows with a lead id but a NULL desired, which this leaves to
         write_desired.
         """
-        rows = source_rows.cte("source_rows")
+        rows: Any
+        if self._postgres:
+            rows = source_rows.cte("source_rows")
+        else:
+            # SQLite has no writing CTE, and the rows are needed twice: computed once, kept in
+            # this connection's own temporary table.
+            connection.execute(sa.schema.CreateTable(_folded, if_not_exists=True))
+            connection.execute(sa.delete(_folded))
+            connection.execute(sa.insert(_folded).from_select(list(_folded.c.keys()), source_rows))
+            rows = _folded
         constants = self._desired_constants(now)
-        latest = (
-            sa.select(
-                *constants.values(),
-                rows.c.lead_id,
-                rows.c.source_key,
-                rows.c.desired,
-                sa.false(),
-                sa.null(),
-            )
-            .where(rows.c.lead_id.is_not(None), rows.c.desired.is_not(None))
+        latest = sa.select(
+            *constants.values(),
+            rows.c.lead_id,
+            rows.c.source_key,
+            rows.c.desired,
+            sa.false(),
+            sa.null(),
+        ).where(rows.c.lead_id.is_not(None), rows.c.desired.is_not(None))
+        if self._postgres:
             # One row per lead, as fold_rows keeps; which of several rows wins is arbitrary
-            # there too. Two rows for one lead would make the upsert fail.
-            .ext(postgresql.distinct_on(rows.c.lead_id))
-        )
-        insert = postgresql.insert(lead).from_select(
-            [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
+            # there too. A second row for one lead would make PostgreSQL's upsert fail;
+            # SQLite's simply applies it after the first.
+            latest = latest.ext(postgresql.distinct_on(rows.c.lead_id))
+        upsert = self._when_desired_moved(
+            self._insert(lead).from_select(
+                [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
+            )
         )
         has_lead = rows.c.lead_id.is_not(None)
+        aggregate = sa.func.json_agg if self._postgres else sa.func.json_group_array
         outcome = sa.select(
             sa.func.count().filter(sa.not_(has_lead)),
-            sa.func.json_agg(rows.c.source_key).filter(has_lead, rows.c.desired.is_(None)),
-        ).add_cte(self._when_desired_moved(insert).cte("written"))
+            aggregate(rows.c.source_key, type_=sa.JSON).filter(has_lead, rows.c.desired.is_(None)),
+        )
+        if self._postgres:
+            # One statement, so the source rows are read once.
+            outcome = outcome.add_cte(upsert.cte("written"))
+        else:
+            connection.execute(upsert)
         without_lead, left = connection.execute(outcome).one()
         return without_lead, left or []
 

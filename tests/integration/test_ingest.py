@@ -7,6 +7,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from connector.clock import SystemClock
 from connector.ingest import IngestResult, ingest
 from connector.leads import fold_rows
 from connector.schema import change, cursor, lead
-from connector.source import PYTHON_WHITESPACE, SourceTable
+from connector.source import SourceTable
+from connector.sqlfold import PYTHON_WHITESPACE
 from connector.store import START, ChangeCursor, Store
 from connector.testing.emulator import Emulator
 from connector.values import dumps
@@ -59,6 +61,15 @@ def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
             lead.c.connector == name
         )
         return {row.lead_id: (row.source_key, row.desired) for row in connection.execute(query)}
+
+
+def lead_rows(sync: Connector) -> dict[str, tuple[Any, ...]]:
+    """lead id -> (source key, desired JSON text, rejected, last error), as stored."""
+    with sync.engine.connect() as connection:
+        query = sa.select(
+            lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.last_error
+        ).where(lead.c.connector == sync.config.name)
+        return {row[0]: tuple(row[1:]) for row in connection.execute(query)}
 
 
 def change_positions(engine: sa.Engine) -> list[tuple[int, int]]:
@@ -105,9 +116,8 @@ def test_python_whitespace_is_what_str_strip_removes() -> None:
     assert every == PYTHON_WHITESPACE
 
 
-def test_postgresql_folds_these_types_itself_and_sqlite_never(db_url: str, sync: Connector) -> None:
-    folds_in_sql = sync.source.desired_query(["1"]) is not None
-    assert folds_in_sql == db_url.startswith("postgresql")
+def test_both_databases_fold_these_types_themselves(sync: Connector) -> None:
+    assert sync.source.desired_query(["1"]) is not None
 
 
 def test_a_column_type_python_must_normalise_keeps_the_python_fold(
@@ -197,6 +207,80 @@ def test_postgresql_folds_desired_values_exactly_as_python_does(
     assert result == IngestResult(len(unique_rows), expected.rows_without_lead)
     assert leads_by_id(typed.engine, name) == {
         c.lead_id: (c.source_key, dumps(c.desired)) for c in expected.changes
+    }
+
+
+# SQLite types each value, not each column: any column may hold any of these.
+_SQLITE_VALUE = (
+    _text()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.binary(max_size=4)
+    | st.sampled_from(["12", "-0", "1.5", " 7", "0x1A", "1e3"])  # INTEGER columns convert some
+)
+
+
+def _sqlite_lead(number: int) -> st.SearchStrategy[Any]:
+    """A lead id of every storage type; one lead per row, as which row wins is arbitrary."""
+    return st.one_of(
+        st.none(),
+        st.text(st.sampled_from([*PYTHON_WHITESPACE, "\u200b"])),
+        _text().map(lambda s: f"{s}#{number}"),
+        st.just(number),
+        st.just(number + 0.5),
+        st.just(f"{number}".encode()),
+        st.just(b" "),
+    )
+
+
+@pytest.fixture
+def sqlite_typed(tmp_path: Path, emulator: Emulator) -> Iterator[Connector]:
+    url = f"sqlite:///{tmp_path / 'typed.db'}"
+    engine = sa.create_engine(url)
+    # The lead column declared INTEGER, so it keeps integers, reals and blobs as given; under
+    # RTRIM, '  ' equals ''.
+    ddl = TYPED_DDL.replace("f BOOLEAN,", "").replace("lead TEXT", "lead INTEGER")
+    execute(engine, ddl.replace("v VARCHAR(40)", "v VARCHAR(40) COLLATE RTRIM"))
+    engine.dispose()
+    config = config_dict(
+        url, emulator, source={"table": "typed", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {c: a for c, a in TYPED_MAPPING.items() if c != "f"}
+    with Connector(load(config)) as sync:
+        sync.init()
+        yield sync
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), count=st.integers(1, 12))
+def test_sqlite_folds_desired_values_exactly_as_python_does(
+    sqlite_typed: Connector, data: st.DataObject, count: int
+) -> None:
+    sync = sqlite_typed
+    rows = [
+        {
+            "id": number,
+            **{column: data.draw(_SQLITE_VALUE) for column in "tvibs"},
+            "lead": data.draw(_sqlite_lead(number)),
+        }
+        for number in range(1, count + 1)
+    ]
+    with sync.engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM typed"))
+        connection.execute(sa.delete(lead).where(lead.c.connector == sync.config.name))
+        connection.execute(
+            sa.text("INSERT INTO typed VALUES (:id, :t, :v, :i, :b, :s, :lead)"), rows
+        )
+    keys = [str(row["id"]) for row in rows]
+    with sync.engine.connect() as connection:
+        expected = fold_rows(sync.source.read(connection, keys))
+
+    result = run_ingest(sync)
+
+    assert result == IngestResult(count, expected.rows_without_lead)
+    assert lead_rows(sync) == {
+        c.lead_id: (c.source_key, dumps(c.desired), c.problem is not None, c.problem)
+        for c in expected.changes
     }
 
 
@@ -341,8 +425,7 @@ def stored_as_python_folds(sync: Connector, keys: list[str]) -> None:
     """Ingest, then check the stored leads against what the Python fold makes of the rows."""
     with sync.engine.connect() as connection:
         expected = fold_rows(sync.source.read(connection, keys))
-    if sync.engine.dialect.name == "postgresql":
-        assert sync.source.desired_query(keys) is not None  # the database folds these itself
+    assert sync.source.desired_query(keys) is not None  # the database folds these itself
     result = run_ingest(sync)
     assert result == IngestResult(len(keys), expected.rows_without_lead)
     assert leads_by_id(sync.engine, sync.config.name) == {
@@ -482,4 +565,30 @@ def test_a_text_key_is_matched_and_stored_as_text(db_url: str, emulator: Emulato
         )
         stored_as_python_folds(sync, ["k-1", "007", "K-1"])
         assert leads_by_id(engine, sync.config.name)["L2"] == ("007", '{"mx_City":"Goa"}')
+    engine.dispose()
+
+
+def test_sqlite_folds_text_bytewise_whatever_the_column_collation(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rtrim.db'}"
+    engine = sa.create_engine(url)
+    # Under RTRIM, '  ' equals ''; under NOCASE, 'ABC' equals 'abc'.
+    execute(
+        engine,
+        "CREATE TABLE loose_rows (id INTEGER PRIMARY KEY, t TEXT COLLATE RTRIM, "
+        "lead TEXT COLLATE NOCASE)",
+    )
+    config = config_dict(
+        url, emulator, source={"table": "loose_rows", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"t": "mx_T"}
+    with Connector(load(config)) as sync:
+        sync.init()
+        execute(
+            engine,
+            "INSERT INTO loose_rows VALUES (1, '  ', 'ABC'), (2, '', 'abc'), (3, 'x ', ' ')",
+        )
+        stored_as_python_folds(sync, ["1", "2", "3"])
+        assert set(leads_by_id(engine, sync.config.name)) == {"ABC", "abc"}
     engine.dispose()
