@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import operator
-import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +31,9 @@ PYTHON_WHITESPACE = (
 )
 # For aggregate FILTER clauses, which Store.write_desired_from uses.
 _SQLITE_FILTER = (3, 30, 0)
+# The desired JSON is one chain of ||, two links per column; SQLite refuses expressions
+# deeper than 1000.
+_SQLITE_MAX_COLUMNS = 200
 
 Column = sa.Column[Any]
 Rows = sa.Select[str, str | None, str | None]
@@ -50,7 +52,12 @@ def fold_for(
         if encoding != "UTF8":
             return None
         fold = PostgresFold()
-    elif engine.dialect.name == "sqlite" and sqlite3.sqlite_version_info >= _SQLITE_FILTER:
+    elif engine.dialect.name == "sqlite":
+        driver = engine.dialect.dbapi
+        if driver is None or driver.sqlite_version_info < _SQLITE_FILTER:
+            return None
+        if len(mapped) > _SQLITE_MAX_COLUMNS:
+            return None
         fold = SqliteFold()
     else:
         return None
@@ -77,13 +84,14 @@ class SqlFold:
             self.desired(key, lead, dict(sorted(mapped.items()))).label("desired"),
         )
 
-    def rows_with_keys(self, keys: Sequence[Any]) -> Rows:
-        """(source_key, lead_id, desired) of the rows with these keys, typed as the column."""
+    def rows_with_keys(self, keys: Sequence[Any]) -> Rows | None:
+        """(source_key, lead_id, desired) of the rows with these keys, typed as the column;
+        None when the keys themselves need Python."""
         rows = self._rows.where(self.key_among(self._key, keys)).subquery()
         return sa.select(
             rows.c.source_key,
             rows.c.lead_id,
-            sa.case((self.plain(rows.c.desired), rows.c.desired)).label("desired"),
+            sa.case((self.exact(rows), rows.c.desired)).label("desired"),
         )
 
     def folds(self, column: Column) -> bool:
@@ -100,8 +108,9 @@ class SqlFold:
         """dumps() of the normalised values, attributes in order; NULL to leave it to Python."""
         raise NotImplementedError
 
-    def plain(self, desired: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
-        """Whether the JSON holds only characters the database escapes as dumps does."""
+    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
+        """Whether the row came out as Python makes it: the JSON holds only characters the
+        database escapes as dumps does, and so on."""
         raise NotImplementedError
 
     def key_among(self, key: Column, keys: Sequence[Any]) -> sa.ColumnElement[bool]:
@@ -140,9 +149,10 @@ class PostgresFold(SqlFold):
             return sa.cast(column, sa.Text)
         return sa.case((column, "true"), (sa.not_(column), "false"))
 
-    def plain(self, desired: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
         # Every character PostgreSQL's JSON leaves unescaped and dumps does not: past
         # ASCII, and DEL.
+        desired = rows.c.desired
         return sa.and_(
             sa.func.octet_length(desired) == sa.func.char_length(desired),
             sa.func.strpos(desired, "\x7f") == 0,
@@ -177,25 +187,41 @@ class SqliteFold(SqlFold):
     def desired(
         self, key: Column, lead: Column, mapped: Mapping[str, Column]
     ) -> sa.ColumnElement[Any]:
-        # json_object spells its members as dumps does: in the order given, no spaces.
-        pairs: list[Any] = []
-        for attribute, column in mapped.items():
+        # dumps' layout: no spaces; attribute names are plain ASCII (config). json_quote
+        # escapes as dumps does, up to what `exact` sends to Python, and spells NULL null.
+        desired: sa.ColumnElement[str] = sa.literal("{")
+        for number, (attribute, column) in enumerate(mapped.items()):
+            separator = "," if number else ""
             text = sa.collate(sa.cast(column, sa.Text), "BINARY")  # as Python compares ''
-            pairs += [attribute, sa.func.nullif(text, "")]
+            value = sa.func.json_quote(sa.func.nullif(text, ""), type_=sa.Text)
+            desired = desired + f"{separator}{json.dumps(attribute)}:" + value
         spelled_as_python = sa.and_(
             *(
                 sa.func.typeof(column).not_in(["real", "blob"])
                 for column in (key, lead, *mapped.values())
             )
         )
-        return sa.case((spelled_as_python, sa.func.json_object(*pairs, type_=sa.Text)))
+        return sa.case((spelled_as_python, desired + "}"))
 
-    def plain(self, desired: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
-        # json_object escapes as dumps does, except past ASCII and DEL, which it leaves.
+    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
+        # Printable ASCII only: json_quote leaves DEL and everything past ASCII as it is, and
+        # SQLite text need not even be valid UTF-8, which Python refuses to read.
+        def printable(text: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+            outside: sa.ColumnElement[bool] = text.op("GLOB", return_type=sa.Boolean)("*[^ -~]*")
+            return sa.not_(outside)
+
         return sa.and_(
-            sa.func.length(desired) == sa.func.length(sa.cast(desired, sa.LargeBinary)),
-            sa.func.instr(desired, "\x7f") == 0,
+            printable(rows.c.desired),
+            printable(rows.c.source_key),
+            sa.or_(rows.c.lead_id.is_(None), printable(rows.c.lead_id)),
         )
+
+    def rows_with_keys(self, keys: Sequence[Any]) -> Rows | None:
+        # SQLite's JSON functions end a string at its first NUL: such a key would match
+        # nothing, so the whole batch goes to Python.
+        if any(isinstance(key, str) and "\x00" in key for key in keys):
+            return None
+        return super().rows_with_keys(keys)
 
     def key_among(self, key: Column, keys: Sequence[Any]) -> sa.ColumnElement[bool]:
         wanted = sa.func.json_each(sa.bindparam(None, json.dumps(list(keys)), sa.Text))

@@ -31,14 +31,16 @@ class ChangeCursor:
 START = ChangeCursor(-1, -1)
 
 
-# SQLite: a batch's folded source rows, per connection (see write_desired_from).
+# SQLite: a batch's folded source rows, per connection (see write_desired_from). Its
+# schema is `temp`, so the name can shadow nothing.
 _folded = sa.Table(
     f"{lead.name}_folded",
     sa.MetaData(),
+    sa.Column("position", sa.Integer(), primary_key=True),  # the order rows were folded in
     sa.Column("source_key", sa.Text()),
     sa.Column("lead_id", sa.Text()),
     sa.Column("desired", sa.Text()),
-    prefixes=["TEMPORARY"],
+    schema="temp",
 )
 
 
@@ -218,6 +220,14 @@ class Store:
             }
             for c in changes
         ]
+        if not self._postgres and any(
+            "\x00" in f"{c.lead_id}{c.source_key}{c.problem or ''}" for c in changes
+        ):
+            # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
+            same = {"connector": self.connector, "pending": True, "updated_at": now}
+            bound = [{**same, **row} for row in rows]
+            connection.execute(self._when_desired_moved(sqlite.insert(lead)), bound)
+            return
         # One statement and one JSON parameter, not a round trip or bound row per lead.
         incoming = self._json_rows(rows)
         constants = self._desired_constants(now)
@@ -239,8 +249,8 @@ class Store:
 
         `source_rows` gives (source_key, lead_id, desired) per source row, as
         SourceTable.desired_query does. Returns how many of those rows have no lead id, and
-        the keys of rows with a lead id but a NULL desired, which this leaves to
-        write_desired.
+        the keys of the rows it leaves to write_desired: those of every lead with a row
+        whose desired is NULL, so that each lead is written once, by one side.
         """
         rows: Any
         if self._postgres:
@@ -250,8 +260,13 @@ class Store:
             # this connection's own temporary table.
             connection.execute(sa.schema.CreateTable(_folded, if_not_exists=True))
             connection.execute(sa.delete(_folded))
-            connection.execute(sa.insert(_folded).from_select(list(_folded.c.keys()), source_rows))
+            columns = ["source_key", "lead_id", "desired"]
+            connection.execute(sa.insert(_folded).from_select(columns, source_rows))
             rows = _folded
+        has_lead = rows.c.lead_id.is_not(None)
+        for_python = (
+            sa.select(rows.c.lead_id).where(has_lead, rows.c.desired.is_(None)).scalar_subquery()
+        )
         constants = self._desired_constants(now)
         latest = sa.select(
             *constants.values(),
@@ -260,22 +275,25 @@ class Store:
             rows.c.desired,
             sa.false(),
             sa.null(),
-        ).where(rows.c.lead_id.is_not(None), rows.c.desired.is_not(None))
+        ).where(has_lead, rows.c.lead_id.not_in(for_python))
+        # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too.
+        # Each row would be an upsert of its own, which can reset a lead's rejection even
+        # when the last row puts its values back.
         if self._postgres:
-            # One row per lead, as fold_rows keeps; which of several rows wins is arbitrary
-            # there too. A second row for one lead would make PostgreSQL's upsert fail;
-            # SQLite's simply applies it after the first.
             latest = latest.ext(postgresql.distinct_on(rows.c.lead_id))
+        else:
+            each = _folded.alias("each_lead")
+            last = sa.select(sa.func.max(each.c.position)).group_by(each.c.lead_id)
+            latest = latest.where(_folded.c.position.in_(last))
         upsert = self._when_desired_moved(
             self._insert(lead).from_select(
                 [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
             )
         )
-        has_lead = rows.c.lead_id.is_not(None)
         aggregate = sa.func.json_agg if self._postgres else sa.func.json_group_array
         outcome = sa.select(
             sa.func.count().filter(sa.not_(has_lead)),
-            aggregate(rows.c.source_key, type_=sa.JSON).filter(has_lead, rows.c.desired.is_(None)),
+            aggregate(rows.c.source_key, type_=sa.JSON).filter(rows.c.lead_id.in_(for_python)),
         )
         if self._postgres:
             # One statement, so the source rows are read once.

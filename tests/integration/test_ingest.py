@@ -592,3 +592,110 @@ def test_sqlite_folds_text_bytewise_whatever_the_column_collation(
         stored_as_python_folds(sync, ["1", "2", "3"])
         assert set(leads_by_id(engine, sync.config.name)) == {"ABC", "abc"}
     engine.dispose()
+
+
+def sqlite_connector(
+    tmp_path: Path, emulator: Emulator, ddl: str, mapping: dict[str, str], key: str = "id"
+) -> Connector:
+    url = f"sqlite:///{tmp_path / 'rows.db'}"
+    engine = sa.create_engine(url)
+    execute(engine, ddl)
+    engine.dispose()
+    config = config_dict(
+        url, emulator, source={"table": "rows", "key": key}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = mapping
+    sync = Connector(load(config))
+    sync.init()
+    return sync
+
+
+def test_sqlite_folds_a_mapping_of_many_columns(tmp_path: Path, emulator: Emulator) -> None:
+    columns = [f"c{n}" for n in range(150)]
+    declared = ", ".join(f"{c} TEXT" for c in columns)
+    ddl = f"CREATE TABLE rows (id INTEGER PRIMARY KEY, lead TEXT, {declared})"
+    with sqlite_connector(tmp_path, emulator, ddl, {c: f"mx_{c}" for c in columns}) as sync:
+        values = ", ".join(f"'{c}'" for c in columns)
+        execute(sync.engine, f"INSERT INTO rows VALUES (1, 'L1', {values})")
+        stored_as_python_folds(sync, ["1"])
+
+
+def test_sqlite_text_that_is_not_utf8_is_never_stored(tmp_path: Path, emulator: Emulator) -> None:
+    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
+    with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}) as sync:
+        # 'José' in Latin-1, and a lead id likewise: neither can be read as text.
+        execute(
+            sync.engine,
+            "INSERT INTO rows VALUES (1, CAST(x'4a6f73e9' AS TEXT), 'L1'), "
+            "(2, 'x', CAST(x'4ce9' AS TEXT))",
+        )
+        query = sync.source.desired_query(["1", "2"])
+        assert query is not None
+        rows = query.subquery()
+        with sync.engine.connect() as connection:
+            folded = connection.execute(sa.select(rows.c.source_key, rows.c.desired)).all()
+        assert sorted(tuple(row) for row in folded) == [("1", None), ("2", None)]
+        # Python cannot read them either: ingest stops with the driver's error, storing nothing.
+        with pytest.raises(sa.exc.OperationalError, match="decode"):
+            run_ingest(sync)
+        assert leads_by_id(sync.engine, sync.config.name) == {}
+
+
+def test_sqlite_keys_and_lead_ids_holding_nul_are_kept_whole(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    ddl = "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)"
+    with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}, key="code") as sync:
+        with sync.engine.begin() as connection:
+            connection.execute(
+                sa.text("INSERT INTO rows VALUES (:code, :t, :lead)"),
+                [
+                    {"code": "k\x001", "t": "a", "lead": "L1"},
+                    {"code": "k2", "t": "é", "lead": "L\x00x"},  # past ASCII: Python folds it
+                ],
+            )
+        assert run_ingest(sync).changes == 2
+        assert leads_by_id(sync.engine, sync.config.name) == {
+            "L1": ("k\x001", '{"mx_T":"a"}'),
+            "L\x00x": ("k2", '{"mx_T":"\\u00e9"}'),
+        }
+        # The same lead id from the SQL fold, once the value is plain ASCII.
+        execute(sync.engine, "UPDATE rows SET t = 'b' WHERE code = 'k2'")
+        assert run_ingest(sync).changes == 1
+        assert leads_by_id(sync.engine, sync.config.name)["L\x00x"] == ("k2", '{"mx_T":"b"}')
+
+
+@pytest.mark.parametrize("kept", ["old", "olé"], ids=["folded-in-sql", "folded-in-python"])
+def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
+    db_url: str, emulator: Emulator, kept: str
+) -> None:
+    """Each row upserted in turn would reset a rejected lead although the row it was stored
+    from kept its values: the lead must end as one of its rows alone would leave it."""
+    engine = sa.create_engine(db_url)
+    execute(engine, "CREATE TABLE pair (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)")
+    config = config_dict(
+        db_url, emulator, source={"table": "pair", "key": "id"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"t": "mx_T"}
+    with Connector(load(config)) as sync:
+        sync.init()
+        execute(engine, f"INSERT INTO pair VALUES (2, '{kept}', 'X')")
+        run_ingest(sync)
+        with engine.begin() as connection:
+            connection.execute(sa.update(lead).values(rejected=True, attempts=3))
+        execute(
+            engine,
+            "UPDATE pair SET t = 'tmp' WHERE id = 2",
+            f"UPDATE pair SET t = '{kept}' WHERE id = 2",  # back to what is stored
+            "INSERT INTO pair VALUES (1, 'new', 'X')",
+        )
+
+        run_ingest(sync)
+
+        with engine.connect() as connection:
+            columns = (lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.attempts)
+            state = tuple(connection.execute(sa.select(*columns)).one())
+    engine.dispose()
+    as_row_1 = ("1", '{"mx_T":"new"}', False, 0)
+    as_row_2 = ("2", dumps({"mx_T": kept}), True, 3)
+    assert state in {as_row_1, as_row_2}
