@@ -92,6 +92,7 @@ MEASURED_MODULES = (
     "leads",
     "schema",
     "source",
+    "sqlfold",
     "store",
     "values",
 )

@@ -31,9 +31,9 @@ PYTHON_WHITESPACE = (
 )
 # For aggregate FILTER clauses, which Store.write_desired_from uses.
 _SQLITE_FILTER = (3, 30, 0)
-# The desired JSON is one chain of ||, two links per column; SQLite refuses expressions
-# deeper than 1000.
-_SQLITE_MAX_COLUMNS = 200
+# The desired JSON is one chain of || (two links per column) inside a chain of AND (one per
+# column); SQLite refuses expressions deeper than 1000 by default, and a build may set less.
+_SQLITE_MAX_COLUMNS = 100
 
 Column = sa.Column[Any]
 Rows = sa.Select[str, str | None, str | None]
@@ -208,7 +208,8 @@ class SqliteFold(SqlFold):
         # SQLite text need not even be valid UTF-8, which Python refuses to read.
         def printable(text: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
             outside: sa.ColumnElement[bool] = text.op("GLOB", return_type=sa.Boolean)("*[^ -~]*")
-            return sa.not_(outside)
+            # GLOB stops reading at a NUL, which could hide what follows it.
+            return sa.and_(sa.not_(outside), sa.func.instr(text, "\x00") == 0)
 
         return sa.and_(
             printable(rows.c.desired),

@@ -264,8 +264,11 @@ class Store:
             connection.execute(sa.insert(_folded).from_select(columns, source_rows))
             rows = _folded
         has_lead = rows.c.lead_id.is_not(None)
+        python_rows = rows.alias("python_rows")
         for_python = (
-            sa.select(rows.c.lead_id).where(has_lead, rows.c.desired.is_(None)).scalar_subquery()
+            sa.select(python_rows.c.lead_id)
+            .where(python_rows.c.lead_id.is_not(None), python_rows.c.desired.is_(None))
+            .scalar_subquery()
         )
         constants = self._desired_constants(now)
         latest = sa.select(
