@@ -106,6 +106,19 @@ class SqlFold:
         self, key: Column, lead: Column, mapped: Mapping[str, Column]
     ) -> sa.ColumnElement[Any]:
         """dumps() of the normalised values, attributes in order; NULL to leave it to Python."""
+        return self.spelled(mapped)
+
+    def spelled(self, mapped: Mapping[str, Column]) -> sa.ColumnElement[str]:
+        """The values as dumps lays them out: no spaces, attributes in the order given
+        (sorted), whose names are plain ASCII (config)."""
+        desired: sa.ColumnElement[str] = sa.literal("{")
+        for number, (attribute, column) in enumerate(mapped.items()):
+            separator = "," if number else ""
+            desired = desired + f"{separator}{json.dumps(attribute)}:" + self.value_json(column)
+        return desired + "}"
+
+    def value_json(self, column: Column) -> sa.ColumnElement[str]:
+        """dumps() of normalise() of the column's value."""
         raise NotImplementedError
 
     def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
@@ -128,18 +141,9 @@ class PostgresFold(SqlFold):
         blank = sa.func.btrim(lead, _whitespace()) == ""
         return sa.case((blank, sa.null()), else_=lead)
 
-    def desired(
-        self, key: Column, lead: Column, mapped: Mapping[str, Column]
-    ) -> sa.ColumnElement[Any]:
-        # dumps' layout: no spaces; attribute names are plain ASCII (config).
-        desired: sa.ColumnElement[str] = sa.literal("{")
-        for number, (attribute, column) in enumerate(mapped.items()):
-            separator = "," if number else ""
-            value = sa.cast(sa.func.to_json(self._normalised(column)), sa.Text)
-            desired = (
-                desired + f"{separator}{json.dumps(attribute)}:" + sa.func.coalesce(value, "null")
-            )
-        return desired + "}"
+    def value_json(self, column: Column) -> sa.ColumnElement[str]:
+        value = sa.cast(sa.func.to_json(self._normalised(column)), sa.Text)
+        return sa.func.coalesce(value, "null")
 
     def _normalised(self, column: Column) -> sa.ColumnElement[str]:
         kind = type(column.type)
@@ -187,21 +191,19 @@ class SqliteFold(SqlFold):
     def desired(
         self, key: Column, lead: Column, mapped: Mapping[str, Column]
     ) -> sa.ColumnElement[Any]:
-        # dumps' layout: no spaces; attribute names are plain ASCII (config). json_quote
-        # escapes as dumps does, up to what `exact` sends to Python, and spells NULL null.
-        desired: sa.ColumnElement[str] = sa.literal("{")
-        for number, (attribute, column) in enumerate(mapped.items()):
-            separator = "," if number else ""
-            text = sa.collate(sa.cast(column, sa.Text), "BINARY")  # as Python compares ''
-            value = sa.func.json_quote(sa.func.nullif(text, ""), type_=sa.Text)
-            desired = desired + f"{separator}{json.dumps(attribute)}:" + value
         spelled_as_python = sa.and_(
             *(
                 sa.func.typeof(column).not_in(["real", "blob"])
                 for column in (key, lead, *mapped.values())
             )
         )
-        return sa.case((spelled_as_python, desired + "}"))
+        return sa.case((spelled_as_python, self.spelled(mapped)))
+
+    def value_json(self, column: Column) -> sa.ColumnElement[str]:
+        # json_quote escapes as dumps does, up to what `exact` sends to Python, and spells
+        # NULL null.
+        text = sa.collate(sa.cast(column, sa.Text), "BINARY")  # as Python compares ''
+        return sa.func.json_quote(sa.func.nullif(text, ""), type_=sa.Text)
 
     def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
         # Printable ASCII only: json_quote leaves DEL and everything past ASCII as it is, and

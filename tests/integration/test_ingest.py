@@ -571,27 +571,16 @@ def test_a_text_key_is_matched_and_stored_as_text(db_url: str, emulator: Emulato
 def test_sqlite_folds_text_bytewise_whatever_the_column_collation(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'rtrim.db'}"
-    engine = sa.create_engine(url)
     # Under RTRIM, '  ' equals ''; under NOCASE, 'ABC' equals 'abc'.
-    execute(
-        engine,
-        "CREATE TABLE loose_rows (id INTEGER PRIMARY KEY, t TEXT COLLATE RTRIM, "
-        "lead TEXT COLLATE NOCASE)",
+    ddl = (
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT COLLATE RTRIM, lead TEXT COLLATE NOCASE)"
     )
-    config = config_dict(
-        url, emulator, source={"table": "loose_rows", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"t": "mx_T"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}) as sync:
         execute(
-            engine,
-            "INSERT INTO loose_rows VALUES (1, '  ', 'ABC'), (2, '', 'abc'), (3, 'x ', ' ')",
+            sync.engine, "INSERT INTO rows VALUES (1, '  ', 'ABC'), (2, '', 'abc'), (3, 'x ', ' ')"
         )
         stored_as_python_folds(sync, ["1", "2", "3"])
-        assert set(leads_by_id(engine, sync.config.name)) == {"ABC", "abc"}
-    engine.dispose()
+        assert set(leads_by_id(sync.engine, sync.config.name)) == {"ABC", "abc"}
 
 
 def sqlite_connector(
