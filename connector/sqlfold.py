@@ -29,6 +29,8 @@ PYTHON_WHITESPACE = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
     "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
+# A row's desired value saying that the whole batch must be folded in Python. Never JSON.
+BATCH_FOR_PYTHON = "!"
 # For aggregate FILTER clauses, which Store.write_desired_from uses.
 _SQLITE_FILTER = (3, 30, 0)
 # The desired JSON is one chain of || (two links per column) inside a chain of AND (one per
@@ -86,12 +88,17 @@ class SqlFold:
 
     def rows_with_keys(self, keys: Sequence[Any]) -> Rows | None:
         """(source_key, lead_id, desired) of the rows with these keys, typed as the column;
-        None when the keys themselves need Python."""
+        None when the keys themselves need Python. `desired` is NULL for a row Python must
+        fold, and BATCH_FOR_PYTHON where Python must fold the whole batch."""
         rows = self._rows.where(self.key_among(self._key, keys)).subquery()
         return sa.select(
             rows.c.source_key,
             rows.c.lead_id,
-            sa.case((self.exact(rows), rows.c.desired)).label("desired"),
+            # The batch's verdict stands whatever else the row holds.
+            sa.case(
+                (rows.c.desired == BATCH_FOR_PYTHON, rows.c.desired),
+                (self.exact(rows), rows.c.desired),
+            ).label("desired"),
         )
 
     def folds(self, column: Column) -> bool:
@@ -192,12 +199,12 @@ class SqliteFold(SqlFold):
         self, key: Column, lead: Column, mapped: Mapping[str, Column]
     ) -> sa.ColumnElement[Any]:
         spelled_as_python = sa.and_(
-            *(
-                sa.func.typeof(column).not_in(["real", "blob"])
-                for column in (key, lead, *mapped.values())
-            )
+            *(sa.func.typeof(column).not_in(["real", "blob"]) for column in (key, *mapped.values()))
         )
-        return sa.case((spelled_as_python, self.spelled(mapped)))
+        # Python spells such a lead id its own way (str(b'L1') is "b'L1'"), so SQL cannot
+        # tell which other rows of the batch belong to the same lead.
+        odd_lead = sa.func.typeof(lead).in_(["real", "blob"])
+        return sa.case((odd_lead, BATCH_FOR_PYTHON), (spelled_as_python, self.spelled(mapped)))
 
     def value_json(self, column: Column) -> sa.ColumnElement[str]:
         # json_quote escapes as dumps does, up to what `exact` sends to Python, and spells

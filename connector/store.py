@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from connector.database import among
 from connector.leads import DesiredChange, LeadState, after_push
 from connector.schema import capture_state, change, cursor, lead, run
+from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
 
 _IDS_PER_QUERY = 2000
@@ -250,7 +251,8 @@ class Store:
         `source_rows` gives (source_key, lead_id, desired) per source row, as
         SourceTable.desired_query does. Returns how many of those rows have no lead id, and
         the keys of the rows it leaves to write_desired: those of every lead with a row
-        whose desired is NULL, so that each lead is written once, by one side.
+        whose desired is NULL, so that each lead is written once, by one side; all of them,
+        writing nothing, when a row says the whole batch needs Python.
         """
         rows: Any
         if self._postgres:
@@ -263,6 +265,10 @@ class Store:
             columns = ["source_key", "lead_id", "desired"]
             connection.execute(sa.insert(_folded).from_select(columns, source_rows))
             rows = _folded
+            whole_batch = sa.select(_folded.c.desired).where(_folded.c.desired == BATCH_FOR_PYTHON)
+            if connection.execute(whole_batch.limit(1)).first() is not None:
+                keys = connection.scalars(sa.select(_folded.c.source_key)).all()
+                return 0, list(keys)
         has_lead = rows.c.lead_id.is_not(None)
         python_rows = rows.alias("python_rows")
         for_python = (

@@ -696,3 +696,31 @@ def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
     as_row_1 = ("1", '{"mx_T":"new"}', False, 0)
     as_row_2 = ("2", dumps({"mx_T": kept}), True, 3)
     assert state in {as_row_1, as_row_2}
+
+
+def test_sqlite_leaves_a_batch_with_a_blob_lead_id_to_python(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """Python spells the blob lead id b'L1' as "b'L1'", which a text lead id may equal: SQL
+    cannot tell which rows share a lead, so the whole batch is Python's, one writer a lead."""
+    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
+    with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}) as sync:
+        execute(sync.engine, "INSERT INTO rows VALUES (1, 'a', x'4c31')")
+        run_ingest(sync)
+        with sync.engine.begin() as connection:
+            connection.execute(sa.update(lead).values(rejected=True, attempts=3))
+        execute(
+            sync.engine,
+            "INSERT INTO rows VALUES (2, 'b', 'b''L1''')",
+            "UPDATE rows SET t = 'tmp' WHERE id = 1",
+            "UPDATE rows SET t = 'a' WHERE id = 1",  # back to what is stored
+        )
+
+        run_ingest(sync)
+
+        with sync.engine.connect() as connection:
+            columns = (lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected)
+            state = {tuple(row) for row in connection.execute(sa.select(*columns))}
+    as_row_1 = {("b'L1'", "1", '{"mx_T":"a"}', True)}
+    as_row_2 = {("b'L1'", "2", '{"mx_T":"b"}', False)}
+    assert state in (as_row_1, as_row_2)
