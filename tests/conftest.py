@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from connector.testing.emulator import Emulator
-from tests.support import create_customers, postgres_schema
+from tests.support import application, postgres_schema
 
 # The machines are shared and noisy: a slow moment must not fail a property test.
 settings.register_profile(
@@ -42,8 +42,12 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def app(db_url: str) -> Iterator[sa.Engine]:
-    """The application's side: the sample customers table, and an engine to write to it."""
-    create_customers(db_url)
-    engine = sa.create_engine(db_url)
-    yield engine
-    engine.dispose()
+    with application(db_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def pg_app(pg_url: str) -> Iterator[sa.Engine]:
+    """`app` on PostgreSQL alone."""
+    with application(pg_url) as engine:
+        yield engine

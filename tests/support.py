@@ -70,6 +70,17 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def application(url: str) -> Iterator[sa.Engine]:
+    """The application's side: the sample customers table, and an engine to write to it."""
+    create_customers(url)
+    engine = sa.create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def create_customers(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as connection:

@@ -83,6 +83,33 @@ def cursor_position(engine: sa.Engine, name: str) -> ChangeCursor:
         return Store(engine, name).load_cursor(connection)
 
 
+def table_connector(
+    url: str,
+    emulator: Emulator,
+    table: str,
+    mapping: dict[str, str],
+    *statements: str,
+    key: str = "id",
+    **sections: Any,
+) -> Connector:
+    """An initialised connector for `table`, made by `statements`, whose lead id column is
+    `lead`; use it as a context manager."""
+    engine = sa.create_engine(url)
+    execute(engine, *statements)
+    engine.dispose()
+    config = config_dict(
+        url,
+        emulator,
+        source={"table": table, "key": key},
+        lead_id={"column": "lead"},
+        **sections,
+    )
+    config["mapping"] = mapping  # replaced, not merged as config_dict merges sections
+    sync = Connector(load(config))
+    sync.init()
+    return sync
+
+
 @pytest.fixture
 def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]:
     with Connector(load(config_dict(db_url, emulator))) as sync:
@@ -95,19 +122,8 @@ def sync(db_url: str, app: sa.Engine, emulator: Emulator) -> Iterator[Connector]
 
 @pytest.fixture
 def typed(pg_url: str, emulator: Emulator) -> Iterator[Connector]:
-    engine = sa.create_engine(pg_url)
-    execute(engine, TYPED_DDL)
-    engine.dispose()
-    config = config_dict(
-        pg_url,
-        emulator,
-        name=f"t_{uuid.uuid4().hex[:12]}",
-        source={"table": "typed", "key": "id"},
-        lead_id={"column": "lead"},
-    )
-    config["mapping"] = TYPED_MAPPING  # replaced, not merged as config_dict merges sections
-    with Connector(load(config)) as sync:
-        sync.init()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with table_connector(pg_url, emulator, "typed", TYPED_MAPPING, TYPED_DDL, name=name) as sync:
         yield sync
 
 
@@ -123,26 +139,18 @@ def test_both_databases_fold_these_types_themselves(sync: Connector) -> None:
 def test_a_column_type_python_must_normalise_keeps_the_python_fold(
     db_url: str, emulator: Emulator
 ) -> None:
-    engine = sa.create_engine(db_url)
-    execute(
-        engine,
-        "CREATE TABLE priced (id INTEGER PRIMARY KEY, price NUMERIC, lead TEXT)",
-        "INSERT INTO priced VALUES (1, 2.50, 'L1')",
-    )
-    config = config_dict(
+    with table_connector(
         db_url,
         emulator,
-        source={"table": "priced", "key": "id"},
-        lead_id={"column": "lead"},
-    )
-    config["mapping"] = {"price": "mx_Price"}
-    with Connector(load(config)) as sync:
+        "priced",
+        {"price": "mx_Price"},
+        "CREATE TABLE priced (id INTEGER PRIMARY KEY, price NUMERIC, lead TEXT)",
+        "INSERT INTO priced VALUES (1, 2.50, 'L1')",
+    ) as sync:
         assert sync.source.desired_query(["1"]) is None
-        sync.init()
         sync.backfill()
         assert run_ingest(sync).changes == 1
-        assert leads_by_id(engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
-    engine.dispose()
+        assert leads_by_id(sync.engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
 
 
 def _text() -> st.SearchStrategy[str | None]:
@@ -236,18 +244,12 @@ def _sqlite_lead(number: int) -> st.SearchStrategy[Any]:
 @pytest.fixture
 def sqlite_typed(tmp_path: Path, emulator: Emulator) -> Iterator[Connector]:
     url = f"sqlite:///{tmp_path / 'typed.db'}"
-    engine = sa.create_engine(url)
     # The lead column declared INTEGER, so it keeps integers, reals and blobs as given; under
     # RTRIM, '  ' equals ''.
     ddl = TYPED_DDL.replace("f BOOLEAN,", "").replace("lead TEXT", "lead INTEGER")
-    execute(engine, ddl.replace("v VARCHAR(40)", "v VARCHAR(40) COLLATE RTRIM"))
-    engine.dispose()
-    config = config_dict(
-        url, emulator, source={"table": "typed", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {c: a for c, a in TYPED_MAPPING.items() if c != "f"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    ddl = ddl.replace("v VARCHAR(40)", "v VARCHAR(40) COLLATE RTRIM")
+    mapping = {c: a for c, a in TYPED_MAPPING.items() if c != "f"}
+    with table_connector(url, emulator, "typed", mapping, ddl) as sync:
         yield sync
 
 
@@ -436,29 +438,24 @@ def stored_as_python_folds(sync: Connector, keys: list[str]) -> None:
 def test_a_case_insensitive_collation_neither_empties_values_nor_merges_leads(
     pg_url: str, emulator: Emulator
 ) -> None:
-    engine = sa.create_engine(pg_url)
-    execute(
-        engine,
+    with table_connector(
+        pg_url,
+        emulator,
+        "loose_rows",
+        {"t": "mx_T"},
         # Under it a control character equals '', and 'ABC' equals 'abc'.
         "CREATE COLLATION loose (provider = icu, locale = 'und-u-ks-level2', "
         "deterministic = false)",
         "CREATE TABLE loose_rows (id INTEGER PRIMARY KEY, t TEXT COLLATE loose, "
         "lead TEXT COLLATE loose)",
-    )
-    config = config_dict(
-        pg_url, emulator, source={"table": "loose_rows", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"t": "mx_T"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    ) as sync:
         execute(
-            engine,
+            sync.engine,
             "INSERT INTO loose_rows VALUES (1, chr(1), 'ABC'), (2, 'x', 'abc'), "
             "(3, chr(31), chr(1)), (4, 'y', chr(160))",
         )
         stored_as_python_folds(sync, ["1", "2", "3", "4"])
-        assert {"ABC", "abc", "\x01"} <= set(leads_by_id(engine, sync.config.name))
-    engine.dispose()
+        assert {"ABC", "abc", "\x01"} <= set(leads_by_id(sync.engine, sync.config.name))
 
 
 def test_the_database_folds_under_a_client_encoding_without_unicode_whitespace(
@@ -479,16 +476,11 @@ def test_the_database_folds_under_a_client_encoding_without_unicode_whitespace(
 def test_a_column_whose_type_changed_between_runs_is_normalised_by_its_new_type(
     pg_url: str, emulator: Emulator
 ) -> None:
-    engine = sa.create_engine(pg_url)
-    execute(engine, "CREATE TABLE priced (id INTEGER PRIMARY KEY, price INTEGER, lead TEXT)")
     emulator.add_lead("L1")
-    config = config_dict(
-        pg_url, emulator, source={"table": "priced", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"price": "mx_Price"}
+    ddl = "CREATE TABLE priced (id INTEGER PRIMARY KEY, price INTEGER, lead TEXT)"
     # One Connector for both runs, as a daemon keeps it.
-    with Connector(load(config)) as sync:
-        sync.init()
+    with table_connector(pg_url, emulator, "priced", {"price": "mx_Price"}, ddl) as sync:
+        engine = sync.engine
         execute(engine, "INSERT INTO priced VALUES (1, 2, 'L1')")
         sync.run_once()
         assert emulator.lead("L1") == {"mx_Price": "2"}
@@ -503,24 +495,16 @@ def test_a_column_whose_type_changed_between_runs_is_normalised_by_its_new_type(
         # NUMERIC 2.50 is normalised as 2.5; computed as text by the server it is "2.50".
         assert emulator.lead("L1") == {"mx_Price": "2.5"}
         assert leads_by_id(engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
-    engine.dispose()
 
 
 def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
     db_url: str, emulator: Emulator
 ) -> None:
-    engine = sa.create_engine(db_url)
-    binary = "BYTEA" if engine.dialect.name == "postgresql" else "BLOB"
-    execute(
-        engine,
-        f"CREATE TABLE files (id INTEGER PRIMARY KEY, doc {binary}, city TEXT, lead TEXT)",
-    )
-    config = config_dict(
-        db_url, emulator, source={"table": "files", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"doc": "mx_Doc", "city": "mx_City"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    binary = "BYTEA" if db_url.startswith("postgresql") else "BLOB"
+    ddl = f"CREATE TABLE files (id INTEGER PRIMARY KEY, doc {binary}, city TEXT, lead TEXT)"
+    mapping = {"doc": "mx_Doc", "city": "mx_City"}
+    with table_connector(db_url, emulator, "files", mapping, ddl) as sync:
+        engine = sync.engine
         with engine.begin() as connection:
             connection.execute(
                 sa.text("INSERT INTO files VALUES (:id, :doc, :city, :lead)"),
@@ -536,7 +520,6 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
                 .where(lead.c.connector == sync.config.name)
                 .order_by(lead.c.lead_id)
             ).all()
-    engine.dispose()
 
     assert [tuple(row) for row in rows] == [
         (
@@ -550,14 +533,9 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
 
 
 def test_a_text_key_is_matched_and_stored_as_text(db_url: str, emulator: Emulator) -> None:
-    engine = sa.create_engine(db_url)
-    execute(engine, "CREATE TABLE coded (code VARCHAR(20) PRIMARY KEY, city TEXT, lead TEXT)")
-    config = config_dict(
-        db_url, emulator, source={"table": "coded", "key": "code"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"city": "mx_City"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    ddl = "CREATE TABLE coded (code VARCHAR(20) PRIMARY KEY, city TEXT, lead TEXT)"
+    with table_connector(db_url, emulator, "coded", {"city": "mx_City"}, ddl, key="code") as sync:
+        engine = sync.engine
         execute(
             engine,
             "INSERT INTO coded VALUES ('k-1', 'Pune', 'L1'), ('007', 'Goa', 'L2'), "
@@ -565,7 +543,6 @@ def test_a_text_key_is_matched_and_stored_as_text(db_url: str, emulator: Emulato
         )
         stored_as_python_folds(sync, ["k-1", "007", "K-1"])
         assert leads_by_id(engine, sync.config.name)["L2"] == ("007", '{"mx_City":"Goa"}')
-    engine.dispose()
 
 
 def test_sqlite_folds_text_bytewise_whatever_the_column_collation(
@@ -587,16 +564,7 @@ def sqlite_connector(
     tmp_path: Path, emulator: Emulator, ddl: str, mapping: dict[str, str], key: str = "id"
 ) -> Connector:
     url = f"sqlite:///{tmp_path / 'rows.db'}"
-    engine = sa.create_engine(url)
-    execute(engine, ddl)
-    engine.dispose()
-    config = config_dict(
-        url, emulator, source={"table": "rows", "key": key}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = mapping
-    sync = Connector(load(config))
-    sync.init()
-    return sync
+    return table_connector(url, emulator, "rows", mapping, ddl, key=key)
 
 
 @pytest.mark.parametrize("count", [90, 150])
@@ -668,14 +636,9 @@ def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
 ) -> None:
     """Each row upserted in turn would reset a rejected lead although the row it was stored
     from kept its values: the lead must end as one of its rows alone would leave it."""
-    engine = sa.create_engine(db_url)
-    execute(engine, "CREATE TABLE pair (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)")
-    config = config_dict(
-        db_url, emulator, source={"table": "pair", "key": "id"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"t": "mx_T"}
-    with Connector(load(config)) as sync:
-        sync.init()
+    ddl = "CREATE TABLE pair (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
+    with table_connector(db_url, emulator, "pair", {"t": "mx_T"}, ddl) as sync:
+        engine = sync.engine
         execute(engine, f"INSERT INTO pair VALUES (2, '{kept}', 'X')")
         run_ingest(sync)
         with engine.begin() as connection:
@@ -692,7 +655,6 @@ def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
         with engine.connect() as connection:
             columns = (lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.attempts)
             state = tuple(connection.execute(sa.select(*columns)).one())
-    engine.dispose()
     as_row_1 = ("1", '{"mx_T":"new"}', False, 0)
     as_row_2 = ("2", dumps({"mx_T": kept}), True, 3)
     assert state in {as_row_1, as_row_2}

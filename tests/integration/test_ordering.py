@@ -15,15 +15,7 @@ import sqlalchemy as sa
 from connector import Connector
 from connector.schema import change as change_table
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, create_customers, execute, load, source_values
-
-
-@pytest.fixture
-def pg_app(pg_url: str) -> Iterator[sa.Engine]:
-    create_customers(pg_url)
-    engine = sa.create_engine(pg_url)
-    yield engine
-    engine.dispose()
+from tests.support import config_dict, execute, load, source_values
 
 
 @pytest.fixture
