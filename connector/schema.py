@@ -104,6 +104,13 @@ lead = sa.Table(
     sa.Column("next_attempt_at", UtcDateTime()),
     sa.Column("pushed_at", UtcDateTime()),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # Why the connector itself holds this lead back, without a call (say, several source rows
+    # give it conflicting values); NULL when it does not. Not LeadSquared's answer: that is
+    # `rejected` and `last_error`.
+    sa.Column("hold", sa.Text()),
+    # Another source row that claimed this lead id after (or before) `source_key` did: the
+    # push phase checks whether both rows still point here before sending anything.
+    sa.Column("other_key", sa.Text()),
     sa.Index(None, "connector", "pending"),
     # Ingest rewrites every changed lead; free room on the page keeps that a HOT update.
     postgresql_with={"fillfactor": 70},
@@ -150,4 +157,51 @@ run = sa.Table(
     sa.Column("calls", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("error", sa.Text()),
     sa.Index(None, "connector", "started_at"),
+)
+
+
+# Rows that could not be ingested at all (a value that cannot be read or sent, a lead id too
+# long to be one): kept with the reason until the row changes, while every other row goes on.
+row_problem = sa.Table(
+    f"{PREFIX}row_problem",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("source_key", sa.Text(), primary_key=True),
+    sa.Column("lead_id", sa.Text()),  # when it could be read
+    sa.Column("column_name", sa.Text()),  # the source column at fault, when one is
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("noted_at", UtcDateTime(), nullable=False),
+)
+
+# What the PostgreSQL capture triggers could not do (a mapped column dropped or renamed under
+# them, say): written by the trigger instead of failing the application's statement, so that
+# a run can refuse with the reason. Append-only from the triggers, so no application
+# transaction ever waits on another's row here; `init` clears a connector's rows.
+capture_error = sa.Table(
+    f"{PREFIX}capture_error",
+    metadata,
+    sa.Column(
+        "error_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.Identity(),
+        primary_key=True,
+    ),
+    sa.Column("connector", sa.String(40), nullable=False),
+    sa.Column("noted_at", UtcDateTime(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    # True when the trigger could not even tell which rows the statement wrote: `init` must
+    # then queue every row again.
+    sa.Column("keys_lost", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Index(None, "connector"),
+)
+
+# Who runs this connector now. `epoch` grows with every run that takes the run lock; the
+# holder writes its state only while the epoch is still its own (fencing), and beats
+# `heartbeat_at` while it runs, so a run that takes over waits for the one before it to drain.
+lease = sa.Table(
+    f"{PREFIX}lease",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("epoch", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("heartbeat_at", UtcDateTime()),
 )

@@ -61,7 +61,18 @@ def schema_differences(engine: sa.Engine) -> list[Any]:
 def test_own_tables_all_carry_the_prefix() -> None:
     assert {
         f"{PREFIX}{name}"
-        for name in ("account", "call", "capture", "change", "cursor", "lead", "run")
+        for name in (
+            "account",
+            "call",
+            "capture",
+            "capture_error",
+            "change",
+            "cursor",
+            "lead",
+            "lease",
+            "row_problem",
+            "run",
+        )
     } == OWN_TABLES
 
 
