@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from connector import capture, migrate
+from connector import capture, catalogue, installation, migrate
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import LsqSyncError
+from connector.errors import CaptureError, ConfigError, LsqSyncError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
@@ -137,20 +137,51 @@ class Connector:
             )
         return self._client
 
-    def init(self) -> None:
-        """Create or upgrade the connector's tables, then (re)install change capture."""
+    def init(self) -> int:
+        """Create or upgrade the connector's tables, then (re)install change capture.
+
+        Clears the errors the triggers noted since the last `init`; when one of them lost the
+        keys of the rows its statement wrote, every row is queued again (as `backfill` does),
+        and their number is returned (0 otherwise).
+        """
         with translate_errors("creating the connector's tables"):
             migrate.upgrade(self.engine)
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
-            capture.install(connection, self.config.name, source)
+            table = self._checked_table(connection, source)
+            capture.install(connection, self.config.name, source, table)
             self.store.save_capture(
                 connection,
-                source.table.fullname,
+                installation.stored_name(connection, table),
                 capture.signature(self.config),
                 self.clock.now(),
             )
-        log.info("capture installed", extra={"table": source.table.name})
+            # After install: its DDL waited for every statement the old triggers saw.
+            noted = installation.clear_errors(connection, self.config.name)
+            queued = 0
+            if noted is not None and noted.keys_lost:
+                queued = capture.record_all_rows(connection, self.config.name, source)
+        log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
+        return queued
+
+    def _checked_table(self, connection: Connection, source: SourceTable) -> catalogue.TableRef:
+        """The source table as the catalogue names it, once it is fit for capture."""
+        config = self.config.source
+        table = catalogue.resolve(connection, config.schema_, config.table)
+        if table is None:  # reflected a moment ago: dropped since
+            raise ConfigError(self.config_source, [f"source.table: {config.table!r} is gone"])
+        installation.refuse_another_table(connection, self.config, table, self.config_source)
+        if not catalogue.key_is_unique(connection, table, source.key_column.name):
+            raise ConfigError(
+                self.config_source,
+                [
+                    f"source.key: column {config.key!r} of table {str(table)!r} is neither its "
+                    "primary key nor the only column of a unique constraint or unique index "
+                    "(not partial): rows sharing a key would overwrite each other. Add one, or "
+                    "set `source.key` to a column that has one"
+                ],
+            )
+        return table
 
     def backfill(self) -> int:
         """Queue every existing source row; the next run pushes whatever differs."""
@@ -177,12 +208,21 @@ class Connector:
             installed = self.store.capture_signature(connection)
         if installed is None:
             raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
+        if installed == installation.UNINSTALLED:
+            raise LsqSyncError(
+                "change capture was removed by `lsq-sync uninstall`: run `lsq-sync init` to "
+                "install it again, then `lsq-sync backfill`"
+            )
         if installed != capture.signature(self.config):
             raise LsqSyncError(
                 "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
-                "installed change capture: run `lsq-sync init` again (then `lsq-sync backfill` "
-                "if you mapped new columns)"
+                "installed change capture, or lsq-sync was upgraded: run `lsq-sync init` again "
+                "(then `lsq-sync backfill` if you mapped new columns)"
             )
+        with translate_errors("checking change capture"), self.engine.connect() as connection:
+            problems = installation.problems(connection, self.config)
+        if problems:
+            raise CaptureError("\n".join(problems))
 
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.
