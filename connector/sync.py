@@ -19,7 +19,7 @@ from typing import Literal
 import httpx
 from sqlalchemy.engine import Connection, Engine
 
-from connector import capture, catalogue, installation, migrate
+from connector import capture, catalogue, installation, migrate, teardown
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
@@ -182,6 +182,22 @@ class Connector:
                 ],
             )
         return table
+
+    def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
+        """Remove this connector's triggers and functions; with `drop_state`, also its rows in
+        every `lsq_sync_*` table, and those tables when no other connector uses them."""
+        with (
+            translate_errors("removing change capture"),
+            run_lock(self.engine, self.config.name) as held,
+        ):
+            if not held:
+                raise LsqSyncError(
+                    "a run of this connector is in progress: stop it, then uninstall"
+                )
+            with self.engine.begin() as connection:
+                removed = teardown.uninstall(connection, self.config, drop_state=drop_state)
+        log.info("capture removed", extra={"table": removed.table})
+        return removed
 
     def backfill(self) -> int:
         """Queue every existing source row; the next run pushes whatever differs."""

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from connector import Connector, LsqSyncError, RunReport, capture, catalogue
 from connector.errors import CaptureError, ConfigError
-from connector.schema import capture_error, change
+from connector.schema import PREFIX, capture_error, change, metadata
 from connector.testing.emulator import Emulator
 from tests.support import PG_URL, config_dict, execute, load, wait_until_readable
 
@@ -653,3 +653,114 @@ def test_a_capture_installed_by_an_older_version_asks_for_init(
             sync.run_once()
         sync.init()
         assert run(sync).status == "ok"
+
+
+# -- uninstall ----------------------------------------------------------------------------------
+
+
+def own_tables(engine: sa.Engine) -> list[str]:
+    with engine.connect() as connection:
+        names = sa.inspect(connection).get_table_names()
+    return sorted(name for name in names if name.startswith(PREFIX))
+
+
+def functions(engine: sa.Engine) -> list[str]:
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT proname FROM pg_proc "
+                    "WHERE pronamespace = current_schema()::regnamespace "
+                    "AND starts_with(proname, 'lsq_sync_') ORDER BY proname"
+                )
+            ).scalars()
+        )
+
+
+def test_uninstall_removes_capture_and_keeps_state(
+    customers: tuple[Connector, sa.Engine],
+) -> None:
+    sync, app = customers
+    execute(app, "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
+    done = sync.uninstall()
+    assert done.table == qualified(app, "typed")
+    expected = ["trigger lsq_sync_test_ins", "trigger lsq_sync_test_upd"]
+    if app.dialect.name == "postgresql":
+        expected += ["function lsq_sync_test_capture_ins", "function lsq_sync_test_capture_upd"]
+    assert done.removed == expected
+    assert (installed_triggers(app), functions(app)) == ([], [])
+    execute(app, "UPDATE typed SET city = 'Goa'", "INSERT INTO typed (id) VALUES (2)")
+    assert captured(app) == ["1"]  # kept, for `init` to take up again
+    with pytest.raises(LsqSyncError, match="removed by `lsq-sync uninstall`"):
+        sync.run_once()
+    assert sync.uninstall().removed == []  # twice is harmless
+    sync.init()
+    assert captured(app) == ["1"]
+    assert run(sync).changes_ingested == 1
+
+
+def test_uninstall_drops_the_tables_with_the_last_connector_state(
+    customers: tuple[Connector, sa.Engine], db_url: str, emulator: Emulator
+) -> None:
+    sync, app = customers
+    with make_connector(
+        db_url, emulator, {"city": "mx_City"}, ORDERS, table="orders", name="orders"
+    ) as other:
+        execute(app, "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
+        execute(app, "INSERT INTO orders (id, city, lead) VALUES (1, 'Pune', 'L1')")
+        emulator.add_lead("L1")
+        run(sync)
+        done = sync.uninstall(drop_state=True)
+        assert (done.tables_dropped, done.other_connectors) == (False, ("orders",))
+        assert done.rows_deleted >= 3  # its install, cursor, lead and run at least
+        with app.connect() as connection:
+            for table in metadata.sorted_tables:
+                if "connector" in table.c:
+                    assert (
+                        connection.execute(
+                            sa.select(sa.func.count()).where(table.c.connector == "test")
+                        ).scalar_one()
+                        == 0
+                    ), table.name
+        assert installed_triggers(app, "orders") == ["lsq_sync_orders_ins", "lsq_sync_orders_upd"]
+        done = other.uninstall(drop_state=True)
+        assert (done.tables_dropped, done.other_connectors) == (True, ())
+    assert own_tables(app) == []
+    assert (installed_triggers(app), installed_triggers(app, "orders"), functions(app)) == (
+        [],
+        [],
+        [],
+    )
+    execute(app, "UPDATE typed SET city = 'Goa'", "UPDATE orders SET city = 'Goa'")
+
+
+@pytest.mark.parametrize(
+    "drift",
+    ["DROP TABLE typed", "ALTER TABLE typed RENAME COLUMN city TO town"],
+    ids=["table dropped", "column renamed"],
+)
+def test_uninstall_works_whatever_became_of_the_table(
+    customers: tuple[Connector, sa.Engine], drift: str
+) -> None:
+    sync, app = customers
+    execute(app, drift)
+    done = sync.uninstall(drop_state=True)
+    assert done.tables_dropped
+    assert (own_tables(app), functions(app)) == ([], [])
+    assert installed_triggers(app) == []
+
+
+def test_uninstall_finds_the_installed_table_when_the_config_names_another(
+    customers: tuple[Connector, sa.Engine], db_url: str, emulator: Emulator
+) -> None:
+    _, app = customers
+    with make_connector(
+        db_url, emulator, {"city": "mx_City"}, ORDERS, table="orders", init=False
+    ) as other:
+        done = other.uninstall()
+        assert done.table == qualified(app, "typed")
+        assert installed_triggers(app) == []
+        other.init()  # the name is free for another table now
+        assert installed_triggers(app, "orders") == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
