@@ -137,7 +137,7 @@ def _postgresql(
             # Transition tables have no statistics: the planner would JIT-compile the join
             # for every large statement, which costs more than the join itself.
             f"SET jit = off "
-            f"AS $lsq$ {body} $lsq$",
+            f"AS {_dollar_quoted(body)}",
             # Functions are executable by PUBLIC by default: any role able to create a table
             # could attach this one and write, as its owner, into the change table.
             f"REVOKE ALL ON FUNCTION {schema}.{quote(function)}() FROM PUBLIC",
@@ -163,6 +163,15 @@ def _postgresql(
             f"ALTER TABLE {on_table} ENABLE ALWAYS TRIGGER {quote(trigger)}",
         ]
     return statements
+
+
+def _dollar_quoted(body: str) -> str:
+    """The body as a dollar-quoted string whose tag no quoted column name can contain."""
+    tag, number = "$lsq$", 0
+    while tag in body:
+        number += 1
+        tag = f"$lsq{number}$"
+    return f"{tag} {body} {tag}"
 
 
 class _Comparison:

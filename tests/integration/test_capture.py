@@ -764,3 +764,28 @@ def test_uninstall_finds_the_installed_table_when_the_config_names_another(
         assert installed_triggers(app) == []
         other.init()  # the name is free for another table now
         assert installed_triggers(app, "orders") == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
+
+
+# -- names that could break out of the DDL --------------------------------------------------
+
+
+def test_hostile_table_and_column_names_stay_names(
+    db_url: str, emulator: Emulator, engine: sa.Engine
+) -> None:
+    table = 'Odd "T".$lsq$'
+    key = 'Key $lsq$ "k"'
+    quote = engine.dialect.identifier_preparer.quote_identifier
+    ddl = (
+        f'CREATE TABLE {quote(table)} ({quote(key)} INTEGER PRIMARY KEY, "City\'s" TEXT, lead TEXT)'
+    )
+    emulator.add_lead("L1")
+    with make_connector(db_url, emulator, {"City's": "mx_City"}, ddl, table=table, key=key) as sync:
+        execute(engine, f"INSERT INTO {quote(table)} VALUES (1, 'Pune', 'L1')")
+        execute(engine, f"UPDATE {quote(table)} SET \"City's\" = 'Goa'")
+        assert captured(engine) == ["1", "1"]
+        sync.init()  # reads back the table name it stored
+        assert run(sync).leads_pushed == 1
+        assert installed_triggers(engine, table) == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
+        assert sync.uninstall(drop_state=True).tables_dropped
+        assert installed_triggers(engine, table) == []
+    assert emulator.lead("L1") == {"mx_City": "Goa"}
