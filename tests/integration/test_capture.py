@@ -368,6 +368,20 @@ def test_sqlite_capture_follows_a_renamed_column_and_a_run_says_it_is_gone(
     assert emulator.lead("L1")["mx_Plan"] == "pro"
 
 
+def test_sqlite_refuses_dropping_a_captured_column_until_the_mapping_changes(
+    sqlite_url: str, emulator: Emulator, sqlite_engine: sa.Engine
+) -> None:
+    """What the README says to do: change the mapping and `init` first (or uninstall)."""
+    with (
+        make_connector(sqlite_url, emulator, CITY_AND_PLAN, CUSTOMERS),
+        pytest.raises(sa.exc.OperationalError, match="error in trigger lsq_sync_test_upd"),
+    ):
+        execute(sqlite_engine, "ALTER TABLE typed DROP COLUMN plan")
+    with make_connector(sqlite_url, emulator, {"city": "mx_City"}) as remapped:
+        execute(sqlite_engine, "ALTER TABLE typed DROP COLUMN plan")
+        assert run(remapped).status == "ok"
+
+
 # -- capture that vanished ----------------------------------------------------------------
 
 VANISHED = "run `lsq-sync init`, then `lsq-sync backfill`: changes made meanwhile were not captured"
