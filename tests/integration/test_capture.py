@@ -278,6 +278,30 @@ def test_postgresql_capture_notes_what_it_cannot_compare_instead_of_failing(
     assert captured(app) == expected  # kept for the run after `init`
 
 
+@pytest.mark.parametrize("drift", [None, "ALTER TABLE typed DROP COLUMN plan"])
+def test_postgresql_capture_writes_outside_any_subtransaction(
+    drifting: tuple[Connector, sa.Engine], drift: str | None
+) -> None:
+    """The exception block must not write: a subtransaction that writes takes an id, and past
+    64 of them in one transaction every snapshot on the server slows down. A row written in a
+    subtransaction has that subtransaction's id as its xmin, not the transaction's."""
+    _, app = drifting
+    if drift:
+        execute(app, drift)
+    with app.begin() as connection:
+        for city in range(3):
+            connection.exec_driver_sql(f"UPDATE typed SET city = 'c{city}' WHERE id = 1")
+        own_id = connection.exec_driver_sql("SELECT pg_current_xact_id()::text").scalar_one()
+    with app.connect() as connection:
+        writers = connection.exec_driver_sql(
+            "SELECT xmin::text FROM lsq_sync_change UNION SELECT xmin::text "
+            "FROM lsq_sync_capture_error"
+        ).scalars()
+        assert {int(xid) for xid in writers} == {int(own_id) % 2**32}
+    assert len(captured(app)) == 3
+    assert len(noted_errors(app)) == (3 if drift else 0)
+
+
 @pytest.mark.parametrize(
     ("alter", "expected"),
     [
