@@ -78,6 +78,27 @@ def _parse(connection: Connection, stored: str) -> TableRef | None:
     return found
 
 
+def fit_for_capture(connection: Connection, config: Config, config_source: str) -> TableRef:
+    """The configured source table, as the catalogue names it, once `init` may install on it:
+    its key is unique, and no other table holds this connector's name."""
+    source = config.source
+    table = catalogue.resolve(connection, source.schema_, source.table)
+    if table is None:  # reflected a moment ago: dropped since
+        raise ConfigError(config_source, [f"source.table: table {source.table!r} is gone"])
+    refuse_another_table(connection, config, table, config_source)
+    if not catalogue.key_is_unique(connection, table, source.key):
+        raise ConfigError(
+            config_source,
+            [
+                f"source.key: column {source.key!r} of table {str(table)!r} is neither its "
+                "primary key nor the only column of a unique constraint or unique index (not "
+                "partial): rows sharing a key would overwrite each other. Add one, or set "
+                "`source.key` to a column that has one"
+            ],
+        )
+    return table
+
+
 def refuse_another_table(
     connection: Connection, config: Config, table: TableRef, config_source: str
 ) -> None:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from connector import capture, catalogue, installation, migrate, teardown
+from connector import capture, installation, migrate, teardown
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import CaptureError, ConfigError, LsqSyncError
+from connector.errors import CaptureError, LsqSyncError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
@@ -148,7 +148,7 @@ class Connector:
             migrate.upgrade(self.engine)
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
-            table = self._checked_table(connection, source)
+            table = installation.fit_for_capture(connection, self.config, self.config_source)
             capture.install(connection, self.config.name, source, table)
             self.store.save_capture(
                 connection,
@@ -163,25 +163,6 @@ class Connector:
                 queued = capture.record_all_rows(connection, self.config.name, source)
         log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
         return queued
-
-    def _checked_table(self, connection: Connection, source: SourceTable) -> catalogue.TableRef:
-        """The source table as the catalogue names it, once it is fit for capture."""
-        config = self.config.source
-        table = catalogue.resolve(connection, config.schema_, config.table)
-        if table is None:  # reflected a moment ago: dropped since
-            raise ConfigError(self.config_source, [f"source.table: {config.table!r} is gone"])
-        installation.refuse_another_table(connection, self.config, table, self.config_source)
-        if not catalogue.key_is_unique(connection, table, source.key_column.name):
-            raise ConfigError(
-                self.config_source,
-                [
-                    f"source.key: column {config.key!r} of table {str(table)!r} is neither its "
-                    "primary key nor the only column of a unique constraint or unique index "
-                    "(not partial): rows sharing a key would overwrite each other. Add one, or "
-                    "set `source.key` to a column that has one"
-                ],
-            )
-        return table
 
     def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
         """Remove this connector's triggers and functions; with `drop_state`, also its rows in
