@@ -117,8 +117,8 @@ def _postgresql(
     key_name = source.key_column.name
     # Qualified, because the application's sessions may run with another search_path.
     own_schema = quote(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
-    native = catalogue.natively_comparable(connection, table, [key_name, *source.capture_columns])
-    compare = _Comparison(quote, native)
+    kinds = catalogue.column_kinds(connection, table, [key_name, *source.capture_columns])
+    compare = _Comparison(quote, kinds)
     functions = {
         names.insert_function: _insert_body(own_schema, connector_name, compare, key_name),
         names.update_function: _update_body(
@@ -175,15 +175,23 @@ def _dollar_quoted(body: str) -> str:
 
 
 class _Comparison:
-    """`o.c IS DISTINCT FROM n.c` for a column, natively or by text (see catalogue)."""
+    """`o.c IS DISTINCT FROM n.c` for a column, natively or by text (see catalogue).
 
-    def __init__(self, quote: Callable[[str], str], native: set[str]) -> None:
+    Under a nondeterministic collation 'pune' equals 'Pune', so such columns are compared
+    bytewise (`COLLATE "C"`), or a change of case would go uncaptured. Only those: COLLATE
+    would not parse on a column later retyped to, say, integer.
+    """
+
+    def __init__(self, quote: Callable[[str], str], kinds: dict[str, catalogue.ColumnKind]) -> None:
         self.quote = quote
-        self.native = native
+        self.kinds = kinds
 
     def _side(self, alias: str, column: str) -> str:
+        kind = self.kinds[column]
         reference = f"{alias}.{self.quote(column)}"
-        return reference if column in self.native else f"{reference}::text"
+        if not kind.native:
+            reference += "::text"
+        return f'{reference} COLLATE pg_catalog."C"' if kind.loose_collation else reference
 
     def differs(self, column: str) -> str:
         return f"{self._side('o', column)} IS DISTINCT FROM {self._side('n', column)}"
@@ -276,8 +284,10 @@ def _sqlite(
     key = quote(source.key_column.name)
     columns: Sequence[str] = source.capture_columns
     watched = ", ".join(quote(c) for c in [*columns, source.key_column.name])
+    # BINARY: under a column's NOCASE or RTRIM collation, 'pune' IS NOT 'Pune' is false.
     changed = " OR ".join(
-        f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in [*columns, source.key_column.name]
+        f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
+        for c in [*columns, source.key_column.name]
     )
     record = (
         f"INSERT INTO {changes} (connector, row_key, tx_id) "

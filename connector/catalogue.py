@@ -122,17 +122,34 @@ def _sqlite_table(connection: Connection, table: TableRef, pragma: str = "table_
     return f"{quote(table.schema)}.{pragma}({quote(table.name)})"
 
 
-def natively_comparable(connection: Connection, table: TableRef, names: Iterable[str]) -> set[str]:
-    """The columns among `names` whose type (domains resolved) has a pg_catalog equality."""
+@dataclass(frozen=True)
+class ColumnKind:
+    """How a trigger must compare a column (PostgreSQL)."""
+
+    native: bool  # its type, domains resolved, has a pg_catalog equality
+    # Its collation is nondeterministic: it may call different strings equal ('a' and 'A').
+    loose_collation: bool
+
+
+def column_kinds(
+    connection: Connection, table: TableRef, names: Iterable[str]
+) -> dict[str, ColumnKind]:
     rows = connection.execute(
         sa.text(
-            "SELECT attname, atttypid FROM pg_catalog.pg_attribute "
-            "WHERE attrelid = pg_catalog.to_regclass(:table) AND attnum > 0 AND NOT attisdropped"
+            "SELECT a.attname, a.atttypid, coalesce(NOT c.collisdeterministic, false) "
+            "FROM pg_catalog.pg_attribute a "
+            "LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation "
+            "WHERE a.attrelid = pg_catalog.to_regclass(:table) AND a.attnum > 0 "
+            "AND NOT a.attisdropped"
         ),
         {"table": table.quoted(connection)},
     ).all()
     wanted = set(names)
-    return {name for name, type_id in rows if name in wanted and _native(connection, type_id)}
+    return {
+        name: ColumnKind(_native(connection, type_id), loose)
+        for name, type_id, loose in rows
+        if name in wanted
+    }
 
 
 def _native(connection: Connection, type_id: int) -> bool:

@@ -182,6 +182,32 @@ def test_columns_without_a_catalogue_equality_are_captured_by_their_text(
         assert noted_errors(app) == []
 
 
+def test_a_change_of_case_is_captured_whatever_the_collation(
+    db_url: str, emulator: Emulator, engine: sa.Engine
+) -> None:
+    """Under a case-insensitive collation 'pune' equals 'Pune', as key and as value."""
+    if engine.dialect.name == "postgresql":
+        loose = "loose"
+        statements = [
+            "CREATE COLLATION loose (provider = icu, locale = 'und-u-ks-level2', "
+            "deterministic = false)"
+        ]
+    else:
+        loose, statements = "NOCASE", []
+    statements.append(
+        f"CREATE TABLE typed (id TEXT COLLATE {loose} PRIMARY KEY, city TEXT COLLATE {loose}, "
+        f"v VARCHAR(20) COLLATE {loose}, lead TEXT)"
+    )
+    mapping = {"city": "mx_City", "v": "mx_V"}
+    with make_connector(db_url, emulator, mapping, *statements):
+        execute(engine, "INSERT INTO typed (id, city, v, lead) VALUES ('a', 'pune', 'x', 'L1')")
+        execute(engine, "UPDATE typed SET city = 'Pune'")
+        execute(engine, "UPDATE typed SET v = 'X'")
+        execute(engine, "UPDATE typed SET id = 'A'")
+        execute(engine, "UPDATE typed SET city = 'Pune', v = 'X', id = 'A'")  # no change
+        assert captured(engine) == ["a", "a", "a", "A"]
+
+
 # -- NULL keys ---------------------------------------------------------------------------------
 
 
@@ -276,6 +302,24 @@ def test_postgresql_capture_notes_what_it_cannot_compare_instead_of_failing(
     with pytest.raises(CaptureError):
         sync.run_once()
     assert captured(app) == expected  # kept for the run after `init`
+
+
+def test_postgresql_a_retype_that_still_compares_needs_no_init(
+    drifting: tuple[Connector, sa.Engine], emulator: Emulator
+) -> None:
+    sync, app = drifting
+    execute(
+        app,
+        "ALTER TABLE typed ALTER COLUMN plan TYPE varchar(20)",
+        "ALTER TABLE typed ALTER COLUMN city TYPE integer USING length(city)",
+        "ALTER TABLE typed ALTER COLUMN id TYPE bigint",
+        "UPDATE typed SET city = 7 WHERE id = 1",
+        "UPDATE typed SET plan = plan",
+    )
+    assert noted_errors(app) == []
+    assert captured(app) == ["1"]
+    assert run(sync).leads_pushed == 1
+    assert emulator.lead("L1")["mx_City"] == "7"
 
 
 @pytest.mark.parametrize("drift", [None, "ALTER TABLE typed DROP COLUMN plan"])
