@@ -71,8 +71,8 @@ def test_the_application_migrates_its_table_and_nothing_is_lost(
     project.execute(f"UPDATE customers SET {city} = 'Delhi' WHERE lsq_prospect_id = 'L1'")
     project.execute("UPDATE customers SET plan = 'pro' WHERE lsq_prospect_id = 'L2'")
 
-    for command in ("run", "status", "backfill"):
-        (line,) = assert_clean_failure(project.cli(command), 1)
+    for command in (["run"], ["status"], ["backfill"], ["retry", "--all"], ["daemon"]):
+        (line,) = assert_clean_failure(project.cli(*command), 1)
         assert line == message.format(table=f"{schema_of(project)}.customers")
 
     project.write({**project.config(), **fix})
