@@ -203,7 +203,7 @@ class _Comparison:
 _TX_ID = "pg_current_xact_id()::text::bigint"
 
 
-def _record_keys_lost(own_schema: str, connector_name: str, key_name: str) -> str:
+def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_name: str) -> str:
     """The handler's writes, after the probe failed: note why, and record every key the
     statement wrote through `to_jsonb(n)`, which parses whatever became of the columns."""
     name = _literal(connector_name)
@@ -246,7 +246,9 @@ def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
     return _guarded(
-        f"PERFORM {rows}", record, _record_keys_lost(own_schema, connector_name, key_name)
+        f"PERFORM {rows}",
+        record,
+        _note_error_and_record_every_key(own_schema, connector_name, key_name),
     )
 
 
@@ -269,7 +271,9 @@ def _update_body(
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
     return _guarded(
-        f"PERFORM {rows}", record, _record_keys_lost(own_schema, connector_name, key_name)
+        f"PERFORM {rows}",
+        record,
+        _note_error_and_record_every_key(own_schema, connector_name, key_name),
     )
 
 
