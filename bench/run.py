@@ -4,7 +4,7 @@ The machine this runs on is shared and noisy, so every headline figure is a RATI
 things measured in the same run, with the two sides interleaved and the median of several
 repetitions reported. Absolute figures are printed beside the ratios for context only.
 
-    python bench/run.py [--db sqlite|postgresql|both] [--rows N] [--quick]
+    python bench/run.py [--db sqlite|postgresql|both] [--rows N] [--quick] [--capture-only]
 
 Progress goes to stderr; the markdown table goes to stdout.
 """
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 import yaml
@@ -81,6 +82,11 @@ MAPPED_UPDATE = (
     "plan = CASE WHEN plan = 'gold' THEN 'silver' ELSE 'gold' END WHERE id <= {limit}"
 )
 UNMAPPED_UPDATE = "UPDATE {table} SET notes = CASE WHEN notes = 'a' THEN 'b' ELSE 'a' END"
+# One row per statement, each its own transaction: what an application's request does.
+SINGLE_ROW_UPDATE = "UPDATE {table} SET score = score + 1 WHERE id = {key}"
+SINGLE_ROW_STATEMENTS = 2000
+# Statements per side before switching to the other, so both sides see the same moments.
+SINGLE_ROW_BLOCK = 100
 XMIN_WAIT_SECONDS = 120
 # The first ingest can crawl (see RESULTS.md); past this it stops and its rate so far counts.
 FIRST_INGEST_SECONDS = 60.0
@@ -112,6 +118,7 @@ class Sizes:
     small_backlog: int  # the second memory run, to show memory does not follow the backlog
     capture_reps: int
     ingest_reps: int
+    single_row_statements: int
 
 
 def sizes_from(args: argparse.Namespace) -> Sizes:
@@ -123,6 +130,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         small_backlog=max(1, backlog // 10),
         capture_reps=args.reps or (3 if args.quick else 5),
         ingest_reps=args.reps or 3,
+        single_row_statements=min(SINGLE_ROW_STATEMENTS, rows),
     )
 
 
@@ -275,6 +283,43 @@ def measure_capture(engine: sa.Engine, maintenance: Maintenance, reps: int) -> d
                 f"bare {pair.bare[-1]:.3f}s ratio {pair.ratios[-1]:.2f}"
             )
     return results
+
+
+def measure_single_rows(
+    engine: sa.Engine, maintenance: Maintenance, reps: int, statements: int
+) -> Pair:
+    """Autocommit single-row UPDATEs, alternating sides every SINGLE_ROW_BLOCK statements.
+
+    Timed on the driver's own connection: SQLAlchemy's per-statement work would otherwise
+    dilute the trigger's share of each statement.
+    """
+    pair = Pair()
+    for rep in range(reps):
+        clear_changes(engine)
+        maintenance.settle(CAPTURED, BARE, change.name)
+        seconds = {CAPTURED: 0.0, BARE: 0.0}
+        raw = engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            if maintenance.postgres:
+                driver.autocommit = True
+            sides = [CAPTURED, BARE] if rep % 2 == 0 else [BARE, CAPTURED]
+            for start in range(1, statements + 1, SINGLE_ROW_BLOCK):
+                keys = range(start, min(start + SINGLE_ROW_BLOCK, statements + 1))
+                for table in sides:
+                    began = time.perf_counter()
+                    for key in keys:
+                        driver.execute(SINGLE_ROW_UPDATE.format(table=table, key=key))
+                    seconds[table] += time.perf_counter() - began
+        finally:
+            raw.close()
+        pair.captured.append(seconds[CAPTURED])
+        pair.bare.append(seconds[BARE])
+        log(
+            f"  capture single rows rep {rep + 1}: captured {seconds[CAPTURED]:.3f}s "
+            f"bare {seconds[BARE]:.3f}s ratio {pair.ratios[-1]:.2f}"
+        )
+    return pair
 
 
 # -- 2. ingest throughput ---------------------------------------------------------------------
@@ -507,14 +552,19 @@ def measure_memory(engine: sa.Engine, maintenance: Maintenance, url: str, sizes:
 
 
 @dataclass(frozen=True)
-class Results:
-    capture: dict[str, Pair]
+class IngestFigures:
     first_ingest: Throughput
     throughput: Throughput
     memory: Memory
 
 
-def bench(kind: str, pg_url: str, sizes: Sizes, profile: bool) -> Results:
+@dataclass(frozen=True)
+class Results:
+    capture: dict[str, Pair]
+    ingest: IngestFigures | None  # None with --capture-only
+
+
+def bench(kind: str, pg_url: str, sizes: Sizes, profile: bool, capture_only: bool) -> Results:
     with database(kind, pg_url) as url:
         config = make_config(url)
         engine = create_engine(url)
@@ -526,13 +576,19 @@ def bench(kind: str, pg_url: str, sizes: Sizes, profile: bool) -> Results:
                 connector.init()
             log(f"{kind}: capture overhead, {sizes.capture_reps} repetitions")
             capture = measure_capture(engine, maintenance, sizes.capture_reps)
+            log(f"{kind}: capture overhead, {sizes.single_row_statements:,} single-row UPDATEs")
+            capture["single"] = measure_single_rows(
+                engine, maintenance, sizes.capture_reps, sizes.single_row_statements
+            )
+            if capture_only:
+                return Results(capture, None)
             log(f"{kind}: ingest throughput, backlog {sizes.backlog:,}")
             first, throughput = measure_ingest(engine, config, maintenance, sizes, profile)
             log(f"{kind}: peak memory")
             memory = measure_memory(engine, maintenance, url, sizes)
         finally:
             engine.dispose()
-    return Results(capture, first, throughput, memory)
+    return Results(capture, IngestFigures(first, throughput, memory))
 
 
 def median(values: list[float]) -> float:
@@ -554,46 +610,13 @@ def table(results: dict[str, Results], sizes: Sizes) -> str:
             "~1.0x",
         ),
         (
-            f"ingest throughput, backlog {sizes.backlog:,} (changes/s)",
-            lambda r: f"{median(r.throughput.ingest_rate):,.0f}",
+            f"capture overhead: {sizes.single_row_statements:,} single-row autocommit UPDATEs",
+            lambda r: capture_cell(r.capture["single"]),
             "",
-        ),
-        (
-            "plain SELECT of the same change rows (rows/s)",
-            lambda r: f"{median(r.throughput.select_rate):,.0f}",
-            "",
-        ),
-        (
-            f"ingest / SELECT ratio (backlog {sizes.backlog:,})",
-            lambda r: ratio_cell(r.throughput.ratios),
-            ">= 0.25",
-        ),
-        (
-            f"first ingest: {sizes.rows:,} changes into an empty lead table (changes/s)",
-            lambda r: first_ingest_cell(r.first_ingest),
-            "",
-        ),
-        (
-            "first ingest / SELECT ratio",
-            lambda r: ratio_cell(r.first_ingest.ratios),
-            "",
-        ),
-        (
-            "peak RSS, baseline process (imports + connect, no ingest)",
-            lambda r: mib(r.memory.baseline_kib),
-            "",
-        ),
-        (
-            f"peak RSS, ingest of {sizes.small_backlog:,} changes (growth over baseline)",
-            lambda r: memory_cell(r.memory.small_kib, r.memory.baseline_kib),
-            "bounded",
-        ),
-        (
-            f"peak RSS, ingest of {sizes.backlog:,} changes (growth over baseline)",
-            lambda r: memory_cell(r.memory.large_kib, r.memory.baseline_kib),
-            "same as above",
         ),
     ]
+    if all(r.ingest is not None for r in results.values()):
+        rows += ingest_rows(sizes)
     lines = [
         "| measure | " + " | ".join(names[k] for k in kinds) + " | target |",
         "|---|" + "---|" * len(kinds) + "---|",
@@ -602,6 +625,57 @@ def table(results: dict[str, Results], sizes: Sizes) -> str:
         cells = " | ".join(cell(results[k]) for k in kinds)
         lines.append(f"| {label} | {cells} | {target} |")
     return "\n".join(lines)
+
+
+def ingested(results: Results) -> IngestFigures:
+    if results.ingest is None:
+        raise ValueError("no ingest figures: measured with --capture-only")
+    return results.ingest
+
+
+def ingest_rows(sizes: Sizes) -> list[tuple[str, Callable[[Results], str], str]]:
+    return [
+        (
+            f"ingest throughput, backlog {sizes.backlog:,} (changes/s)",
+            lambda r: f"{median(ingested(r).throughput.ingest_rate):,.0f}",
+            "",
+        ),
+        (
+            "plain SELECT of the same change rows (rows/s)",
+            lambda r: f"{median(ingested(r).throughput.select_rate):,.0f}",
+            "",
+        ),
+        (
+            f"ingest / SELECT ratio (backlog {sizes.backlog:,})",
+            lambda r: ratio_cell(ingested(r).throughput.ratios),
+            ">= 0.25",
+        ),
+        (
+            f"first ingest: {sizes.rows:,} changes into an empty lead table (changes/s)",
+            lambda r: first_ingest_cell(ingested(r).first_ingest),
+            "",
+        ),
+        (
+            "first ingest / SELECT ratio",
+            lambda r: ratio_cell(ingested(r).first_ingest.ratios),
+            "",
+        ),
+        (
+            "peak RSS, baseline process (imports + connect, no ingest)",
+            lambda r: mib(ingested(r).memory.baseline_kib),
+            "",
+        ),
+        (
+            f"peak RSS, ingest of {sizes.small_backlog:,} changes (growth over baseline)",
+            lambda r: memory_cell(ingested(r).memory.small_kib, ingested(r).memory.baseline_kib),
+            "bounded",
+        ),
+        (
+            f"peak RSS, ingest of {sizes.backlog:,} changes (growth over baseline)",
+            lambda r: memory_cell(ingested(r).memory.large_kib, ingested(r).memory.baseline_kib),
+            "same as above",
+        ),
+    ]
 
 
 def first_ingest_cell(first: Throughput) -> str:
@@ -644,6 +718,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions per comparison (default 5 / 3)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--profile", action="store_true", help="cProfile one ingest")
+    parser.add_argument(
+        "--capture-only", action="store_true", help="measure capture overhead alone"
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--child", choices=["ingest", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -659,26 +736,36 @@ def main(argv: list[str] | None = None) -> None:
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     started = time.monotonic()
     fingerprint = code_fingerprint()
-    results = {kind: bench(kind, args.pg_url, sizes, args.profile) for kind in kinds}
+    results = {
+        kind: bench(kind, args.pg_url, sizes, args.profile, args.capture_only) for kind in kinds
+    }
     log(f"done in {time.monotonic() - started:.0f}s")
     print(f"Measured code (sha256 prefixes): {fingerprint}\n")
     if code_fingerprint() != fingerprint:
         print("**WARNING: connector/ changed during this run; figures may mix versions.**\n")
     print(table(results, sizes))
-    details = {
-        kind: {
-            "capture_mapped_ratios": [round(x, 3) for x in r.capture["mapped"].ratios],
-            "capture_unmapped_ratios": [round(x, 3) for x in r.capture["unmapped"].ratios],
-            "ingest_select_ratios": [round(x, 3) for x in r.throughput.ratios],
-            "ingest_rates": [round(x) for x in r.throughput.ingest_rate],
-            "first_ingest_rate": round(r.first_ingest.ingest_rate[0]),
-            "first_select_rate": round(r.first_ingest.select_rate[0]),
-            "select_rates": [round(x) for x in r.throughput.select_rate],
-        }
-        for kind, r in results.items()
-    }
+    details = {kind: figures(r) for kind, r in results.items()}
     lines = [f'  "{kind}": {json.dumps(figures)}' for kind, figures in details.items()]
     print("\nPer-repetition figures:\n\n```json\n{\n" + ",\n".join(lines) + "\n}\n```")
+
+
+def figures(results: Results) -> dict[str, object]:
+    capture = results.capture
+    details: dict[str, object] = {
+        "capture_mapped_ratios": [round(x, 3) for x in capture["mapped"].ratios],
+        "capture_unmapped_ratios": [round(x, 3) for x in capture["unmapped"].ratios],
+        "capture_single_row_ratios": [round(x, 3) for x in capture["single"].ratios],
+    }
+    if results.ingest is None:
+        return details
+    first, throughput = results.ingest.first_ingest, results.ingest.throughput
+    return details | {
+        "ingest_select_ratios": [round(x, 3) for x in throughput.ratios],
+        "ingest_rates": [round(x) for x in throughput.ingest_rate],
+        "first_ingest_rate": round(first.ingest_rate[0]),
+        "first_select_rate": round(first.select_rate[0]),
+        "select_rates": [round(x) for x in throughput.select_rate],
+    }
 
 
 if __name__ == "__main__":

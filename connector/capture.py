@@ -4,23 +4,34 @@ A change row holds only the row's key (and, on PostgreSQL, its transaction id): 
 the row's current values itself. Keeping the trigger this small is what keeps the
 application's writes cheap. Every name from the config goes into the DDL as a quoted
 identifier.
+
+The triggers must never fail the application's statement: rows with a NULL key are skipped
+(they cannot be read back by key), columns whose equality is not in pg_catalog are compared
+by their text, and on PostgreSQL a statement the trigger cannot compare (a captured column
+dropped or renamed under it) has every key it wrote recorded and the reason noted in
+`lsq_sync_capture_error`, for the next run to report.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from connector import catalogue
+from connector.catalogue import TableRef
 from connector.config import Config
+from connector.schema import capture_error
 from connector.schema import change as change_table
 from connector.source import SourceTable
 
 # Bump when the trigger design changes, so that `init` must run again after an upgrade.
-CAPTURE_VERSION = 1
+# 2: NULL keys skipped, text comparison for types without a pg_catalog equality, drift noted
+# instead of raised, ENABLE ALWAYS, EXECUTE revoked from PUBLIC.
+CAPTURE_VERSION = 2
 
 
 def signature(config: Config) -> str:
@@ -35,32 +46,10 @@ def signature(config: Config) -> str:
     return hashlib.sha256(json.dumps(needs, sort_keys=True).encode()).hexdigest()
 
 
-def install(connection: Connection, connector_name: str, source: SourceTable) -> None:
-    """Create or replace the capture triggers; safe to run again, e.g. after a mapping change."""
-    if connection.dialect.name == "postgresql":
-        statements = _postgresql(connection, connector_name, source)
-    else:
-        statements = _sqlite(connection, connector_name, source)
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+class Names:
+    """The triggers and functions of one connector, derived from its name alone, so they can
+    be found and removed when the config no longer matches the table."""
 
-
-def remove(connection: Connection, connector_name: str, source: SourceTable) -> None:
-    quote = connection.dialect.identifier_preparer.quote_identifier
-    table = _qualified(connection, source)
-    names = _Names(connector_name)
-    if connection.dialect.name == "postgresql":
-        schema = _schema_prefix(connection, source)
-        for trigger in (names.insert_trigger, names.update_trigger):
-            connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)} ON {table}")
-        for function in (names.insert_function, names.update_function):
-            connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {schema}{quote(function)}()")
-    else:
-        for trigger in (names.insert_trigger, names.update_trigger):
-            connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {quote(trigger)}")
-
-
-class _Names:
     def __init__(self, connector_name: str) -> None:
         base = f"lsq_sync_{connector_name}"
         self.insert_trigger = f"{base}_ins"
@@ -68,101 +57,256 @@ class _Names:
         self.insert_function = f"{base}_capture_ins"
         self.update_function = f"{base}_capture_upd"
 
+    @property
+    def triggers(self) -> tuple[str, str]:
+        return self.insert_trigger, self.update_trigger
+
+    @property
+    def functions(self) -> tuple[str, str]:
+        return self.insert_function, self.update_function
+
+
+def install(
+    connection: Connection, connector_name: str, source: SourceTable, table: TableRef
+) -> None:
+    """Create or replace the capture triggers; safe to run again, e.g. after a mapping change."""
+    if connection.dialect.name == "postgresql":
+        statements = _postgresql(connection, connector_name, source, table)
+    else:
+        statements = _sqlite(connection, connector_name, source, table)
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+
+
+def remove(connection: Connection, connector_name: str, table: TableRef) -> list[str]:
+    """Drop this connector's triggers from `table` and, on PostgreSQL, its functions from the
+    table's schema; works whether or not the table still exists. Returns what it dropped."""
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    names = Names(connector_name)
+    present = [name for name in names.triggers if name in catalogue.triggers(connection, table)]
+    postgres = connection.dialect.name == "postgresql"
+    for trigger in present:
+        connection.exec_driver_sql(
+            f"DROP TRIGGER {quote(trigger)} ON {table.quoted(connection)}"
+            if postgres
+            else f"DROP TRIGGER {quote(table.schema)}.{quote(trigger)}"
+        )
+    dropped = [f"trigger {name}" for name in present]
+    if postgres:
+        functions = catalogue.existing_functions(connection, table.schema, names.functions)
+        for function in functions:
+            connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")
+        dropped += [f"function {function}" for function in functions]
+    return dropped
+
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _qualified(connection: Connection, source: SourceTable) -> str:
-    quote = connection.dialect.identifier_preparer.quote_identifier
-    return _schema_prefix(connection, source) + quote(source.table.name)
-
-
-def _schema_prefix(connection: Connection, source: SourceTable) -> str:
-    quote = connection.dialect.identifier_preparer.quote_identifier
-    return f"{quote(source.table.schema)}." if source.table.schema else ""
-
-
-def _postgresql(connection: Connection, connector_name: str, source: SourceTable) -> list[str]:
+def _postgresql(
+    connection: Connection, connector_name: str, source: SourceTable, table: TableRef
+) -> list[str]:
     """Statement-level triggers over transition tables.
 
     One trigger call per statement instead of per row, and the change rows come from a
     single INSERT ... SELECT, which is what makes a 200k-row UPDATE affordable.
     """
     quote = connection.dialect.identifier_preparer.quote_identifier
-    names = _Names(connector_name)
-    table = _qualified(connection, source)
-    schema = _schema_prefix(connection, source)
+    names = Names(connector_name)
+    key_name = source.key_column.name
     # Qualified, because the application's sessions may run with another search_path.
-    own_schema = connection.exec_driver_sql("SELECT current_schema()").scalar_one()
-    changes = f"{quote(own_schema)}.{quote(change_table.name)}"
-    key = quote(source.key_column.name)
-    name = _literal(connector_name)
-    changed = " OR ".join(
-        f"o.{quote(c)} IS DISTINCT FROM n.{quote(c)}" for c in source.capture_columns
-    )
-    # A row whose key changed has no old row to compare with: always record it.
-    insert_body = (
-        f"INSERT INTO {changes} (connector, row_key, tx_id) "
-        f"SELECT {name}, n.{key}::text, pg_current_xact_id()::text::bigint FROM new_rows n"
-    )
-    update_body = (
-        f"INSERT INTO {changes} (connector, row_key, tx_id) "
-        f"SELECT {name}, n.{key}::text, pg_current_xact_id()::text::bigint "
-        f"FROM new_rows n LEFT JOIN old_rows o ON o.{key} = n.{key} "
-        f"WHERE o.{key} IS NULL OR {changed}"
-    )
+    own_schema = quote(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
+    kinds = catalogue.column_kinds(connection, table, [key_name, *source.capture_columns])
+    compare = _Comparison(quote, kinds)
+    functions = {
+        names.insert_function: _insert_body(own_schema, connector_name, compare, key_name),
+        names.update_function: _update_body(
+            own_schema, connector_name, compare, key_name, source.capture_columns
+        ),
+    }
+    schema = quote(table.schema)
+    on_table = table.quoted(connection)
     statements: list[str] = []
-    for function, body in (
-        (names.insert_function, insert_body),
-        (names.update_function, update_body),
-    ):
+    for function, body in functions.items():
         # SECURITY DEFINER: the application's role may write the source table without any
         # right on the connector's tables; a pinned search_path makes that safe.
-        statements.append(
-            f"CREATE OR REPLACE FUNCTION {schema}{quote(function)}() RETURNS trigger "
+        statements += [
+            f"CREATE OR REPLACE FUNCTION {schema}.{quote(function)}() RETURNS trigger "
             f"LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
             # Transition tables have no statistics: the planner would JIT-compile the join
             # for every large statement, which costs more than the join itself.
             f"SET jit = off "
-            f"AS $lsq$ BEGIN {body}; RETURN NULL; END $lsq$"
-        )
-    statements += [
-        f"DROP TRIGGER IF EXISTS {quote(names.insert_trigger)} ON {table}",
-        f"DROP TRIGGER IF EXISTS {quote(names.update_trigger)} ON {table}",
-        f"CREATE TRIGGER {quote(names.insert_trigger)} AFTER INSERT ON {table} "
-        f"REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT "
-        f"EXECUTE FUNCTION {schema}{quote(names.insert_function)}()",
-        f"CREATE TRIGGER {quote(names.update_trigger)} AFTER UPDATE ON {table} "
-        f"REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT "
-        f"EXECUTE FUNCTION {schema}{quote(names.update_function)}()",
-    ]
+            f"AS {_dollar_quoted(body)}",
+            # Functions are executable by PUBLIC by default: any role able to create a table
+            # could attach this one and write, as its owner, into the change table.
+            f"REVOKE ALL ON FUNCTION {schema}.{quote(function)}() FROM PUBLIC",
+        ]
+    triggers = (
+        (names.insert_trigger, "INSERT", "NEW TABLE AS new_rows", names.insert_function),
+        (
+            names.update_trigger,
+            "UPDATE",
+            "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            names.update_function,
+        ),
+    )
+    for trigger, event, transitions, function in triggers:
+        statements += [
+            f"DROP TRIGGER IF EXISTS {quote(trigger)} ON {on_table}",
+            f"CREATE TRIGGER {quote(trigger)} AFTER {event} ON {on_table} "
+            f"REFERENCING {transitions} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION {schema}.{quote(function)}()",
+            # Rows applied by logical replication, or loaded with session_replication_role =
+            # replica, are changes too: a row captured once too often costs no call (the
+            # diff finds nothing to send), a row never captured is never synced.
+            f"ALTER TABLE {on_table} ENABLE ALWAYS TRIGGER {quote(trigger)}",
+        ]
     return statements
 
 
-def _sqlite(connection: Connection, connector_name: str, source: SourceTable) -> list[str]:
+def _dollar_quoted(body: str) -> str:
+    """The body as a dollar-quoted string whose tag no quoted column name can contain."""
+    tag, number = "$lsq$", 0
+    while tag in body:
+        number += 1
+        tag = f"$lsq{number}$"
+    return f"{tag} {body} {tag}"
+
+
+class _Comparison:
+    """`o.c IS DISTINCT FROM n.c` for a column, natively or by text (see catalogue).
+
+    Under a nondeterministic collation 'pune' equals 'Pune', so such columns are compared
+    bytewise (`COLLATE "C"`), or a change of case would go uncaptured. Only those: COLLATE
+    would not parse on a column later retyped to, say, integer.
+    """
+
+    def __init__(self, quote: Callable[[str], str], kinds: dict[str, catalogue.ColumnKind]) -> None:
+        self.quote = quote
+        self.kinds = kinds
+
+    def _side(self, alias: str, column: str) -> str:
+        kind = self.kinds[column]
+        reference = f"{alias}.{self.quote(column)}"
+        if not kind.native:
+            reference += "::text"
+        return f'{reference} COLLATE pg_catalog."C"' if kind.loose_collation else reference
+
+    def differs(self, column: str) -> str:
+        return f"{self._side('o', column)} IS DISTINCT FROM {self._side('n', column)}"
+
+    def same(self, column: str) -> str:
+        return f"{self._side('o', column)} = {self._side('n', column)}"
+
+
+_TX_ID = "pg_current_xact_id()::text::bigint"
+
+
+def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_name: str) -> str:
+    """The handler's writes, after the probe failed: note why, and record every key the
+    statement wrote through `to_jsonb(n)`, which parses whatever became of the columns."""
+    name = _literal(connector_name)
+    key = _literal(key_name)
+    errors = f"{own_schema}.{capture_error.name}"
+    changes = f"{own_schema}.{change_table.name}"
+    return (
+        f"INSERT INTO {errors} (connector, noted_at, message, keys_lost) "
+        f"VALUES ({name}, now() AT TIME ZONE 'UTC', capture_problem, NOT EXISTS ("
+        f"SELECT FROM pg_attribute WHERE attrelid = TG_RELID AND attname = {key} "
+        f"AND attnum > 0 AND NOT attisdropped)); "
+        f"INSERT INTO {changes} (connector, row_key, tx_id) "
+        f"SELECT {name}, to_jsonb(n) ->> {key}, {_TX_ID} FROM new_rows n "
+        f"WHERE to_jsonb(n) ->> {key} IS NOT NULL;"
+    )
+
+
+def _guarded(probe: str, record: str, fallback: str) -> str:
+    """A function body that runs `record` when `probe` parses, and `fallback` when not.
+
+    The probe references every column and operator `record` uses but reads no row. The
+    application's statement holds its lock on the table until it commits, so no column can
+    change between the probe and `record`. Only the probe is inside the exception block: a
+    block that writes takes a subtransaction id, and more than 64 of those in one application
+    transaction overflow the subtransaction cache, which slows every snapshot on the server.
+    """
+    return (
+        "DECLARE capture_problem text; BEGIN "
+        f"BEGIN {probe} LIMIT 0; EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
+        f"IF capture_problem IS NULL THEN {record}; ELSE {fallback} END IF; "
+        "RETURN NULL; END"
+    )
+
+
+def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key_name: str) -> str:
+    key = compare.quote(key_name)
+    rows = f"FROM new_rows n WHERE n.{key} IS NOT NULL"
+    record = (
+        f"INSERT INTO {own_schema}.{change_table.name} (connector, row_key, tx_id) "
+        f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
+    )
+    return _guarded(
+        f"PERFORM {rows}",
+        record,
+        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+    )
+
+
+def _update_body(
+    own_schema: str,
+    connector_name: str,
+    compare: _Comparison,
+    key_name: str,
+    columns: Sequence[str],
+) -> str:
+    key = compare.quote(key_name)
+    changed = " OR ".join(compare.differs(column) for column in columns)
+    # A row whose key changed has no old row to compare with: always record it.
+    rows = (
+        f"FROM new_rows n LEFT JOIN old_rows o ON {compare.same(key_name)} "
+        f"WHERE n.{key} IS NOT NULL AND (o.{key} IS NULL OR {changed})"
+    )
+    record = (
+        f"INSERT INTO {own_schema}.{change_table.name} (connector, row_key, tx_id) "
+        f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
+    )
+    return _guarded(
+        f"PERFORM {rows}",
+        record,
+        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+    )
+
+
+def _sqlite(
+    connection: Connection, connector_name: str, source: SourceTable, table: TableRef
+) -> list[str]:
     """Row triggers that fire only when a captured column really changed (`IS NOT`)."""
     quote = connection.dialect.identifier_preparer.quote_identifier
-    names = _Names(connector_name)
-    table = _qualified(connection, source)
+    names = Names(connector_name)
+    schema = quote(table.schema)
     changes = quote(change_table.name)
     key = quote(source.key_column.name)
     columns: Sequence[str] = source.capture_columns
     watched = ", ".join(quote(c) for c in [*columns, source.key_column.name])
+    # BINARY: under a column's NOCASE or RTRIM collation, 'pune' IS NOT 'Pune' is false.
     changed = " OR ".join(
-        f"OLD.{quote(c)} IS NOT NEW.{quote(c)}" for c in [*columns, source.key_column.name]
+        f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
+        for c in [*columns, source.key_column.name]
     )
     record = (
         f"INSERT INTO {changes} (connector, row_key, tx_id) "
         f"VALUES ({_literal(connector_name)}, CAST(NEW.{key} AS TEXT), 0)"
     )
+    # A NULL key (a nullable TEXT PRIMARY KEY allows it) cannot be read back by key, and
+    # recording it would fail the application's statement on the NOT NULL row_key.
     return [
-        f"DROP TRIGGER IF EXISTS {quote(names.insert_trigger)}",
-        f"DROP TRIGGER IF EXISTS {quote(names.update_trigger)}",
-        f"CREATE TRIGGER {quote(names.insert_trigger)} AFTER INSERT ON {table} "
-        f"FOR EACH ROW BEGIN {record}; END",
-        f"CREATE TRIGGER {quote(names.update_trigger)} AFTER UPDATE OF {watched} ON {table} "
-        f"FOR EACH ROW WHEN {changed} BEGIN {record}; END",
+        f"DROP TRIGGER IF EXISTS {schema}.{quote(names.insert_trigger)}",
+        f"DROP TRIGGER IF EXISTS {schema}.{quote(names.update_trigger)}",
+        f"CREATE TRIGGER {schema}.{quote(names.insert_trigger)} AFTER INSERT ON "
+        f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL BEGIN {record}; END",
+        f"CREATE TRIGGER {schema}.{quote(names.update_trigger)} AFTER UPDATE OF {watched} ON "
+        f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL AND ({changed}) "
+        f"BEGIN {record}; END",
     ]
 
 
@@ -170,16 +314,19 @@ def record_all_rows(connection: Connection, connector_name: str, source: SourceT
     """Record every existing row as changed, so rows written before capture get synced too.
 
     Rows already pushed with the same values cost no call: the diff finds nothing to send.
+    Rows with a NULL key are left out, as the triggers leave them out.
     """
     tx_id = (
         sa.literal_column("pg_current_xact_id()::text::bigint")
         if connection.dialect.name == "postgresql"
         else sa.literal(0)
     )
-    rows = sa.select(sa.literal(connector_name), sa.cast(source.key_column, sa.Text), tx_id)
+    rows = sa.select(sa.literal(connector_name), sa.cast(source.key_column, sa.Text), tx_id).where(
+        source.key_column.is_not(None)
+    )
     connection.execute(change_table.insert().from_select(["connector", "row_key", "tx_id"], rows))
     # rowcount of INSERT ... SELECT is not reported by every driver.
     count: int = connection.execute(
-        sa.select(sa.func.count()).select_from(source.table)
+        sa.select(sa.func.count()).select_from(source.table).where(source.key_column.is_not(None))
     ).scalar_one()
     return count

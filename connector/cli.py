@@ -7,10 +7,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from connector.config import CONFIG_ENV_VAR, Config, load_config
 from connector.errors import ConfigError, FatalRunError, LsqSyncError
 from connector.logs import LEVELS, LOG_LEVEL_ENV_VAR, configure
+
+if TYPE_CHECKING:
+    from connector.teardown import Uninstalled
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -78,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--lead", action="append", metavar="ID", help="a lead id (repeatable)")
     which.add_argument("--all", action="store_true", help="every failed lead")
+    uninstall = commands.add_parser(
+        "uninstall",
+        help="remove change capture (triggers and functions) from the source table",
+        description="Remove this connector's triggers and trigger functions, from the table "
+        "`init` installed them on; works when the configured columns or the table itself no "
+        "longer exist. Runs refuse to start until `init` installs capture again.",
+    )
+    uninstall.add_argument(
+        "--drop-state",
+        action="store_true",
+        help="also delete this connector's rows from every lsq_sync_* table, and drop the "
+        "tables when no other connector uses them",
+    )
     commands.add_parser(
         "status",
         help="show pending and failed leads and recent runs",
@@ -140,11 +157,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     path, config = _config(args.config)
     with Connector(config, config_source=path) as connector:
         if args.command == "init":
-            connector.init()
+            queued = connector.init()
             print(
                 f"{config.name}: tables ready and change capture installed on "
                 f"{connector.source.table.name!r}"
             )
+            if queued:
+                print(
+                    f"{config.name}: capture had lost track of which rows changed, so all "
+                    f"{queued} rows were queued; the next run pushes what differs"
+                )
+            return EXIT_OK
+        if args.command == "uninstall":
+            _print_uninstalled(config.name, connector.uninstall(drop_state=args.drop_state))
             return EXIT_OK
         if args.command == "backfill":
             queued = connector.backfill()
@@ -168,6 +193,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         install_stop_handlers(connector.stop)
         connector.check_ready()
         return run_daemon(connector)
+
+
+def _print_uninstalled(name: str, done: Uninstalled) -> None:
+    removed = ", ".join(done.removed) if done.removed else "nothing was left to remove"
+    print(f"{name}: change capture removed from table {done.table!r} ({removed})")
+    if done.tables_dropped:
+        print(
+            f"{name}: {done.rows_deleted} rows of this connector deleted; the lsq_sync_* "
+            "tables were dropped, as no other connector uses them"
+        )
+    elif done.other_connectors:
+        print(
+            f"{name}: {done.rows_deleted} rows of this connector deleted; the lsq_sync_* "
+            f"tables are kept for {', '.join(done.other_connectors)}"
+        )
+    else:
+        print(f"{name}: its sync state is kept; `lsq-sync init` installs capture again")
 
 
 def _config(flag: str | None) -> tuple[str, Config]:

@@ -25,6 +25,10 @@ class SourceDatabaseError(LsqSyncError):
     """The database could not be used."""
 
 
+class CaptureError(LsqSyncError):
+    """Change capture no longer matches the source table: fix it, then run `lsq-sync init`."""
+
+
 class BudgetExhaustedError(LsqSyncError):
     """The daily call budget is spent: no call is made until it resets."""
 

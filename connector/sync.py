@@ -19,12 +19,12 @@ from typing import Literal
 import httpx
 from sqlalchemy.engine import Engine
 
-from connector import capture, migrate
+from connector import capture, installation, migrate, teardown
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import LsqSyncError
+from connector.errors import CaptureError, LsqSyncError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
@@ -137,20 +137,48 @@ class Connector:
             )
         return self._client
 
-    def init(self) -> None:
-        """Create or upgrade the connector's tables, then (re)install change capture."""
+    def init(self) -> int:
+        """Create or upgrade the connector's tables, then (re)install change capture.
+
+        Clears the errors the triggers noted since the last `init`; when one of them lost the
+        keys of the rows its statement wrote, every row is queued again (as `backfill` does),
+        and their number is returned (0 otherwise).
+        """
         with translate_errors("creating the connector's tables"):
             migrate.upgrade(self.engine)
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
-            capture.install(connection, self.config.name, source)
+            table = installation.fit_for_capture(connection, self.config, self.config_source)
+            capture.install(connection, self.config.name, source, table)
             self.store.save_capture(
                 connection,
-                source.table.fullname,
+                installation.stored_name(connection, table),
                 capture.signature(self.config),
                 self.clock.now(),
             )
-        log.info("capture installed", extra={"table": source.table.name})
+            # After install: its DDL waited for every statement the old triggers saw.
+            noted = installation.clear_errors(connection, self.config.name)
+            queued = 0
+            if noted is not None and noted.keys_lost:
+                queued = capture.record_all_rows(connection, self.config.name, source)
+        log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
+        return queued
+
+    def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
+        """Remove this connector's triggers and functions; with `drop_state`, also its rows in
+        every `lsq_sync_*` table, and those tables when no other connector uses them."""
+        with (
+            translate_errors("removing change capture"),
+            run_lock(self.engine, self.config.name) as held,
+        ):
+            if not held:
+                raise LsqSyncError(
+                    "a run of this connector is in progress: stop it, then uninstall"
+                )
+            with self.engine.begin() as connection:
+                removed = teardown.uninstall(connection, self.config, drop_state=drop_state)
+        log.info("capture removed", extra={"table": removed.table})
+        return removed
 
     def backfill(self) -> int:
         """Queue every existing source row; the next run pushes whatever differs."""
@@ -177,12 +205,21 @@ class Connector:
             installed = self.store.capture_signature(connection)
         if installed is None:
             raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
+        if installed == installation.UNINSTALLED:
+            raise LsqSyncError(
+                "change capture was removed by `lsq-sync uninstall`: run `lsq-sync init` to "
+                "install it again, then `lsq-sync backfill`"
+            )
         if installed != capture.signature(self.config):
             raise LsqSyncError(
                 "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
-                "installed change capture: run `lsq-sync init` again (then `lsq-sync backfill` "
-                "if you mapped new columns)"
+                "installed change capture, or lsq-sync was upgraded: run `lsq-sync init` again "
+                "(then `lsq-sync backfill` if you mapped new columns)"
             )
+        with translate_errors("checking change capture"), self.engine.connect() as connection:
+            problems = installation.problems(connection, self.config)
+        if problems:
+            raise CaptureError("\n".join(problems))
 
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -154,3 +155,28 @@ def source_values(url: str) -> dict[str, dict[str, str | None]]:
         for row in rows
         if row["lsq_prospect_id"]
     }
+
+
+def wait_until_readable(engine: sa.Engine, timeout: float = 60) -> None:
+    """Wait until ingest can read every change row captured so far.
+
+    On PostgreSQL ingest reads only changes older than every transaction still open on the
+    server, and the server is shared with other test sessions: one of them holding a
+    transaction open would otherwise make a run find nothing to do.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        newest = connection.exec_driver_sql("SELECT max(tx_id) FROM lsq_sync_change").scalar()
+        connection.rollback()
+        while newest is not None:
+            oldest_open = connection.exec_driver_sql(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            ).scalar_one()
+            connection.rollback()
+            if oldest_open > newest:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"a transaction elsewhere stayed open for {timeout} s")
+            time.sleep(0.05)

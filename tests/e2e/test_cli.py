@@ -24,7 +24,17 @@ from tests.e2e.harness import (
 )
 from tests.support import source_values
 
-COMMANDS = ["init", "backfill", "run", "daemon", "status", "retry", "demo", "emulator"]
+COMMANDS = [
+    "init",
+    "backfill",
+    "run",
+    "daemon",
+    "status",
+    "retry",
+    "uninstall",
+    "demo",
+    "emulator",
+]
 
 
 @pytest.fixture(scope="module")
