@@ -46,8 +46,11 @@ class SourceTable:
         self.key_column = self.table.c[source.key]
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
+        sqlite = engine.dialect.name == "sqlite"
         self._select = sa.select(
-            self.key_column, self.lead_column, *(self.table.c[c] for c in self.mapping)
+            self.key_column,
+            self.lead_column,
+            *(_as_read(self.table.c[c], sqlite=sqlite) for c in self.mapping),
         )
         self._fold = fold_for(
             engine,
@@ -106,6 +109,15 @@ class SourceTable:
             except TypeError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
         return SourceRow(key, lead_id, values, "; ".join(problems))
+
+
+def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
+    """The column as read for normalising: on SQLite a NUMERIC holds an integer, a double or
+    text, which SQLAlchemy would turn into a Decimal through a float rounded to ten places."""
+    numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
+    if sqlite and numeric:
+        return sa.type_coerce(column, sa.types.NullType())
+    return column
 
 
 def _python_type(column: sa.Column[Any]) -> Any:

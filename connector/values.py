@@ -31,9 +31,7 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        # repr is the shortest text that round-trips; Decimal spells it without an exponent.
+        # repr is the shortest text that round-trips, and Decimal reads it without rounding.
         return _decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
         return _decimal(value)
@@ -52,10 +50,26 @@ def normalise(value: Any) -> str | None:
 
 
 def _decimal(value: Decimal) -> str:
-    if value.is_nan() or value.is_infinite():
+    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent.
+
+    Built from the digits themselves: Decimal arithmetic (normalize, quantize) rounds to the
+    context's precision, which any code in the process may have lowered.
+    """
+    sign, digit_tuple, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN or an infinity
         return str(value)
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
+    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    significant = digits.rstrip("0")
+    if not significant:
+        return "0"
+    exponent += len(digits) - len(significant)
+    if exponent >= 0:
+        whole, fraction = significant + "0" * exponent, ""
+    elif len(significant) > -exponent:
+        whole, fraction = significant[:exponent], significant[exponent:]
+    else:
+        whole, fraction = "0", "0" * (-exponent - len(significant)) + significant
+    return ("-" if sign else "") + whole + ("." + fraction if fraction else "")
 
 
 def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
@@ -205,3 +205,51 @@ def test_stored_values_round_trip(values: dict[str, str | None]) -> None:
 def test_loads_refuses_what_is_not_an_object() -> None:
     with pytest.raises((TypeError, ValueError), match="not a JSON object"):
         loads("[1, 2]")
+
+
+# -- exact numbers, whatever the decimal context ---------------------------------------------
+
+THIRTY_EIGHT_DIGITS = "1234567890123456789012345678901234.5678"
+
+
+def test_a_38_digit_numeric_is_spelled_exactly() -> None:
+    assert normalise(Decimal(THIRTY_EIGHT_DIGITS)) == THIRTY_EIGHT_DIGITS
+
+
+def test_a_change_in_the_last_of_38_digits_is_a_different_value() -> None:
+    changed = THIRTY_EIGHT_DIGITS[:-1] + "9"
+    assert normalise(Decimal(changed)) == changed
+    assert normalise(Decimal(changed)) != normalise(Decimal(THIRTY_EIGHT_DIGITS))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("123.456789"), "123.456789"),
+        (Decimal("12.50"), "12.5"),
+        (Decimal("1.5E+7"), "15000000"),
+        (Decimal(THIRTY_EIGHT_DIGITS), THIRTY_EIGHT_DIGITS),
+        (123.456789, "123.456789"),
+        (0.1, "0.1"),
+    ],
+    ids=repr,
+)
+def test_a_low_context_precision_changes_nothing(value: Any, expected: str) -> None:
+    with localcontext(prec=5):
+        assert normalise(value) == expected
+
+
+@given(
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.integers(min_value=-18, max_value=18),
+    st.integers(min_value=1, max_value=27),
+)
+def test_normalising_is_exact_under_any_context(
+    mantissa: int, exponent: int, precision: int
+) -> None:
+    value = Decimal(f"{mantissa}E{exponent}")  # exact: construction never rounds
+    with localcontext(prec=precision):
+        text = normalise(value)
+    assert text is not None
+    assert "E" not in text.upper()
+    assert Decimal(text) == value
