@@ -14,8 +14,8 @@ class SourceRow:
     key: str
     lead_id: str | None
     values: Values
-    # Set when a mapped value cannot be sent; the lead is held back with this as its error.
-    problem: str | None = None
+    # Set when a mapped value cannot be sent: why the connector holds the lead back.
+    hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class LeadState:
     next_attempt_at: datetime | None = None
     pushed_at: datetime | None = None
     set_aside: Values = field(default_factory=dict)
+    # Why the connector itself holds the lead back (no call is made); not LeadSquared's word.
+    hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class DesiredChange:
     lead_id: str
     source_key: str
     desired: Values
-    problem: str | None = None
+    hold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def fold_rows(rows: Iterable[SourceRow]) -> FoldResult:
         else:
             latest[row.lead_id] = row
     changes = [
-        DesiredChange(lead_id, row.key, row.values, row.problem) for lead_id, row in latest.items()
+        DesiredChange(lead_id, row.key, row.values, row.hold) for lead_id, row in latest.items()
     ]
     return FoldResult(changes, without_lead)
 

@@ -8,6 +8,8 @@ from connector.sync import Connector
 
 def describe_lead(state: LeadState) -> str:
     """One line saying where a lead stands and why."""
+    if state.hold is not None:
+        return f"held back by the connector, nothing sent: {state.hold}"
     if state.rejected:
         return f"rejected by LeadSquared, waiting for new values: {state.last_error}"
     if state.set_aside and not state.pending:
@@ -31,7 +33,7 @@ def print_status(connector: Connector) -> None:
         leads = store.all_leads(connection)
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
-    not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside]
+    not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside or s.hold]
     print(
         f"connector {connector.config.name}: {len(leads)} leads known, "
         f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested"

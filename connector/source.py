@@ -14,7 +14,7 @@ from connector.database import among
 from connector.errors import ConfigError
 from connector.leads import SourceRow
 from connector.sqlfold import Rows, fold_for
-from connector.values import Values, normalise
+from connector.values import UnsendableValueError, Values, normalise
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -94,7 +94,7 @@ class SourceTable:
         try:
             # Run once per changed row in a large ingest: the plain case in one expression.
             values = dict(zip(self.mapping.values(), map(normalise, row[2:]), strict=True))
-        except TypeError:
+        except UnsendableValueError:
             return self._row_with_problems(key, lead_id, row[2:])
         return SourceRow(key, lead_id, values)
 
@@ -106,9 +106,9 @@ class SourceTable:
         for (column, attribute), value in zip(self.mapping.items(), mapped, strict=True):
             try:
                 values[attribute] = normalise(value)
-            except TypeError as exc:
+            except UnsendableValueError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
-        return SourceRow(key, lead_id, values, "; ".join(problems))
+        return SourceRow(key, lead_id, values, hold="; ".join(problems))
 
 
 def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:

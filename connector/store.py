@@ -206,8 +206,8 @@ class Store:
     ) -> None:
         """Store new desired values, flagging the lead for the push phase.
 
-        A lead whose desired values did not move is left untouched (the upsert's WHERE), so a
-        rejection or a retry delay holds until the values really change.
+        A lead whose desired values and hold did not move is left untouched (the upsert's
+        WHERE), so a rejection or a retry delay holds until the values really change.
         """
         if not changes:
             return
@@ -216,13 +216,12 @@ class Store:
                 "lead_id": c.lead_id,
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
-                "rejected": c.problem is not None,
-                "last_error": c.problem,
+                "hold": c.hold,
             }
             for c in changes
         ]
         if not self._postgres and any(
-            "\x00" in f"{c.lead_id}{c.source_key}{c.problem or ''}" for c in changes
+            "\x00" in f"{c.lead_id}{c.source_key}{c.hold or ''}" for c in changes
         ):
             # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
             same = {"connector": self.connector, "pending": True, "updated_at": now}
@@ -282,7 +281,6 @@ class Store:
             rows.c.lead_id,
             rows.c.source_key,
             rows.c.desired,
-            sa.false(),
             sa.null(),
         ).where(has_lead, rows.c.lead_id.not_in(for_python))
         # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too.
@@ -296,7 +294,7 @@ class Store:
             latest = latest.where(_folded.c.position.in_(last))
         upsert = self._when_desired_moved(
             self._insert(lead).from_select(
-                [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
+                [*constants, "lead_id", "source_key", "desired", "hold"], latest
             )
         )
         aggregate = sa.func.json_agg if self._postgres else sa.func.json_group_array
@@ -317,7 +315,10 @@ class Store:
         return {name: sa.literal(value, lead.c[name].type) for name, value in values.items()}
 
     def _when_desired_moved(self, insert: Any) -> Any:
-        """The upsert of desired values that leaves leads whose values did not move alone."""
+        """The upsert of desired values that leaves leads whose values did not move alone.
+
+        A lead's hold follows its row: set while a value cannot be sent, gone once it can.
+        """
         new = insert.excluded
         return insert.on_conflict_do_update(
             index_elements=[lead.c.connector, lead.c.lead_id],
@@ -325,14 +326,17 @@ class Store:
                 "source_key": new.source_key,
                 "desired": new.desired,
                 "pending": True,
-                "rejected": new.rejected,
+                "rejected": False,
                 "attempts": 0,
-                "last_error": new.last_error,
+                "last_error": None,
                 "next_attempt_at": None,
                 "updated_at": new.updated_at,
+                "hold": new.hold,
             },
             where=sa.or_(
-                lead.c.desired != new.desired, lead.c.source_key != new.source_key, new.rejected
+                lead.c.desired != new.desired,
+                lead.c.source_key != new.source_key,
+                lead.c.hold.is_distinct_from(new.hold),
             ),
         )
 
@@ -345,6 +349,7 @@ class Store:
                 lead.c.connector == self.connector,
                 lead.c.pending,
                 sa.not_(lead.c.rejected),
+                lead.c.hold.is_(None),
                 sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
             )
             .order_by(lead.c.lead_id)
@@ -424,12 +429,15 @@ class Store:
     def retry(self, lead_ids: Sequence[str] | None, now: datetime) -> int:
         """Make failed leads (all, or these) pending again, as if their values had changed.
 
-        Clears rejections, set-aside attributes and retry delays; returns how many leads.
+        Clears rejections, set-aside attributes and retry delays; returns how many leads. A
+        lead the connector holds back waits for its row, not for LeadSquared: left alone.
         """
         failed = sa.or_(
             lead.c.rejected, lead.c.set_aside != "{}", lead.c.next_attempt_at.is_not(None)
         )
-        query = sa.update(lead).where(lead.c.connector == self.connector, failed)
+        query = sa.update(lead).where(
+            lead.c.connector == self.connector, failed, lead.c.hold.is_(None)
+        )
         with self.engine.begin() as connection:
             if lead_ids is not None:
                 query = query.where(among(lead.c.lead_id, list(lead_ids), connection))
@@ -629,4 +637,5 @@ def _lead_state(row: sa.Row[Any]) -> LeadState:
         next_attempt_at=row.next_attempt_at,
         pushed_at=row.pushed_at,
         set_aside=loads(row.set_aside),
+        hold=row.hold,
     )

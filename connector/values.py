@@ -12,6 +12,18 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+
+class UnsendableValueError(ValueError):
+    """A source value that cannot be sent to LeadSquared as it is; its lead is held back."""
+
+
+# A number is sent when its plain spelling has at most this many digits, integer and fraction
+# together (a sign, or a lone 0 before the point, not counted): what a NUMERIC(38) holds, and
+# beyond which a value is more likely a unit or conversion mistake than a figure to store.
+MAX_DIGITS = 38
+_TOO_MANY_DIGITS = f"numbers of more than {MAX_DIGITS} digits cannot be sent to LeadSquared"
+
+
 # attribute -> normalised value; None means "empty", which a never-pushed lead already is.
 Values = dict[str, str | None]
 
@@ -29,9 +41,12 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if abs(value) >= 10**MAX_DIGITS:
+            raise UnsendableValueError(_TOO_MANY_DIGITS)
         return str(value)
     if isinstance(value, float):
-        # repr is the shortest text that round-trips, and Decimal reads it without rounding.
+        # repr is the shortest text that round-trips, and Decimal reads it without rounding
+        # (NaN and the infinities included).
         return _decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
         return _decimal(value)
@@ -45,7 +60,7 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, UUID):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("binary values cannot be sent to LeadSquared")
+        raise UnsendableValueError("binary values cannot be sent to LeadSquared")
     return str(value)
 
 
@@ -56,13 +71,18 @@ def _decimal(value: Decimal) -> str:
     context's precision, which any code in the process may have lowered.
     """
     sign, digit_tuple, exponent = value.as_tuple()
-    if not isinstance(exponent, int):  # NaN or an infinity
-        return str(value)
+    if exponent == "F":
+        raise UnsendableValueError("infinite numbers cannot be sent to LeadSquared")
+    if not isinstance(exponent, int):  # "n" or "N": a quiet or a signalling NaN
+        raise UnsendableValueError("not a number (NaN), cannot be sent")
     digits = "".join(map(str, digit_tuple)).lstrip("0")
     significant = digits.rstrip("0")
     if not significant:
         return "0"
     exponent += len(digits) - len(significant)
+    # Counted before spelling, so 1E+999999999 is refused without writing its zeros.
+    if _plain_digits(len(significant), exponent) > MAX_DIGITS:
+        raise UnsendableValueError(_TOO_MANY_DIGITS)
     if exponent >= 0:
         whole, fraction = significant + "0" * exponent, ""
     elif len(significant) > -exponent:
@@ -70,6 +90,13 @@ def _decimal(value: Decimal) -> str:
     else:
         whole, fraction = "0", "0" * (-exponent - len(significant)) + significant
     return ("-" if sign else "") + whole + ("." + fraction if fraction else "")
+
+
+def _plain_digits(significant: int, exponent: int) -> int:
+    """Digits in the plain spelling of a number with these significant digits and exponent."""
+    if exponent >= 0:
+        return significant + exponent
+    return max(significant, -exponent)
 
 
 def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values:

@@ -64,11 +64,11 @@ def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
 
 
 def lead_rows(sync: Connector) -> dict[str, tuple[Any, ...]]:
-    """lead id -> (source key, desired JSON text, rejected, last error), as stored."""
+    """lead id -> (source key, desired JSON text, hold), as stored."""
     with sync.engine.connect() as connection:
-        query = sa.select(
-            lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.last_error
-        ).where(lead.c.connector == sync.config.name)
+        query = sa.select(lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.hold).where(
+            lead.c.connector == sync.config.name
+        )
         return {row[0]: tuple(row[1:]) for row in connection.execute(query)}
 
 
@@ -281,8 +281,7 @@ def test_sqlite_folds_desired_values_exactly_as_python_does(
 
     assert result == IngestResult(count, expected.rows_without_lead)
     assert lead_rows(sync) == {
-        c.lead_id: (c.source_key, dumps(c.desired), c.problem is not None, c.problem)
-        for c in expected.changes
+        c.lead_id: (c.source_key, dumps(c.desired), c.hold) for c in expected.changes
     }
 
 
@@ -516,7 +515,7 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
         assert run_ingest(sync) == IngestResult(2, 0)
         with engine.connect() as connection:
             rows = connection.execute(
-                sa.select(lead.c.lead_id, lead.c.desired, lead.c.rejected, lead.c.last_error)
+                sa.select(lead.c.lead_id, lead.c.desired, lead.c.hold)
                 .where(lead.c.connector == sync.config.name)
                 .order_by(lead.c.lead_id)
             ).all()
@@ -525,10 +524,9 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
         (
             "L1",
             '{"mx_City":"Pune"}',
-            True,
             "row 1, column 'doc': binary values cannot be sent to LeadSquared",
         ),
-        ("L2", '{"mx_City":"Goa","mx_Doc":null}', False, None),
+        ("L2", '{"mx_City":"Goa","mx_Doc":null}', None),
     ]
 
 

@@ -41,10 +41,10 @@ def test_rows_without_lead_id_are_counted_not_folded() -> None:
     assert result.rows_without_lead == 2
 
 
-def test_a_row_problem_travels_with_its_lead() -> None:
-    rows = [SourceRow("1", "L1", {"Phone": "111"}, problem="row 1, column 'city': binary")]
+def test_a_rows_hold_travels_with_its_lead() -> None:
+    rows = [SourceRow("1", "L1", {"Phone": "111"}, hold="row 1, column 'city': binary")]
     [change] = fold_rows(rows).changes
-    assert change.problem == "row 1, column 'city': binary"
+    assert change.hold == "row 1, column 'city': binary"
 
 
 # -- after_push -----------------------------------------------------------------------------

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.values import dumps, loads, normalise, plan_update, to_payload
+from connector.values import (
+    UnsendableValueError,
+    dumps,
+    loads,
+    normalise,
+    plan_update,
+    to_payload,
+)
 
 IST = timezone(timedelta(hours=5, minutes=30))
 
@@ -64,7 +71,7 @@ def test_bool_is_not_formatted_as_an_int() -> None:
 
 @pytest.mark.parametrize("value", [b"\x00\x01", bytearray(b"ab"), memoryview(b"ab")], ids=repr)
 def test_binary_values_are_refused(value: Any) -> None:
-    with pytest.raises(TypeError, match="binary"):
+    with pytest.raises(UnsendableValueError, match="binary"):
         normalise(value)
 
 
@@ -253,3 +260,48 @@ def test_normalising_is_exact_under_any_context(
     assert text is not None
     assert "E" not in text.upper()
     assert Decimal(text) == value
+
+
+# -- numbers LeadSquared cannot store are held back, never sent ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (Decimal("NaN"), "not a number"),
+        (Decimal("sNaN"), "not a number"),
+        (Decimal("Infinity"), "infinite"),
+        (Decimal("-Infinity"), "infinite"),
+        (float("nan"), "not a number"),
+        (float("inf"), "infinite"),
+        (float("-inf"), "infinite"),
+        (1e300, "more than 38 digits"),
+        (5e-324, "more than 38 digits"),
+        (10**38, "more than 38 digits"),
+        (-(10**38), "more than 38 digits"),
+        (Decimal("1E+38"), "more than 38 digits"),
+        (Decimal("1E-39"), "more than 38 digits"),
+        (Decimal("1.000000000000000000000000000000000000001"), "more than 38 digits"),
+        (Decimal("1E+999999999"), "more than 38 digits"),
+    ],
+    ids=repr,
+)
+def test_a_number_leadsquared_cannot_store_is_refused(value: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (10**38 - 1, "9" * 38),
+        (-(10**38 - 1), "-" + "9" * 38),
+        (Decimal("1E+37"), "1" + "0" * 37),
+        (Decimal("1E-38"), "0." + "0" * 37 + "1"),
+        (Decimal("-0.1000000000000000000000000000000000000000"), "-0.1"),
+        (1e37, "1" + "0" * 37),
+    ],
+    ids=repr,
+)
+def test_numbers_of_up_to_38_digits_are_sent(value: Any, expected: str) -> None:
+    assert normalise(value) == expected
