@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from connector.database import among
 from connector.errors import ConfigError
 from connector.leads import SourceRow
 from connector.sqlfold import Rows, fold_for
-from connector.values import UnsendableValueError, Values, normalise
+from connector.values import UnsendableValueError, Values, normalise, normalise_json
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -47,11 +48,13 @@ class SourceTable:
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
         sqlite = engine.dialect.name == "sqlite"
+        mapped = [self.table.c[c] for c in self.mapping]
         self._select = sa.select(
             self.key_column,
             self.lead_column,
-            *(_as_read(self.table.c[c], sqlite=sqlite) for c in self.mapping),
+            *(_as_read(column, sqlite=sqlite) for column in mapped),
         )
+        self._normalisers = [_normaliser(column) for column in mapped]
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -93,7 +96,8 @@ class SourceTable:
         lead_id = None if lead is None or str(lead).strip() == "" else str(lead)
         try:
             # Run once per changed row in a large ingest: the plain case in one expression.
-            values = dict(zip(self.mapping.values(), map(normalise, row[2:]), strict=True))
+            normalised = map(operator.call, self._normalisers, row[2:])
+            values = dict(zip(self.mapping.values(), normalised, strict=True))
         except UnsendableValueError:
             return self._row_with_problems(key, lead_id, row[2:])
         return SourceRow(key, lead_id, values)
@@ -103,21 +107,36 @@ class SourceTable:
     ) -> SourceRow:
         values: Values = {}
         problems = []
-        for (column, attribute), value in zip(self.mapping.items(), mapped, strict=True):
+        columns = zip(self.mapping.items(), self._normalisers, mapped, strict=True)
+        for (column, attribute), normaliser, value in columns:
             try:
-                values[attribute] = normalise(value)
+                values[attribute] = normaliser(value)
             except UnsendableValueError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
         return SourceRow(key, lead_id, values, hold="; ".join(problems))
 
 
 def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
-    """The column as read for normalising: on SQLite a NUMERIC holds an integer, a double or
-    text, which SQLAlchemy would turn into a Decimal through a float rounded to ten places."""
+    """The column as read for normalising.
+
+    On SQLite a NUMERIC holds an integer, a double or text, which SQLAlchemy would turn into
+    a Decimal through a float rounded to ten places; and a JSON column holds text that need
+    not be JSON, which SQLAlchemy would parse. Both are read as SQLite holds them. On
+    PostgreSQL json and jsonb are read as their text, whose numbers keep every digit.
+    """
     numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
-    if sqlite and numeric:
+    is_json = isinstance(column.type, sa.JSON)
+    if sqlite and (numeric or is_json):
         return sa.type_coerce(column, sa.types.NullType())
+    if is_json:
+        return sa.cast(column, sa.Text)
     return column
+
+
+def _normaliser(column: sa.Column[Any]) -> Callable[[Any], str | None]:
+    """How a mapped column's values are spelled: by its declared type, so that every value
+    of a JSON column is sent as JSON, a JSON string included."""
+    return normalise_json if isinstance(column.type, sa.JSON) else normalise
 
 
 def _python_type(column: sa.Column[Any]) -> Any:

@@ -4,6 +4,7 @@ formats the README's table promises, and values held back rather than sent wrong
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,93 @@ def test_a_change_in_the_last_digit_of_38_is_sent(priced: Connector, emulator: E
     priced.run_once()
 
     assert sent_values(emulator) == [("L1", {"mx_Price": after})]
+
+
+def leads_held(sync: Connector) -> dict[str, str | None]:
+    with sync.engine.connect() as connection:
+        return {state.lead_id: state.hold for state in sync.store.all_leads(connection)}
+
+
+def test_postgresql_arrays_json_and_addresses_are_sent_in_their_documented_form(
+    pg_url: str, emulator: Emulator
+) -> None:
+    for lead_id in ("L1", "L2", "L3", "L4"):
+        emulator.add_lead(lead_id)
+    ddl = (
+        "CREATE TABLE profiles (id INTEGER PRIMARY KEY, tags TEXT[], prefs JSONB, raw JSON, "
+        "counts INT[], ip INET, period INT4RANGE, wait INTERVAL, lead TEXT)"
+    )
+    mapping = {
+        "tags": "mx_Tags",
+        "prefs": "mx_Prefs",
+        "raw": "mx_Raw",
+        "counts": "mx_Counts",
+        "ip": "mx_Ip",
+        "period": "mx_Period",
+        "wait": "mx_Wait",
+    }
+    with table_connector(pg_url, emulator, "profiles", mapping, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO profiles (id, tags, prefs, raw, counts, ip, lead) VALUES "
+            "(1, '{trial,à-la-carte}', '{\"b\": 1, \"a\": \"é\"}', '\"abc\"', '{1,NULL,3}', "
+            "'10.1.2.3', 'L1'), "
+            '(4, NULL, \'{"n": 1.0000000000000000000001}\', \'{"b":[], "a" : 2}\', NULL, '
+            "'2001:db8::1/64', 'L4')",
+            "INSERT INTO profiles (id, period, lead) VALUES (2, '[1,5)', 'L2')",
+            "INSERT INTO profiles (id, wait, lead) VALUES (3, '1 mon 2 days', 'L3')",
+        )
+        sync.run_once()
+        held = leads_held(sync)
+
+    assert emulator.lead("L1") == {
+        "mx_Tags": '["trial","à-la-carte"]',
+        "mx_Prefs": '{"a":"é","b":1}',
+        "mx_Raw": '"abc"',
+        "mx_Counts": '["1",null,"3"]',
+        "mx_Ip": "10.1.2.3",
+    }
+    assert emulator.lead("L4") == {
+        "mx_Prefs": '{"n":1.0000000000000000000001}',
+        "mx_Raw": '{"a":2,"b":[]}',
+        "mx_Ip": "2001:db8::1/64",
+    }
+    assert emulator.lead("L2") == emulator.lead("L3") == {}
+    assert held == {
+        "L1": None,
+        "L2": "row 2, column 'period': values of type 'Range' cannot be sent to LeadSquared",
+        "L3": "row 3, column 'wait': intervals (durations) cannot be sent to LeadSquared",
+        "L4": None,
+    }
+
+
+def test_sqlite_json_columns_are_sent_as_json_text_and_nul_in_text_is_held_back(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    for lead_id in ("L1", "L2", "L3", "L4"):
+        emulator.add_lead(lead_id)
+    url = f"sqlite:///{tmp_path / 'json.db'}"
+    ddl = "CREATE TABLE profiles (id INTEGER PRIMARY KEY, prefs JSON, note TEXT, lead TEXT)"
+    mapping = {"prefs": "mx_Prefs", "note": "mx_Note"}
+    with table_connector(url, emulator, "profiles", mapping, ddl) as sync:
+        insert(
+            sync,
+            "profiles",
+            [
+                {"id": 1, "prefs": '{"b": 1, "a": "é"}', "note": "x", "lead": "L1"},
+                {"id": 2, "prefs": '"abc"', "note": None, "lead": "L2"},
+                {"id": 3, "prefs": "oops", "note": None, "lead": "L3"},
+                {"id": 4, "prefs": None, "note": "a\x00b", "lead": "L4"},
+            ],
+        )
+        report = sync.run_once()
+        held = leads_held(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert emulator.lead("L1") == {"mx_Prefs": '{"a":"é","b":1}', "mx_Note": "x"}
+    assert emulator.lead("L2") == {"mx_Prefs": '"abc"'}
+    assert emulator.lead("L3") == emulator.lead("L4") == {}
+    assert held["L3"] == "row 3, column 'prefs': not valid JSON (Expecting value)"
+    assert held["L4"] == (
+        "row 4, column 'note': text holding a NUL character cannot be sent to LeadSquared"
+    )

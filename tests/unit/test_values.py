@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import ipaddress
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, localcontext
@@ -10,17 +12,23 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.types.range import Range
 
 from connector.values import (
     UnsendableValueError,
     dumps,
     loads,
     normalise,
+    normalise_json,
     plan_update,
     to_payload,
 )
 
 IST = timezone(timedelta(hours=5, minutes=30))
+
+
+class Plan(str, enum.Enum):  # noqa: UP042 (its str() is "Plan.GOLD": the case under test)
+    GOLD = "gold"
 
 
 @pytest.mark.parametrize(
@@ -305,3 +313,96 @@ def test_a_number_leadsquared_cannot_store_is_refused(value: Any, reason: str) -
 )
 def test_numbers_of_up_to_38_digits_are_sent(value: Any, expected: str) -> None:
     assert normalise(value) == expected
+
+
+# -- every type a driver hands back: a defined spelling, or held back; never a repr ----------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["trial", "à-la-carte"], '["trial","à-la-carte"]'),
+        ([1, None, Decimal("2.50"), ""], '["1",null,"2.5",""]'),
+        ([[1, 2], [3, 4]], '[["1","2"],["3","4"]]'),
+        ([], "[]"),
+        (("1", "a"), '["1","a"]'),
+        ([date(2016, 3, 26), True], '["2016-03-26","true"]'),
+        (['say "hi"\n'], '["say \\"hi\\"\\n"]'),
+        ({"b": 1, "a": "é", "c": [1.5, None, False]}, '{"a":"é","b":1,"c":[1.5,null,false]}'),
+        ([{"b": 2, "a": 1}], '[{"a":1,"b":2}]'),
+        (ipaddress.ip_address("192.168.0.1"), "192.168.0.1"),
+        (ipaddress.ip_address("2001:db8::1"), "2001:db8::1"),
+        (ipaddress.ip_interface("10.1.2.3/24"), "10.1.2.3/24"),
+        (ipaddress.ip_network("10.0.0.0/8"), "10.0.0.0/8"),
+        (time(9, 0, tzinfo=IST), "03:30:00"),
+        (date(1, 1, 1), "0001-01-01"),
+        (datetime(999, 12, 31, 23, 59, 59), "0999-12-31 23:59:59"),
+        (Plan.GOLD, "gold"),
+    ],
+    ids=repr,
+)
+def test_structured_and_other_values_have_one_defined_spelling(value: Any, expected: str) -> None:
+    assert normalise(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (timedelta(days=32), "intervals"),
+        (Range(1, 5), "values of type 'Range'"),
+        (object(), "values of type 'object'"),
+        ([b"\x00"], "binary"),
+        ([1.5, float("nan")], "not a number"),
+        ({"a": float("inf")}, "infinite"),
+        ({1: "a"}, "JSON object keys"),
+        ("a\x00b", "NUL"),
+        (["a\x00b"], "NUL"),
+        (datetime(1, 1, 1, tzinfo=IST), "out of range"),
+    ],
+    ids=repr,
+)
+def test_values_without_a_defined_spelling_are_refused(value: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise(value)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ('{"b": 1, "a": [1.50, "x"]}', '{"a":[1.50,"x"],"b":1}'),
+        ('{"a": 1.0000000000000000000001, "n": 12345678901234567890123}', None),
+        ('"abc"', '"abc"'),
+        ("null", "null"),
+        ("  [ ]  ", "[]"),
+        ('{"é": "ü\\u00e9", "t": "\\u0000"}', '{"t":"\\u0000","é":"üé"}'),
+        ("", None),
+        (5, "5"),
+        (1.5, "1.5"),
+        (None, None),
+    ],
+    ids=repr,
+)
+def test_json_text_is_sent_compact_with_sorted_keys_and_exact_numbers(
+    stored: Any, expected: str | None
+) -> None:
+    if stored is not None and expected is None and stored != "":
+        expected = stored.replace(": ", ":").replace(", ", ",")  # numbers kept digit for digit
+    assert normalise_json(stored) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        ("not json", "not valid JSON"),
+        ('{"a": NaN}', "not valid JSON"),
+        ("[Infinity]", "not valid JSON"),
+        ('"\\ud800"', "lone surrogate"),
+        ("[" * 100_000, "not valid JSON"),
+        (b"{}", "binary"),
+        (float("nan"), "not a number"),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_json_that_is_not_json_is_refused(stored: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise_json(stored)
