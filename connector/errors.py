@@ -25,6 +25,10 @@ class SourceDatabaseError(LsqSyncError):
     """The database could not be used."""
 
 
+class UnreadableRowsError(SourceDatabaseError):
+    """A source row holds a value that cannot be read or stored; only that row is held back."""
+
+
 class BudgetExhaustedError(LsqSyncError):
     """The daily call budget is spent: no call is made until it resets."""
 

@@ -19,6 +19,21 @@ class SourceRow:
 
 
 @dataclass(frozen=True)
+class RowProblem:
+    """A source row that cannot be ingested at all: held back with why, until it changes."""
+
+    key: str
+    reason: str
+    lead_id: str | None = None  # when it could be read
+    column: str | None = None  # the source column at fault, when one is
+
+    def described(self) -> str:
+        """As a lead's hold names a value that cannot be sent: row, column, reason."""
+        column = f", column {self.column!r}" if self.column else ""
+        return f"row {self.key}{column}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class LeadState:
     lead_id: str
     source_key: str
@@ -49,25 +64,33 @@ class DesiredChange:
 class FoldResult:
     changes: list[DesiredChange]
     rows_without_lead: int
+    problems: list[RowProblem] = field(default_factory=list)
+    # Rows read whole whose lead is held back for a value that cannot be sent.
+    rows_holding_lead: int = 0
 
 
-def fold_rows(rows: Iterable[SourceRow]) -> FoldResult:
+def fold_rows(rows: Iterable[SourceRow | RowProblem]) -> FoldResult:
     """Fold the current values of changed rows into one desired state per lead.
 
     Whether a lead then needs a call is decided at push time, against what was pushed; ingest
     only has to notice that the desired values moved, which the database does in the upsert.
     """
     latest: dict[str, SourceRow] = {}
-    without_lead = 0
+    problems: list[RowProblem] = []
+    without_lead = holding = 0
     for row in rows:
+        if isinstance(row, RowProblem):
+            problems.append(row)
+            continue
         if row.lead_id is None:
             without_lead += 1
         else:
+            holding += row.hold is not None
             latest[row.lead_id] = row
     changes = [
         DesiredChange(lead_id, row.key, row.values, row.hold) for lead_id, row in latest.items()
     ]
-    return FoldResult(changes, without_lead)
+    return FoldResult(changes, without_lead, problems, holding)
 
 
 def after_push(

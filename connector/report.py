@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector.leads import LeadState
+from connector.leads import LeadState, RowProblem
 from connector.sync import Connector
 
 
@@ -26,6 +26,13 @@ def describe_lead(state: LeadState) -> str:
     return "in sync"
 
 
+def describe_row_problem(problem: RowProblem) -> str:
+    """One line naming a row held back at ingest, its lead when known, and why."""
+    lead = f" (lead {problem.lead_id})" if problem.lead_id is not None else ""
+    column = f", column {problem.column!r}" if problem.column else ""
+    return f"row {problem.key}{lead}{column}: {problem.reason}"
+
+
 def print_status(connector: Connector) -> None:
     connector.check_ready()
     store = connector.store
@@ -33,6 +40,7 @@ def print_status(connector: Connector) -> None:
         leads = store.all_leads(connection)
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
+        problems = store.row_problems(connection)
     not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside or s.hold]
     print(
         f"connector {connector.config.name}: {len(leads)} leads known, "
@@ -40,6 +48,10 @@ def print_status(connector: Connector) -> None:
     )
     for state in not_in_sync:
         print(f"  lead {state.lead_id} (row {state.source_key}): {describe_lead(state)}")
+    if problems:
+        print(f"{len(problems)} rows held back: they cannot be ingested until they change")
+        for problem in problems:
+            print(f"  {describe_row_problem(problem)}")
     print("recent runs:")
     for run in runs:
         finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S") if run.finished_at else "-"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -12,8 +13,10 @@ from sqlalchemy.exc import NoSuchTableError
 
 from connector.config import Config
 from connector.database import among
-from connector.errors import ConfigError
-from connector.leads import SourceRow
+from connector.errors import ConfigError, UnreadableRowsError
+from connector.leads import RowProblem, SourceRow
+from connector.quarantine import data_errors, reason_of
+from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.sqlfold import Rows, fold_for
 from connector.values import UnsendableValueError, Values, normalise, normalise_json
 
@@ -48,7 +51,7 @@ class SourceTable:
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
         sqlite = engine.dialect.name == "sqlite"
-        mapped = [self.table.c[c] for c in self.mapping]
+        mapped = self._mapped = [self.table.c[c] for c in self.mapping]
         self._select = sa.select(
             self.key_column,
             self.lead_column,
@@ -73,13 +76,17 @@ class SourceTable:
         """Columns whose change must be captured: the mapped ones and the lead id."""
         return [*self.mapping, self.config.lead_id.column]
 
-    def read(self, connection: Connection, keys: Iterable[str]) -> list[SourceRow]:
-        """The current values of the rows with these keys; deleted rows are absent."""
-        rows: list[SourceRow] = []
+    def read(self, connection: Connection, keys: Iterable[str]) -> list[SourceRow | RowProblem]:
+        """The current values of the rows with these keys; deleted rows are absent.
+
+        A row whose lead id cannot be a ProspectId comes back as a RowProblem; a value the
+        driver cannot read raises UnreadableRowsError (see connector.quarantine).
+        """
+        rows: list[SourceRow | RowProblem] = []
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
-            typed = [self._key_type(k) for k in chunk]
+            typed = [self._typed_key(k) for k in chunk]
             query = self._select.where(among(self.key_column, typed, connection))
-            rows.extend(self._source_row(tuple(row)) for row in connection.execute(query))
+            rows.extend(self._source_row(tuple(row)) for row in _fetch(connection, query))
         return rows
 
     def desired_query(self, keys: Sequence[str]) -> Rows | None:
@@ -87,13 +94,47 @@ class SourceTable:
         database (see connector.sqlfold); None when these columns need Python."""
         if self._fold is None:
             return None
-        return self._fold.rows_with_keys([self._key_type(k) for k in keys])
+        return self._fold.rows_with_keys([self._typed_key(k) for k in keys])
 
-    def _source_row(self, row: tuple[Any, ...]) -> SourceRow:
+    def diagnose(self, connection: Connection, key: str, error: str) -> RowProblem:
+        """Why the row with this key cannot be ingested: the first of its columns that cannot
+        be read alone, or `error` (what failed the row as a whole) when each one can."""
+        lead_id: str | None = None
+        try:
+            typed = self._typed_key(key)
+        except UnreadableRowsError as exc:
+            return RowProblem(key, str(exc), column=self.key_column.name)
+        for column, read in self._columns_as_read():
+            query = sa.select(read).where(self.key_column == typed)
+            try:
+                with connection.begin_nested():
+                    value = _fetch(connection, query)
+            except UnreadableRowsError as exc:
+                return RowProblem(key, str(exc), lead_id, column.name)
+            if column is self.lead_column and value:
+                lead_id = _shortened(_readable_lead_id(value[0][0]))
+        return RowProblem(key, error, lead_id)
+
+    def _columns_as_read(self) -> Iterator[tuple[sa.Column[Any], sa.ColumnElement[Any]]]:
+        yield self.lead_column, self.lead_column
+        yield from zip(self._mapped, list(self._select.selected_columns)[2:], strict=True)
+
+    def _typed_key(self, key: str) -> Any:
+        try:
+            return self._key_type(key)
+        except ValueError:
+            raise UnreadableRowsError(
+                f"the key {key!r} is not a value of the key column's type"
+            ) from None
+
+    def _source_row(self, row: tuple[Any, ...]) -> SourceRow | RowProblem:
         # Positions follow self._select: key, lead id, then the mapped columns in order.
         key = str(row[0])
-        lead = row[1]
-        lead_id = None if lead is None or str(lead).strip() == "" else str(lead)
+        try:
+            lead_id = lead_id_of(row[1])
+        except UnsendableValueError as exc:
+            lead = _shortened(_readable_lead_id(row[1]))
+            return RowProblem(key, str(exc), lead, self.lead_column.name)
         try:
             # Run once per changed row in a large ingest: the plain case in one expression.
             normalised = map(operator.call, self._normalisers, row[2:])
@@ -114,6 +155,48 @@ class SourceTable:
             except UnsendableValueError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
         return SourceRow(key, lead_id, values, hold="; ".join(problems))
+
+
+def lead_id_of(value: Any) -> str | None:
+    """A row's lead id as the text sent to LeadSquared; None when the row has none (NULL or
+    blank). Raises UnsendableValueError for a value that cannot be a ProspectId."""
+    if value is None:
+        return None
+    if type(value) is str:
+        if not value.strip():
+            return None
+        if len(value) > MAX_LEAD_ID_LENGTH:
+            raise UnsendableValueError(
+                f"a lead id longer than {MAX_LEAD_ID_LENGTH} characters cannot be a ProspectId"
+            )
+        return value
+    if isinstance(value, int | UUID) and not isinstance(value, bool):
+        return str(value)
+    raise UnsendableValueError(f"a lead id of type {type(value).__name__!r} cannot be a ProspectId")
+
+
+def _readable_lead_id(value: Any) -> str | None:
+    """A lead id to show beside its row's problem, when it is text or a number at all."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | UUID) else None
+
+
+def _shortened(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_LEAD_ID_LENGTH:
+        return text
+    return text[: MAX_LEAD_ID_LENGTH - 1] + "…"
+
+
+def _fetch(connection: Connection, query: sa.Select[Any]) -> list[sa.Row[Any]]:
+    """Every row of the query; a value that cannot be read raises UnreadableRowsError."""
+    with data_errors():
+        try:
+            return list(connection.execute(query))
+        # SQLAlchemy converting a stored value: a SQLite date of year 10000, an enum label
+        # added since the table was reflected.
+        except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
+            raise UnreadableRowsError(reason_of(exc)) from exc
 
 
 def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:

@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from connector.database import among
-from connector.leads import DesiredChange, LeadState, after_push
-from connector.schema import capture_state, change, cursor, lead, run
+from connector.leads import DesiredChange, LeadState, RowProblem, after_push
+from connector.schema import capture_state, change, cursor, lead, row_problem, run
 from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
 
@@ -339,6 +339,68 @@ class Store:
                 lead.c.hold.is_distinct_from(new.hold),
             ),
         )
+
+    # -- rows held back at ingest ---------------------------------------------------------
+
+    def has_row_problems(self, connection: Connection) -> bool:
+        query = sa.select(row_problem.c.source_key).where(row_problem.c.connector == self.connector)
+        return connection.execute(query.limit(1)).first() is not None
+
+    def row_problems(self, connection: Connection) -> list[RowProblem]:
+        query = (
+            sa.select(row_problem)
+            .where(row_problem.c.connector == self.connector)
+            .order_by(row_problem.c.source_key)
+        )
+        return [
+            RowProblem(row.source_key, row.reason, row.lead_id, row.column_name)
+            for row in connection.execute(query)
+        ]
+
+    def note_row_problems(
+        self,
+        connection: Connection,
+        read: Sequence[str],
+        problems: Sequence[RowProblem],
+        now: datetime,
+        *,
+        forget: bool,
+    ) -> None:
+        """Record the rows that could not be ingested, and hold back the lead each one fed.
+
+        With `forget`, first forget what was recorded for the rows just `read` (the caller
+        knows whether anything may have been): a row held back goes on once it ingests.
+        """
+        if forget:
+            for start in range(0, len(read), _IDS_PER_QUERY):
+                chunk = list(read[start : start + _IDS_PER_QUERY])
+                connection.execute(
+                    sa.delete(row_problem).where(
+                        row_problem.c.connector == self.connector,
+                        among(row_problem.c.source_key, chunk, connection),
+                    )
+                )
+        for problem in problems:
+            self._upsert(
+                connection,
+                row_problem,
+                {
+                    "connector": self.connector,
+                    "source_key": problem.key,
+                    "lead_id": problem.lead_id,
+                    "column_name": problem.column,
+                    "reason": problem.reason,
+                    "noted_at": now,
+                },
+                ["connector", "source_key"],
+            )
+            if problem.lead_id is not None:
+                # Its last known values are no longer the row's: nothing is sent meanwhile.
+                connection.execute(
+                    self._lead_row(problem.lead_id)
+                    .where(lead.c.source_key == problem.key)
+                    .values(hold=problem.described(), updated_at=now)
+                )
 
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int

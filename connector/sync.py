@@ -43,6 +43,7 @@ class RunReport:
     status: RunStatus
     changes_ingested: int = 0
     rows_without_lead: int = 0
+    rows_held_back: int = 0
     changes_waiting: int = 0
     leads_pushed: int = 0
     leads_rejected: int = 0
@@ -66,6 +67,12 @@ class RunReport:
             text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
         if self.rows_without_lead:
             text += f", {self.rows_without_lead} changed rows have no lead id"
+        if self.rows_held_back:
+            rows = "row" if self.rows_held_back == 1 else "rows"
+            text += (
+                f", {self.rows_held_back} {rows} held back (a value that cannot be read or "
+                "sent; see `lsq-sync status`)"
+            )
         if self.changes_waiting:
             text += (
                 f", {self.changes_waiting} changes left for the next run (committed during "
@@ -246,6 +253,7 @@ class Connector:
             status,
             changes_ingested=ingested.changes,
             rows_without_lead=ingested.rows_without_lead,
+            rows_held_back=ingested.rows_held_back,
             changes_waiting=waiting,
             leads_pushed=pushing.pushed,
             leads_rejected=pushing.rejected,
