@@ -48,6 +48,8 @@ class LeadState:
     set_aside: Values = field(default_factory=dict)
     # Why the connector itself holds the lead back (no call is made); not LeadSquared's word.
     hold: str | None = None
+    # Another row that claimed this lead id: nothing is sent while both point to it.
+    other_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class DesiredChange:
     source_key: str
     desired: Values
     hold: str | None = None
+    other_key: str | None = None  # another row of the same batch with this lead id
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,11 @@ def fold_rows(rows: Iterable[SourceRow | RowProblem]) -> FoldResult:
 
     Whether a lead then needs a call is decided at push time, against what was pushed; ingest
     only has to notice that the desired values moved, which the database does in the upsert.
+    Several rows with one lead id leave the last one's values and another one's key: the
+    lead is held back until only one row points to it (connector.ownership).
     """
     latest: dict[str, SourceRow] = {}
+    others: dict[str, str] = {}
     problems: list[RowProblem] = []
     without_lead = holding = 0
     for row in rows:
@@ -86,9 +92,12 @@ def fold_rows(rows: Iterable[SourceRow | RowProblem]) -> FoldResult:
             without_lead += 1
         else:
             holding += row.hold is not None
+            if row.lead_id in latest:
+                others[row.lead_id] = latest[row.lead_id].key
             latest[row.lead_id] = row
     changes = [
-        DesiredChange(lead_id, row.key, row.values, row.hold) for lead_id, row in latest.items()
+        DesiredChange(lead_id, row.key, row.values, row.hold, others.get(lead_id))
+        for lead_id, row in latest.items()
     ]
     return FoldResult(changes, without_lead, problems, holding)
 

@@ -8,6 +8,12 @@ from connector.sync import Connector
 
 def describe_lead(state: LeadState) -> str:
     """One line saying where a lead stands and why."""
+    if state.other_key is not None:
+        return (
+            f"held back by the connector, nothing sent: rows {state.source_key} and "
+            f"{state.other_key} both have lead id {state.lead_id}; give one of them another "
+            "lead id (or none)"
+        )
     if state.hold is not None:
         return f"held back by the connector, nothing sent: {state.hold}"
     if state.rejected:
@@ -41,7 +47,9 @@ def print_status(connector: Connector) -> None:
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
         problems = store.row_problems(connection)
-    not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside or s.hold]
+    not_in_sync = [
+        s for s in leads if s.pending or s.rejected or s.set_aside or s.hold or s.other_key
+    ]
     print(
         f"connector {connector.config.name}: {len(leads)} leads known, "
         f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +15,7 @@ from connector.config import Config
 from connector.database import among
 from connector.errors import ConfigError, UnreadableRowsError
 from connector.leads import RowProblem, SourceRow
-from connector.quarantine import data_errors, reason_of
+from connector.quarantine import data_errors, isolate, reason_of
 from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.sqlfold import Rows, fold_for
 from connector.values import UnsendableValueError, Values, normalise, normalise_json
@@ -50,7 +50,8 @@ class SourceTable:
         self.key_column = self.table.c[source.key]
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
-        sqlite = engine.dialect.name == "sqlite"
+        self._lead_type = _python_type(self.lead_column, also=(UUID,))
+        sqlite = self._sqlite = engine.dialect.name == "sqlite"
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
         self._select = sa.select(
             self.key_column,
@@ -86,7 +87,7 @@ class SourceTable:
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             typed = [self._typed_key(k) for k in chunk]
             query = self._select.where(among(self.key_column, typed, connection))
-            rows.extend(self._source_row(tuple(row)) for row in _fetch(connection, query))
+            rows.extend(self._source_row(row) for row in _fetch(connection, query))
         return rows
 
     def desired_query(self, keys: Sequence[str]) -> Rows | None:
@@ -95,6 +96,59 @@ class SourceTable:
         if self._fold is None:
             return None
         return self._fold.rows_with_keys([self._typed_key(k) for k in keys])
+
+    def lead_ids_now(self, connection: Connection, keys: Collection[str]) -> dict[str, str | None]:
+        """The lead id each of these rows has now: one lookup by key. None for a row that is
+        gone, has no lead id, or one that cannot be read or be a ProspectId."""
+
+        def attempt(part: Sequence[str]) -> dict[str, str | None]:
+            typed = [self._typed_key(k) for k in part]
+            query = sa.select(self.key_column, self.lead_column).where(
+                among(self.key_column, typed, connection)
+            )
+            return {str(key): _usable_lead_id(lead) for key, lead in _fetch(connection, query)}
+
+        found: dict[str, str | None] = {}
+        for part in isolate(connection, list(keys), attempt).results:
+            found.update(part)
+        return {key: found.get(key) for key in keys}
+
+    def keys_pointing_to(
+        self, connection: Connection, lead_ids: Collection[str]
+    ) -> dict[str, list[str] | None]:
+        """The keys of the rows that have each of these lead ids now, in order; None for a
+        lead id whose rows cannot all be read. A lookup by lead id: the column may have no
+        index, so it is kept for leads whose rows need counting."""
+
+        def attempt(part: Sequence[str]) -> dict[str, list[str]]:
+            query = sa.select(self.key_column, self.lead_column).where(
+                among(self.lead_column, self._as_lead_column(part), connection)
+            )
+            pointing: dict[str, list[str]] = {lead_id: [] for lead_id in part}
+            for key, lead in _fetch(connection, query):
+                lead_id = _usable_lead_id(lead)
+                if lead_id in pointing:  # a case-insensitive collation matches more
+                    pointing[lead_id].append(str(key))
+            return pointing
+
+        isolated = isolate(connection, list(lead_ids), attempt)
+        found: dict[str, list[str] | None] = dict.fromkeys(isolated.failed)
+        for part in isolated.results:
+            found.update({lead_id: sorted(keys) for lead_id, keys in part.items()})
+        return found
+
+    def _as_lead_column(self, lead_ids: Sequence[str]) -> list[Any]:
+        """Lead ids as values of the lead column, for its index; on SQLite, whose columns
+        hold any type, as the text they are compared as."""
+        if self._sqlite:
+            return list(lead_ids)
+        converted = []
+        for lead_id in lead_ids:
+            try:
+                converted.append(self._lead_type(lead_id))
+            except ValueError:
+                continue  # no row of this column can hold it
+        return converted
 
     def diagnose(self, connection: Connection, key: str, error: str) -> RowProblem:
         """Why the row with this key cannot be ingested: the first of its columns that cannot
@@ -188,11 +242,11 @@ def _shortened(text: str | None) -> str | None:
     return text[: MAX_LEAD_ID_LENGTH - 1] + "…"
 
 
-def _fetch(connection: Connection, query: sa.Select[Any]) -> list[sa.Row[Any]]:
+def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
     """Every row of the query; a value that cannot be read raises UnreadableRowsError."""
     with data_errors():
         try:
-            return list(connection.execute(query))
+            return [tuple(row) for row in connection.execute(query)]
         # SQLAlchemy converting a stored value: a SQLite date of year 10000, an enum label
         # added since the table was reflected.
         except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
@@ -222,13 +276,20 @@ def _normaliser(column: sa.Column[Any]) -> Callable[[Any], str | None]:
     return normalise_json if isinstance(column.type, sa.JSON) else normalise
 
 
-def _python_type(column: sa.Column[Any]) -> Any:
+def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:
     """Converts a change row's text key back to the key column's type, so indexes are used."""
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         return str
-    return python_type if python_type in (int, str) else str
+    return python_type if python_type in (int, str, *also) else str
+
+
+def _usable_lead_id(value: Any) -> str | None:
+    try:
+        return lead_id_of(value)
+    except UnsendableValueError:
+        return None
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from connector.database import among
-from connector.leads import DesiredChange, LeadState, RowProblem, after_push
+from connector.leads import DesiredChange, LeadState, RowProblem, SourceRow, after_push
 from connector.schema import capture_state, change, cursor, lead, row_problem, run
 from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
@@ -217,11 +217,12 @@ class Store:
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
                 "hold": c.hold,
+                "other_key": c.other_key,
             }
             for c in changes
         ]
         if not self._postgres and any(
-            "\x00" in f"{c.lead_id}{c.source_key}{c.hold or ''}" for c in changes
+            "\x00" in f"{c.lead_id}{c.source_key}{c.hold or ''}{c.other_key or ''}" for c in changes
         ):
             # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
             same = {"connector": self.connector, "pending": True, "updated_at": now}
@@ -276,25 +277,45 @@ class Store:
             .scalar_subquery()
         )
         constants = self._desired_constants(now)
+        # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too,
+        # and another of them is kept as other_key, which holds the lead back. Each row would
+        # be an upsert of its own, which can reset a lead's rejection even when the last row
+        # puts its values back.
+        low: sa.ColumnElement[Any]
+        high: sa.ColumnElement[Any]
+        if self._postgres:
+            low = sa.func.min(rows.c.source_key).over(partition_by=rows.c.lead_id)
+            high = sa.func.max(rows.c.source_key).over(partition_by=rows.c.lead_id)
+        else:
+            each = _folded.alias("each_lead")
+            per_lead = (
+                sa.select(
+                    sa.func.max(each.c.position).label("last"),
+                    sa.func.min(each.c.source_key).label("low"),
+                    sa.func.max(each.c.source_key).label("high"),
+                )
+                .where(each.c.lead_id.is_not(None))
+                .group_by(each.c.lead_id)
+                .subquery("per_lead")
+            )
+            low, high = per_lead.c.low, per_lead.c.high
         latest = sa.select(
             *constants.values(),
             rows.c.lead_id,
             rows.c.source_key,
             rows.c.desired,
             sa.null(),
+            _another(rows.c.source_key, low, high),
         ).where(has_lead, rows.c.lead_id.not_in(for_python))
-        # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too.
-        # Each row would be an upsert of its own, which can reset a lead's rejection even
-        # when the last row puts its values back.
         if self._postgres:
             latest = latest.ext(postgresql.distinct_on(rows.c.lead_id))
         else:
-            each = _folded.alias("each_lead")
-            last = sa.select(sa.func.max(each.c.position)).group_by(each.c.lead_id)
-            latest = latest.where(_folded.c.position.in_(last))
+            latest = latest.select_from(
+                _folded.join(per_lead, _folded.c.position == per_lead.c.last)
+            )
         upsert = self._when_desired_moved(
             self._insert(lead).from_select(
-                [*constants, "lead_id", "source_key", "desired", "hold"], latest
+                [*constants, "lead_id", "source_key", "desired", "hold", "other_key"], latest
             )
         )
         aggregate = sa.func.json_agg if self._postgres else sa.func.json_group_array
@@ -318,8 +339,15 @@ class Store:
         """The upsert of desired values that leaves leads whose values did not move alone.
 
         A lead's hold follows its row: set while a value cannot be sent, gone once it can.
+        A row other than the one the lead was stored from makes the lead shared (`other_key`,
+        the row it was stored from): the push phase checks which rows still point to it.
         """
         new = insert.excluded
+        other_key = sa.case(
+            (new.other_key.is_not(None), new.other_key),
+            (lead.c.source_key != new.source_key, lead.c.source_key),
+            else_=lead.c.other_key,
+        )
         return insert.on_conflict_do_update(
             index_elements=[lead.c.connector, lead.c.lead_id],
             set_={
@@ -332,11 +360,13 @@ class Store:
                 "next_attempt_at": None,
                 "updated_at": new.updated_at,
                 "hold": new.hold,
+                "other_key": other_key,
             },
             where=sa.or_(
                 lead.c.desired != new.desired,
                 lead.c.source_key != new.source_key,
                 lead.c.hold.is_distinct_from(new.hold),
+                new.other_key.is_not(None),
             ),
         )
 
@@ -402,6 +432,45 @@ class Store:
                     .values(hold=problem.described(), updated_at=now)
                 )
 
+    # -- which row owns a lead (connector.ownership) ----------------------------------------
+
+    def hold_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
+        """Hold a lead back for a reason of the connector's own, until ingest rewrites it."""
+        connection.execute(
+            self._lead_row(lead_id).values(hold=reason, other_key=None, updated_at=now)
+        )
+
+    def share_lead(
+        self, connection: Connection, lead_id: str, other_key: str | None, now: datetime
+    ) -> None:
+        """Record the other row that has the lead's id too, or (None) that none does."""
+        connection.execute(self._lead_row(lead_id).values(other_key=other_key, updated_at=now))
+
+    def adopt_row(
+        self,
+        connection: Connection,
+        lead_id: str,
+        row: SourceRow,
+        other_key: str | None,
+        now: datetime,
+    ) -> LeadState:
+        """Store a lead from another of its rows, as ingest of that row alone would."""
+        connection.execute(
+            self._lead_row(lead_id).values(
+                source_key=row.key,
+                desired=dumps(row.values),
+                hold=row.hold,
+                other_key=other_key,
+                pending=True,
+                rejected=False,
+                attempts=0,
+                last_error=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        return _lead_state(self._locked_lead(connection, lead_id))
+
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int
     ) -> list[LeadState]:
@@ -411,7 +480,8 @@ class Store:
                 lead.c.connector == self.connector,
                 lead.c.pending,
                 sa.not_(lead.c.rejected),
-                lead.c.hold.is_(None),
+                # A shared lead comes whatever its hold, so the push phase can settle it.
+                sa.or_(lead.c.hold.is_(None), lead.c.other_key.is_not(None)),
                 sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
             )
             .order_by(lead.c.lead_id)
@@ -686,6 +756,13 @@ class Store:
         )
 
 
+def _another(
+    key: sa.ColumnElement[Any], low: sa.ColumnElement[Any], high: sa.ColumnElement[Any]
+) -> sa.ColumnElement[Any]:
+    """Another key of the same lead, given the lowest and highest; NULL when it has one."""
+    return sa.case((low != high, sa.case((key == low, high), else_=low)))
+
+
 def _lead_state(row: sa.Row[Any]) -> LeadState:
     return LeadState(
         lead_id=row.lead_id,
@@ -700,4 +777,5 @@ def _lead_state(row: sa.Row[Any]) -> LeadState:
         pushed_at=row.pushed_at,
         set_aside=loads(row.set_aside),
         hold=row.hold,
+        other_key=row.other_key,
     )

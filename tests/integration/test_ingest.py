@@ -291,7 +291,7 @@ def test_sqlite_folds_desired_values_exactly_as_python_does(
     }
 
 
-def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values(
+def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values_and_the_others_key(
     sync: Connector, app: sa.Engine
 ) -> None:
     execute(
@@ -303,6 +303,9 @@ def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values(
     source_key, desired = leads_by_id(app, sync.config.name)["L1"]
     city = {"1": "Pune", "2": "Goa"}[source_key]
     assert desired == dumps({"Phone": None, "mx_City": city, "mx_Plan": None, "mx_Score": None})
+    with app.connect() as connection:
+        [state] = sync.store.all_leads(connection)
+    assert state.other_key == {"1": "2", "2": "1"}[source_key]
 
 
 # -- one transaction per batch; deleting consumed rows later ---------------------------------
@@ -637,8 +640,8 @@ def test_sqlite_keys_and_lead_ids_holding_nul_are_kept_whole(
 def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
     db_url: str, emulator: Emulator, kept: str
 ) -> None:
-    """Each row upserted in turn would reset a rejected lead although the row it was stored
-    from kept its values: the lead must end as one of its rows alone would leave it."""
+    """Each row upserted in turn would lose the other row: the lead must end as one of its
+    rows alone would leave it, holding the other's key, so that nothing is sent to it."""
     ddl = "CREATE TABLE pair (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
     with table_connector(db_url, emulator, "pair", {"t": "mx_T"}, ddl) as sync:
         engine = sync.engine
@@ -656,36 +659,32 @@ def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
         run_ingest(sync)
 
         with engine.connect() as connection:
-            columns = (lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.attempts)
+            columns = (lead.c.source_key, lead.c.desired, lead.c.other_key)
             state = tuple(connection.execute(sa.select(*columns)).one())
-    as_row_1 = ("1", '{"mx_T":"new"}', False, 0)
-    as_row_2 = ("2", dumps({"mx_T": kept}), True, 3)
+    as_row_1 = ("1", '{"mx_T":"new"}', "2")
+    as_row_2 = ("2", dumps({"mx_T": kept}), "1")
     assert state in {as_row_1, as_row_2}
 
 
-def test_sqlite_leaves_a_batch_with_a_blob_lead_id_to_python(
+def test_sqlite_holds_back_a_row_with_a_blob_lead_id_instead_of_spelling_it(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    """Python spells the blob lead id b'L1' as "b'L1'", which a text lead id may equal: SQL
-    cannot tell which rows share a lead, so the whole batch is Python's, one writer a lead."""
-    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
+    """Python would spell the blob lead id b'L1' as "b'L1'", which a text lead id may equal:
+    such a row is held back, and the text lead id is a lead of its own. Likewise a real
+    (declared INTEGER, the column keeps it as one)."""
+    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead INTEGER)"
     with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}) as sync:
-        execute(sync.engine, "INSERT INTO rows VALUES (1, 'a', x'4c31')")
-        run_ingest(sync)
-        with sync.engine.begin() as connection:
-            connection.execute(sa.update(lead).values(rejected=True, attempts=3))
         execute(
             sync.engine,
-            "INSERT INTO rows VALUES (2, 'b', 'b''L1''')",
-            "UPDATE rows SET t = 'tmp' WHERE id = 1",
-            "UPDATE rows SET t = 'a' WHERE id = 1",  # back to what is stored
+            "INSERT INTO rows VALUES (1, 'a', x'4c31'), (2, 'b', 'b''L1'''), (3, 'c', 2.5)",
         )
 
-        run_ingest(sync)
+        assert run_ingest(sync) == IngestResult(3, 0, rows_held_back=2)
 
+        assert lead_rows(sync) == {"b'L1'": ("2", '{"mx_T":"b"}', None)}
         with sync.engine.connect() as connection:
-            columns = (lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected)
-            state = {tuple(row) for row in connection.execute(sa.select(*columns))}
-    as_row_1 = {("b'L1'", "1", '{"mx_T":"a"}', True)}
-    as_row_2 = {("b'L1'", "2", '{"mx_T":"b"}', False)}
-    assert state in (as_row_1, as_row_2)
+            problems = sync.store.row_problems(connection)
+    assert [(p.key, p.column, p.reason) for p in problems] == [
+        ("1", "lead", "a lead id of type 'bytes' cannot be a ProspectId"),
+        ("3", "lead", "a lead id of type 'float' cannot be a ProspectId"),
+    ]
