@@ -94,6 +94,7 @@ def ingest(
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
             written = _write_desired(connection, store, source, keys, now)
+            written += _unreadable_keys(batch, source)
             if written.problems or problems_noted:
                 store.note_row_problems(
                     connection, keys, written.problems, now, forget=problems_noted
@@ -156,6 +157,13 @@ def _write_desired(
             extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
         )
     return written + _Written(problems=problems)
+
+
+def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
+    reason = "the key is not UTF-8 text, so the row cannot be read"
+    column = source.key_column.name
+    problems = tuple(RowProblem(key, reason, column=column) for key in batch.unreadable_keys)
+    return _Written(problems=problems)
 
 
 def _write_keys(

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.database import among
 from connector.leads import DesiredChange, LeadState, RowProblem, SourceRow, after_push
+from connector.quarantine import is_data_error
 from connector.schema import capture_state, change, cursor, lead, row_problem, run
 from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
@@ -50,6 +51,8 @@ class ChangeBatch:
     keys: list[str]  # the row key of every change row in the batch, in no particular order
     after: ChangeCursor
     last: ChangeCursor
+    # SQLite: keys that are not UTF-8 text, spelled with escapes; such a row cannot be read.
+    unreadable_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,40 @@ class Store:
         AUTOINCREMENT id alone is in commit order (and tx_id is always 0).
         """
         parameters = {"after_tx_id": after.tx_id, "after_change_id": after.change_id}
-        keys, last = connection.execute(self._next_changes, {**parameters, "limit": limit}).one()
+        try:
+            result = connection.execute(self._next_changes, {**parameters, "limit": limit})
+            keys, last = result.one()
+        except sa.exc.DBAPIError as exc:
+            if self._postgres or not is_data_error(exc):
+                raise
+            return self._read_changes_bytewise(connection, after, limit)
         if not keys:  # NULL on PostgreSQL, [] on SQLite
             return None
         return ChangeBatch(keys, after, ChangeCursor(*last))
+
+    def _read_changes_bytewise(
+        self, connection: Connection, after: ChangeCursor, limit: int
+    ) -> ChangeBatch | None:
+        """read_changes for a SQLite batch holding a key that is not UTF-8 (a text key can
+        hold any bytes there): row by row, so one such key stops nothing else."""
+        query = (
+            sa.select(change.c.tx_id, change.c.change_id, sa.cast(change.c.row_key, sa.LargeBinary))
+            .where(change.c.connector == self.connector, change.c.change_id > after.change_id)
+            .order_by(change.c.change_id)
+            .limit(limit)
+        )
+        rows = connection.execute(query).all()
+        if not rows:
+            return None
+        keys: list[str] = []
+        unreadable: list[str] = []
+        for _, _, raw in rows:
+            try:
+                keys.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                unreadable.append(raw.decode("utf-8", "backslashreplace"))
+        last = ChangeCursor(rows[-1].tx_id, rows[-1].change_id)
+        return ChangeBatch(keys, after, last, tuple(sorted(set(unreadable))))
 
     def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
         """Advance the cursor past the batch; `discard_consumed` deletes its rows later.

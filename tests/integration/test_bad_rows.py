@@ -297,3 +297,24 @@ def test_a_lost_connection_is_not_taken_for_a_bad_row(pg_url: str) -> None:
     finally:
         engine.dispose()
     assert attempts == [["1", "2", "3", "4"]]  # never split into rows
+
+
+def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    ddl = "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)"
+    with table_connector(url, emulator, "rows", {"t": "mx_T"}, ddl, key="code") as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
+        )
+        report = sync.run_once()
+        problems = row_problems(sync)
+
+    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 1, 1)
+    assert emulator.lead("L1") == {"mx_T": "b"}
+    assert problems == {
+        "K\\xff": (None, "code", "the key is not UTF-8 text, so the row cannot be read")
+    }
