@@ -53,11 +53,8 @@ class SourceTable:
         self._lead_type = _python_type(self.lead_column, also=(UUID,))
         sqlite = self._sqlite = engine.dialect.name == "sqlite"
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
-        self._select = sa.select(
-            self.key_column,
-            self.lead_column,
-            *(_as_read(column, sqlite=sqlite) for column in mapped),
-        )
+        self._reads = [_as_read(column, sqlite=sqlite) for column in mapped]
+        self._select = sa.select(self.key_column, self.lead_column, *self._reads)
         self._normalisers = [_normaliser(column) for column in mapped]
         self._fold = fold_for(
             engine,
@@ -171,7 +168,7 @@ class SourceTable:
 
     def _columns_as_read(self) -> Iterator[tuple[sa.Column[Any], sa.ColumnElement[Any]]]:
         yield self.lead_column, self.lead_column
-        yield from zip(self._mapped, list(self._select.selected_columns)[2:], strict=True)
+        yield from zip(self._mapped, self._reads, strict=True)
 
     def _typed_key(self, key: str) -> Any:
         try:
