@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "status",
         help="show pending and failed leads and recent runs",
-        description="Show leads still to push, leads LeadSquared rejected, and recent runs.",
+        description="Show leads still to push, leads LeadSquared rejected, leads and rows "
+        "the connector holds back (and why), and recent runs.",
     )
     demo = commands.add_parser(
         "demo",

@@ -190,7 +190,7 @@ def _summarise(connector: Connector, emulator: Emulator) -> None:
             say(f"   {name}: not pushed: the row has no lead id in lsq_prospect_id")
         elif state is None:
             say(f"   {name} -> {lead_id}: not pushed: nothing captured yet")
-        elif not state.pending and not state.rejected:
+        elif not state.pending and not state.rejected and state.hold is None:
             say(f"   {name} -> {lead_id}: in sync; LeadSquared holds {emulator.lead(lead_id)}")
         else:
             say(f"   {name} -> {lead_id}: not pushed: {describe_lead(state)}")

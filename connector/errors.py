@@ -29,6 +29,10 @@ class CaptureError(LsqSyncError):
     """Change capture no longer matches the source table: fix it, then run `lsq-sync init`."""
 
 
+class UnreadableRowsError(SourceDatabaseError):
+    """A source row holds a value that cannot be read or stored; only that row is held back."""
+
+
 class BudgetExhaustedError(LsqSyncError):
     """The daily call budget is spent: no call is made until it resets."""
 

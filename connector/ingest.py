@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
 
 from connector.clock import Clock
-from connector.leads import fold_rows
+from connector.leads import RowProblem, fold_rows
+from connector.quarantine import isolate
 from connector.source import SourceTable
 from connector.store import START, ChangeBatch, ChangeCursor, Store
 
@@ -21,6 +25,25 @@ log = logging.getLogger(__name__)
 class IngestResult:
     changes: int
     rows_without_lead: int
+    # Rows held back: unreadable (lsq_sync_row_problem), or holding their lead back for a
+    # value that cannot be sent (lsq_sync_lead.hold).
+    rows_held_back: int = 0
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What writing one batch's desired values found."""
+
+    rows_without_lead: int = 0
+    rows_holding_lead: int = 0
+    problems: tuple[RowProblem, ...] = ()
+
+    def __add__(self, other: _Written) -> _Written:
+        return _Written(
+            self.rows_without_lead + other.rows_without_lead,
+            self.rows_holding_lead + other.rows_holding_lead,
+            self.problems + other.problems,
+        )
 
 
 # Keys remembered per ingest call; past this the memory is released and dedupe starts over.
@@ -52,11 +75,13 @@ def ingest(
     they all committed covers them all: a key read during this call is not read again for
     changes committed before the call began.
     """
-    changes = without_lead = 0
+    changes = without_lead = held_back = 0
     with engine.connect() as connection:
         snapshot = store.snapshot_bound(connection)
         # One run at a time per connector (the run lock), so the cursor only moves here.
         position = store.load_cursor(connection)
+        # Checked once: while there are none, ingest spends nothing on forgetting them.
+        problems_noted = store.has_row_problems(connection)
     discarded = START
     undiscarded = 0
     read_keys: set[str] = set()
@@ -68,14 +93,21 @@ def ingest(
                 break
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
-            batch_without_lead = _write_desired(connection, store, source, keys, now)
+            written = _write_desired(connection, store, source, keys, now)
+            written += _unreadable_keys(batch, source)
+            if written.problems or problems_noted:
+                store.note_row_problems(
+                    connection, keys, written.problems, now, forget=problems_noted
+                )
+                problems_noted = True
             store.consume(connection, batch, now)
         position = batch.last
         if len(read_keys) > MAX_REMEMBERED_KEYS:
             read_keys.clear()
         read_keys.update(keys)
         changes += len(batch.keys)
-        without_lead += batch_without_lead
+        without_lead += written.rows_without_lead
+        held_back += written.rows_holding_lead + len(written.problems)
         log.debug("ingested batch", extra={"changes": len(batch.keys), "read": len(keys)})
         undiscarded += len(batch.keys)
         if undiscarded >= DISCARD_AFTER_CHANGES:
@@ -87,7 +119,7 @@ def ingest(
         with engine.begin() as connection:
             if store.leads_outgrew_statistics(connection):
                 store.analyze_leads(connection)
-    return IngestResult(changes, without_lead)
+    return IngestResult(changes, without_lead, held_back)
 
 
 def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) -> list[str]:
@@ -101,25 +133,58 @@ def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) 
 
 def _write_desired(
     connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
-) -> int:
-    """Fold the rows with these keys into desired values; returns rows without a lead id."""
+) -> _Written:
+    """Fold the rows with these keys into desired values.
+
+    A row that cannot be read or stored fails the statement it is in; the keys are then
+    split until each such row stands alone (connector.quarantine), and it is diagnosed and
+    returned as a problem while every other row is written.
+    """
     if not keys:
-        return 0
+        return _Written()
+
+    def attempt(part: Sequence[str]) -> _Written:
+        return _write_keys(connection, store, source, list(part), now)
+
+    isolated = isolate(connection, keys, attempt)
+    written = functools.reduce(operator.add, isolated.results, _Written())
+    problems = tuple(
+        source.diagnose(connection, key, error) for key, error in isolated.failed.items()
+    )
+    for problem in problems:
+        log.warning(
+            "row held back: it cannot be ingested",
+            extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
+        )
+    return written + _Written(problems=problems)
+
+
+def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
+    reason = "the key is not UTF-8 text, so the row cannot be read"
+    column = source.key_column.name
+    problems = tuple(RowProblem(key, reason, column=column) for key in batch.unreadable_keys)
+    return _Written(problems=problems)
+
+
+def _write_keys(
+    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+) -> _Written:
     query = source.desired_query(keys)
     if query is None:
         return _fold_in_python(connection, store, source, keys, now)
     without_lead, left = store.write_desired_from(connection, query, now)
+    written = _Written(rows_without_lead=without_lead)
     if left:
-        without_lead += _fold_in_python(connection, store, source, left, now)
-    return without_lead
+        written += _fold_in_python(connection, store, source, left, now)
+    return written
 
 
 def _fold_in_python(
     connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
-) -> int:
+) -> _Written:
     folded = fold_rows(source.read(connection, keys))
     store.write_desired(connection, folded.changes, now)
-    return folded.rows_without_lead
+    return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
 
 
 def _discard(

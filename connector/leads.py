@@ -14,8 +14,23 @@ class SourceRow:
     key: str
     lead_id: str | None
     values: Values
-    # Set when a mapped value cannot be sent; the lead is held back with this as its error.
-    problem: str | None = None
+    # Set when a mapped value cannot be sent: why the connector holds the lead back.
+    hold: str | None = None
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A source row that cannot be ingested at all: held back with why, until it changes."""
+
+    key: str
+    reason: str
+    lead_id: str | None = None  # when it could be read
+    column: str | None = None  # the source column at fault, when one is
+
+    def described(self) -> str:
+        """As a lead's hold names a value that cannot be sent: row, column, reason."""
+        column = f", column {self.column!r}" if self.column else ""
+        return f"row {self.key}{column}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,10 @@ class LeadState:
     next_attempt_at: datetime | None = None
     pushed_at: datetime | None = None
     set_aside: Values = field(default_factory=dict)
+    # Why the connector itself holds the lead back (no call is made); not LeadSquared's word.
+    hold: str | None = None
+    # Another row that claimed this lead id: nothing is sent while both point to it.
+    other_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,32 +59,47 @@ class DesiredChange:
     lead_id: str
     source_key: str
     desired: Values
-    problem: str | None = None
+    hold: str | None = None
+    other_key: str | None = None  # another row of the same batch with this lead id
 
 
 @dataclass(frozen=True)
 class FoldResult:
     changes: list[DesiredChange]
     rows_without_lead: int
+    problems: list[RowProblem] = field(default_factory=list)
+    # Rows read whole whose lead is held back for a value that cannot be sent.
+    rows_holding_lead: int = 0
 
 
-def fold_rows(rows: Iterable[SourceRow]) -> FoldResult:
+def fold_rows(rows: Iterable[SourceRow | RowProblem]) -> FoldResult:
     """Fold the current values of changed rows into one desired state per lead.
 
     Whether a lead then needs a call is decided at push time, against what was pushed; ingest
     only has to notice that the desired values moved, which the database does in the upsert.
+    Several rows with one lead id leave the last one's values and another one's key: the
+    lead is held back until only one row points to it (connector.ownership).
     """
     latest: dict[str, SourceRow] = {}
-    without_lead = 0
+    others: dict[str, str] = {}
+    problems: list[RowProblem] = []
+    without_lead = holding = 0
     for row in rows:
+        if isinstance(row, RowProblem):
+            problems.append(row)
+            continue
         if row.lead_id is None:
             without_lead += 1
         else:
+            holding += row.hold is not None
+            if row.lead_id in latest:
+                others[row.lead_id] = latest[row.lead_id].key
             latest[row.lead_id] = row
     changes = [
-        DesiredChange(lead_id, row.key, row.values, row.problem) for lead_id, row in latest.items()
+        DesiredChange(lead_id, row.key, row.values, row.hold, others.get(lead_id))
+        for lead_id, row in latest.items()
     ]
-    return FoldResult(changes, without_lead)
+    return FoldResult(changes, without_lead, problems, holding)
 
 
 def after_push(

@@ -36,6 +36,8 @@ from connector.errors import (
     ThrottledError,
 )
 from connector.leads import LeadState
+from connector.ownership import check_owners
+from connector.source import SourceTable
 from connector.store import Store
 from connector.values import Values, plan_update
 
@@ -62,6 +64,8 @@ class PushResult:
     rejected: int = 0
     deferred: int = 0
     set_aside: int = 0
+    shared: int = 0  # held back: several rows have the lead's id
+    detached: int = 0  # no row has the lead's id any more
     calls: int = 0
     throttled: int = 0
     interrupted: bool = False
@@ -152,6 +156,7 @@ class Pusher:
         self,
         *,
         store: Store,
+        source: SourceTable,
         client: LeadSquaredClient,
         attributes: frozenset[str],
         clock: Clock,
@@ -161,6 +166,7 @@ class Pusher:
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
+        self.source = source
         self.client = client
         self.attributes = attributes
         self.clock = clock
@@ -184,18 +190,26 @@ class Pusher:
                     )
                 if not leads:
                     break
+                after = leads[-1].lead_id
+                leads = self._owned(leads, result)
                 futures = [
                     pool.submit(self._push_guarded, state, result, halt, first_call)
                     for state in leads
                 ]
                 for future in futures:
                     future.result()
-                after = leads[-1].lead_id
         result.interrupted = self.stop.is_set() or halt.is_set()
         result.stop_reason = halt.reason
         if halt.error is not None:
             raise halt.error
         return result
+
+    def _owned(self, leads: list[LeadState], result: PushResult) -> list[LeadState]:
+        """The leads exactly one row points to (connector.ownership); the rest are held."""
+        with self.store.engine.begin() as connection:
+            checked = check_owners(connection, self.store, self.source, leads, self.clock.now())
+        result.add(shared=checked.shared, detached=checked.detached)
+        return checked.to_push
 
     def _push_guarded(
         self, state: LeadState, result: PushResult, halt: _Halt, first_call: _FirstCallAlone

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from connector.leads import LeadState
+from connector.leads import LeadState, RowProblem
 from connector.sync import Connector
 
 
 def describe_lead(state: LeadState) -> str:
     """One line saying where a lead stands and why."""
+    if state.other_key is not None:
+        return (
+            f"held back by the connector, nothing sent: rows {state.source_key} and "
+            f"{state.other_key} both have lead id {state.lead_id}; give one of them another "
+            "lead id (or none)"
+        )
+    if state.hold is not None:
+        return f"held back by the connector, nothing sent: {state.hold}"
     if state.rejected:
         return f"rejected by LeadSquared, waiting for new values: {state.last_error}"
     if state.set_aside and not state.pending:
@@ -24,6 +32,13 @@ def describe_lead(state: LeadState) -> str:
     return "in sync"
 
 
+def describe_row_problem(problem: RowProblem) -> str:
+    """One line naming a row held back at ingest, its lead when known, and why."""
+    lead = f" (lead {problem.lead_id})" if problem.lead_id is not None else ""
+    column = f", column {problem.column!r}" if problem.column else ""
+    return f"row {problem.key}{lead}{column}: {problem.reason}"
+
+
 def print_status(connector: Connector) -> None:
     connector.check_ready()
     store = connector.store
@@ -31,13 +46,20 @@ def print_status(connector: Connector) -> None:
         leads = store.all_leads(connection)
         runs = store.runs(connection, limit=5)
         backlog = store.pending_changes(connection)
-    not_in_sync = [s for s in leads if s.pending or s.rejected or s.set_aside]
+        problems = store.row_problems(connection)
+    not_in_sync = [
+        s for s in leads if s.pending or s.rejected or s.set_aside or s.hold or s.other_key
+    ]
     print(
         f"connector {connector.config.name}: {len(leads)} leads known, "
         f"{len(not_in_sync)} not in sync, {backlog} captured changes not yet ingested"
     )
     for state in not_in_sync:
         print(f"  lead {state.lead_id} (row {state.source_key}): {describe_lead(state)}")
+    if problems:
+        print(f"{len(problems)} rows held back: they cannot be ingested until they change")
+        for problem in problems:
+            print(f"  {describe_row_problem(problem)}")
     print("recent runs:")
     for run in runs:
         finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S") if run.finished_at else "-"

@@ -82,11 +82,14 @@ cursor = sa.Table(
     sa.Column("updated_at", UtcDateTime(), nullable=False),
 )
 
+# LeadSquared's ProspectId is a GUID; a longer lead id is a row's mistake, not a lead.
+MAX_LEAD_ID_LENGTH = 100
+
 lead = sa.Table(
     f"{PREFIX}lead",
     metadata,
     sa.Column("connector", sa.String(40), primary_key=True),
-    sa.Column("lead_id", sa.String(100), primary_key=True),
+    sa.Column("lead_id", sa.String(MAX_LEAD_ID_LENGTH), primary_key=True),
     sa.Column("source_key", sa.Text(), nullable=False),
     # JSON objects {attribute: normalised value}: what the source holds now, and what
     # LeadSquared was last told, attribute by attribute.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import operator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -11,10 +13,12 @@ from sqlalchemy.exc import NoSuchTableError
 
 from connector.config import Config
 from connector.database import among
-from connector.errors import ConfigError
-from connector.leads import SourceRow
+from connector.errors import ConfigError, UnreadableRowsError
+from connector.leads import RowProblem, SourceRow
+from connector.quarantine import data_errors, isolate, reason_of
+from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.sqlfold import Rows, fold_for
-from connector.values import Values, normalise
+from connector.values import UnsendableValueError, Values, normalise, normalise_json
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -46,9 +50,12 @@ class SourceTable:
         self.key_column = self.table.c[source.key]
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
-        self._select = sa.select(
-            self.key_column, self.lead_column, *(self.table.c[c] for c in self.mapping)
-        )
+        self._lead_type = _python_type(self.lead_column, also=(UUID,))
+        sqlite = self._sqlite = engine.dialect.name == "sqlite"
+        mapped = self._mapped = [self.table.c[c] for c in self.mapping]
+        self._reads = [_as_read(column, sqlite=sqlite) for column in mapped]
+        self._select = sa.select(self.key_column, self.lead_column, *self._reads)
+        self._normalisers = [_normaliser(column) for column in mapped]
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -67,13 +74,17 @@ class SourceTable:
         """Columns whose change must be captured: the mapped ones and the lead id."""
         return [*self.mapping, self.config.lead_id.column]
 
-    def read(self, connection: Connection, keys: Iterable[str]) -> list[SourceRow]:
-        """The current values of the rows with these keys; deleted rows are absent."""
-        rows: list[SourceRow] = []
+    def read(self, connection: Connection, keys: Iterable[str]) -> list[SourceRow | RowProblem]:
+        """The current values of the rows with these keys; deleted rows are absent.
+
+        A row whose lead id cannot be a ProspectId comes back as a RowProblem; a value the
+        driver cannot read raises UnreadableRowsError (see connector.quarantine).
+        """
+        rows: list[SourceRow | RowProblem] = []
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
-            typed = [self._key_type(k) for k in chunk]
+            typed = [self._typed_key(k) for k in chunk]
             query = self._select.where(among(self.key_column, typed, connection))
-            rows.extend(self._source_row(tuple(row)) for row in connection.execute(query))
+            rows.extend(self._source_row(row) for row in _fetch(connection, query))
         return rows
 
     def desired_query(self, keys: Sequence[str]) -> Rows | None:
@@ -81,17 +92,105 @@ class SourceTable:
         database (see connector.sqlfold); None when these columns need Python."""
         if self._fold is None:
             return None
-        return self._fold.rows_with_keys([self._key_type(k) for k in keys])
+        return self._fold.rows_with_keys([self._typed_key(k) for k in keys])
 
-    def _source_row(self, row: tuple[Any, ...]) -> SourceRow:
+    def lead_ids_now(self, connection: Connection, keys: Collection[str]) -> dict[str, str | None]:
+        """The lead id each of these rows has now: one lookup by key. None for a row that is
+        gone, has no lead id, or one that cannot be read or be a ProspectId."""
+
+        def attempt(part: Sequence[str]) -> dict[str, str | None]:
+            typed = [self._typed_key(k) for k in part]
+            query = sa.select(self.key_column, self.lead_column).where(
+                among(self.key_column, typed, connection)
+            )
+            return {str(key): _usable_lead_id(lead) for key, lead in _fetch(connection, query)}
+
+        found: dict[str, str | None] = {}
+        for part in isolate(connection, list(keys), attempt).results:
+            found.update(part)
+        return {key: found.get(key) for key in keys}
+
+    def keys_pointing_to(
+        self, connection: Connection, lead_ids: Collection[str]
+    ) -> dict[str, list[str] | None]:
+        """The keys of the rows that have each of these lead ids now, in order; None for a
+        lead id whose rows cannot all be read. A lookup by lead id: the column may have no
+        index, so it is kept for leads whose rows need counting."""
+
+        def attempt(part: Sequence[str]) -> dict[str, list[str]]:
+            query = sa.select(self.key_column, self.lead_column).where(
+                among(self.lead_column, self._as_lead_column(part), connection)
+            )
+            pointing: dict[str, list[str]] = {lead_id: [] for lead_id in part}
+            for key, lead in _fetch(connection, query):
+                lead_id = _usable_lead_id(lead)
+                if lead_id in pointing:  # a case-insensitive collation matches more
+                    pointing[lead_id].append(str(key))
+            return pointing
+
+        isolated = isolate(connection, list(lead_ids), attempt)
+        found: dict[str, list[str] | None] = dict.fromkeys(isolated.failed)
+        for part in isolated.results:
+            found.update({lead_id: sorted(keys) for lead_id, keys in part.items()})
+        return found
+
+    def _as_lead_column(self, lead_ids: Sequence[str]) -> list[Any]:
+        """Lead ids as values of the lead column, for its index; on SQLite, whose columns
+        hold any type, as the text they are compared as."""
+        if self._sqlite:
+            return list(lead_ids)
+        converted = []
+        for lead_id in lead_ids:
+            try:
+                converted.append(self._lead_type(lead_id))
+            except ValueError:
+                continue  # no row of this column can hold it
+        return converted
+
+    def diagnose(self, connection: Connection, key: str, error: str) -> RowProblem:
+        """Why the row with this key cannot be ingested: the first of its columns that cannot
+        be read alone, or `error` (what failed the row as a whole) when each one can."""
+        lead_id: str | None = None
+        try:
+            typed = self._typed_key(key)
+        except UnreadableRowsError as exc:
+            return RowProblem(key, str(exc), column=self.key_column.name)
+        for column, read in self._columns_as_read():
+            query = sa.select(read).where(self.key_column == typed)
+            try:
+                with connection.begin_nested():
+                    value = _fetch(connection, query)
+            except UnreadableRowsError as exc:
+                return RowProblem(key, str(exc), lead_id, column.name)
+            if column is self.lead_column and value:
+                lead_id = _shortened(_readable_lead_id(value[0][0]))
+        return RowProblem(key, error, lead_id)
+
+    def _columns_as_read(self) -> Iterator[tuple[sa.Column[Any], sa.ColumnElement[Any]]]:
+        yield self.lead_column, self.lead_column
+        yield from zip(self._mapped, self._reads, strict=True)
+
+    def _typed_key(self, key: str) -> Any:
+        try:
+            return self._key_type(key)
+        except ValueError:
+            raise UnreadableRowsError(
+                f"the key {key!r} is not a value of the key column's type"
+            ) from None
+
+    def _source_row(self, row: tuple[Any, ...]) -> SourceRow | RowProblem:
         # Positions follow self._select: key, lead id, then the mapped columns in order.
         key = str(row[0])
-        lead = row[1]
-        lead_id = None if lead is None or str(lead).strip() == "" else str(lead)
+        try:
+            lead_id = lead_id_of(row[1])
+        except UnsendableValueError as exc:
+            lead = _shortened(_readable_lead_id(row[1]))
+            return RowProblem(key, str(exc), lead, self.lead_column.name)
         try:
             # Run once per changed row in a large ingest: the plain case in one expression.
-            values = dict(zip(self.mapping.values(), map(normalise, row[2:]), strict=True))
-        except TypeError:
+            normalised = map(operator.call, self._normalisers, row[2:])
+            values = dict(zip(self.mapping.values(), normalised, strict=True))
+        except UnsendableValueError:
             return self._row_with_problems(key, lead_id, row[2:])
         return SourceRow(key, lead_id, values)
 
@@ -100,21 +199,94 @@ class SourceTable:
     ) -> SourceRow:
         values: Values = {}
         problems = []
-        for (column, attribute), value in zip(self.mapping.items(), mapped, strict=True):
+        columns = zip(self.mapping.items(), self._normalisers, mapped, strict=True)
+        for (column, attribute), normaliser, value in columns:
             try:
-                values[attribute] = normalise(value)
-            except TypeError as exc:
+                values[attribute] = normaliser(value)
+            except UnsendableValueError as exc:
                 problems.append(f"row {key}, column {column!r}: {exc}")
-        return SourceRow(key, lead_id, values, "; ".join(problems))
+        return SourceRow(key, lead_id, values, hold="; ".join(problems))
 
 
-def _python_type(column: sa.Column[Any]) -> Any:
+def lead_id_of(value: Any) -> str | None:
+    """A row's lead id as the text sent to LeadSquared; None when the row has none (NULL or
+    blank). Raises UnsendableValueError for a value that cannot be a ProspectId."""
+    if value is None:
+        return None
+    if type(value) is str:
+        if not value.strip():
+            return None
+        if len(value) > MAX_LEAD_ID_LENGTH:
+            raise UnsendableValueError(
+                f"a lead id longer than {MAX_LEAD_ID_LENGTH} characters cannot be a ProspectId"
+            )
+        return value
+    if isinstance(value, int | UUID) and not isinstance(value, bool):
+        return str(value)
+    raise UnsendableValueError(f"a lead id of type {type(value).__name__!r} cannot be a ProspectId")
+
+
+def _readable_lead_id(value: Any) -> str | None:
+    """A lead id to show beside its row's problem, when it is text or a number at all."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int | UUID) else None
+
+
+def _shortened(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_LEAD_ID_LENGTH:
+        return text
+    return text[: MAX_LEAD_ID_LENGTH - 1] + "…"
+
+
+def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """Every row of the query; a value that cannot be read raises UnreadableRowsError."""
+    with data_errors():
+        try:
+            return [tuple(row) for row in connection.execute(query)]
+        # SQLAlchemy converting a stored value: a SQLite date of year 10000, an enum label
+        # added since the table was reflected.
+        except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
+            raise UnreadableRowsError(reason_of(exc)) from exc
+
+
+def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
+    """The column as read for normalising.
+
+    On SQLite a NUMERIC holds an integer, a double or text, which SQLAlchemy would turn into
+    a Decimal through a float rounded to ten places; and a JSON column holds text that need
+    not be JSON, which SQLAlchemy would parse. Both are read as SQLite holds them. On
+    PostgreSQL json and jsonb are read as their text, whose numbers keep every digit.
+    """
+    numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
+    is_json = isinstance(column.type, sa.JSON)
+    if sqlite and (numeric or is_json):
+        return sa.type_coerce(column, sa.types.NullType())
+    if is_json:
+        return sa.cast(column, sa.Text)
+    return column
+
+
+def _normaliser(column: sa.Column[Any]) -> Callable[[Any], str | None]:
+    """How a mapped column's values are spelled: by its declared type, so that every value
+    of a JSON column is sent as JSON, a JSON string included."""
+    return normalise_json if isinstance(column.type, sa.JSON) else normalise
+
+
+def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:
     """Converts a change row's text key back to the key column's type, so indexes are used."""
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         return str
-    return python_type if python_type in (int, str) else str
+    return python_type if python_type in (int, str, *also) else str
+
+
+def _usable_lead_id(value: Any) -> str | None:
+    try:
+        return lead_id_of(value)
+    except UnsendableValueError:
+        return None
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

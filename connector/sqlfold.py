@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
+from connector.schema import MAX_LEAD_ID_LENGTH
+
 # Declared types whose values the database can normalise exactly. Exact classes on purpose:
 # CHAR pads, NUMERIC and the rest are spelled differently, and a subclass may convert.
 TEXT_TYPES = (sa.TEXT, sa.VARCHAR)
@@ -162,11 +164,15 @@ class PostgresFold(SqlFold):
 
     def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
         # Every character PostgreSQL's JSON leaves unescaped and dumps does not: past
-        # ASCII, and DEL.
+        # ASCII, and DEL. A lead id too long to be one is Python's to refuse, row by row.
         desired = rows.c.desired
         return sa.and_(
             sa.func.octet_length(desired) == sa.func.char_length(desired),
             sa.func.strpos(desired, "\x7f") == 0,
+            sa.or_(
+                rows.c.lead_id.is_(None),
+                sa.func.char_length(rows.c.lead_id) <= MAX_LEAD_ID_LENGTH,
+            ),
         )
 
     def key_among(self, key: Column, keys: Sequence[Any]) -> sa.ColumnElement[bool]:
@@ -223,7 +229,13 @@ class SqliteFold(SqlFold):
         return sa.and_(
             printable(rows.c.desired),
             printable(rows.c.source_key),
-            sa.or_(rows.c.lead_id.is_(None), printable(rows.c.lead_id)),
+            sa.or_(
+                rows.c.lead_id.is_(None),
+                sa.and_(
+                    printable(rows.c.lead_id),
+                    sa.func.length(rows.c.lead_id) <= MAX_LEAD_ID_LENGTH,
+                ),
+            ),
         )
 
     def rows_with_keys(self, keys: Sequence[Any]) -> Rows | None:

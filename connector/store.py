@@ -13,8 +13,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from connector.database import among
-from connector.leads import DesiredChange, LeadState, after_push
-from connector.schema import capture_state, change, cursor, lead, run
+from connector.leads import DesiredChange, LeadState, RowProblem, SourceRow, after_push
+from connector.quarantine import is_data_error
+from connector.schema import capture_state, change, cursor, lead, row_problem, run
 from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
 
@@ -50,6 +51,8 @@ class ChangeBatch:
     keys: list[str]  # the row key of every change row in the batch, in no particular order
     after: ChangeCursor
     last: ChangeCursor
+    # SQLite: keys that are not UTF-8 text, spelled with escapes; such a row cannot be read.
+    unreadable_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,40 @@ class Store:
         AUTOINCREMENT id alone is in commit order (and tx_id is always 0).
         """
         parameters = {"after_tx_id": after.tx_id, "after_change_id": after.change_id}
-        keys, last = connection.execute(self._next_changes, {**parameters, "limit": limit}).one()
+        try:
+            result = connection.execute(self._next_changes, {**parameters, "limit": limit})
+            keys, last = result.one()
+        except sa.exc.DBAPIError as exc:
+            if self._postgres or not is_data_error(exc):
+                raise
+            return self._read_changes_bytewise(connection, after, limit)
         if not keys:  # NULL on PostgreSQL, [] on SQLite
             return None
         return ChangeBatch(keys, after, ChangeCursor(*last))
+
+    def _read_changes_bytewise(
+        self, connection: Connection, after: ChangeCursor, limit: int
+    ) -> ChangeBatch | None:
+        """read_changes for a SQLite batch holding a key that is not UTF-8 (a text key can
+        hold any bytes there): row by row, so one such key stops nothing else."""
+        query = (
+            sa.select(change.c.tx_id, change.c.change_id, sa.cast(change.c.row_key, sa.LargeBinary))
+            .where(change.c.connector == self.connector, change.c.change_id > after.change_id)
+            .order_by(change.c.change_id)
+            .limit(limit)
+        )
+        rows = connection.execute(query).all()
+        if not rows:
+            return None
+        keys: list[str] = []
+        unreadable: list[str] = []
+        for _, _, raw in rows:
+            try:
+                keys.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                unreadable.append(raw.decode("utf-8", "backslashreplace"))
+        last = ChangeCursor(rows[-1].tx_id, rows[-1].change_id)
+        return ChangeBatch(keys, after, last, tuple(sorted(set(unreadable))))
 
     def consume(self, connection: Connection, batch: ChangeBatch, now: datetime) -> None:
         """Advance the cursor past the batch; `discard_consumed` deletes its rows later.
@@ -206,8 +239,8 @@ class Store:
     ) -> None:
         """Store new desired values, flagging the lead for the push phase.
 
-        A lead whose desired values did not move is left untouched (the upsert's WHERE), so a
-        rejection or a retry delay holds until the values really change.
+        A lead whose desired values and hold did not move is left untouched (the upsert's
+        WHERE), so a rejection or a retry delay holds until the values really change.
         """
         if not changes:
             return
@@ -216,13 +249,13 @@ class Store:
                 "lead_id": c.lead_id,
                 "source_key": c.source_key,
                 "desired": dumps(c.desired),
-                "rejected": c.problem is not None,
-                "last_error": c.problem,
+                "hold": c.hold,
+                "other_key": c.other_key,
             }
             for c in changes
         ]
         if not self._postgres and any(
-            "\x00" in f"{c.lead_id}{c.source_key}{c.problem or ''}" for c in changes
+            "\x00" in f"{c.lead_id}{c.source_key}{c.hold or ''}{c.other_key or ''}" for c in changes
         ):
             # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
             same = {"connector": self.connector, "pending": True, "updated_at": now}
@@ -277,26 +310,45 @@ class Store:
             .scalar_subquery()
         )
         constants = self._desired_constants(now)
+        # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too,
+        # and another of them is kept as other_key, which holds the lead back. Each row would
+        # be an upsert of its own, which can reset a lead's rejection even when the last row
+        # puts its values back.
+        low: sa.ColumnElement[Any]
+        high: sa.ColumnElement[Any]
+        if self._postgres:
+            low = sa.func.min(rows.c.source_key).over(partition_by=rows.c.lead_id)
+            high = sa.func.max(rows.c.source_key).over(partition_by=rows.c.lead_id)
+        else:
+            each = _folded.alias("each_lead")
+            per_lead = (
+                sa.select(
+                    sa.func.max(each.c.position).label("last"),
+                    sa.func.min(each.c.source_key).label("low"),
+                    sa.func.max(each.c.source_key).label("high"),
+                )
+                .where(each.c.lead_id.is_not(None))
+                .group_by(each.c.lead_id)
+                .subquery("per_lead")
+            )
+            low, high = per_lead.c.low, per_lead.c.high
         latest = sa.select(
             *constants.values(),
             rows.c.lead_id,
             rows.c.source_key,
             rows.c.desired,
-            sa.false(),
             sa.null(),
+            _another(rows.c.source_key, low, high),
         ).where(has_lead, rows.c.lead_id.not_in(for_python))
-        # One row per lead, as fold_rows keeps; which of several wins is arbitrary there too.
-        # Each row would be an upsert of its own, which can reset a lead's rejection even
-        # when the last row puts its values back.
         if self._postgres:
             latest = latest.ext(postgresql.distinct_on(rows.c.lead_id))
         else:
-            each = _folded.alias("each_lead")
-            last = sa.select(sa.func.max(each.c.position)).group_by(each.c.lead_id)
-            latest = latest.where(_folded.c.position.in_(last))
+            latest = latest.select_from(
+                _folded.join(per_lead, _folded.c.position == per_lead.c.last)
+            )
         upsert = self._when_desired_moved(
             self._insert(lead).from_select(
-                [*constants, "lead_id", "source_key", "desired", "rejected", "last_error"], latest
+                [*constants, "lead_id", "source_key", "desired", "hold", "other_key"], latest
             )
         )
         aggregate = sa.func.json_agg if self._postgres else sa.func.json_group_array
@@ -317,24 +369,140 @@ class Store:
         return {name: sa.literal(value, lead.c[name].type) for name, value in values.items()}
 
     def _when_desired_moved(self, insert: Any) -> Any:
-        """The upsert of desired values that leaves leads whose values did not move alone."""
+        """The upsert of desired values that leaves leads whose values did not move alone.
+
+        A lead's hold follows its row: set while a value cannot be sent, gone once it can.
+        A row other than the one the lead was stored from makes the lead shared (`other_key`,
+        the row it was stored from): the push phase checks which rows still point to it.
+        """
         new = insert.excluded
+        other_key = sa.case(
+            (new.other_key.is_not(None), new.other_key),
+            (lead.c.source_key != new.source_key, lead.c.source_key),
+            else_=lead.c.other_key,
+        )
         return insert.on_conflict_do_update(
             index_elements=[lead.c.connector, lead.c.lead_id],
             set_={
                 "source_key": new.source_key,
                 "desired": new.desired,
                 "pending": True,
-                "rejected": new.rejected,
+                "rejected": False,
                 "attempts": 0,
-                "last_error": new.last_error,
+                "last_error": None,
                 "next_attempt_at": None,
                 "updated_at": new.updated_at,
+                "hold": new.hold,
+                "other_key": other_key,
             },
             where=sa.or_(
-                lead.c.desired != new.desired, lead.c.source_key != new.source_key, new.rejected
+                lead.c.desired != new.desired,
+                lead.c.source_key != new.source_key,
+                lead.c.hold.is_distinct_from(new.hold),
+                new.other_key.is_not(None),
             ),
         )
+
+    # -- rows held back at ingest ---------------------------------------------------------
+
+    def has_row_problems(self, connection: Connection) -> bool:
+        query = sa.select(row_problem.c.source_key).where(row_problem.c.connector == self.connector)
+        return connection.execute(query.limit(1)).first() is not None
+
+    def row_problems(self, connection: Connection) -> list[RowProblem]:
+        query = (
+            sa.select(row_problem)
+            .where(row_problem.c.connector == self.connector)
+            .order_by(row_problem.c.source_key)
+        )
+        return [
+            RowProblem(row.source_key, row.reason, row.lead_id, row.column_name)
+            for row in connection.execute(query)
+        ]
+
+    def note_row_problems(
+        self,
+        connection: Connection,
+        read: Sequence[str],
+        problems: Sequence[RowProblem],
+        now: datetime,
+        *,
+        forget: bool,
+    ) -> None:
+        """Record the rows that could not be ingested, and hold back the lead each one fed.
+
+        With `forget`, first forget what was recorded for the rows just `read` (the caller
+        knows whether anything may have been): a row held back goes on once it ingests.
+        """
+        if forget:
+            for start in range(0, len(read), _IDS_PER_QUERY):
+                chunk = list(read[start : start + _IDS_PER_QUERY])
+                connection.execute(
+                    sa.delete(row_problem).where(
+                        row_problem.c.connector == self.connector,
+                        among(row_problem.c.source_key, chunk, connection),
+                    )
+                )
+        for problem in problems:
+            self._upsert(
+                connection,
+                row_problem,
+                {
+                    "connector": self.connector,
+                    "source_key": problem.key,
+                    "lead_id": problem.lead_id,
+                    "column_name": problem.column,
+                    "reason": problem.reason,
+                    "noted_at": now,
+                },
+                ["connector", "source_key"],
+            )
+            if problem.lead_id is not None:
+                # Its last known values are no longer the row's: nothing is sent meanwhile.
+                connection.execute(
+                    self._lead_row(problem.lead_id)
+                    .where(lead.c.source_key == problem.key)
+                    .values(hold=problem.described(), updated_at=now)
+                )
+
+    # -- which row owns a lead (connector.ownership) ----------------------------------------
+
+    def hold_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
+        """Hold a lead back for a reason of the connector's own, until ingest rewrites it."""
+        connection.execute(
+            self._lead_row(lead_id).values(hold=reason, other_key=None, updated_at=now)
+        )
+
+    def share_lead(
+        self, connection: Connection, lead_id: str, other_key: str | None, now: datetime
+    ) -> None:
+        """Record the other row that has the lead's id too, or (None) that none does."""
+        connection.execute(self._lead_row(lead_id).values(other_key=other_key, updated_at=now))
+
+    def adopt_row(
+        self,
+        connection: Connection,
+        lead_id: str,
+        row: SourceRow,
+        other_key: str | None,
+        now: datetime,
+    ) -> LeadState:
+        """Store a lead from another of its rows, as ingest of that row alone would."""
+        connection.execute(
+            self._lead_row(lead_id).values(
+                source_key=row.key,
+                desired=dumps(row.values),
+                hold=row.hold,
+                other_key=other_key,
+                pending=True,
+                rejected=False,
+                attempts=0,
+                last_error=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        return _lead_state(self._locked_lead(connection, lead_id))
 
     def pending_leads(
         self, connection: Connection, now: datetime, after_lead_id: str | None, limit: int
@@ -345,6 +513,8 @@ class Store:
                 lead.c.connector == self.connector,
                 lead.c.pending,
                 sa.not_(lead.c.rejected),
+                # A shared lead comes whatever its hold, so the push phase can settle it.
+                sa.or_(lead.c.hold.is_(None), lead.c.other_key.is_not(None)),
                 sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
             )
             .order_by(lead.c.lead_id)
@@ -424,12 +594,15 @@ class Store:
     def retry(self, lead_ids: Sequence[str] | None, now: datetime) -> int:
         """Make failed leads (all, or these) pending again, as if their values had changed.
 
-        Clears rejections, set-aside attributes and retry delays; returns how many leads.
+        Clears rejections, set-aside attributes and retry delays; returns how many leads. A
+        lead the connector holds back waits for its row, not for LeadSquared: left alone.
         """
         failed = sa.or_(
             lead.c.rejected, lead.c.set_aside != "{}", lead.c.next_attempt_at.is_not(None)
         )
-        query = sa.update(lead).where(lead.c.connector == self.connector, failed)
+        query = sa.update(lead).where(
+            lead.c.connector == self.connector, failed, lead.c.hold.is_(None)
+        )
         with self.engine.begin() as connection:
             if lead_ids is not None:
                 query = query.where(among(lead.c.lead_id, list(lead_ids), connection))
@@ -616,6 +789,13 @@ class Store:
         )
 
 
+def _another(
+    key: sa.ColumnElement[Any], low: sa.ColumnElement[Any], high: sa.ColumnElement[Any]
+) -> sa.ColumnElement[Any]:
+    """Another key of the same lead, given the lowest and highest; NULL when it has one."""
+    return sa.case((low != high, sa.case((key == low, high), else_=low)))
+
+
 def _lead_state(row: sa.Row[Any]) -> LeadState:
     return LeadState(
         lead_id=row.lead_id,
@@ -629,4 +809,6 @@ def _lead_state(row: sa.Row[Any]) -> LeadState:
         next_attempt_at=row.next_attempt_at,
         pushed_at=row.pushed_at,
         set_aside=loads(row.set_aside),
+        hold=row.hold,
+        other_key=row.other_key,
     )

@@ -43,11 +43,14 @@ class RunReport:
     status: RunStatus
     changes_ingested: int = 0
     rows_without_lead: int = 0
+    rows_held_back: int = 0
     changes_waiting: int = 0
     leads_pushed: int = 0
     leads_rejected: int = 0
     leads_deferred: int = 0
     attributes_set_aside: int = 0
+    leads_shared: int = 0
+    leads_detached: int = 0
     calls: int = 0
     throttled: int = 0
     error: str | None = None
@@ -66,6 +69,21 @@ class RunReport:
             text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
         if self.rows_without_lead:
             text += f", {self.rows_without_lead} changed rows have no lead id"
+        if self.leads_shared:
+            leads = "lead" if self.leads_shared == 1 else "leads"
+            text += (
+                f", {self.leads_shared} {leads} held back: several rows have its lead id (see "
+                "`lsq-sync status`)"
+            )
+        if self.leads_detached:
+            leads = "lead" if self.leads_detached == 1 else "leads"
+            text += f", {self.leads_detached} {leads} detached: no row has its lead id any more"
+        if self.rows_held_back:
+            rows = "row" if self.rows_held_back == 1 else "rows"
+            text += (
+                f", {self.rows_held_back} {rows} held back (a value that cannot be read or "
+                "sent; see `lsq-sync status`)"
+            )
         if self.changes_waiting:
             text += (
                 f", {self.changes_waiting} changes left for the next run (committed during "
@@ -121,6 +139,7 @@ class Connector:
     def pusher(self) -> Pusher:
         return Pusher(
             store=self.store,
+            source=self.source,
             client=self.client,
             attributes=frozenset(self.config.mapping.values()),
             clock=self.clock,
@@ -283,11 +302,14 @@ class Connector:
             status,
             changes_ingested=ingested.changes,
             rows_without_lead=ingested.rows_without_lead,
+            rows_held_back=ingested.rows_held_back,
             changes_waiting=waiting,
             leads_pushed=pushing.pushed,
             leads_rejected=pushing.rejected,
             leads_deferred=pushing.deferred,
             attributes_set_aside=pushing.set_aside,
+            leads_shared=pushing.shared,
+            leads_detached=pushing.detached,
             calls=pushing.calls,
             throttled=pushing.throttled,
             error=error,

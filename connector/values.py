@@ -5,57 +5,251 @@ Pure code: no I/O, no clock. `plan_update` is the diff at the heart of the conne
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+
+class UnsendableValueError(ValueError):
+    """A source value that cannot be sent to LeadSquared as it is; its lead is held back."""
+
+
+# A number is sent when its plain spelling has at most this many digits, integer and fraction
+# together (a sign, or a lone 0 before the point, not counted): what a NUMERIC(38) holds, and
+# beyond which a value is more likely a unit or conversion mistake than a figure to store.
+MAX_DIGITS = 38
+_TOO_MANY_DIGITS = f"numbers of more than {MAX_DIGITS} digits cannot be sent to LeadSquared"
+
+
 # attribute -> normalised value; None means "empty", which a never-pushed lead already is.
 Values = dict[str, str | None]
+
+_IP_VALUES = (
+    ipaddress.IPv4Address
+    | ipaddress.IPv6Address
+    | ipaddress.IPv4Interface
+    | ipaddress.IPv6Interface
+    | ipaddress.IPv4Network
+    | ipaddress.IPv6Network
+)
+# Any date will do: a time's UTC offset is fixed, so no daylight-saving rule applies.
+_SOME_DAY = date(2000, 1, 3)
 
 
 def normalise(value: Any) -> str | None:
     """The one canonical string for a source value, so equal values compare equal.
 
     An empty string becomes None: LeadSquared stores both as an empty field, so treating them
-    alike saves no-op calls.
+    alike saves no-op calls. A value with no defined spelling raises UnsendableValueError
+    (the README's table of value formats lists them all).
     """
     if type(value) is str:
-        return value or None  # the common case, first
+        return _text(value) or None  # the common case, first
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if abs(value) >= 10**MAX_DIGITS:
+            raise UnsendableValueError(_TOO_MANY_DIGITS)
         return str(value)
     if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        # repr is the shortest text that round-trips; Decimal spells it without an exponent.
+        # repr is the shortest text that round-trips, and Decimal reads it without rounding
+        # (NaN and the infinities included).
         return _decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
         return _decimal(value)
+    if isinstance(value, str):  # an enum or other subclass: its text, not its str()
+        return _text(str.__str__(value)) or None
+    return _structured(value)
+
+
+def _structured(value: Any) -> str:
+    """normalise() of the less common types."""
     if isinstance(value, datetime):
-        moment = value.astimezone(UTC) if value.tzinfo is not None else value
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
+        return _datetime(value)
     if isinstance(value, date):
-        return value.strftime("%Y-%m-%d")
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
     if isinstance(value, time):
-        return value.strftime("%H:%M:%S")
-    if isinstance(value, UUID):
+        return _time(value)
+    if isinstance(value, UUID | _IP_VALUES):
         return str(value)
+    if isinstance(value, list | tuple):
+        return _array(value)
+    if isinstance(value, dict):
+        return _json(value)
     if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("binary values cannot be sent to LeadSquared")
-    return str(value)
+        raise UnsendableValueError("binary values cannot be sent to LeadSquared")
+    if isinstance(value, timedelta):
+        raise UnsendableValueError("intervals (durations) cannot be sent to LeadSquared")
+    raise UnsendableValueError(
+        f"values of type {type(value).__name__!r} cannot be sent to LeadSquared"
+    )
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise UnsendableValueError("text holding a NUL character cannot be sent to LeadSquared")
+    return value
+
+
+def _datetime(value: datetime) -> str:
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise UnsendableValueError("the time is out of range once in UTC") from None
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    )
+
+
+def _time(value: time) -> str:
+    if value.utcoffset() is not None:
+        value = datetime.combine(_SOME_DAY, value).astimezone(UTC).timetz()
+    return f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+
+
+def _array(items: list[Any] | tuple[Any, ...]) -> str:
+    """A JSON array of the elements' normalised values: strings, or null for NULL; nested
+    arrays and JSON objects stay arrays and objects. An empty string stays "" here: inside an
+    array, unlike a whole field, it is not the same as a missing element."""
+    return "[" + ",".join(map(_element, items)) + "]"
+
+
+def _element(item: Any) -> str:
+    if item is None:
+        return "null"
+    if type(item) is str:
+        return _json_string(_text(item))
+    if isinstance(item, list | tuple):
+        return _array(item)
+    if isinstance(item, dict):
+        return _json(item)
+    return _json_string(normalise(item) or "")
+
+
+class _JsonNumber(str):
+    """A number exactly as a JSON text spelled it: re-spelled, it could lose digits."""
+
+    __slots__ = ()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def normalise_json(value: Any) -> str | None:
+    """normalise() of a json or jsonb column, read as text: the JSON text, compact, with
+    object keys sorted, numbers digit for digit, and text past ASCII as it is. A JSON string
+    is sent as JSON too (with its quotes), so that every value of the column is JSON."""
+    if value is None:
+        return None
+    if isinstance(value, bool | int | float | Decimal):  # SQLite keeps a bare number as one
+        return normalise(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return normalise(value)
+    if not isinstance(value, str):
+        return _json(value)
+    if not value.strip():
+        return None
+    try:
+        parsed = json.loads(
+            value,
+            parse_float=_JsonNumber,
+            parse_int=_JsonNumber,
+            parse_constant=_refuse_constant,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise UnsendableValueError(f"not valid JSON ({_first_words(exc)})") from None
+    return _json(parsed)
+
+
+def _json(value: Any) -> str:
+    """Compact JSON with sorted keys, of a value as json.loads or a driver builds it."""
+    try:
+        text = _json_value(value)
+    except RecursionError:
+        raise UnsendableValueError("JSON nested too deeply to be sent") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsendableValueError(
+                "JSON holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
+            ) from None
+    return text
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, _JsonNumber):
+        return str.__str__(value)
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float | Decimal):
+        return normalise(value) or "0"  # finite, and spelled without an exponent
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(_json_value, value)) + "]"
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise UnsendableValueError("JSON object keys must be text")
+        members = sorted(value.items())
+        return "{" + ",".join(f"{_json_string(k)}:{_json_value(v)}" for k, v in members) + "}"
+    return normalise(value) or "null"
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _first_words(exc: BaseException) -> str:
+    return str(exc).split(":", 1)[0] if str(exc) else type(exc).__name__
 
 
 def _decimal(value: Decimal) -> str:
-    if value.is_nan() or value.is_infinite():
-        return str(value)
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
+    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent.
+
+    Built from the digits themselves: Decimal arithmetic (normalize, quantize) rounds to the
+    context's precision, which any code in the process may have lowered.
+    """
+    sign, digit_tuple, exponent = value.as_tuple()
+    if exponent == "F":
+        raise UnsendableValueError("infinite numbers cannot be sent to LeadSquared")
+    if not isinstance(exponent, int):  # "n" or "N": a quiet or a signalling NaN
+        raise UnsendableValueError("not a number (NaN), cannot be sent")
+    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    significant = digits.rstrip("0")
+    if not significant:
+        return "0"
+    exponent += len(digits) - len(significant)
+    # Counted before spelling, so 1E+999999999 is refused without writing its zeros.
+    if _plain_digits(len(significant), exponent) > MAX_DIGITS:
+        raise UnsendableValueError(_TOO_MANY_DIGITS)
+    if exponent >= 0:
+        whole, fraction = significant + "0" * exponent, ""
+    elif len(significant) > -exponent:
+        whole, fraction = significant[:exponent], significant[exponent:]
+    else:
+        whole, fraction = "0", "0" * (-exponent - len(significant)) + significant
+    return ("-" if sign else "") + whole + ("." + fraction if fraction else "")
+
+
+def _plain_digits(significant: int, exponent: int) -> int:
+    """Digits in the plain spelling of a number with these significant digits and exponent."""
+    if exponent >= 0:
+        return significant + exponent
+    return max(significant, -exponent)
 
 
 def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values:

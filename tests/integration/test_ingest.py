@@ -19,7 +19,7 @@ import connector.ingest
 from connector import Connector
 from connector.clock import SystemClock
 from connector.ingest import IngestResult, ingest
-from connector.leads import fold_rows
+from connector.leads import FoldResult, fold_rows
 from connector.schema import change, cursor, lead
 from connector.source import SourceTable
 from connector.sqlfold import PYTHON_WHITESPACE
@@ -54,6 +54,12 @@ def run_ingest(sync: Connector, batch_size: int = 5000) -> IngestResult:
     )
 
 
+def expected_result(changes: int, folded: FoldResult) -> IngestResult:
+    """What ingest reports for changed rows that the Python fold folds as `folded`."""
+    held_back = folded.rows_holding_lead + len(folded.problems)
+    return IngestResult(changes, folded.rows_without_lead, held_back)
+
+
 def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
     """lead id -> (source key, desired JSON text), as stored."""
     with engine.connect() as connection:
@@ -64,11 +70,11 @@ def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
 
 
 def lead_rows(sync: Connector) -> dict[str, tuple[Any, ...]]:
-    """lead id -> (source key, desired JSON text, rejected, last error), as stored."""
+    """lead id -> (source key, desired JSON text, hold), as stored."""
     with sync.engine.connect() as connection:
-        query = sa.select(
-            lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.last_error
-        ).where(lead.c.connector == sync.config.name)
+        query = sa.select(lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.hold).where(
+            lead.c.connector == sync.config.name
+        )
         return {row[0]: tuple(row[1:]) for row in connection.execute(query)}
 
 
@@ -212,7 +218,7 @@ def test_postgresql_folds_desired_values_exactly_as_python_does(
 
     result = run_ingest(typed)
 
-    assert result == IngestResult(len(unique_rows), expected.rows_without_lead)
+    assert result == expected_result(len(unique_rows), expected)
     assert leads_by_id(typed.engine, name) == {
         c.lead_id: (c.source_key, dumps(c.desired)) for c in expected.changes
     }
@@ -279,14 +285,13 @@ def test_sqlite_folds_desired_values_exactly_as_python_does(
 
     result = run_ingest(sync)
 
-    assert result == IngestResult(count, expected.rows_without_lead)
+    assert result == expected_result(count, expected)
     assert lead_rows(sync) == {
-        c.lead_id: (c.source_key, dumps(c.desired), c.problem is not None, c.problem)
-        for c in expected.changes
+        c.lead_id: (c.source_key, dumps(c.desired), c.hold) for c in expected.changes
     }
 
 
-def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values(
+def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values_and_the_others_key(
     sync: Connector, app: sa.Engine
 ) -> None:
     execute(
@@ -298,6 +303,9 @@ def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values(
     source_key, desired = leads_by_id(app, sync.config.name)["L1"]
     city = {"1": "Pune", "2": "Goa"}[source_key]
     assert desired == dumps({"Phone": None, "mx_City": city, "mx_Plan": None, "mx_Score": None})
+    with app.connect() as connection:
+        [state] = sync.store.all_leads(connection)
+    assert state.other_key == {"1": "2", "2": "1"}[source_key]
 
 
 # -- one transaction per batch; deleting consumed rows later ---------------------------------
@@ -429,7 +437,7 @@ def stored_as_python_folds(sync: Connector, keys: list[str]) -> None:
         expected = fold_rows(sync.source.read(connection, keys))
     assert sync.source.desired_query(keys) is not None  # the database folds these itself
     result = run_ingest(sync)
-    assert result == IngestResult(len(keys), expected.rows_without_lead)
+    assert result == expected_result(len(keys), expected)
     assert leads_by_id(sync.engine, sync.config.name) == {
         c.lead_id: (c.source_key, dumps(c.desired)) for c in expected.changes
     }
@@ -513,10 +521,10 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
                     {"id": 2, "doc": None, "city": "Goa", "lead": "L2"},
                 ],
             )
-        assert run_ingest(sync) == IngestResult(2, 0)
+        assert run_ingest(sync) == IngestResult(2, 0, rows_held_back=1)
         with engine.connect() as connection:
             rows = connection.execute(
-                sa.select(lead.c.lead_id, lead.c.desired, lead.c.rejected, lead.c.last_error)
+                sa.select(lead.c.lead_id, lead.c.desired, lead.c.hold)
                 .where(lead.c.connector == sync.config.name)
                 .order_by(lead.c.lead_id)
             ).all()
@@ -525,10 +533,9 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
         (
             "L1",
             '{"mx_City":"Pune"}',
-            True,
             "row 1, column 'doc': binary values cannot be sent to LeadSquared",
         ),
-        ("L2", '{"mx_City":"Goa","mx_Doc":null}', False, None),
+        ("L2", '{"mx_City":"Goa","mx_Doc":null}', None),
     ]
 
 
@@ -600,9 +607,8 @@ def test_sqlite_text_that_is_not_utf8_is_never_stored(tmp_path: Path, emulator: 
         with sync.engine.connect() as connection:
             folded = connection.execute(sa.select(rows.c.source_key, rows.c.desired)).all()
         assert sorted(tuple(row) for row in folded) == [("1", None), ("2", None), ("3", None)]
-        # Python cannot read them either: ingest stops with the driver's error, storing nothing.
-        with pytest.raises(sa.exc.OperationalError, match="decode"):
-            run_ingest(sync)
+        # Python cannot read them either: each row is held back alone, storing no lead.
+        assert run_ingest(sync) == IngestResult(3, 0, rows_held_back=3)
         assert leads_by_id(sync.engine, sync.config.name) == {}
 
 
@@ -634,8 +640,8 @@ def test_sqlite_keys_and_lead_ids_holding_nul_are_kept_whole(
 def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
     db_url: str, emulator: Emulator, kept: str
 ) -> None:
-    """Each row upserted in turn would reset a rejected lead although the row it was stored
-    from kept its values: the lead must end as one of its rows alone would leave it."""
+    """Each row upserted in turn would lose the other row: the lead must end as one of its
+    rows alone would leave it, holding the other's key, so that nothing is sent to it."""
     ddl = "CREATE TABLE pair (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
     with table_connector(db_url, emulator, "pair", {"t": "mx_T"}, ddl) as sync:
         engine = sync.engine
@@ -653,36 +659,32 @@ def test_two_rows_of_one_lead_in_a_batch_write_the_lead_once(
         run_ingest(sync)
 
         with engine.connect() as connection:
-            columns = (lead.c.source_key, lead.c.desired, lead.c.rejected, lead.c.attempts)
+            columns = (lead.c.source_key, lead.c.desired, lead.c.other_key)
             state = tuple(connection.execute(sa.select(*columns)).one())
-    as_row_1 = ("1", '{"mx_T":"new"}', False, 0)
-    as_row_2 = ("2", dumps({"mx_T": kept}), True, 3)
+    as_row_1 = ("1", '{"mx_T":"new"}', "2")
+    as_row_2 = ("2", dumps({"mx_T": kept}), "1")
     assert state in {as_row_1, as_row_2}
 
 
-def test_sqlite_leaves_a_batch_with_a_blob_lead_id_to_python(
+def test_sqlite_holds_back_a_row_with_a_blob_lead_id_instead_of_spelling_it(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    """Python spells the blob lead id b'L1' as "b'L1'", which a text lead id may equal: SQL
-    cannot tell which rows share a lead, so the whole batch is Python's, one writer a lead."""
-    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
+    """Python would spell the blob lead id b'L1' as "b'L1'", which a text lead id may equal:
+    such a row is held back, and the text lead id is a lead of its own. Likewise a real
+    (declared INTEGER, the column keeps it as one)."""
+    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead INTEGER)"
     with sqlite_connector(tmp_path, emulator, ddl, {"t": "mx_T"}) as sync:
-        execute(sync.engine, "INSERT INTO rows VALUES (1, 'a', x'4c31')")
-        run_ingest(sync)
-        with sync.engine.begin() as connection:
-            connection.execute(sa.update(lead).values(rejected=True, attempts=3))
         execute(
             sync.engine,
-            "INSERT INTO rows VALUES (2, 'b', 'b''L1''')",
-            "UPDATE rows SET t = 'tmp' WHERE id = 1",
-            "UPDATE rows SET t = 'a' WHERE id = 1",  # back to what is stored
+            "INSERT INTO rows VALUES (1, 'a', x'4c31'), (2, 'b', 'b''L1'''), (3, 'c', 2.5)",
         )
 
-        run_ingest(sync)
+        assert run_ingest(sync) == IngestResult(3, 0, rows_held_back=2)
 
+        assert lead_rows(sync) == {"b'L1'": ("2", '{"mx_T":"b"}', None)}
         with sync.engine.connect() as connection:
-            columns = (lead.c.lead_id, lead.c.source_key, lead.c.desired, lead.c.rejected)
-            state = {tuple(row) for row in connection.execute(sa.select(*columns))}
-    as_row_1 = {("b'L1'", "1", '{"mx_T":"a"}', True)}
-    as_row_2 = {("b'L1'", "2", '{"mx_T":"b"}', False)}
-    assert state in (as_row_1, as_row_2)
+            problems = sync.store.row_problems(connection)
+    assert [(p.key, p.column, p.reason) for p in problems] == [
+        ("1", "lead", "a lead id of type 'bytes' cannot be a ProspectId"),
+        ("3", "lead", "a lead id of type 'float' cannot be a ProspectId"),
+    ]

@@ -245,9 +245,9 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
         assert (report.status, report.leads_pushed) == ("ok", 1)
         with sync.engine.connect() as connection:
             held = sync.store.load_leads(connection, ["L2"])["L2"]
-        assert held.rejected
-        assert held.last_error is not None
-        assert "row 2, column 'city'" in held.last_error
+        assert not held.rejected
+        assert held.hold is not None
+        assert "row 2, column 'city'" in held.hold
         execute(sync.engine, "UPDATE customers SET city = 'Goa' WHERE id = 2")
         sync.run_once()
     assert emulator.lead("L2") == {"mx_City": "Goa"}

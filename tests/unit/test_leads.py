@@ -17,7 +17,7 @@ def test_a_lead_gets_its_row_values() -> None:
     assert result.rows_without_lead == 0
 
 
-def test_several_rows_of_one_lead_coalesce_and_the_last_wins() -> None:
+def test_several_rows_of_one_lead_leave_the_last_ones_values_and_another_ones_key() -> None:
     rows = [
         SourceRow("1", "L1", {"Phone": "111", "mx_City": "Pune"}),
         SourceRow("2", "L2", {"Phone": "222", "mx_City": "Goa"}),
@@ -26,8 +26,10 @@ def test_several_rows_of_one_lead_coalesce_and_the_last_wins() -> None:
     result = fold_rows(rows)
     by_lead = {change.lead_id: change for change in result.changes}
     assert len(result.changes) == 2
-    assert by_lead["L1"] == DesiredChange("L1", "3", {"Phone": "333", "mx_City": "Agra"})
-    assert by_lead["L2"].desired == {"Phone": "222", "mx_City": "Goa"}
+    assert by_lead["L1"] == DesiredChange(
+        "L1", "3", {"Phone": "333", "mx_City": "Agra"}, other_key="1"
+    )
+    assert by_lead["L2"] == DesiredChange("L2", "2", {"Phone": "222", "mx_City": "Goa"})
 
 
 def test_rows_without_lead_id_are_counted_not_folded() -> None:
@@ -41,10 +43,10 @@ def test_rows_without_lead_id_are_counted_not_folded() -> None:
     assert result.rows_without_lead == 2
 
 
-def test_a_row_problem_travels_with_its_lead() -> None:
-    rows = [SourceRow("1", "L1", {"Phone": "111"}, problem="row 1, column 'city': binary")]
+def test_a_rows_hold_travels_with_its_lead() -> None:
+    rows = [SourceRow("1", "L1", {"Phone": "111"}, hold="row 1, column 'city': binary")]
     [change] = fold_rows(rows).changes
-    assert change.problem == "row 1, column 'city': binary"
+    assert change.hold == "row 1, column 'city': binary"
 
 
 # -- after_push -----------------------------------------------------------------------------

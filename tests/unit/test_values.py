@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import enum
+import ipaddress
 import uuid
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.types.range import Range
 
-from connector.values import dumps, loads, normalise, plan_update, to_payload
+from connector.values import (
+    UnsendableValueError,
+    dumps,
+    loads,
+    normalise,
+    normalise_json,
+    plan_update,
+    to_payload,
+)
 
 IST = timezone(timedelta(hours=5, minutes=30))
+
+
+class Plan(str, enum.Enum):  # noqa: UP042 (its str() is "Plan.GOLD": the case under test)
+    GOLD = "gold"
 
 
 @pytest.mark.parametrize(
@@ -64,7 +79,7 @@ def test_bool_is_not_formatted_as_an_int() -> None:
 
 @pytest.mark.parametrize("value", [b"\x00\x01", bytearray(b"ab"), memoryview(b"ab")], ids=repr)
 def test_binary_values_are_refused(value: Any) -> None:
-    with pytest.raises(TypeError, match="binary"):
+    with pytest.raises(UnsendableValueError, match="binary"):
         normalise(value)
 
 
@@ -205,3 +220,189 @@ def test_stored_values_round_trip(values: dict[str, str | None]) -> None:
 def test_loads_refuses_what_is_not_an_object() -> None:
     with pytest.raises((TypeError, ValueError), match="not a JSON object"):
         loads("[1, 2]")
+
+
+# -- exact numbers, whatever the decimal context ---------------------------------------------
+
+THIRTY_EIGHT_DIGITS = "1234567890123456789012345678901234.5678"
+
+
+def test_a_38_digit_numeric_is_spelled_exactly() -> None:
+    assert normalise(Decimal(THIRTY_EIGHT_DIGITS)) == THIRTY_EIGHT_DIGITS
+
+
+def test_a_change_in_the_last_of_38_digits_is_a_different_value() -> None:
+    changed = THIRTY_EIGHT_DIGITS[:-1] + "9"
+    assert normalise(Decimal(changed)) == changed
+    assert normalise(Decimal(changed)) != normalise(Decimal(THIRTY_EIGHT_DIGITS))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (Decimal("123.456789"), "123.456789"),
+        (Decimal("12.50"), "12.5"),
+        (Decimal("1.5E+7"), "15000000"),
+        (Decimal(THIRTY_EIGHT_DIGITS), THIRTY_EIGHT_DIGITS),
+        (123.456789, "123.456789"),
+        (0.1, "0.1"),
+    ],
+    ids=repr,
+)
+def test_a_low_context_precision_changes_nothing(value: Any, expected: str) -> None:
+    with localcontext(prec=5):
+        assert normalise(value) == expected
+
+
+@given(
+    st.integers(min_value=-(10**20 - 1), max_value=10**20 - 1),  # at most 38 digits in all
+    st.integers(min_value=-18, max_value=18),
+    st.integers(min_value=1, max_value=27),
+)
+def test_normalising_is_exact_under_any_context(
+    mantissa: int, exponent: int, precision: int
+) -> None:
+    value = Decimal(f"{mantissa}E{exponent}")  # exact: construction never rounds
+    with localcontext(prec=precision):
+        text = normalise(value)
+    assert text is not None
+    assert "E" not in text.upper()
+    assert Decimal(text) == value
+
+
+# -- numbers LeadSquared cannot store are held back, never sent ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (Decimal("NaN"), "not a number"),
+        (Decimal("sNaN"), "not a number"),
+        (Decimal("Infinity"), "infinite"),
+        (Decimal("-Infinity"), "infinite"),
+        (float("nan"), "not a number"),
+        (float("inf"), "infinite"),
+        (float("-inf"), "infinite"),
+        (1e300, "more than 38 digits"),
+        (5e-324, "more than 38 digits"),
+        (10**38, "more than 38 digits"),
+        (-(10**38), "more than 38 digits"),
+        (Decimal("1E+38"), "more than 38 digits"),
+        (Decimal("1E-39"), "more than 38 digits"),
+        (Decimal("1.000000000000000000000000000000000000001"), "more than 38 digits"),
+        (Decimal("1E+999999999"), "more than 38 digits"),
+    ],
+    ids=repr,
+)
+def test_a_number_leadsquared_cannot_store_is_refused(value: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (10**38 - 1, "9" * 38),
+        (-(10**38 - 1), "-" + "9" * 38),
+        (Decimal("1E+37"), "1" + "0" * 37),
+        (Decimal("1E-38"), "0." + "0" * 37 + "1"),
+        (Decimal("-0.1000000000000000000000000000000000000000"), "-0.1"),
+        (1e37, "1" + "0" * 37),
+    ],
+    ids=repr,
+)
+def test_numbers_of_up_to_38_digits_are_sent(value: Any, expected: str) -> None:
+    assert normalise(value) == expected
+
+
+# -- every type a driver hands back: a defined spelling, or held back; never a repr ----------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["trial", "à-la-carte"], '["trial","à-la-carte"]'),
+        ([1, None, Decimal("2.50"), ""], '["1",null,"2.5",""]'),
+        ([[1, 2], [3, 4]], '[["1","2"],["3","4"]]'),
+        ([], "[]"),
+        (("1", "a"), '["1","a"]'),
+        ([date(2016, 3, 26), True], '["2016-03-26","true"]'),
+        (['say "hi"\n'], '["say \\"hi\\"\\n"]'),
+        ({"b": 1, "a": "é", "c": [1.5, None, False]}, '{"a":"é","b":1,"c":[1.5,null,false]}'),
+        ([{"b": 2, "a": 1}], '[{"a":1,"b":2}]'),
+        (ipaddress.ip_address("192.168.0.1"), "192.168.0.1"),
+        (ipaddress.ip_address("2001:db8::1"), "2001:db8::1"),
+        (ipaddress.ip_interface("10.1.2.3/24"), "10.1.2.3/24"),
+        (ipaddress.ip_network("10.0.0.0/8"), "10.0.0.0/8"),
+        (time(9, 0, tzinfo=IST), "03:30:00"),
+        (date(1, 1, 1), "0001-01-01"),
+        (datetime(999, 12, 31, 23, 59, 59), "0999-12-31 23:59:59"),
+        (Plan.GOLD, "gold"),
+    ],
+    ids=repr,
+)
+def test_structured_and_other_values_have_one_defined_spelling(value: Any, expected: str) -> None:
+    assert normalise(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (timedelta(days=32), "intervals"),
+        (Range(1, 5), "values of type 'Range'"),
+        (object(), "values of type 'object'"),
+        ([b"\x00"], "binary"),
+        ([1.5, float("nan")], "not a number"),
+        ({"a": float("inf")}, "infinite"),
+        ({1: "a"}, "JSON object keys"),
+        ("a\x00b", "NUL"),
+        (["a\x00b"], "NUL"),
+        (datetime(1, 1, 1, tzinfo=IST), "out of range"),
+    ],
+    ids=repr,
+)
+def test_values_without_a_defined_spelling_are_refused(value: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise(value)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        ('{"b": 1, "a": [1.50, "x"]}', '{"a":[1.50,"x"],"b":1}'),
+        ('{"a": 1.0000000000000000000001, "n": 12345678901234567890123}', None),
+        ('"abc"', '"abc"'),
+        ("null", "null"),
+        ("  [ ]  ", "[]"),
+        ('{"é": "ü\\u00e9", "t": "\\u0000"}', '{"t":"\\u0000","é":"üé"}'),
+        ("", None),
+        (5, "5"),
+        (1.5, "1.5"),
+        (None, None),
+    ],
+    ids=repr,
+)
+def test_json_text_is_sent_compact_with_sorted_keys_and_exact_numbers(
+    stored: Any, expected: str | None
+) -> None:
+    if stored is not None and expected is None and stored != "":
+        expected = stored.replace(": ", ":").replace(", ", ",")  # numbers kept digit for digit
+    assert normalise_json(stored) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        ("not json", "not valid JSON"),
+        ('{"a": NaN}', "not valid JSON"),
+        ("[Infinity]", "not valid JSON"),
+        ('"\\ud800"', "lone surrogate"),
+        ("[" * 100_000, "not valid JSON"),
+        (b"{}", "binary"),
+        (float("nan"), "not a number"),
+    ],
+    ids=lambda v: repr(v)[:30],
+)
+def test_json_that_is_not_json_is_refused(stored: Any, reason: str) -> None:
+    with pytest.raises(UnsendableValueError, match=reason):
+        normalise_json(stored)

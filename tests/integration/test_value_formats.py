@@ -1,0 +1,177 @@
+"""What reaches LeadSquared for each kind of source value, end to end on both databases: the
+formats the README's table promises, and values held back rather than sent wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connector import Connector
+from connector.testing.emulator import Emulator
+from tests.integration.test_ingest import table_connector
+from tests.support import execute
+
+THIRTY_EIGHT_DIGITS = "1234567890123456789012345678901234.5678"
+
+
+def sent_values(emulator: Emulator) -> list[tuple[str | None, dict[str, str]]]:
+    return [
+        (r.lead_id, {f["Attribute"]: f["Value"] for f in r.body})
+        for r in emulator.requests
+        if r.api == "Lead.Update"
+    ]
+
+
+def insert(sync: Connector, table: str, rows: list[dict[str, Any]]) -> None:
+    columns = list(rows[0])
+    statement = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+    )
+    with sync.engine.begin() as connection:
+        connection.execute(sa.text(statement), rows)
+
+
+@pytest.fixture
+def priced(db_url: str, emulator: Emulator) -> Iterator[Connector]:
+    for lead_id in ("L1", "L2", "L3"):
+        emulator.add_lead(lead_id)
+    ddl = "CREATE TABLE priced (id INTEGER PRIMARY KEY, price NUMERIC, lead TEXT)"
+    with table_connector(db_url, emulator, "priced", {"price": "mx_Price"}, ddl) as sync:
+        yield sync
+
+
+def test_a_38_digit_numeric_reaches_leadsquared_exactly(
+    priced: Connector, emulator: Emulator
+) -> None:
+    if priced.engine.dialect.name == "sqlite":
+        # SQLite keeps a NUMERIC as a 64-bit integer or a double: these are exact there.
+        values = {"L1": "1234567890123456789", "L2": "123.456789012345", "L3": "-0.000001"}
+        insert(
+            priced,
+            "priced",
+            [
+                {"id": 1, "price": 1234567890123456789, "lead": "L1"},
+                {"id": 2, "price": 123.456789012345, "lead": "L2"},
+                {"id": 3, "price": -0.000001, "lead": "L3"},
+            ],
+        )
+    else:
+        values = {"L1": THIRTY_EIGHT_DIGITS, "L2": "0.00000000000000000000000000000000000001"}
+        execute(
+            priced.engine,
+            f"INSERT INTO priced VALUES (1, {THIRTY_EIGHT_DIGITS}, 'L1'), "
+            f"(2, {values['L2']}, 'L2')",
+        )
+
+    priced.run_once()
+
+    assert {lead: emulator.lead(lead)["mx_Price"] for lead in values} == values
+
+
+def test_a_change_in_the_last_digit_of_38_is_sent(priced: Connector, emulator: Emulator) -> None:
+    if priced.engine.dialect.name == "sqlite":
+        before, after = "1234567890123456789", "1234567890123456788"
+    else:
+        before, after = THIRTY_EIGHT_DIGITS, THIRTY_EIGHT_DIGITS[:-1] + "9"
+    execute(priced.engine, f"INSERT INTO priced VALUES (1, {before}, 'L1')")
+    priced.run_once()
+    emulator.clear_requests()
+
+    execute(priced.engine, f"UPDATE priced SET price = {after}")
+    priced.run_once()
+
+    assert sent_values(emulator) == [("L1", {"mx_Price": after})]
+
+
+def leads_held(sync: Connector) -> dict[str, str | None]:
+    with sync.engine.connect() as connection:
+        return {state.lead_id: state.hold for state in sync.store.all_leads(connection)}
+
+
+def test_postgresql_arrays_json_and_addresses_are_sent_in_their_documented_form(
+    pg_url: str, emulator: Emulator
+) -> None:
+    for lead_id in ("L1", "L2", "L3", "L4"):
+        emulator.add_lead(lead_id)
+    ddl = (
+        "CREATE TABLE profiles (id INTEGER PRIMARY KEY, tags TEXT[], prefs JSONB, raw JSON, "
+        "counts INT[], ip INET, period INT4RANGE, wait INTERVAL, lead TEXT)"
+    )
+    mapping = {
+        "tags": "mx_Tags",
+        "prefs": "mx_Prefs",
+        "raw": "mx_Raw",
+        "counts": "mx_Counts",
+        "ip": "mx_Ip",
+        "period": "mx_Period",
+        "wait": "mx_Wait",
+    }
+    with table_connector(pg_url, emulator, "profiles", mapping, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO profiles (id, tags, prefs, raw, counts, ip, lead) VALUES "
+            "(1, '{trial,à-la-carte}', '{\"b\": 1, \"a\": \"é\"}', '\"abc\"', '{1,NULL,3}', "
+            "'10.1.2.3', 'L1'), "
+            '(4, NULL, \'{"n": 1.0000000000000000000001}\', \'{"b":[], "a" : 2}\', NULL, '
+            "'2001:db8::1/64', 'L4')",
+            "INSERT INTO profiles (id, period, lead) VALUES (2, '[1,5)', 'L2')",
+            "INSERT INTO profiles (id, wait, lead) VALUES (3, '1 mon 2 days', 'L3')",
+        )
+        sync.run_once()
+        held = leads_held(sync)
+
+    assert emulator.lead("L1") == {
+        "mx_Tags": '["trial","à-la-carte"]',
+        "mx_Prefs": '{"a":"é","b":1}',
+        "mx_Raw": '"abc"',
+        "mx_Counts": '["1",null,"3"]',
+        "mx_Ip": "10.1.2.3",
+    }
+    assert emulator.lead("L4") == {
+        "mx_Prefs": '{"n":1.0000000000000000000001}',
+        "mx_Raw": '{"a":2,"b":[]}',
+        "mx_Ip": "2001:db8::1/64",
+    }
+    assert emulator.lead("L2") == emulator.lead("L3") == {}
+    assert held == {
+        "L1": None,
+        "L2": "row 2, column 'period': values of type 'Range' cannot be sent to LeadSquared",
+        "L3": "row 3, column 'wait': intervals (durations) cannot be sent to LeadSquared",
+        "L4": None,
+    }
+
+
+def test_sqlite_json_columns_are_sent_as_json_text_and_nul_in_text_is_held_back(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    for lead_id in ("L1", "L2", "L3", "L4"):
+        emulator.add_lead(lead_id)
+    url = f"sqlite:///{tmp_path / 'json.db'}"
+    ddl = "CREATE TABLE profiles (id INTEGER PRIMARY KEY, prefs JSON, note TEXT, lead TEXT)"
+    mapping = {"prefs": "mx_Prefs", "note": "mx_Note"}
+    with table_connector(url, emulator, "profiles", mapping, ddl) as sync:
+        insert(
+            sync,
+            "profiles",
+            [
+                {"id": 1, "prefs": '{"b": 1, "a": "é"}', "note": "x", "lead": "L1"},
+                {"id": 2, "prefs": '"abc"', "note": None, "lead": "L2"},
+                {"id": 3, "prefs": "oops", "note": None, "lead": "L3"},
+                {"id": 4, "prefs": None, "note": "a\x00b", "lead": "L4"},
+            ],
+        )
+        report = sync.run_once()
+        held = leads_held(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert emulator.lead("L1") == {"mx_Prefs": '{"a":"é","b":1}', "mx_Note": "x"}
+    assert emulator.lead("L2") == {"mx_Prefs": '"abc"'}
+    assert emulator.lead("L3") == emulator.lead("L4") == {}
+    assert held["L3"] == "row 3, column 'prefs': not valid JSON (Expecting value)"
+    assert held["L4"] == (
+        "row 4, column 'note': text holding a NUL character cannot be sent to LeadSquared"
+    )
