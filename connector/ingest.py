@@ -61,8 +61,11 @@ def ingest(
     undiscarded = 0
     read_keys: set[str] = set()
     while stop is None or not stop.is_set():
+        store.fence.ensure_held()
         with engine.begin() as connection:
             store.commit_without_waiting(connection)
+            # A run that lost the run lock writes no desired values and moves no cursor.
+            store.fence.check(connection)
             batch = store.read_changes(connection, position, batch_size)
             if batch is None:
                 break
@@ -128,5 +131,6 @@ def _discard(
     """Delete the consumed change rows in (after, through]; returns the new `after`."""
     with engine.begin() as connection:
         store.commit_without_waiting(connection)
+        store.fence.check(connection)
         store.discard_consumed(connection, after, through)
     return through

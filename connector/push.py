@@ -33,6 +33,7 @@ from connector.errors import (
     CallCancelledError,
     LeadRejectedError,
     RetriableError,
+    RunLockLostError,
     ThrottledError,
 )
 from connector.leads import LeadState
@@ -269,7 +270,7 @@ class Pusher:
     def _call(self, lead_id: str, update: Values, result: PushResult) -> None:
         try:
             self.client.update_lead(lead_id, update)
-        except (CallCancelledError, BudgetExhaustedError):
+        except (CallCancelledError, BudgetExhaustedError, RunLockLostError):
             raise  # no call was made
         except ThrottledError:
             result.add(calls=1)

@@ -28,7 +28,7 @@ from connector.errors import LsqSyncError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
-from connector.runlock import run_lock
+from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
 from connector.source import SourceTable
 from connector.store import RunStats, Store
 
@@ -86,8 +86,10 @@ class Connector:
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
         stop: threading.Event | None = None,
+        lease_timing: LeaseTiming | None = None,
     ) -> None:
         self.config = config
+        self.lease_timing = lease_timing or LeaseTiming()
         self.config_source = config_source
         self.stop = stop or threading.Event()
         self.clock = clock or SystemClock(self.stop)
@@ -191,14 +193,34 @@ class Connector:
         ends the run, is recorded in the run history, and propagates.
         """
         self.check_ready()
-        with (
-            translate_errors("taking the run lock"),
-            run_lock(self.engine, self.config.name) as held,
-        ):
-            if not held:
-                log.warning("another run of this connector is in progress; skipping")
-                return RunReport(0, "skipped", error="another run of this connector is in progress")
+        with self._run_lock().hold() as lease:
+            if isinstance(lease, NotHeld):
+                log.warning("run skipped", extra={"reason": lease.reason})
+                return RunReport(0, "skipped", error=lease.reason)
+            return self._run_fenced(lease)
+
+    def _run_lock(self) -> RunLock:
+        return RunLock(
+            self.engine,
+            self.config.name,
+            clock=self.clock,
+            stop=self.stop,
+            timing=self.lease_timing,
+            # After losing the lock, this run's calls in flight end within their total
+            # timeout; for that long the run that took the lock waits for them to be recorded.
+            drain_seconds=self.config.leadsquared.timeout_seconds.total
+            + self.lease_timing.stale_seconds,
+        )
+
+    def _run_fenced(self, lease: Lease) -> RunReport:
+        """Every write of run state, and every call, first checks the lease is still ours."""
+        self.store.fence = lease
+        self.limiter.gate = lease.call_delay
+        try:
             return self._run_locked()
+        finally:
+            self.store.fence = UNFENCED
+            self.limiter.gate = None
 
     def _run_locked(self) -> RunReport:
         # Read the source table's columns afresh: in a daemon, a column's type may have
