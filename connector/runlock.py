@@ -450,7 +450,9 @@ class RunLock:
         epoch, heartbeat_at = connection.execute(query).one()
         if heartbeat_at is not None:
             age = (self._now(connection) - heartbeat_at).total_seconds()
-            if age < self.timing.stale_seconds:
+            # A heartbeat far in the future means the clock stepped back since it was beaten;
+            # waiting for it to go stale could take hours.
+            if -self.timing.stale_seconds < age < self.timing.stale_seconds:
                 return None, age
         connection.execute(
             sa.update(lease)

@@ -282,14 +282,16 @@ def fresh_heartbeat(engine: sa.Engine) -> Any:
     return datetime.now(UTC)
 
 
-def test_a_run_goes_on_at_once_when_the_last_holder_released_or_went_stale(
+def test_a_run_goes_on_at_once_after_a_release_a_stale_heartbeat_or_a_clock_step_back(
     db_url: str, app: sa.Engine, emulator: Emulator, log_events: LogEvents
 ) -> None:
     with make_connector(db_url, emulator) as sync:
         sync.init()
         lock = RunLock(sync.engine, "test", clock=sync.clock, stop=sync.stop, timing=TIMING)
         stale = datetime.now(UTC) - timedelta(seconds=TIMING.stale_seconds * 4)
-        for epoch, heartbeat in [(3, None), (7, stale)]:
+        # Beaten before the clock stepped back an hour.
+        future = datetime.now(UTC) + timedelta(hours=1)
+        for epoch, heartbeat in [(3, None), (7, stale), (11, future)]:
             write_lease(sync.engine, epoch, heartbeat)
             with lock.hold() as held:
                 assert isinstance(held, Lease)
