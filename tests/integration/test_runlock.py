@@ -224,6 +224,44 @@ def test_the_run_that_takes_the_lock_waits_for_the_one_that_lost_it_to_drain(
     assert_converged(db_url, emulator)
 
 
+def test_a_draining_run_keeps_its_heartbeat_fresh_past_the_stale_time(
+    pg_url: str, pg_app: sa.Engine, emulator: Emulator, log_events: LogEvents
+) -> None:
+    # Calls in flight may take longer than `stale_seconds` (up to the call's total timeout):
+    # all that time the run that lost its lock must keep the next one waiting.
+    timing = LeaseTiming(heartbeat_seconds=0.1, stale_seconds=2.0)
+    with (
+        Connector(load(config_dict(pg_url, emulator)), lease_timing=timing) as first,
+        Connector(load(config_dict(pg_url, emulator)), lease_timing=timing) as second,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        first.init()
+        add_leads(pg_app, emulator, 20)
+        emulator.hold()
+        try:
+            first_run = pool.submit(first.run_once)
+            emulator.wait_for_requests(1, timeout=WAIT)
+            take_the_lock_away(first)
+            log_events.wait("lost the run lock")
+            second_run = pool.submit(second.run_once)
+            log_events.wait("waiting for the previous run")
+            lost_at = heartbeat(first.engine)
+            wait_until(lambda: heartbeat(first.engine) > lost_at + 2 * timedelta(seconds=2.0), WAIT)
+            assert not second_run.done(), "the next run went on while calls were in flight"
+        finally:
+            emulator.release()
+        with pytest.raises(RunLockLostError):
+            first_run.result(timeout=WAIT)
+        assert second_run.result(timeout=WAIT).status == "ok"
+    assert_no_update_sent_twice(emulator)
+
+
+def heartbeat(engine: sa.Engine) -> datetime:
+    with engine.connect() as connection:
+        beaten: datetime = connection.execute(sa.select(lease.c.heartbeat_at)).scalar_one()
+    return beaten
+
+
 def test_a_run_whose_connections_were_all_closed_checks_its_lock_before_its_next_call(
     pg_url: str, pg_app: sa.Engine, emulator: Emulator, log_events: LogEvents
 ) -> None:
