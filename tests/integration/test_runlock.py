@@ -245,9 +245,10 @@ def test_a_draining_run_keeps_its_heartbeat_fresh_past_the_stale_time(
             log_events.wait("lost the run lock")
             second_run = pool.submit(second.run_once)
             log_events.wait("waiting for the previous run")
-            lost_at = heartbeat(first.engine)
-            wait_until(lambda: heartbeat(first.engine) > lost_at + 2 * timedelta(seconds=2.0), WAIT)
-            assert not second_run.done(), "the next run went on while calls were in flight"
+            epoch, lost_at = lease_row(first.engine)
+            wait_until(lambda: lease_row(first.engine)[1] > lost_at + timedelta(seconds=4), WAIT)
+            assert lease_row(first.engine)[0] == epoch, "the next run took over mid-drain"
+            assert not second_run.done()
         finally:
             emulator.release()
         with pytest.raises(RunLockLostError):
@@ -256,10 +257,10 @@ def test_a_draining_run_keeps_its_heartbeat_fresh_past_the_stale_time(
     assert_no_update_sent_twice(emulator)
 
 
-def heartbeat(engine: sa.Engine) -> datetime:
+def lease_row(engine: sa.Engine) -> tuple[int, datetime]:
     with engine.connect() as connection:
-        beaten: datetime = connection.execute(sa.select(lease.c.heartbeat_at)).scalar_one()
-    return beaten
+        epoch, beaten = connection.execute(sa.select(lease.c.epoch, lease.c.heartbeat_at)).one()
+    return epoch, beaten
 
 
 def test_a_run_whose_connections_were_all_closed_checks_its_lock_before_its_next_call(
