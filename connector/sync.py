@@ -189,8 +189,9 @@ class Connector:
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.
 
-        Per-lead failures are recorded and reported; a FatalRunError or a database error
-        ends the run, is recorded in the run history, and propagates.
+        Per-lead failures are recorded and reported; a FatalRunError, a database error or
+        losing the run lock (RunLockLostError) ends the run, is recorded in the run history
+        (unless another run has taken over), and propagates.
         """
         self.check_ready()
         with self._run_lock().hold() as lease:
