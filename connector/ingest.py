@@ -64,11 +64,13 @@ def ingest(
         store.fence.ensure_held()
         with engine.begin() as connection:
             store.commit_without_waiting(connection)
-            # A run that lost the run lock writes no desired values and moves no cursor.
-            store.fence.check(connection)
             batch = store.read_changes(connection, position, batch_size)
             if batch is None:
                 break
+            # A run that lost the run lock writes no desired values and moves no cursor. Not
+            # before the read: the check's row lock takes a transaction id, and changes
+            # committed by transactions younger than that would wait for the next batch.
+            store.fence.check(connection)
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
             batch_without_lead = _write_desired(connection, store, source, keys, now)
