@@ -7,7 +7,9 @@ The lock's session is lost the two ways seen in production: terminated (a DBA's
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -45,6 +47,13 @@ def assert_each_update_sent_once_and_converged(project: Project, emulator: Emula
     }
 
 
+def end(process: subprocess.Popen[str]) -> None:
+    """Kill a run the test no longer waits for (when it failed half-way)."""
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
 def run_statuses(project: Project) -> list[str]:
     with project.engine.connect() as connection:
         return list(connection.execute(sa.select(run.c.status).order_by(run.c.run_id)).scalars())
@@ -57,22 +66,22 @@ def test_a_terminated_lock_session_mid_push_sends_no_update_twice(
     project.init_in_process()
     add_leads(project, emulator, 300)
     emulator.set_latency(0.02, 0.04)
-    first = project.popen("run")
-    second = None
-    try:
-        emulator.wait_for_requests(20, timeout=WAIT)
-        emulator.hold()  # the first run's calls are in flight, unanswered
-        (pid,) = lock_holders(project.engine, "test")
-        with project.engine.connect() as connection:
-            connection.execute(sa.select(sa.func.pg_terminate_backend(pid)))
-        wait_until(lambda: not lock_holders(project.engine, "test"))
-        second = project.popen("run")
-        wait_until(lambda: bool(lock_holders(project.engine, "test")))
-    finally:
-        emulator.release()
-    first_out, first_err = first.communicate(timeout=WAIT)
-    assert second is not None
-    second_out, second_err = second.communicate(timeout=WAIT)
+    with project.popen("run") as first, ExitStack() as cleanup:
+        cleanup.callback(end, first)
+        try:
+            emulator.wait_for_requests(20, timeout=WAIT)
+            emulator.hold()  # the first run's calls are in flight, unanswered
+            (pid,) = lock_holders(project.engine, "test")
+            with project.engine.connect() as connection:
+                connection.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+            wait_until(lambda: not lock_holders(project.engine, "test"))
+            second = cleanup.enter_context(project.popen("run"))
+            cleanup.callback(end, second)
+            wait_until(lambda: bool(lock_holders(project.engine, "test")))
+        finally:
+            emulator.release()
+        first_out, first_err = first.communicate(timeout=WAIT)
+        second_out, second_err = second.communicate(timeout=WAIT)
 
     assert_each_update_sent_once_and_converged(project, emulator)
     assert first.returncode == 1, (first_out, first_err)
