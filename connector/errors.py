@@ -33,6 +33,17 @@ class UnreadableRowsError(SourceDatabaseError):
     """A source row holds a value that cannot be read or stored; only that row is held back."""
 
 
+class RunLockLostError(LsqSyncError):
+    """This run lost the run lock: another run may now hold it."""
+
+    def __init__(self, connector: str, cause: str) -> None:
+        self.cause = cause
+        super().__init__(
+            f"lost the run lock of connector {connector!r} ({cause}): another run may now hold "
+            "it; this run started no call after noticing, and stopped"
+        )
+
+
 class BudgetExhaustedError(LsqSyncError):
     """The daily call budget is spent: no call is made until it resets."""
 

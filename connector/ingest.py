@@ -86,11 +86,16 @@ def ingest(
     undiscarded = 0
     read_keys: set[str] = set()
     while stop is None or not stop.is_set():
+        store.fence.ensure_held()
         with engine.begin() as connection:
             store.commit_without_waiting(connection)
             batch = store.read_changes(connection, position, batch_size)
             if batch is None:
                 break
+            # A run that lost the run lock writes no desired values and moves no cursor. Not
+            # before the read: the check's row lock takes a transaction id, and changes
+            # committed by transactions younger than that would wait for the next batch.
+            store.fence.check(connection)
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
             written = _write_desired(connection, store, source, keys, now)
@@ -193,5 +198,6 @@ def _discard(
     """Delete the consumed change rows in (after, through]; returns the new `after`."""
     with engine.begin() as connection:
         store.commit_without_waiting(connection)
+        store.fence.check(connection)
         store.discard_consumed(connection, after, through)
     return through

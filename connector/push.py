@@ -33,6 +33,7 @@ from connector.errors import (
     CallCancelledError,
     LeadRejectedError,
     RetriableError,
+    RunLockLostError,
     ThrottledError,
 )
 from connector.leads import LeadState
@@ -207,6 +208,8 @@ class Pusher:
     def _owned(self, leads: list[LeadState], result: PushResult) -> list[LeadState]:
         """The leads exactly one row points to (connector.ownership); the rest are held."""
         with self.store.engine.begin() as connection:
+            # It may hold, share or rewrite leads: run state, fenced like every other write.
+            self.store.fence.check(connection)
             checked = check_owners(connection, self.store, self.source, leads, self.clock.now())
         result.add(shared=checked.shared, detached=checked.detached)
         return checked.to_push
@@ -283,7 +286,7 @@ class Pusher:
     def _call(self, lead_id: str, update: Values, result: PushResult) -> None:
         try:
             self.client.update_lead(lead_id, update)
-        except (CallCancelledError, BudgetExhaustedError):
+        except (CallCancelledError, BudgetExhaustedError, RunLockLostError):
             raise  # no call was made
         except ThrottledError:
             result.add(calls=1)

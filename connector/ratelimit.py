@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,6 +100,10 @@ class AccountLimiter:
         self._lock = threading.Lock()
         self._calls = rate.calls
         self._slowed_at: datetime | None = None
+        # Set while a run holds the run lock (runlock.Lease.call_delay): asked in each slot's
+        # transaction, it gives seconds to wait before a call may start, or raises when the
+        # run may start no call at all.
+        self.gate: Callable[[Connection], float] | None = None
 
     def calls_at(self, now: datetime) -> int:
         """The calls per window this process allows itself now: lower after throttling, and
@@ -190,6 +194,8 @@ class AccountLimiter:
                 # must not wait for the WAL to reach the disk: on a busy server that takes
                 # longer than the margin. A server crash may lose a slot or two; not a call.
                 connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            if self.gate is not None and (wait := self.gate(connection)) > 0:
+                return wait
             row = self._locked_account(connection)
             # Read the clock once the account is ours: a slot timed from before a wait for
             # the lock would start earlier than it really does, and crowd the next window.

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from connector.database import among
 from connector.leads import DesiredChange, LeadState, RowProblem, SourceRow, after_push
 from connector.quarantine import is_data_error
+from connector.runlock import UNFENCED, Fence
 from connector.schema import capture_state, change, cursor, lead, row_problem, run
 from connector.sqlfold import BATCH_FOR_PYTHON
 from connector.values import Values, dumps, loads
@@ -67,6 +68,9 @@ class Store:
     def __init__(self, engine: Engine, connector: str) -> None:
         self.engine = engine
         self.connector = connector
+        # The run's lease while a run holds the run lock: every write of run state checks it
+        # in its own transaction, so a run that lost the lock records nothing after a takeover.
+        self.fence: Fence = UNFENCED
         self._postgres = engine.dialect.name == "postgresql"
         # Built once: building these costs more than running them, once per ingest batch.
         self._next_changes = self._next_changes_query()
@@ -626,6 +630,7 @@ class Store:
 
     def start_run(self, now: datetime) -> int:
         with self.engine.begin() as connection:
+            self.fence.check(connection)
             run_id: int = connection.execute(
                 sa.insert(run)
                 .values(connector=self.connector, started_at=now, status="running")
@@ -634,8 +639,13 @@ class Store:
         return run_id
 
     def close_abandoned_runs(self, now: datetime) -> int:
-        """Runs still marked running when the run lock is free died without finishing."""
+        """Runs still marked running once this run holds the lease died without finishing.
+
+        Only then: a run that lost its lock may still be finishing its calls, and records its
+        own end before the lease passes on.
+        """
         with self.engine.begin() as connection:
+            self.fence.check(connection)
             result = connection.execute(
                 sa.update(run)
                 .where(run.c.connector == self.connector, run.c.status == "running")
@@ -651,6 +661,7 @@ class Store:
         self, run_id: int, now: datetime, status: str, stats: RunStats, error: str | None
     ) -> None:
         with self.engine.begin() as connection:
+            self.fence.check(connection)
             connection.execute(
                 sa.update(run)
                 .where(run.c.run_id == run_id)
@@ -704,10 +715,16 @@ class Store:
         return sa.update(lead).where(lead.c.connector == self.connector, lead.c.lead_id == lead_id)
 
     def _locked_lead(self, connection: Connection, lead_id: str) -> sa.Row[Any]:
-        query = sa.select(lead).where(lead.c.connector == self.connector, lead.c.lead_id == lead_id)
+        """The lead's row, locked for this transaction, once the fence let it be written."""
+        epoch = self.fence.epoch_column().label("fence_epoch")
+        query = sa.select(lead, epoch).where(
+            lead.c.connector == self.connector, lead.c.lead_id == lead_id
+        )
         if self._postgres:
-            query = query.with_for_update()
-        return connection.execute(query).one()
+            query = query.with_for_update(of=lead)
+        row = connection.execute(query).one()
+        self.fence.verify(row.fence_epoch)
+        return row
 
     def _next_changes_query(self) -> sa.Select[Any, Any]:
         """read_changes' query: the batch's keys, and its last position."""

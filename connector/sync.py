@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector import capture, installation, migrate, teardown
@@ -28,7 +29,8 @@ from connector.errors import CaptureError, LsqSyncError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
-from connector.runlock import run_lock
+from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
+from connector.schema import lease as lease_table
 from connector.source import SourceTable
 from connector.store import RunStats, Store
 
@@ -104,8 +106,10 @@ class Connector:
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
         stop: threading.Event | None = None,
+        lease_timing: LeaseTiming | None = None,
     ) -> None:
         self.config = config
+        self.lease_timing = lease_timing or LeaseTiming()
         self.config_source = config_source
         self.stop = stop or threading.Event()
         self.clock = clock or SystemClock(self.stop)
@@ -185,17 +189,24 @@ class Connector:
 
     def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
         """Remove this connector's triggers and functions; with `drop_state`, also its rows in
-        every `lsq_sync_*` table, and those tables when no other connector uses them."""
-        with (
-            translate_errors("removing change capture"),
-            run_lock(self.engine, self.config.name) as held,
-        ):
-            if not held:
-                raise LsqSyncError(
-                    "a run of this connector is in progress: stop it, then uninstall"
-                )
-            with self.engine.begin() as connection:
-                removed = teardown.uninstall(connection, self.config, drop_state=drop_state)
+        every `lsq_sync_*` table, and those tables when no other connector uses them.
+
+        Holds the run lock, so that no run is in progress or still draining its calls."""
+        with translate_errors("removing change capture"):
+            has_lease = sa.inspect(self.engine).has_table(lease_table.name)
+        if not has_lease:
+            # No tables of this version: no run of it can be going on.
+            return self._uninstall(drop_state, None)
+        with self._run_lock().hold() as held:
+            if isinstance(held, NotHeld):
+                raise LsqSyncError(f"{held.reason}: stop it, then uninstall")
+            return self._uninstall(drop_state, held)
+
+    def _uninstall(self, drop_state: bool, held: Lease | None) -> teardown.Uninstalled:
+        if drop_state and held is not None:
+            held.retire()
+        with translate_errors("removing change capture"), self.engine.begin() as connection:
+            removed = teardown.uninstall(connection, self.config, drop_state=drop_state)
         log.info("capture removed", extra={"table": removed.table})
         return removed
 
@@ -243,18 +254,39 @@ class Connector:
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.
 
-        Per-lead failures are recorded and reported; a FatalRunError or a database error
-        ends the run, is recorded in the run history, and propagates.
+        Per-lead failures are recorded and reported; a FatalRunError, a database error or
+        losing the run lock (RunLockLostError) ends the run, is recorded in the run history
+        (unless another run has taken over), and propagates.
         """
         self.check_ready()
-        with (
-            translate_errors("taking the run lock"),
-            run_lock(self.engine, self.config.name) as held,
-        ):
-            if not held:
-                log.warning("another run of this connector is in progress; skipping")
-                return RunReport(0, "skipped", error="another run of this connector is in progress")
+        with self._run_lock().hold() as lease:
+            if isinstance(lease, NotHeld):
+                log.warning("run skipped", extra={"reason": lease.reason})
+                return RunReport(0, "skipped", error=lease.reason)
+            return self._run_fenced(lease)
+
+    def _run_lock(self) -> RunLock:
+        return RunLock(
+            self.engine,
+            self.config.name,
+            clock=self.clock,
+            stop=self.stop,
+            timing=self.lease_timing,
+            # After losing the lock, this run's calls in flight end within their total
+            # timeout; for that long the run that took the lock waits for them to be recorded.
+            drain_seconds=self.config.leadsquared.timeout_seconds.total
+            + self.lease_timing.stale_seconds,
+        )
+
+    def _run_fenced(self, lease: Lease) -> RunReport:
+        """Every write of run state, and every call, first checks the lease is still ours."""
+        self.store.fence = lease
+        self.limiter.gate = lease.call_delay
+        try:
             return self._run_locked()
+        finally:
+            self.store.fence = UNFENCED
+            self.limiter.gate = None
 
     def _run_locked(self) -> RunReport:
         # Read the source table's columns afresh: in a daemon, a column's type may have

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from connector.config import Config, parse_config
+from connector.runlock import advisory_key
 from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 
 PG_URL = os.environ.get("LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -180,3 +182,32 @@ def wait_until_readable(engine: sa.Engine, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"a transaction elsewhere stayed open for {timeout} s")
             time.sleep(0.05)
+
+
+def lock_holders(engine: sa.Engine, connector: str) -> list[int]:
+    """The PostgreSQL backends holding the connector's advisory lock."""
+    with engine.connect() as connection:
+        scope = connection.execute(
+            sa.select(sa.func.current_database() + "." + sa.func.current_schema())
+        ).scalar_one()
+        key = advisory_key(scope, connector) & 0xFFFF_FFFF_FFFF_FFFF
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) "
+                    "AND objsubid = 1"
+                ),
+                {"high": key >> 32, "low": key & 0xFFFF_FFFF},
+            ).scalars()
+        )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll for a condition of the outside world (a database row, a process), bounded."""
+    event = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        event.wait(0.05)  # polling a database for a condition; not standing in for one
+    raise AssertionError(f"{condition} did not become true within {timeout} s")

@@ -169,12 +169,13 @@ def test_leadsquared_ends_equal_to_the_source(
 def test_a_second_concurrent_run_is_skipped_without_calls(
     app: sa.Engine, sync: Connector, emulator: Emulator
 ) -> None:
-    from connector.runlock import run_lock  # noqa: PLC0415
+    from connector.runlock import Lease, RunLock  # noqa: PLC0415
 
     emulator.add_lead("L1")
     execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
-    with run_lock(sync.engine, sync.config.name) as held:
-        assert held
+    other = RunLock(sync.engine, sync.config.name, clock=sync.clock, stop=sync.stop)
+    with other.hold() as held:
+        assert isinstance(held, Lease)
         report = sync.run_once()
     assert (report.status, report.calls, emulator.requests) == ("skipped", 0, [])
     assert sync.run_once().leads_pushed == 1
