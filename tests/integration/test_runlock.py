@@ -60,12 +60,19 @@ class LogEvents(logging.Handler):
     def __init__(self, on_record: Callable[[str], None] | None = None) -> None:
         super().__init__(logging.DEBUG)
         self._events: dict[str, threading.Event] = {}
+        self._seen: list[str] = []
         self._lock = threading.Lock()
         self._on_record = on_record
 
     def event(self, text: str) -> threading.Event:
+        """Set already if such a record came before anyone asked: the test thread may be
+        slower than the thread it watches."""
         with self._lock:
-            return self._events.setdefault(text, threading.Event())
+            if text not in self._events:
+                self._events[text] = threading.Event()
+                if any(text in message for message in self._seen):
+                    self._events[text].set()
+            return self._events[text]
 
     def wait(self, text: str) -> None:
         assert self.event(text).wait(WAIT), f"no log record with {text!r} within {WAIT} s"
@@ -75,6 +82,7 @@ class LogEvents(logging.Handler):
         if self._on_record is not None:
             self._on_record(message)
         with self._lock:
+            self._seen.append(message)
             for text, event in self._events.items():
                 if text in message:
                     event.set()
