@@ -21,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connector.errors import ConfigError
 
@@ -28,6 +30,7 @@ CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
 
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MAX_PORT = 65535
 
 
 class _Model(BaseModel):
@@ -41,11 +44,25 @@ class DatabaseConfig(_Model):
     @field_validator("url")
     @classmethod
     def _known_driver(cls, url: SecretStr) -> SecretStr:
-        text = url.get_secret_value()
-        if not text.startswith(("sqlite:", "postgresql")):
+        # Parsed here, once, so that a malformed URL is a config error rather than a
+        # traceback from create_engine. No message may quote the URL: it holds the password.
+        try:
+            parsed = make_url(url.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                "the port is not a number (postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        except ArgumentError:
+            raise ValueError(
+                "is not a valid URL (sqlite:///path/to/file.db or "
+                "postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        if parsed.drivername not in ("sqlite", "postgresql+psycopg"):
+            if parsed.get_backend_name() == "postgresql":
+                raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        if text.startswith("postgresql") and not text.startswith("postgresql+psycopg:"):
-            raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
+        if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
+            raise ValueError(f"the port must be from 1 to {_MAX_PORT}, not {parsed.port}")
         return url
 
 

@@ -284,3 +284,38 @@ def test_errors_never_hold_a_key() -> None:
     assert ACCESS_KEY not in text
     assert SECRET_KEY not in text
     assert len(raised.value.problems) == 3
+
+
+# -- the database URL -----------------------------------------------------------------------
+
+DB_PASSWORD = "Pw9s3cr3t"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:abc/db", "port"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@[::1:5432/db", "port"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:99999/db", "65535"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:0/db", "65535"),
+        (f"postgresql+psycopg//u:{DB_PASSWORD}@host/db", "not a valid"),
+    ],
+    ids=["letters", "broken-ipv6", "too-high", "zero", "no-scheme-colon"],
+)
+def test_a_malformed_database_url_is_a_config_error_without_the_password(
+    url: str, words: str
+) -> None:
+    config = valid_dict()
+    config["database"]["url"] = url
+    with pytest.raises(ConfigError) as raised:
+        parse(config)
+    [line] = raised.value.problems
+    assert line.startswith("database.url: ")
+    assert words in line
+    assert DB_PASSWORD not in str(raised.value) + repr(raised.value)
+
+
+def test_a_database_url_with_a_port_is_accepted() -> None:
+    config = valid_dict()
+    config["database"]["url"] = "postgresql+psycopg://u:pw@db.example:6432/app"
+    assert plain(parse(config).database.url).endswith("@db.example:6432/app")
