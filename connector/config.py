@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -108,10 +110,43 @@ class LeadSquaredConfig(_Model):
 
     @field_validator("access_key", "secret_key")
     @classmethod
-    def _not_blank(cls, key: SecretStr) -> SecretStr:
-        if not key.get_secret_value().strip():
+    def _clean_key(cls, key: SecretStr) -> SecretStr:
+        # Secret files and the environments made from them end keys with a newline, which
+        # no key has. Inside a key it is a mistake, and escaped into an error message it
+        # would slip past the redaction of the key: refused, without quoting the key.
+        text = key.get_secret_value().strip()
+        if not text:
             raise ValueError("must not be empty")
-        return key
+        problem = key_problem(text, in_header=False)
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(text)
+
+    @field_validator("auth")
+    @classmethod
+    def _keys_fit_in_headers(cls, auth: str, info: ValidationInfo) -> str:
+        # Declared after the keys, so they are validated by now (absent if they failed).
+        if auth == "header":
+            for name in ("access_key", "secret_key"):
+                key = info.data.get(name)
+                if isinstance(key, SecretStr) and key_problem(key.get_secret_value(), True):
+                    raise ValueError(
+                        f"header auth cannot carry leadsquared.{name}, which holds characters "
+                        "other than ASCII: use auth: query"
+                    )
+        return auth
+
+
+def key_problem(key: str, in_header: bool) -> str | None:
+    """Why a key cannot be sent as it is, or None. Never quotes the key."""
+    if any(unicodedata.category(char).startswith("C") for char in key):
+        return (
+            "holds a control character (a line break, tab or invisible character): "
+            "copy the key again"
+        )
+    if in_header and not key.isascii():
+        return "holds characters other than ASCII, which an HTTP header cannot carry"
+    return None
 
 
 class SourceConfig(_Model):
@@ -128,6 +163,9 @@ class SyncConfig(_Model):
     interval_seconds: float = Field(60.0, gt=0, description="daemon: time between cycles")
     ingest_batch_size: int = Field(5000, ge=1, le=100_000)
     push_batch_size: int = Field(200, ge=1, le=10_000)
+    # After SIGTERM/SIGINT, how long calls in flight may take to be answered before they are
+    # abandoned (their leads are sent again next run). Within Kubernetes' 30 s grace period.
+    drain_seconds: float = Field(10.0, ge=0, le=300)
 
 
 class Config(_Model):

@@ -50,6 +50,7 @@ class RunReport:
     attributes_set_aside: int = 0
     calls: int = 0
     throttled: int = 0
+    calls_abandoned: int = 0
     error: str | None = None
 
     def summary(self) -> str:
@@ -62,6 +63,11 @@ class RunReport:
         )
         if self.throttled:
             text += f" ({self.throttled} throttled)"
+        if self.calls_abandoned:
+            text += (
+                f", {self.calls_abandoned} calls unanswered at the stop (their leads are sent "
+                "again next run)"
+            )
         if self.attributes_set_aside:
             text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
         if self.rows_without_lead:
@@ -133,7 +139,11 @@ class Connector:
     def client(self) -> LeadSquaredClient:
         if self._client is None:
             self._client = LeadSquaredClient(
-                self.config.leadsquared, transport=self._transport, limiter=self.limiter
+                self.config.leadsquared,
+                transport=self._transport,
+                limiter=self.limiter,
+                stop=self.stop,
+                drain_seconds=self.config.sync.drain_seconds,
             )
         return self._client
 
@@ -253,6 +263,7 @@ class Connector:
             attributes_set_aside=pushing.set_aside,
             calls=pushing.calls,
             throttled=pushing.throttled,
+            calls_abandoned=pushing.abandoned,
             error=error,
         )
         log.info("run finished", extra={"summary": report.summary()})
