@@ -242,7 +242,7 @@ class LeadSquaredClient:
         return RetriableError(f"{api} failed: {detail}")
 
     def _connect_failure(self, exc: httpx.ConnectError) -> str:
-        cause = _root_cause(exc)
+        cause = _socket_error(exc)
         if isinstance(cause, ssl.SSLError):
             detail = _SSL_LOCATION.sub("", getattr(cause, "verify_message", None) or str(cause))
             return f"TLS handshake with {self._host} failed: {self.redact(detail)}"
@@ -357,10 +357,17 @@ def _written_forms(key: str) -> set[str]:
     }
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc
+def _socket_error(exc: BaseException) -> OSError | None:
+    """The OSError (refused, DNS, TLS, ...) that httpx's and httpcore's errors wrap, if any.
+    They chain it as a cause or only as the context, depending on the layer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _declared_length(headers: httpx.Headers) -> int | None:

@@ -129,15 +129,17 @@ class _FirstCallAlone:
     If LeadSquared refuses the keys or the host, that one call is the only one made.
     """
 
-    def __init__(self, halt: _Halt) -> None:
+    def __init__(self, halt: _Halt, stop: threading.Event) -> None:
         self._halt = halt
+        self._stop = stop
         self._lock = threading.Lock()
         self._answered = False
 
     def call(self, make_call: Callable[[], T]) -> T:
         if not self._answered:
             with self._lock:
-                if self._halt.is_set():
+                # The wait for the lock lasts as long as the first call: look again.
+                if self._halt.is_set() or self._stop.is_set():
                     raise CallCancelledError("the run is stopping")
                 if not self._answered:
                     try:
@@ -192,7 +194,7 @@ class Pusher:
     def push_pending(self, batch_size: int, result: PushResult) -> PushResult:
         """Counts into `result` as it goes, so a caller still has them if this raises."""
         halt = _Halt()
-        first_call = _FirstCallAlone(halt)
+        first_call = _FirstCallAlone(halt, self.stop)
         after: str | None = None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
@@ -319,7 +321,8 @@ class Pusher:
         with self._throttle_lock:
             self._unreachable_in_a_row += 1
             in_a_row = self._unreachable_in_a_row
-        log.warning("LeadSquared unreachable", extra={"error": str(exc)})
+        # INFO: the run's error names the host and cause, if it comes to that.
+        log.info("LeadSquared unreachable", extra={"error": str(exc), "in_a_row": in_a_row})
         if in_a_row >= MAX_CONSECUTIVE_UNREACHABLE:
             halt.fail(
                 FatalRunError(

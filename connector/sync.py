@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from connector import capture, migrate
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import LsqSyncError
+from connector.errors import LsqSyncError, SourceDatabaseError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
@@ -201,14 +204,33 @@ class Connector:
         ends the run, is recorded in the run history, and propagates.
         """
         self.check_ready()
-        with (
-            translate_errors("taking the run lock"),
-            run_lock(self.engine, self.config.name) as held,
-        ):
+        with self._run_lock() as held:
             if not held:
                 log.warning("another run of this connector is in progress; skipping")
                 return RunReport(0, "skipped", error="another run of this connector is in progress")
             return self._run_locked()
+
+    @contextmanager
+    def _run_lock(self) -> Iterator[bool]:
+        """The run lock, with a database error named by what failed: taking the lock, or
+        releasing it after a run that went well.
+
+        After a run that failed, a failed release is only logged: raised, it would replace
+        why the run failed (and a lock whose session is gone has gone with it).
+        """
+        lock = run_lock(self.engine, self.config.name)
+        with translate_errors("taking the run lock"):
+            held = lock.__enter__()
+        try:
+            yield held
+        except BaseException:
+            try:
+                lock.__exit__(None, None, None)
+            except SQLAlchemyError as exc:
+                log.warning("the run lock could not be released", extra={"error": str(exc)})
+            raise
+        with translate_errors("releasing the run lock"):
+            lock.__exit__(None, None, None)
 
     def _run_locked(self) -> RunReport:
         # Read the source table's columns afresh: in a daemon, a column's type may have
@@ -249,8 +271,7 @@ class Connector:
             raise
         finally:
             stats = RunStats(ingested.changes, pushing.pushed, pushing.rejected, pushing.calls)
-            with translate_errors("recording the run"):
-                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+            self._finish_run(run_id, status, stats, error)
         report = RunReport(
             run_id,
             status,
@@ -268,3 +289,16 @@ class Connector:
         )
         log.info("run finished", extra={"summary": report.summary()})
         return report
+
+    def _finish_run(
+        self, run_id: int, status: RunStatus, stats: RunStats, error: str | None
+    ) -> None:
+        """Record how the run ended. If it failed, a failure to record that is only logged:
+        raised, it would replace the error that says which phase failed."""
+        try:
+            with translate_errors("recording the run"):
+                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+        except SourceDatabaseError as exc:
+            if status != "failed":
+                raise
+            log.error("the failed run could not be recorded", extra={"error": str(exc)})

@@ -36,3 +36,10 @@ def sqlite_project(emulator: Emulator, tmp_path: Path) -> Iterator[Project]:
     """For tests of the CLI itself, where the database makes no difference."""
     with _project(f"sqlite:///{tmp_path / 'app.db'}", emulator, tmp_path) as project:
         yield project
+
+
+@pytest.fixture
+def pg_project(pg_url: str, emulator: Emulator, tmp_path: Path) -> Iterator[Project]:
+    """`project` on PostgreSQL alone, for what only a database server can do."""
+    with _project(pg_url, emulator, tmp_path) as project:
+        yield project
