@@ -129,7 +129,8 @@ class LeadSquaredConfig(_Model):
         if auth == "header":
             for name in ("access_key", "secret_key"):
                 key = info.data.get(name)
-                if isinstance(key, SecretStr) and key_problem(key.get_secret_value(), True):
+                # Control characters were refused with the key itself.
+                if isinstance(key, SecretStr) and not key.get_secret_value().isascii():
                     raise ValueError(
                         f"header auth cannot carry leadsquared.{name}, which holds characters "
                         "other than ASCII: use auth: query"
