@@ -256,6 +256,8 @@ class Pusher:
                 self._throttled(state.lead_id, result, halt)
                 continue
             except RetriableError as exc:
+                if halt.is_set():
+                    return  # the run is stopping (this failure may be why): no pause, no record
                 failures += 1
                 pause = max(exc.delay or 0.0, backoff_seconds(failures, self.rng))
                 spent = self.clock.monotonic() - started

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
@@ -20,6 +22,7 @@ from connector.client import MAX_ANSWER_BYTES, LeadSquaredClient
 from connector.config import LeadSquaredConfig
 from connector.errors import (
     AmbiguousError,
+    CallAbandonedError,
     FatalRunError,
     LeadRejectedError,
     LeadSquaredError,
@@ -499,3 +502,54 @@ def test_requests_that_cannot_be_built_are_fatal(error: type[Exception]) -> None
 def assert_no_form(error: BaseException, form: str) -> None:
     assert form not in str(error)
     assert form not in "".join(traceback.format_exception(error))
+
+
+# -- a stop while a call is in flight ------------------------------------------------------
+
+
+class Blocking:
+    """A handler that holds every request until released."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.arrived.set()
+        assert self.release.wait(60), "never released"
+        return httpx.Response(200, json=SUCCESS)
+
+
+def stoppable_client(handler: Handler, stop: threading.Event, drain: float) -> LeadSquaredClient:
+    config = LeadSquaredConfig(host=HOST, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    return LeadSquaredClient(
+        config, transport=httpx.MockTransport(handler), stop=stop, drain_seconds=drain
+    )
+
+
+def test_a_call_unanswered_when_the_drain_ends_is_abandoned() -> None:
+    stop, handler = threading.Event(), Blocking()
+    with (
+        stoppable_client(handler, stop, drain=0.2) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+        assert handler.arrived.wait(10)
+        stop.set()
+        with pytest.raises(CallAbandonedError) as raised:
+            calling.result(timeout=30)
+        handler.release.set()
+    assert "sync.drain_seconds (0.2 s)" in str(raised.value)
+
+
+def test_a_call_answered_within_the_drain_completes() -> None:
+    stop, handler = threading.Event(), Blocking()
+    with (
+        stoppable_client(handler, stop, drain=60) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+        assert handler.arrived.wait(10)
+        stop.set()
+        handler.release.set()
+        assert calling.result(timeout=30) is None
