@@ -189,7 +189,7 @@ class Pusher:
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._throttles_in_a_row = 0
         self._unreachable_in_a_row = 0
-        self._throttle_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
 
     def push_pending(self, batch_size: int, result: PushResult) -> PushResult:
         """Counts into `result` as it goes, so a caller still has them if this raises."""
@@ -315,12 +315,12 @@ class Pusher:
         result.add(calls=1)
 
     def _answered_unthrottled(self) -> None:
-        with self._throttle_lock:
+        with self._counts_lock:
             self._throttles_in_a_row = 0
             self._unreachable_in_a_row = 0
 
     def _unreachable(self, exc: UnreachableError, halt: _Halt) -> None:
-        with self._throttle_lock:
+        with self._counts_lock:
             self._unreachable_in_a_row += 1
             in_a_row = self._unreachable_in_a_row
         # INFO: the run's error names the host and cause, if it comes to that.
@@ -328,14 +328,14 @@ class Pusher:
         if in_a_row >= MAX_CONSECUTIVE_UNREACHABLE:
             halt.fail(
                 FatalRunError(
-                    f"{exc} ({in_a_row} calls in a row); the run stopped and every lead "
+                    f"LeadSquared unreachable: {exc} ({in_a_row} calls in a row); every lead "
                     "stays pending for the next run"
                 )
             )
 
     def _throttled(self, lead_id: str, result: PushResult, halt: _Halt) -> None:
         result.add(throttled=1)
-        with self._throttle_lock:
+        with self._counts_lock:
             self._unreachable_in_a_row = 0  # throttled is an answer: the host is there
             self._throttles_in_a_row += 1
             in_a_row = self._throttles_in_a_row

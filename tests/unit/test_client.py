@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -553,3 +555,35 @@ def test_a_call_answered_within_the_drain_completes() -> None:
         stop.set()
         handler.release.set()
         assert calling.result(timeout=30) is None
+
+
+# -- what a failed connection is put down to ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cause", "says"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (socket.gaierror(-2, "Name or service not known"), "the host name does not resolve"),
+        (
+            ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+            "TLS handshake with",
+        ),
+        (OSError(113, "No route to host"), "no route to host"),
+    ],
+    ids=["refused", "dns", "tls", "other"],
+)
+def test_a_failed_connection_names_the_host_and_the_cause(cause: OSError, says: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        try:
+            raise cause
+        except OSError as exc:
+            # As httpcore does it: the socket error is only the context of what is raised.
+            raise httpx.ConnectError(str(exc), request=request)  # noqa: B904
+
+    with make_client(handler) as client, pytest.raises(UnreachableError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    message = str(raised.value)
+    assert HOST in message
+    assert says in message
+    assert "_ssl.c" not in message
