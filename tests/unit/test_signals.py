@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -18,20 +19,37 @@ def test_a_signal_sets_stop_and_a_second_one_changes_nothing(
 ) -> None:
     stop = threading.Event()
     other = signal.SIGTERM if signum == signal.SIGINT else signal.SIGINT
-    # raise_signal runs the Python handler before it returns, so none is left pending when
-    # the handlers are put back.
+    # Sent to the process, as kill(1) and a terminal's Ctrl-C do, not to this thread.
     with StopSignals(stop) as signals:
         assert signals.exit_code is None
-        signal.raise_signal(signum)
+        os.kill(os.getpid(), signum)
         assert stop.wait(10)
-        signal.raise_signal(other)
-        signal.raise_signal(signum)
+        os.kill(os.getpid(), other)
+        os.kill(os.getpid(), signum)
         assert signals.received is signum, "the first signal is the one kept"
         assert signals.exit_code == code
 
 
-def test_the_previous_handlers_are_put_back() -> None:
-    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    with StopSignals(threading.Event()):
-        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
-    assert {signum: signal.getsignal(signum) for signum in before} == before
+def test_the_signals_are_taken_by_their_own_thread_and_given_back_on_exit() -> None:
+    stop = threading.Event()
+    with StopSignals(stop):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        taker = [t for t in threading.enumerate() if t.name == "lsq-sync-signals"]
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked
+    assert len(taker) == 1
+    assert not taker[0].is_alive()
+    assert not stop.is_set(), "closing is not a stop"
+    assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_a_signal_reaches_the_stop_while_every_thread_is_asleep() -> None:
+    stop, asleep = threading.Event(), threading.Event()
+    with StopSignals(stop) as signals:
+        # Threads started inside inherit the blocked signals: none of them can take one.
+        sleeper = threading.Thread(target=asleep.wait, daemon=True)
+        sleeper.start()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(10)
+        asleep.set()
+        sleeper.join()
+    assert signals.received is signal.SIGTERM
