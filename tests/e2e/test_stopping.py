@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,12 +41,32 @@ def expected_leads(project: Project) -> dict[str, dict[str, str]]:
 
 
 def add_rows(project: Project, count: int) -> None:
+    """Rows 1..count linked to leads L1..Ln, captured, and readable by the next ingest."""
     for i in range(1, count + 1):
         project.emulator.add_lead(f"L{i}")
     project.execute(
         "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
         + ", ".join(f"({i}, 'city {i}', 'L{i}')" for i in range(1, count + 1))
     )
+    wait_until_ingestible(project)
+
+
+def wait_until_ingestible(project: Project) -> None:
+    """On PostgreSQL an ingest reads only changes older than every transaction still open on
+    the server (see the README), and other sessions of a shared test server may keep one open
+    for seconds: wait for them, or the run under test would find nothing to push."""
+    if not project.url.startswith("postgresql"):
+        return
+    (newest,) = project.query("SELECT max(tx_id) AS tx_id FROM lsq_sync_change")
+    deadline = time.monotonic() + 120
+    while True:
+        (snapshot,) = project.query(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin"
+        )
+        if snapshot.xmin > newest.tx_id:
+            return
+        assert time.monotonic() < deadline, "a transaction on the server stayed open for 2 min"
+        time.sleep(0.1)  # polling the condition above
 
 
 def untouched_leads(project: Project) -> list[str]:
