@@ -1,4 +1,9 @@
-"""The `lsq-sync` command. User errors print one clear message and exit non-zero, no traceback."""
+"""The `lsq-sync` command. User errors print one clear message and exit non-zero, no traceback.
+
+Exit codes: 0 done, 1 the run could not do its job, 2 bad config or usage, and 128 + the
+signal's number (130 SIGINT, 143 SIGTERM) when a signal stopped `run` or another command;
+the daemon, whose normal end is a signal, exits 0 then.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import TYPE_CHECKING
 from connector.config import CONFIG_ENV_VAR, Config, load_config
 from connector.errors import ConfigError, FatalRunError, LsqSyncError
 from connector.logs import LEVELS, LOG_LEVEL_ENV_VAR, configure
+from connector.signals import StopSignals
 
 if TYPE_CHECKING:
     from connector.teardown import Uninstalled
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run one sync cycle and exit (for cron)",
         description="Ingest every committed change, push every lead that needs it, record "
-        "the outcome, print a summary. Exits 1 when the run could not do its job.",
+        "the outcome, print a summary. Exits 1 when the run could not do its job. On SIGINT "
+        "or SIGTERM no new call starts, calls in flight get sync.drain_seconds to finish, the "
+        "run is recorded as stopped, and it exits 130 (SIGINT) or 143 (SIGTERM).",
     )
     commands.add_parser(
         "daemon",
         help="run sync cycles on an interval until SIGTERM/SIGINT",
-        description="Run a cycle every sync.interval_seconds. On SIGTERM or SIGINT, finish "
-        "the call in flight, record state and exit.",
+        description="Run a cycle every sync.interval_seconds. On SIGTERM or SIGINT, start no "
+        "new call, give calls in flight sync.drain_seconds to finish, record state and exit 0.",
     )
     commands.add_parser(
         "backfill",
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LsqSyncError as exc:
         return _fail(str(exc), EXIT_RUN_FAILED)
     except KeyboardInterrupt:
-        return _fail("interrupted", EXIT_RUN_FAILED)
+        return _fail("interrupted", EXIT_INTERRUPTED)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -181,19 +190,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{config.name}: {count} leads will be pushed again by the next run")
             return EXIT_OK
         if args.command == "run":
-            report = connector.run_once()
+            with StopSignals(connector.stop) as signals:
+                report = connector.run_once()
             print(report.summary())
-            return EXIT_OK
+            return signals.exit_code or EXIT_OK
         if args.command == "status":
             from connector.report import print_status  # noqa: PLC0415
 
             print_status(connector)
             return EXIT_OK
-        from connector.daemon import install_stop_handlers, run_daemon  # noqa: PLC0415
+        from connector.daemon import run_daemon  # noqa: PLC0415
 
-        install_stop_handlers(connector.stop)
-        connector.check_ready()
-        return run_daemon(connector)
+        with StopSignals(connector.stop):
+            connector.check_ready()
+            return run_daemon(connector)
 
 
 def _print_uninstalled(name: str, done: Uninstalled) -> None:

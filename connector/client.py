@@ -7,29 +7,45 @@ that httpx logs and puts in its exceptions never hold them.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import socket
+import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 import httpx
+from pydantic import SecretStr
 
-from connector.config import LeadSquaredConfig
+from connector.config import LeadSquaredConfig, key_problem
 from connector.errors import (
+    AmbiguousError,
+    CallAbandonedError,
     CallCancelledError,
     FatalRunError,
     LeadRejectedError,
+    LeadSquaredError,
     RetriableError,
     ThrottledError,
+    UnreachableError,
 )
 from connector.ratelimit import Slot
-from connector.responses import Classified, Outcome, classify
+from connector.responses import Classified, Expect, Outcome, classify
 from connector.values import to_payload
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "lsq-sync/0.1"
+# LeadSquared's answers are a few hundred bytes; a bigger one is a fault, and reading it whole
+# would let a broken proxy or a hostile host fill the process's memory.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+# How often a call's waiter looks at the stop event (which cannot wake it) while in flight.
+_STOP_POLL_SECONDS = 0.1
+_SSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)$")
 
 
 class Limiter(Protocol):
@@ -82,17 +98,29 @@ class LeadSquaredClient:
         *,
         transport: httpx.BaseTransport | None = None,
         limiter: Limiter | None = None,
+        stop: threading.Event | None = None,
+        drain_seconds: float = 10.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        """`stop`, once set, gives each call in flight `drain_seconds` more to be answered;
+        after that it is abandoned (CallAbandonedError) and its outcome ignored."""
+        _refuse_unsendable_keys(config)
         access_key = config.access_key.get_secret_value()
         secret_key = config.secret_key.get_secret_value()
-        self._secrets = tuple(
-            form
-            for key in (access_key, secret_key)
-            for form in {key, quote(key, safe=""), quote(key), quote_plus(key)}
+        # Longest first, so that a form holding another is replaced whole.
+        self._secrets = sorted(
+            {form for key in (access_key, secret_key) for form in _written_forms(key)},
+            key=len,
+            reverse=True,
         )
+        self._host = self.redact(config.host)
         self._post_updated_lead = config.post_updated_lead
         self._limiter = limiter
+        self._stop = stop
+        self._drain_seconds = drain_seconds
+        self._max_answer_bytes = max_answer_bytes
         timeouts = config.timeout_seconds
+        self._connect_timeout = min(timeouts.connect, timeouts.total)
         self._total_timeout = timeouts.total
         self._http = httpx.Client(
             base_url=f"{config.host}/v2/LeadManagement.svc/",
@@ -103,7 +131,7 @@ class LeadSquaredClient:
                 in_headers=config.auth == "header",
             ),
             timeout=httpx.Timeout(
-                connect=min(timeouts.connect, timeouts.total),
+                connect=self._connect_timeout,
                 read=min(timeouts.read, timeouts.total),
                 write=min(timeouts.read, timeouts.total),
                 pool=timeouts.total,
@@ -131,33 +159,35 @@ class LeadSquaredClient:
         params = {"leadId": lead_id}
         if self._post_updated_lead:
             params["postUpdatedLead"] = "true"
-        self._call("POST", "Lead.Update", params, to_payload(update))
+        self._call("POST", "Lead.Update", params, to_payload(update), Expect.STATUS_SUCCESS)
 
     def get_lead(self, lead_id: str) -> dict[str, Any] | None:
-        body = self._call("GET", "Leads.GetById", {"id": lead_id}, None).body
+        body = self._call("GET", "Leads.GetById", {"id": lead_id}, None, Expect.LIST).body
         if isinstance(body, list) and body and isinstance(body[0], dict):
             return body[0]
         return None
 
     def redact(self, text: str) -> str:
+        """`text` with every way a key can be written (raw, URL-encoded, escaped) masked."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
 
-    def _call(self, method: str, api: str, params: dict[str, str], payload: Any) -> Classified:
+    def _call(
+        self, method: str, api: str, params: dict[str, str], payload: Any, expect: Expect
+    ) -> Classified:
         if self._limiter is not None:
             slot = self._limiter.acquire()
             if slot is None:
                 raise CallCancelledError(f"{api} not called: the connector is stopping")
             self._limiter.going_out(slot)
         try:
-            status, headers, text = self._exchange(method, api, params, payload)
-        except httpx.TimeoutException as exc:
-            raise RetriableError(f"{api} timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            detail = self.redact(str(exc)) or type(exc).__name__
-            raise RetriableError(f"{api} failed: {detail}") from None
-        result = classify(status, headers, text)
+            status, headers, text = self._until_drained(
+                api, lambda: self._exchange(method, api, params, payload)
+            )
+        except (httpx.TransportError, httpx.InvalidURL, UnicodeEncodeError) as exc:
+            raise self._translate(api, exc) from None
+        result = classify(status, headers, self.redact(text), expect=expect)
         if result.outcome is Outcome.THROTTLED and self._limiter is not None:
             self._limiter.throttled(result.retry_after)
         log.debug(
@@ -172,6 +202,8 @@ class LeadSquaredClient:
                 raise ThrottledError(message, delay=result.retry_after)
             case Outcome.TRANSIENT:
                 raise RetriableError(message, delay=result.retry_after)
+            case Outcome.AMBIGUOUS:
+                raise AmbiguousError(message, delay=result.retry_after)
             case Outcome.REJECTED:
                 raise LeadRejectedError(
                     message,
@@ -181,21 +213,165 @@ class LeadSquaredClient:
             case Outcome.FATAL:
                 raise FatalRunError(message)
 
-    def _exchange(
-        self, method: str, api: str, params: dict[str, str], payload: Any
-    ) -> tuple[int, httpx.Headers, str]:
-        """One request, bounded in total time as well as per connect and per read.
+    def _translate(
+        self, api: str, exc: httpx.TransportError | httpx.InvalidURL | UnicodeEncodeError
+    ) -> LeadSquaredError:
+        """The connector's error for a call that got no answer. Only the exception's type and
+        redacted text are kept: its chain holds the request, keys and all."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return UnreachableError(
+                f"cannot connect to {self._host}: no answer within "
+                f"{self._connect_timeout:g} s (leadsquared.timeout_seconds.connect)"
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return UnreachableError(self._connect_failure(exc))
+        if isinstance(exc, httpx.TimeoutException):
+            return RetriableError(f"{api} timed out ({type(exc).__name__})")
+        if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol | httpx.InvalidURL):
+            # The request could not even be built: every call would fail the same way.
+            return FatalRunError(
+                f"{api} could not be sent: {self.redact(str(exc)) or type(exc).__name__} "
+                "(check leadsquared.host, access_key and secret_key)"
+            )
+        if isinstance(exc, UnicodeEncodeError):
+            return FatalRunError(
+                f"{api} could not be sent: a key holds a character an HTTP header cannot carry "
+                "(check leadsquared.access_key and secret_key)"
+            )
+        detail = self.redact(str(exc)) or type(exc).__name__
+        return RetriableError(f"{api} failed: {detail}")
+
+    def _connect_failure(self, exc: httpx.ConnectError) -> str:
+        cause = _socket_error(exc)
+        if isinstance(cause, ssl.SSLError):
+            detail = _SSL_LOCATION.sub("", getattr(cause, "verify_message", None) or str(cause))
+            return f"TLS handshake with {self._host} failed: {self.redact(detail)}"
+        if isinstance(cause, socket.gaierror):
+            reason = f"the host name does not resolve ({cause.strerror})"
+        elif isinstance(cause, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror[:1].lower() + cause.strerror[1:]
+        else:
+            reason = self.redact(str(exc)) or type(exc).__name__
+        return f"cannot connect to {self._host}: {reason}"
+
+    def _until_drained(self, api: str, exchange: Callable[[], _Answer]) -> _Answer:
+        """Run the exchange on its own daemon thread, and wait for it: for good, or until
+        `drain_seconds` after the stop event is set.
+
+        A blocked httpx read cannot be interrupted from another thread, so a call that hangs
+        at shutdown is left behind rather than waited out; a daemon thread does not hold up
+        the process's exit.
+        """
+        if self._stop is None:
+            return exchange()
+        call = _InFlight(exchange)
+        threading.Thread(target=call.run, name=f"lsq-call-{api}", daemon=True).start()
+        while not call.settled.wait(_STOP_POLL_SECONDS):
+            if self._stop.is_set():
+                if not call.settled.wait(self._drain_seconds):
+                    raise CallAbandonedError(
+                        f"{api}: no answer within sync.drain_seconds ({self._drain_seconds:g} s) "
+                        "of the stop; the lead is sent again next run"
+                    )
+                break
+        return call.outcome()
+
+    def _exchange(self, method: str, api: str, params: dict[str, str], payload: Any) -> _Answer:
+        """One request, bounded in total time as well as per connect and per read, and in size.
 
         httpx's timeouts bound each wait, so an answer that trickles in a few bytes at a time
         would never end; the body is read in chunks against a deadline instead.
         """
         deadline = time.monotonic() + self._total_timeout
         with self._http.stream(method, api, params=params, json=payload) as response:
+            declared = _declared_length(response.headers)
+            if declared is not None and declared > self._max_answer_bytes:
+                raise self._too_large(api, f"{declared:,} bytes announced")
             body = bytearray()
             for chunk in response.iter_bytes():
+                if len(body) + len(chunk) > self._max_answer_bytes:
+                    raise self._too_large(api, "more than that arrived")
                 body += chunk
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout(
                         f"no complete answer within {self._total_timeout:g} s", request=None
                     )
             return response.status_code, response.headers, body.decode(errors="replace")
+
+    def _too_large(self, api: str, detail: str) -> RetriableError:
+        # Leaving the stream unread closes its connection rather than reading on.
+        return RetriableError(
+            f"{api}: the answer is larger than the {self._max_answer_bytes:,} bytes accepted "
+            f"({detail}); abandoned unread"
+        )
+
+
+_Answer = tuple[int, httpx.Headers, str]
+
+
+class _InFlight:
+    """One exchange run on its own thread: its answer or its exception, once settled."""
+
+    def __init__(self, exchange: Callable[[], _Answer]) -> None:
+        self._exchange = exchange
+        self.settled = threading.Event()
+        self._result: _Answer | BaseException = RuntimeError("read before it was settled")
+
+    def run(self) -> None:
+        try:
+            self._result = self._exchange()
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+            self._result = exc
+        finally:
+            self.settled.set()
+
+    def outcome(self) -> _Answer:
+        if isinstance(self._result, BaseException):
+            raise self._result
+        return self._result
+
+
+def _refuse_unsendable_keys(config: LeadSquaredConfig) -> None:
+    """Config validation refuses such keys; a caller may have built the config without it.
+    Sent anyway, they fail inside h11, whose error and debug log quote the key escaped."""
+    for name in ("access_key", "secret_key"):
+        key: SecretStr = getattr(config, name)
+        problem = key_problem(key.get_secret_value(), in_header=config.auth == "header")
+        if problem:
+            raise FatalRunError(f"leadsquared.{name} {problem}")
+
+
+def _written_forms(key: str) -> set[str]:
+    """Every way a key may be written into a URL, a header error or a log line."""
+    return {
+        key,
+        quote(key, safe=""),
+        quote(key),
+        quote_plus(key),
+        repr(key)[1:-1],  # as Python escapes it in a str's repr
+        repr(key.encode())[2:-1],  # as h11 quotes an illegal header value: b'...'
+        json.dumps(key)[1:-1],
+        json.dumps(key, ensure_ascii=False)[1:-1],
+    }
+
+
+def _socket_error(exc: BaseException) -> OSError | None:
+    """The OSError (refused, DNS, TLS, ...) that httpx's and httpcore's errors wrap, if any.
+    They chain it as a cause or only as the context, depending on the layer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _declared_length(headers: httpx.Headers) -> int | None:
+    try:
+        return int(headers["content-length"])
+    except (KeyError, ValueError):
+        return None

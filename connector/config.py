@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -18,9 +19,12 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from connector.errors import ConfigError
 
@@ -28,6 +32,7 @@ CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
 
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MAX_PORT = 65535
 
 
 class _Model(BaseModel):
@@ -41,11 +46,25 @@ class DatabaseConfig(_Model):
     @field_validator("url")
     @classmethod
     def _known_driver(cls, url: SecretStr) -> SecretStr:
-        text = url.get_secret_value()
-        if not text.startswith(("sqlite:", "postgresql")):
+        # Parsed here, once, so that a malformed URL is a config error rather than a
+        # traceback from create_engine. No message may quote the URL: it holds the password.
+        try:
+            parsed = make_url(url.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                "the port is not a number (postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        except ArgumentError:
+            raise ValueError(
+                "is not a valid URL (sqlite:///path/to/file.db or "
+                "postgresql+psycopg://user:password@host:5432/db)"
+            ) from None
+        if parsed.drivername not in ("sqlite", "postgresql+psycopg"):
+            if parsed.get_backend_name() == "postgresql":
+                raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        if text.startswith("postgresql") and not text.startswith("postgresql+psycopg:"):
-            raise ValueError("use the psycopg 3 driver: postgresql+psycopg://...")
+        if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
+            raise ValueError(f"the port must be from 1 to {_MAX_PORT}, not {parsed.port}")
         return url
 
 
@@ -91,10 +110,44 @@ class LeadSquaredConfig(_Model):
 
     @field_validator("access_key", "secret_key")
     @classmethod
-    def _not_blank(cls, key: SecretStr) -> SecretStr:
-        if not key.get_secret_value().strip():
+    def _clean_key(cls, key: SecretStr) -> SecretStr:
+        # Secret files and the environments made from them end keys with a newline, which
+        # no key has. Inside a key it is a mistake, and escaped into an error message it
+        # would slip past the redaction of the key: refused, without quoting the key.
+        text = key.get_secret_value().strip()
+        if not text:
             raise ValueError("must not be empty")
-        return key
+        problem = key_problem(text, in_header=False)
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(text)
+
+    @field_validator("auth")
+    @classmethod
+    def _keys_fit_in_headers(cls, auth: str, info: ValidationInfo) -> str:
+        # Declared after the keys, so they are validated by now (absent if they failed).
+        if auth == "header":
+            for name in ("access_key", "secret_key"):
+                key = info.data.get(name)
+                # Control characters were refused with the key itself.
+                if isinstance(key, SecretStr) and not key.get_secret_value().isascii():
+                    raise ValueError(
+                        f"header auth cannot carry leadsquared.{name}, which holds characters "
+                        "other than ASCII: use auth: query"
+                    )
+        return auth
+
+
+def key_problem(key: str, in_header: bool) -> str | None:
+    """Why a key cannot be sent as it is, or None. Never quotes the key."""
+    if any(unicodedata.category(char).startswith("C") for char in key):
+        return (
+            "holds a control character (a line break, tab or invisible character): "
+            "copy the key again"
+        )
+    if in_header and not key.isascii():
+        return "holds characters other than ASCII, which an HTTP header cannot carry"
+    return None
 
 
 class SourceConfig(_Model):
@@ -111,6 +164,9 @@ class SyncConfig(_Model):
     interval_seconds: float = Field(60.0, gt=0, description="daemon: time between cycles")
     ingest_batch_size: int = Field(5000, ge=1, le=100_000)
     push_batch_size: int = Field(200, ge=1, le=10_000)
+    # After SIGTERM/SIGINT, how long calls in flight may take to be answered before they are
+    # abandoned (their leads are sent again next run). Within Kubernetes' 30 s grace period.
+    drain_seconds: float = Field(10.0, ge=0, le=300)
 
 
 class Config(_Model):

@@ -1,12 +1,11 @@
-"""Run the sync cycle on an APScheduler interval until SIGTERM or SIGINT."""
+"""Run the sync cycle on an APScheduler interval until stopped (the CLI stops it on SIGTERM or
+SIGINT; see connector.signals)."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from datetime import UTC, datetime
-from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -14,17 +13,6 @@ from connector.errors import FatalRunError, LsqSyncError
 from connector.sync import Connector
 
 log = logging.getLogger(__name__)
-
-
-def install_stop_handlers(stop: threading.Event) -> None:
-    """Signal handlers only set the stop event; a second signal is as harmless as the first."""
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
 
 
 def add_cycle_job(

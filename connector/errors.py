@@ -72,6 +72,16 @@ class ThrottledError(RetriableError):
     """LeadSquared throttled the call: the account's rate limit was exceeded."""
 
 
+class UnreachableError(RetriableError):
+    """LeadSquared could not be reached (connection refused, DNS or TLS failure): not the
+    lead's fault, so no attempt is counted against it; several in a row stop the run."""
+
+
+class AmbiguousError(RetriableError):
+    """LeadSquared failed without naming a cause: retried like a transient failure, a bounded
+    number of times, then the lead is set aside as rejected."""
+
+
 class LeadRejectedError(LeadSquaredError):
     """LeadSquared rejected this lead's update; retrying the same values cannot succeed."""
 
@@ -89,6 +99,11 @@ class LeadRejectedError(LeadSquaredError):
 
 class CallCancelledError(LeadSquaredError):
     """A call was not made because the connector is stopping; nothing was sent."""
+
+
+class CallAbandonedError(LeadSquaredError):
+    """A call had no answer when the connector's drain time ran out after a stop: it may or may
+    not have landed, so its lead stays pending and is sent again (absolute values) next run."""
 
 
 class FatalRunError(LeadSquaredError):

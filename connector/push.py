@@ -8,9 +8,16 @@ What each kind of answer leads to (classified once, in connector.responses):
   does not count as a failed attempt;
 - transient: retried with exponential backoff and full jitter, bounded in attempts and in
   time; after that the lead gets a `next_attempt_at` and a later run tries again;
+- ambiguous (a bare MXException): retried the same way; after that the lead is parked as
+  rejected, since it may well be the lead's data;
+- unreachable (refused, DNS, TLS): not the lead's fault, so nothing is recorded against it;
+  a few in a row, across the run, end the run: a dead host must not cost calls per lead;
 - rejected: the lead is set aside with the error until its values change or a user asks for a
   retry; unknown attributes alone are set aside, and the rest is pushed;
 - fatal: no further call starts, in-flight ones finish, and the error ends the run.
+
+On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
+later is abandoned by the client, and its lead stays pending.
 """
 
 from __future__ import annotations
@@ -29,12 +36,16 @@ from connector.client import LeadSquaredClient
 from connector.clock import Clock
 from connector.config import RetryConfig
 from connector.errors import (
+    AmbiguousError,
     BudgetExhaustedError,
+    CallAbandonedError,
     CallCancelledError,
+    FatalRunError,
     LeadRejectedError,
     RetriableError,
     RunLockLostError,
     ThrottledError,
+    UnreachableError,
 )
 from connector.leads import LeadState
 from connector.ownership import check_owners
@@ -47,6 +58,9 @@ log = logging.getLogger(__name__)
 # Throttled answers in a row, across the run, after which it stops pushing and leaves the rest
 # pending: something else is using the account's calls, and pacing alone cannot fix that.
 MAX_CONSECUTIVE_THROTTLES = 8
+# Calls in a row, across the run, that could not reach LeadSquared at all, after which the
+# run stops: more would only spend calls and time on a host that is down or misconfigured.
+MAX_CONSECUTIVE_UNREACHABLE = 3
 # Backoff between transient failures within a run: full jitter up to base x 2^n, capped.
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
@@ -69,6 +83,7 @@ class PushResult:
     detached: int = 0  # no row has the lead's id any more
     calls: int = 0
     throttled: int = 0
+    abandoned: int = 0
     interrupted: bool = False
     stop_reason: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -119,19 +134,23 @@ class _FirstCallAlone:
     If LeadSquared refuses the keys or the host, that one call is the only one made.
     """
 
-    def __init__(self, halt: _Halt) -> None:
+    def __init__(self, halt: _Halt, stop: threading.Event) -> None:
         self._halt = halt
+        self._stop = stop
         self._lock = threading.Lock()
         self._answered = False
 
     def call(self, make_call: Callable[[], T]) -> T:
         if not self._answered:
             with self._lock:
-                if self._halt.is_set():
+                # The wait for the lock lasts as long as the first call: look again.
+                if self._halt.is_set() or self._stop.is_set():
                     raise CallCancelledError("the run is stopping")
                 if not self._answered:
                     try:
                         result = make_call()
+                    except (UnreachableError, CallAbandonedError):
+                        raise  # no answer: the next call still goes alone
                     except (RetriableError, LeadRejectedError):
                         self._answered = True  # LeadSquared answered: the keys work
                         raise
@@ -176,12 +195,13 @@ class Pusher:
         self.max_in_flight = max_in_flight
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self._throttles_in_a_row = 0
-        self._throttle_lock = threading.Lock()
+        self._unreachable_in_a_row = 0
+        self._counts_lock = threading.Lock()
 
     def push_pending(self, batch_size: int, result: PushResult) -> PushResult:
         """Counts into `result` as it goes, so a caller still has them if this raises."""
         halt = _Halt()
-        first_call = _FirstCallAlone(halt)
+        first_call = _FirstCallAlone(halt, self.stop)
         after: str | None = None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
@@ -223,6 +243,12 @@ class Pusher:
             self._push_one(state, result, halt, first_call)
         except CallCancelledError:
             pass  # nothing was sent; the lead stays pending as it was
+        except CallAbandonedError as exc:
+            # It may have landed; the lead stays pending, and Lead.Update sets absolute values.
+            result.add(abandoned=1)
+            log.warning(
+                "call abandoned at stop", extra={"lead_id": state.lead_id, "error": str(exc)}
+            )
         except BudgetExhaustedError as exc:
             halt.stop(str(exc))
         except BaseException as exc:  # noqa: BLE001 (re-raised by push_pending after the drain)
@@ -242,11 +268,13 @@ class Pusher:
         aside_error: str | None = None
         while not halt.is_set() and not self.stop.is_set():
             try:
-                first_call.call(functools.partial(self._call, state.lead_id, update, result))
+                first_call.call(functools.partial(self._call, state.lead_id, update, result, halt))
             except ThrottledError:
                 self._throttled(state.lead_id, result, halt)
                 continue
             except RetriableError as exc:
+                if halt.is_set():
+                    return  # the run is stopping (this failure may be why): no pause, no record
                 failures += 1
                 pause = max(exc.delay or 0.0, backoff_seconds(failures, self.rng))
                 spent = self.clock.monotonic() - started
@@ -258,13 +286,12 @@ class Pusher:
                     if not self.clock.sleep(pause):
                         return
                     continue
-                self._defer(state, exc, failures)
-                result.add(deferred=1)
+                self._retries_spent(state, exc, failures, result)
                 return
             except LeadRejectedError as exc:
                 remaining = self._set_aside_unknown(state, update, exc)
                 if remaining is None:
-                    self._reject(state, exc)
+                    self._reject(state, str(exc))
                     result.add(rejected=1)
                     return
                 result.add(set_aside=len(update) - len(remaining))
@@ -283,13 +310,19 @@ class Pusher:
             log.info("lead pushed", extra={"lead_id": state.lead_id, "attributes": sorted(update)})
             return
 
-    def _call(self, lead_id: str, update: Values, result: PushResult) -> None:
+    def _call(self, lead_id: str, update: Values, result: PushResult, halt: _Halt) -> None:
         try:
             self.client.update_lead(lead_id, update)
         except (CallCancelledError, BudgetExhaustedError, RunLockLostError):
             raise  # no call was made
-        except ThrottledError:
+        except (CallAbandonedError, ThrottledError):
             result.add(calls=1)
+            raise
+        except UnreachableError as exc:
+            result.add(calls=1)
+            # Counted here, while the first call still goes alone, so that a dead host
+            # costs exactly MAX_CONSECUTIVE_UNREACHABLE calls.
+            self._unreachable(exc, halt)
             raise
         except BaseException:
             self._answered_unthrottled()
@@ -299,12 +332,28 @@ class Pusher:
         result.add(calls=1)
 
     def _answered_unthrottled(self) -> None:
-        with self._throttle_lock:
+        with self._counts_lock:
             self._throttles_in_a_row = 0
+            self._unreachable_in_a_row = 0
+
+    def _unreachable(self, exc: UnreachableError, halt: _Halt) -> None:
+        with self._counts_lock:
+            self._unreachable_in_a_row += 1
+            in_a_row = self._unreachable_in_a_row
+        # INFO: the run's error names the host and cause, if it comes to that.
+        log.info("LeadSquared unreachable", extra={"error": str(exc), "in_a_row": in_a_row})
+        if in_a_row >= MAX_CONSECUTIVE_UNREACHABLE:
+            halt.fail(
+                FatalRunError(
+                    f"LeadSquared unreachable: {exc} ({in_a_row} calls in a row); every lead "
+                    "stays pending for the next run"
+                )
+            )
 
     def _throttled(self, lead_id: str, result: PushResult, halt: _Halt) -> None:
         result.add(throttled=1)
-        with self._throttle_lock:
+        with self._counts_lock:
+            self._unreachable_in_a_row = 0  # throttled is an answer: the host is there
             self._throttles_in_a_row += 1
             in_a_row = self._throttles_in_a_row
         log.warning("throttled by LeadSquared", extra={"lead_id": lead_id})
@@ -331,11 +380,24 @@ class Pusher:
         )
         return {a: v for a, v in update.items() if a not in unknown}
 
-    def _reject(self, state: LeadState, exc: LeadRejectedError) -> None:
+    def _retries_spent(
+        self, state: LeadState, exc: RetriableError, failures: int, result: PushResult
+    ) -> None:
+        """The lead's tries for this run are used up: what is left depends on the failure."""
+        if isinstance(exc, UnreachableError):
+            return  # not the lead's fault: it stays pending as it was, with no attempt counted
+        if isinstance(exc, AmbiguousError):
+            self._reject(state, f"{exc} (the same after {failures} tries)")
+            result.add(rejected=1)
+            return
+        self._defer(state, exc, failures)
+        result.add(deferred=1)
+
+    def _reject(self, state: LeadState, error: str) -> None:
         self.store.record_failure(
-            state.lead_id, state.desired, str(exc), self.clock.now(), rejected=True
+            state.lead_id, state.desired, error, self.clock.now(), rejected=True
         )
-        log.warning("lead rejected", extra={"lead_id": state.lead_id, "error": str(exc)})
+        log.warning("lead rejected", extra={"lead_id": state.lead_id, "error": error})
 
     def _defer(self, state: LeadState, exc: RetriableError, failures: int) -> None:
         now = self.clock.now()

@@ -19,8 +19,24 @@ class Outcome(Enum):
     SUCCESS = "success"
     THROTTLED = "throttled"  # back off the whole client and retry; not the lead's fault
     TRANSIENT = "transient"  # retry later; the same call may succeed
+    # LeadSquared failed without saying why (a bare MXException): it may pass on a retry or
+    # may be the lead's data, so it is retried like a transient failure, a bounded number of
+    # times, and then the lead is parked as rejected.
+    AMBIGUOUS = "ambiguous"
     REJECTED = "rejected"  # permanent for this lead's current values
     FATAL = "fatal"  # the connector itself is refused: stop the run
+
+
+class Expect(Enum):
+    """What a successful answer of an endpoint looks like; anything else is not a success."""
+
+    STATUS_SUCCESS = "an object with Status: Success"  # Lead.Update and other writes
+    LIST = "a JSON list"  # Leads.GetById and other lookups ([] when nothing matches)
+
+    def matches(self, body: Any) -> bool:
+        if self is Expect.LIST:
+            return isinstance(body, list)
+        return isinstance(body, dict) and body.get("Status") == "Success"
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,11 @@ class Classified:
 
 
 _RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+# The catch-all type: "There was an error processing the request", with no hint at the cause.
+_GENERIC_TYPE = "MXException"
+# How much of an unexpected body a message quotes.
+_PREVIEW_CHARS = 80
+_NOT_JSON = object()
 _UNKNOWN_ATTRIBUTE_TYPE = "MXUnknownAttributeException"
 _UNKNOWN_ATTRIBUTES = re.compile(r"does not exist\s*-\s*(.+)$", re.IGNORECASE | re.DOTALL)
 _FATAL_HINT = (
@@ -43,8 +64,10 @@ _FATAL_HINT = (
 )
 
 
-def classify(status: int, headers: Mapping[str, str], text: str) -> Classified:
-    body = _json_or_none(text)
+def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expect) -> Classified:
+    """What an answer means; `expect` says what success looks like for the endpoint called."""
+    parsed = _json(text)
+    body = None if parsed is _NOT_JSON else parsed
     envelope = body if isinstance(body, dict) else {}
     exception_type = _text(envelope.get("ExceptionType")) or None
     message = _text(envelope.get("ExceptionMessage")) or _text(envelope.get("Message"))
@@ -61,9 +84,16 @@ def classify(status: int, headers: Mapping[str, str], text: str) -> Classified:
         return result(Outcome.THROTTLED, message or f"HTTP {status}: throttled")
     if 200 <= status < 300:
         if envelope.get("Status") == "Error" or exception_type:
-            return _rejected(result, exception_type, message, status)
-        if body is None:
+            return _error_answer(result, exception_type, message, status)
+        if parsed is _NOT_JSON:
             return result(Outcome.TRANSIENT, f"HTTP {status} with a body that is not JSON")
+        if not expect.matches(body):
+            # Not known to have worked: a proxy's answer, a changed API. Retrying is safe
+            # (Lead.Update sets absolute values); counting it as pushed could lose an update.
+            return result(
+                Outcome.TRANSIENT,
+                f"HTTP {status} without {expect.value}: {_preview(text)}",
+            )
         return result(Outcome.SUCCESS, "")
     if status == 401:
         return result(Outcome.FATAL, f"LeadSquared refused the keys (HTTP 401): {_FATAL_HINT}")
@@ -74,30 +104,38 @@ def classify(status: int, headers: Mapping[str, str], text: str) -> Classified:
             "is the API host (https://api-....leadsquared.com), not the web app's",
         )
     if exception_type and exception_type.startswith("MX"):
-        return _rejected(result, exception_type, message, status)
+        return _error_answer(result, exception_type, message, status)
     if status == 400:
-        return _rejected(result, exception_type, message or "bad request", status)
+        return _error_answer(result, exception_type, message or "bad request", status)
     if status >= 500 or status == 408:
         return result(Outcome.TRANSIENT, f"HTTP {status}" + (f": {message}" if message else ""))
     return result(Outcome.FATAL, f"unexpected HTTP {status}" + (f": {message}" if message else ""))
 
 
-def _rejected(result: Any, exception_type: str | None, message: str, status: int) -> Classified:
+def _error_answer(result: Any, exception_type: str | None, message: str, status: int) -> Classified:
+    """An error LeadSquared put down to the call itself: rejected, or ambiguous when it is the
+    generic type that names no cause."""
     unknown: tuple[str, ...] = ()
     if exception_type == _UNKNOWN_ATTRIBUTE_TYPE:
         match = _UNKNOWN_ATTRIBUTES.search(message)
         if match:
             unknown = tuple(a.strip() for a in match.group(1).split(",") if a.strip())
     text = f"{exception_type}: {message}" if exception_type else f"HTTP {status}: {message}"
-    classified: Classified = result(Outcome.REJECTED, text, unknown_attributes=unknown)
+    outcome = Outcome.AMBIGUOUS if exception_type == _GENERIC_TYPE else Outcome.REJECTED
+    classified: Classified = result(outcome, text, unknown_attributes=unknown)
     return classified
 
 
-def _json_or_none(text: str) -> Any:
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _PREVIEW_CHARS else flat[:_PREVIEW_CHARS] + "..."
+
+
+def _json(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return None
+        return _NOT_JSON
 
 
 def _text(value: Any) -> str:

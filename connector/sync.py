@@ -25,7 +25,7 @@ from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.database import create_engine, translate_errors
-from connector.errors import CaptureError, LsqSyncError
+from connector.errors import CaptureError, LsqSyncError, RunLockLostError, SourceDatabaseError
 from connector.ingest import IngestResult, ingest
 from connector.push import Pusher, PushResult
 from connector.ratelimit import AccountLimiter
@@ -55,6 +55,7 @@ class RunReport:
     leads_detached: int = 0
     calls: int = 0
     throttled: int = 0
+    calls_abandoned: int = 0
     error: str | None = None
 
     def summary(self) -> str:
@@ -67,6 +68,11 @@ class RunReport:
         )
         if self.throttled:
             text += f" ({self.throttled} throttled)"
+        if self.calls_abandoned:
+            text += (
+                f", {self.calls_abandoned} calls unanswered at the stop (their leads are sent "
+                "again next run)"
+            )
         if self.attributes_set_aside:
             text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
         if self.rows_without_lead:
@@ -156,7 +162,11 @@ class Connector:
     def client(self) -> LeadSquaredClient:
         if self._client is None:
             self._client = LeadSquaredClient(
-                self.config.leadsquared, transport=self._transport, limiter=self.limiter
+                self.config.leadsquared,
+                transport=self._transport,
+                limiter=self.limiter,
+                stop=self.stop,
+                drain_seconds=self.config.sync.drain_seconds,
             )
         return self._client
 
@@ -327,8 +337,7 @@ class Connector:
             raise
         finally:
             stats = RunStats(ingested.changes, pushing.pushed, pushing.rejected, pushing.calls)
-            with translate_errors("recording the run"):
-                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+            self._finish_run(run_id, status, stats, error)
         report = RunReport(
             run_id,
             status,
@@ -344,7 +353,21 @@ class Connector:
             leads_detached=pushing.detached,
             calls=pushing.calls,
             throttled=pushing.throttled,
+            calls_abandoned=pushing.abandoned,
             error=error,
         )
         log.info("run finished", extra={"summary": report.summary()})
         return report
+
+    def _finish_run(
+        self, run_id: int, status: RunStatus, stats: RunStats, error: str | None
+    ) -> None:
+        """Record how the run ended. If it failed, a failure to record that is only logged:
+        raised, it would replace the error that says which phase failed."""
+        try:
+            with translate_errors("recording the run"):
+                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+        except (SourceDatabaseError, RunLockLostError) as exc:
+            if status != "failed":
+                raise
+            log.error("the failed run could not be recorded", extra={"error": str(exc)})

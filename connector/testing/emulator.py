@@ -3,8 +3,8 @@
 It answers ``Lead.Update`` and ``Leads.GetById`` under ``/v2/LeadManagement.svc/`` the way
 LeadSquared does, including the ways LeadSquared fails: 401 for bad keys, throttling as 429,
 200 or 403, permanent ``MX*`` errors as HTTP 500, gateway pages without JSON, dropped
-connections and hangs. Tests drive it through real sockets, so the client under test runs
-unpatched::
+connections, hangs, answers too big to hold, and any answer a test scripts itself. Tests
+drive it through real sockets, so the client under test runs unpatched::
 
     with Emulator(rate_limit=(3, 1.0)) as emulator:
         emulator.add_lead("L1", FirstName="Ada")
@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -59,10 +59,14 @@ DEFAULT_SECRET_KEY: Final = "emulator-secret-key"  # noqa: S105 (a fake key for 
 THROTTLE_STATUSES: Final = frozenset({429, 200, 403})
 # Short enough that any sane per-read timeout outlives the gap between two pieces of a drip.
 _DRIP_INTERVAL: Final = 0.2
+# The ``huge`` faults send their body in blocks of this size, made once: never held whole.
+_HUGE_BLOCK: Final = b"x" * (1 << 20)
+_HUGE_HEAD: Final = b'{"Status":"Success","Message":"'
+_HUGE_TAIL: Final = b'"}'
 
 Outcome = Literal["success", "throttled", "fault", "error", "unauthorized"]
 MissingLeadError = Literal["MXInvalidEntityException", "MXInvalidEntityReferenceException"]
-_Action = Literal["answer", "drop", "timeout", "drip"]
+_Action = Literal["answer", "drop", "timeout", "drip", "huge", "huge-chunked"]
 
 # Both have been seen from LeadSquared for a lead that is missing, deleted or merged.
 _MISSING_LEAD_MESSAGES: Final[dict[str, str]] = {
@@ -145,6 +149,8 @@ _FAULT_ANSWERS: Final[dict[str, _Answer]] = {
     "drop": _Answer(status=0, outcome="fault", action="drop"),
     "timeout": _Answer(status=0, outcome="fault", action="timeout"),
     "drip": replace(_SUCCESS, outcome="fault", action="drip"),
+    "huge": replace(_SUCCESS, outcome="fault", action="huge"),
+    "huge-chunked": replace(_SUCCESS, outcome="fault", action="huge-chunked"),
     "mx500": _error(
         500, "MXException", "There was an error processing the request.", outcome="fault"
     ),
@@ -274,6 +280,8 @@ class Emulator:
         """How long the ``timeout`` fault keeps a request unanswered (ends early on `stop`)."""
         self.fault_drip_seconds = 5.0
         """How long the ``drip`` fault takes to send its body (the rest goes at once on `stop`)."""
+        self.fault_huge_bytes = 1 << 30
+        """The body size of the ``huge`` faults (1 GiB), streamed without being held whole."""
 
         self._state = threading.Condition()
         self._stopping = threading.Event()
@@ -287,7 +295,7 @@ class Emulator:
         self._arrivals: deque[float] = deque()
         self._latency = (0.0, 0.0)
         self._latency_random = random.Random()  # noqa: S311 (simulated latency, not security)
-        self._queued_faults: deque[str] = deque()
+        self._queued_faults: deque[_Answer] = deque()
         self._fault_rate = 0.0
         self._fault_kinds: tuple[str, ...] = ()
         self._fault_random = random.Random()  # noqa: S311 (simulated faults, not security)
@@ -443,14 +451,36 @@ class Emulator:
         the connection without an answer), ``"timeout"`` (no answer for
         `fault_timeout_seconds`, then close), ``"mx500"`` (500 with a generic MX error),
         ``"drip"`` (200 and a success body, sent in pieces about 0.2 s apart over
-        `fault_drip_seconds`: a per-read timeout never fires, a total-time budget does).
+        `fault_drip_seconds`: a per-read timeout never fires, a total-time budget does),
+        ``"huge"`` (200 and a success body of `fault_huge_bytes`, with its Content-Length),
+        ``"huge-chunked"`` (the same in chunked encoding, so its size is never announced).
         Queued faults come before random ones and apply nothing.
         """
         _check_fault_kinds([kind])
+        self._queue_answers(count, _FAULT_ANSWERS[kind])
+
+    def answer_next(
+        self,
+        count: int,
+        status: int,
+        body: str | bytes,
+        content_type: str = "application/json; charset=utf-8",
+    ) -> None:
+        """Answer the next `count` authenticated, unthrottled API requests with exactly this
+        status and body, applying nothing: for answers LeadSquared might give that no fault
+        kind covers (``200`` with ``[]``, say). Queued in turn with `fail_next`'s faults."""
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status code, got {status}")
+        raw = body.encode() if isinstance(body, str) else body
+        self._queue_answers(
+            count, _Answer(status=status, outcome="fault", body=raw, content_type=content_type)
+        )
+
+    def _queue_answers(self, count: int, answer: _Answer) -> None:
         if count < 0:
             raise ValueError(f"fault count must not be negative, got {count}")
         with self._state:
-            self._queued_faults.extend([kind] * count)
+            self._queued_faults.extend([answer] * count)
 
     def set_fault_rate(self, rate: float, kinds: Sequence[str], seed: int | None = None) -> None:
         """Answer a random `rate` share of API requests with a fault drawn from `kinds`."""
@@ -540,7 +570,7 @@ class Emulator:
             )
         fault = self._next_fault()
         if fault is not None:
-            return _FAULT_ANSWERS[fault]
+            return fault
         return endpoint(self, incoming)
 
     def _authenticated(self, incoming: _Incoming) -> bool:
@@ -561,11 +591,11 @@ class Emulator:
         self._arrivals.append(arrived)
         return True
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self) -> _Answer | None:
         if self._queued_faults:
             return self._queued_faults.popleft()
         if self._fault_rate > 0 and self._fault_random.random() < self._fault_rate:
-            return self._fault_random.choice(self._fault_kinds)
+            return _FAULT_ANSWERS[self._fault_random.choice(self._fault_kinds)]
         return None
 
     def _next_latency(self) -> float:
@@ -586,6 +616,16 @@ class Emulator:
         if answer.action == "drip":
             return _drip_pieces(answer.body, self.fault_drip_seconds)
         return [answer.body], 0.0
+
+    def _huge_pieces(self) -> Iterator[bytes]:
+        """A success body of `fault_huge_bytes`, block by block; ends early on `stop`."""
+        filler = max(0, self.fault_huge_bytes - len(_HUGE_HEAD) - len(_HUGE_TAIL))
+        yield _HUGE_HEAD
+        while filler > 0 and not self._stopping.is_set():
+            size = min(filler, len(_HUGE_BLOCK))
+            filler -= size
+            yield _HUGE_BLOCK[:size]  # the block itself, not a copy, when whole
+        yield _HUGE_TAIL
 
     def _write_pieces(
         self, pieces: list[bytes], pause: float, write: Callable[[bytes], Any]
@@ -714,6 +754,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.action in ("drop", "timeout"):
             self.close_connection = True
             return
+        if answer.action in ("huge", "huge-chunked"):
+            self._send_huge(emulator, chunked=answer.action == "huge-chunked")
+            return
         pieces, pause = emulator._body_pieces(answer)
         try:
             self.send_response(answer.status)
@@ -726,6 +769,27 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             # The client went away while its answer was held, delayed or dripping.
             self.close_connection = True
+
+    def _send_huge(self, emulator: Emulator, chunked: bool) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(emulator.fault_huge_bytes))
+            self.end_headers()
+            for piece in emulator._huge_pieces():
+                if chunked:
+                    self.wfile.write(b"%X\r\n%s\r\n" % (len(piece), piece))
+                else:
+                    self.wfile.write(piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client stopped reading, as it should
+        # Cut short by stop(), or not: the connection cannot carry another answer in step.
+        self.close_connection = True
 
     def _incoming(self) -> _Incoming:
         url = urlsplit(self.path)

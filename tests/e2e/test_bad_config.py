@@ -71,6 +71,10 @@ def _three_mistakes(config: dict[str, Any]) -> None:
     del config["lead_id"]
 
 
+def _malformed_database_port(config: dict[str, Any]) -> None:
+    config["database"]["url"] = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:abc/x"
+
+
 def _unreachable_database(config: dict[str, Any]) -> None:
     config["database"]["url"] = UNREACHABLE_URL
 
@@ -93,6 +97,7 @@ MISTAKES: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         _duplicate_attribute,
         ["mapping: columns 'phone' and 'city' both map to 'Phone'"],
     ),
+    "malformed-database-port": (_malformed_database_port, ["database.url: "]),
     "every-mistake-at-once": (
         _three_mistakes,
         ["name: ", "lead_id: required key is missing", "sync.push_batch_size: "],
@@ -159,6 +164,17 @@ def test_invalid_config_names_each_key_on_its_own_line(
     for expected in expected_lines:
         assert any(line.startswith(f"{path}: {expected}") for line in lines), (expected, lines)
     assert not (path.parent / "app.db").exists(), "a bad config must not touch the database"
+
+
+def test_a_malformed_database_url_never_shows_its_password(
+    outcomes: dict[str, tuple[Path, subprocess.CompletedProcess[str]]],
+) -> None:
+    _, result = outcomes["malformed-database-port"]
+
+    (line,) = assert_clean_failure(result, EXIT_USAGE)
+
+    assert "port" in line
+    assert PASSWORD not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("case", list(UNREADABLE))

@@ -20,6 +20,7 @@ from tests.e2e.harness import (
     assert_clean_failure,
     cli_command,
     lead_updates,
+    parse_summary,
     run_cli_concurrently,
 )
 from tests.support import source_values
@@ -162,6 +163,40 @@ def test_debug_logs_never_show_the_keys(sqlite_project: Project) -> None:
     }
     assert not leaked
     assert not [core for core in cores if core.lower() in everything.lower()]
+
+
+def test_keys_with_a_trailing_newline_from_a_secret_file_work_and_never_show(
+    sqlite_project: Project,
+) -> None:
+    project = sqlite_project
+    access_key, secret_key = "Ak7CORE$/+=", "Sk9CORE$/+="
+    # Kubernetes hands a secret file's content over as it is, final newline and all.
+    env = {"E2E_ACCESS_KEY": access_key + "\n", "E2E_SECRET_KEY": secret_key + "\r\n"}
+    with Emulator(access_key=access_key, secret_key=secret_key, rate_limit=None) as emulator:
+        emulator.add_lead("L1")
+        emulator.add_lead("L2")
+        keys = {"access_key": "${E2E_ACCESS_KEY}", "secret_key": "${E2E_SECRET_KEY}"}
+        project.write(project.config(leadsquared={"host": emulator.url, "auth": "header", **keys}))
+        assert project.cli("init", env=env).returncode == 0
+        project.execute(
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')",
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (2, 'Goa', 'L2')",
+        )
+        debug = ("--log-level", "DEBUG")
+        run = project.cli(*debug, "run", env=env)
+        status = project.cli(*debug, "status", env=env)
+        held = emulator.leads()
+
+    assert run.returncode == 0, run.stderr
+    assert parse_summary(run.stdout).pushed == 2
+    assert held == {"L1": {"mx_City": "Pune"}, "L2": {"mx_City": "Goa"}}
+    stored = [
+        *project.query("SELECT * FROM lsq_sync_lead"),
+        *project.query("SELECT * FROM lsq_sync_run"),
+    ]
+    everything = run.stdout + run.stderr + status.stdout + status.stderr + repr(stored)
+    assert "DEBUG" in everything
+    assert "CORE" not in everything
 
 
 def test_wrong_secret_key_stops_the_run_after_one_call(

@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ import pytest
 import sqlalchemy as sa
 
 from connector import Connector
+from connector.client import MAX_ANSWER_BYTES, LeadSquaredClient
 from connector.clock import SystemClock
-from connector.errors import FatalRunError
+from connector.errors import FatalRunError, RetriableError
 from connector.leads import LeadState
 from connector.push import RETRY_CAP
 from connector.schema import lead as lead_table
@@ -838,3 +840,130 @@ def test_keys_with_url_characters_work_and_never_show(
     }
     assert not leaked
     assert not [core for core in CORES if core.lower() in everything.lower()]
+
+
+# -- answers that are not what they should be ----------------------------------------------------
+
+
+NOT_A_SUCCESS = {"list": "[]", "object": "{}", "pending": '{"Status":"Pending"}', "string": '"ok"'}
+
+
+@pytest.mark.parametrize("body", NOT_A_SUCCESS.values(), ids=NOT_A_SUCCESS.keys())
+def test_a_200_without_status_success_is_not_counted_as_pushed(
+    db_url: str, app: sa.Engine, emulator: Emulator, body: str
+) -> None:
+    emulator.add_lead("L1")
+    clock = LaterClock()
+    retry = {"attempts": 2, "max_seconds": 5}
+    with connector(db_url, emulator, retry=retry, clock=clock) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1")])
+        emulator.answer_next(2, 200, body)
+        first = sync.run_once()
+        (unsure,) = lead_states(sync).values()
+
+        clock.advance(RETRY_CAP)
+        second = sync.run_once()
+        (state,) = lead_states(sync).values()
+
+    assert [r.status for r in updates_to(emulator, "L1")] == [200, 200, 200]
+    assert (first.leads_pushed, first.leads_deferred) == (0, 1)
+    assert unsure.pending
+    assert unsure.pushed == {}, "an answer without Status: Success is not a push"
+    assert unsure.last_error is not None
+    assert "without an object with Status: Success" in unsure.last_error
+    assert (second.leads_pushed, state.pending, state.pushed) == (1, False, {"mx_City": "Pune"})
+    assert emulator.lead("L1") == {"mx_City": "Pune"}
+
+
+def test_a_bare_mx_exception_is_retried_like_a_transient_failure(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    with connector(db_url, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1")])
+        emulator.fail_next(2, "mx500")
+        report = sync.run_once()
+        (state,) = lead_states(sync).values()
+
+    assert [r.status for r in updates_to(emulator, "L1")] == [500, 500, 200]
+    assert (report.leads_pushed, report.leads_rejected) == (1, 0)
+    assert (state.pending, state.rejected, state.last_error) == (False, False, None)
+    assert emulator.lead("L1") == {"mx_City": "Pune"}
+
+
+def test_a_bare_mx_exception_that_persists_parks_the_lead_until_a_retry(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    with connector(db_url, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1")])
+        emulator.fail_next(3, "mx500")
+        parking = sync.run_once()
+        (parked,) = lead_states(sync).values()
+
+        emulator.clear_requests()
+        insert_rows(app, [(2, "Goa", "L2")])
+        others = sync.run_once()
+        calls_while_parked = updates_to(emulator, "L1")
+
+        assert sync.retry(["L1"]) == 1
+        retried = sync.run_once()
+        (state, _) = lead_states(sync).values()
+
+    assert (parking.leads_pushed, parking.leads_rejected, parking.calls) == (0, 1, 3)
+    assert (parked.rejected, parked.pushed) == (True, {})
+    assert parked.last_error is not None
+    assert "MXException: There was an error processing the request." in parked.last_error
+    assert "after 3 tries" in parked.last_error
+    assert (others.leads_pushed, calls_while_parked) == (1, [])
+    assert (retried.leads_pushed, state.lead_id, state.pending, state.rejected) == (
+        1,
+        "L1",
+        False,
+        False,
+    )
+    assert held_by(emulator) == expected_in_leadsquared(db_url)
+
+
+@pytest.mark.parametrize("kind", ["huge", "huge-chunked"])
+def test_an_answer_too_large_to_hold_is_abandoned_and_the_call_retried(
+    db_url: str, app: sa.Engine, emulator: Emulator, kind: str
+) -> None:
+    emulator.add_lead("L1")
+    with connector(db_url, emulator) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1")])
+        emulator.fail_next(1, kind)
+        report = sync.run_once()
+        (state,) = lead_states(sync).values()
+
+    assert [r.outcome for r in updates_to(emulator, "L1")] == ["fault", "success"]
+    assert (report.leads_pushed, report.leads_deferred, report.calls) == (1, 0, 2)
+    assert (state.pending, state.last_error) == (False, None)
+
+
+@pytest.mark.parametrize("kind", ["huge", "huge-chunked"])
+def test_a_1_gib_answer_costs_the_process_no_more_than_the_cap(kind: str) -> None:
+    with Emulator(rate_limit=None) as account:
+        account.add_lead("L1")
+        account.fail_next(1, kind)
+        config = load(config_dict("sqlite://", account)).leadsquared
+        tracemalloc.start()
+        try:
+            with (
+                LeadSquaredClient(config) as client,
+                pytest.raises(RetriableError) as raised,
+            ):
+                client.update_lead("L1", {"mx_City": "Pune"})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+    assert account.fault_huge_bytes == 1 << 30
+    assert type(raised.value) is RetriableError
+    assert "larger than the 4,194,304 bytes accepted" in str(raised.value)
+    assert peak < 4 * MAX_ANSWER_BYTES, f"{peak:,} bytes held at once"

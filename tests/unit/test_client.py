@@ -7,23 +7,32 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import ssl
+import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, quote_plus
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from connector.client import LeadSquaredClient
+from connector.client import MAX_ANSWER_BYTES, LeadSquaredClient
 from connector.config import LeadSquaredConfig
 from connector.errors import (
+    AmbiguousError,
+    CallAbandonedError,
     FatalRunError,
     LeadRejectedError,
     LeadSquaredError,
     RetriableError,
     ThrottledError,
+    UnreachableError,
 )
+from connector.testing.emulator import Emulator
 
 ACCESS_KEY = "u$AK/9+x=="
 SECRET_KEY = "$ecret/Key+with=signs$"
@@ -208,11 +217,9 @@ def raising(error: type[httpx.TransportError]) -> Handler:
 @pytest.mark.parametrize(
     "error",
     [
-        httpx.ConnectTimeout,
         httpx.ReadTimeout,
         httpx.WriteTimeout,
         httpx.PoolTimeout,
-        httpx.ConnectError,
         httpx.ReadError,
         httpx.RemoteProtocolError,
     ],
@@ -226,6 +233,45 @@ def test_timeouts_and_connection_errors_are_retriable(
     assert type(raised.value) is RetriableError
     assert "Lead.Update" in str(raised.value)
     assert_no_secret(raised.value)
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectTimeout, httpx.ConnectError])
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_failing_to_connect_says_leadsquared_is_unreachable_naming_the_host(
+    error: type[httpx.TransportError], auth: str
+) -> None:
+    with (
+        make_client(raising(error), auth=auth) as client,
+        pytest.raises(UnreachableError) as raised,
+    ):
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert str(raised.value).startswith(f"cannot connect to {HOST}: ")
+    assert_no_secret(raised.value)
+
+
+def test_the_generic_mx_exception_is_ambiguous() -> None:
+    body = mx("MXException", "There was an error processing the request.")
+    with make_client(Recorder(500, body)) as client, pytest.raises(AmbiguousError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert "MXException" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "body", [[], {}, {"Status": "Pending"}, "Success"], ids=["list", "object", "pending", "string"]
+)
+def test_an_update_answered_200_without_status_success_is_not_a_success(body: Any) -> None:
+    # Recorder sends a str as it is: a JSON string body must be encoded here.
+    recorder = Recorder(200, json.dumps(body) if isinstance(body, str) else body)
+    with make_client(recorder) as client, pytest.raises(RetriableError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert type(raised.value) is RetriableError
+    assert "Status: Success" in str(raised.value)
+
+
+def test_a_lookup_answered_with_an_object_is_not_a_success() -> None:
+    with make_client(Recorder(200, {})) as client, pytest.raises(RetriableError) as raised:
+        client.get_lead("L1")
+    assert "a JSON list" in str(raised.value)
 
 
 def test_unknown_attributes_are_rejected_with_their_names() -> None:
@@ -337,3 +383,207 @@ def test_redact_covers_raw_and_encoded_keys() -> None:
         redacted = client.redact(text)
     for form in secret_forms():
         assert form not in redacted
+
+
+# -- answers too large to hold ---------------------------------------------------------------
+
+HEAD, TAIL = b'{"Status":"Success","Message":"', b'"}'
+
+
+class Unread(httpx.SyncByteStream):
+    """A body that must never be read."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise AssertionError("the body was read although its length was announced too large")
+
+
+class Endless(httpx.SyncByteStream):
+    """A success body of `size` bytes, made as it is read; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        block = b"x" * 65536
+        yield HEAD
+        left = self.size - len(HEAD) - len(TAIL)
+        while left > 0:
+            piece = block[: min(left, len(block))]
+            left -= len(piece)
+            self.read += len(piece)
+            yield piece
+        yield TAIL
+
+
+def test_an_answer_announced_larger_than_the_cap_is_transient_and_never_read() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(3 << 30)}, stream=Unread())
+
+    with (
+        make_client(handler) as client,
+        pytest.raises(RetriableError) as raised,
+    ):
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert type(raised.value) is RetriableError
+    assert "larger than the 4,194,304 bytes accepted" in str(raised.value)
+    assert "3,221,225,472 bytes announced" in str(raised.value)
+
+
+def test_an_unannounced_answer_is_read_only_up_to_the_cap() -> None:
+    body = Endless(64 << 20)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body)
+
+    with make_client(handler) as client, pytest.raises(RetriableError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert type(raised.value) is RetriableError
+    assert "larger than the 4,194,304 bytes accepted" in str(raised.value)
+    assert body.read <= MAX_ANSWER_BYTES + 65536
+
+
+# -- a key that cannot go in a request -----------------------------------------------------
+
+NEWLINE_KEY = "Sk9CORE$/+=\n"
+
+
+def raw_config(url: str, secret_key: str, **settings: Any) -> LeadSquaredConfig:
+    """Keys that bypassed config validation, as a library caller's might."""
+    return LeadSquaredConfig.model_construct(
+        host=url, access_key=SecretStr(ACCESS_KEY), secret_key=SecretStr(secret_key), **settings
+    )
+
+
+def escaped_forms(key: str) -> list[str]:
+    return [repr(key)[1:-1], repr(key.encode())[2:-1], json.dumps(key)[1:-1]]
+
+
+def test_redact_covers_escaped_keys() -> None:
+    with LeadSquaredClient(raw_config(HOST, "Sk9CORE$/+=é")) as client:
+        key = "Sk9CORE$/+=é"
+        text = " | ".join([*escaped_forms(key), key, quote(key, safe=""), quote_plus(key)])
+        redacted = client.redact(text)
+    assert "CORE" not in redacted
+    assert redacted.count("***") == 6
+
+
+@pytest.mark.parametrize(
+    ("auth", "key"),
+    [("header", NEWLINE_KEY), ("query", NEWLINE_KEY), ("header", "Sk9CORE-é")],
+    ids=["newline-in-header", "newline-in-query", "not-ascii-in-header"],
+)
+def test_a_key_that_cannot_be_sent_is_fatal_before_any_call_and_never_shows(
+    auth: str, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Emulator(rate_limit=None) as emulator:
+        with pytest.raises(FatalRunError) as raised:
+            LeadSquaredClient(raw_config(emulator.url, key, auth=auth))
+        assert emulator.requests == []
+    assert str(raised.value).startswith("leadsquared.secret_key holds ")
+    for form in escaped_forms(key):
+        assert_no_form(raised.value, form)
+    assert_no_form(raised.value, "CORE")
+    assert "CORE" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL]
+)
+def test_requests_that_cannot_be_built_are_fatal(error: type[Exception]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if error is httpx.InvalidURL:
+            raise error(f"bad {SECRET_KEY!r}")
+        raise error(f"bad {SECRET_KEY.encode()!r} in {request.url}", request=request)
+
+    with make_client(handler) as client, pytest.raises(FatalRunError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    assert_no_secret(raised.value)
+
+
+def assert_no_form(error: BaseException, form: str) -> None:
+    assert form not in str(error)
+    assert form not in "".join(traceback.format_exception(error))
+
+
+# -- a stop while a call is in flight ------------------------------------------------------
+
+
+class Blocking:
+    """A handler that holds every request until released."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.arrived.set()
+        assert self.release.wait(60), "never released"
+        return httpx.Response(200, json=SUCCESS)
+
+
+def stoppable_client(handler: Handler, stop: threading.Event, drain: float) -> LeadSquaredClient:
+    config = LeadSquaredConfig(host=HOST, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    return LeadSquaredClient(
+        config, transport=httpx.MockTransport(handler), stop=stop, drain_seconds=drain
+    )
+
+
+def test_a_call_unanswered_when_the_drain_ends_is_abandoned() -> None:
+    stop, handler = threading.Event(), Blocking()
+    with (
+        stoppable_client(handler, stop, drain=0.2) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+        assert handler.arrived.wait(10)
+        stop.set()
+        with pytest.raises(CallAbandonedError) as raised:
+            calling.result(timeout=30)
+        handler.release.set()
+    assert "sync.drain_seconds (0.2 s)" in str(raised.value)
+
+
+def test_a_call_answered_within_the_drain_completes() -> None:
+    stop, handler = threading.Event(), Blocking()
+    with (
+        stoppable_client(handler, stop, drain=60) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+        assert handler.arrived.wait(10)
+        stop.set()
+        handler.release.set()
+        assert calling.result(timeout=30) is None
+
+
+# -- what a failed connection is put down to ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cause", "says"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (socket.gaierror(-2, "Name or service not known"), "the host name does not resolve"),
+        (
+            ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+            "TLS handshake with",
+        ),
+        (OSError(113, "No route to host"), "no route to host"),
+    ],
+    ids=["refused", "dns", "tls", "other"],
+)
+def test_a_failed_connection_names_the_host_and_the_cause(cause: OSError, says: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        try:
+            raise cause
+        except OSError as exc:
+            # As httpcore does it: the socket error is only the context of what is raised.
+            raise httpx.ConnectError(str(exc), request=request)  # noqa: B904
+
+    with make_client(handler) as client, pytest.raises(UnreachableError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    message = str(raised.value)
+    assert HOST in message
+    assert says in message
+    assert "_ssl.c" not in message

@@ -284,3 +284,81 @@ def test_errors_never_hold_a_key() -> None:
     assert ACCESS_KEY not in text
     assert SECRET_KEY not in text
     assert len(raised.value.problems) == 3
+
+
+# -- the database URL -----------------------------------------------------------------------
+
+DB_PASSWORD = "Pw9s3cr3t"
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:abc/db", "port"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@[::1:5432/db", "port"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:99999/db", "65535"),
+        (f"postgresql+psycopg://u:{DB_PASSWORD}@host:0/db", "65535"),
+        (f"postgresql+psycopg//u:{DB_PASSWORD}@host/db", "not a valid"),
+    ],
+    ids=["letters", "broken-ipv6", "too-high", "zero", "no-scheme-colon"],
+)
+def test_a_malformed_database_url_is_a_config_error_without_the_password(
+    url: str, words: str
+) -> None:
+    config = valid_dict()
+    config["database"]["url"] = url
+    with pytest.raises(ConfigError) as raised:
+        parse(config)
+    [line] = raised.value.problems
+    assert line.startswith("database.url: ")
+    assert words in line
+    assert DB_PASSWORD not in str(raised.value) + repr(raised.value)
+
+
+def test_a_database_url_with_a_port_is_accepted() -> None:
+    config = valid_dict()
+    config["database"]["url"] = "postgresql+psycopg://u:pw@db.example:6432/app"
+    assert plain(parse(config).database.url).endswith("@db.example:6432/app")
+
+
+# -- keys as secret files and environments hand them over ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "padding", ["\n", "\r\n", " ", "\t \n"], ids=["lf", "crlf", "space", "mix"]
+)
+def test_whitespace_around_a_key_is_stripped(padding: str) -> None:
+    environ = {"LSQ_ACCESS_KEY": ACCESS_KEY + padding, "LSQ_SECRET_KEY": padding + SECRET_KEY}
+    keys = parse(VALID, environ).leadsquared
+    assert keys.access_key.get_secret_value() == ACCESS_KEY
+    assert keys.secret_key.get_secret_value() == SECRET_KEY
+
+
+@pytest.mark.parametrize("inside", ["\n", "\r", "\t", "\x00", "\x7f", "\u200b"])
+def test_a_control_character_inside_a_key_is_refused_without_showing_the_key(
+    inside: str,
+) -> None:
+    secret = "Sk9" + inside + "CORE"
+    environ = {**ENV, "LSQ_SECRET_KEY": secret}
+    with pytest.raises(ConfigError) as raised:
+        parse(VALID, environ)
+    [line] = raised.value.problems
+    assert line.startswith("leadsquared.secret_key: ")
+    assert "control character" in line
+    text = str(raised.value) + repr(raised.value)
+    assert "Sk9" not in text
+    assert "CORE" not in text
+
+
+def test_a_key_that_is_not_ascii_is_refused_in_headers_only() -> None:
+    environ = {**ENV, "LSQ_ACCESS_KEY": "Ak9é"}
+    assert parse(VALID, environ).leadsquared.access_key.get_secret_value() == "Ak9é"
+    config = valid_dict()
+    config["leadsquared"]["auth"] = "header"
+    with pytest.raises(ConfigError) as raised:
+        parse(config, environ)
+    [line] = raised.value.problems
+    assert line.startswith("leadsquared.auth: ")
+    assert "leadsquared.access_key" in line
+    assert "ASCII" in line
+    assert "Ak9" not in str(raised.value)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -561,6 +562,103 @@ def test_fault_rate_with_every_request_failing(emulator: Emulator, client: httpx
     assert statuses <= {502, 504}
     emulator.set_fault_rate(0.0, [])
     assert update(client, "L1", {"mx_City": "Rome"}).status_code == 200
+
+
+def streamed_update(client: httpx.Client, chunk_size: int) -> tuple[httpx.Headers, int, bytes]:
+    """A Lead.Update whose answer is read chunk by chunk and dropped: its headers, its size,
+    and its first and last few bytes."""
+    body = [{"Attribute": "mx_City", "Value": "Rome"}]
+    edges = b""
+    size = 0
+    params = {**KEYS, "leadId": "L1"}
+    with client.stream("POST", "Lead.Update", params=params, json=body) as response:
+        for chunk in response.iter_raw(chunk_size):
+            if size == 0:
+                edges = chunk[:40]
+            size += len(chunk)
+            tail = chunk[-10:]
+        return response.headers, size, edges + b"..." + tail
+
+
+@pytest.mark.parametrize("kind", ["huge", "huge-chunked"])
+def test_huge_faults_stream_a_success_body_of_the_size_asked(
+    emulator: Emulator, client: httpx.Client, kind: str
+) -> None:
+    emulator.fault_huge_bytes = 3 * 1024 * 1024 + 17
+    emulator.fail_next(1, kind)
+
+    headers, size, edges = streamed_update(client, 64 * 1024)
+
+    assert size == emulator.fault_huge_bytes
+    assert edges.startswith(b'{"Status":"Success","Message":"xxx')
+    assert edges.endswith(b'xxxxxxxx"}')
+    if kind == "huge":
+        assert headers["Content-Length"] == str(emulator.fault_huge_bytes)
+    else:
+        assert "Content-Length" not in headers
+        assert headers["Transfer-Encoding"] == "chunked"
+    [recorded] = emulator.requests
+    assert (recorded.status, recorded.outcome) == (200, "fault")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+
+
+def test_a_huge_body_is_never_held_whole_by_the_emulator(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fault_huge_bytes = 64 * 1024 * 1024
+    emulator.fail_next(1, "huge-chunked")
+    tracemalloc.start()
+    try:
+        _, size, _ = streamed_update(client, 256 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert size == emulator.fault_huge_bytes
+    assert peak < emulator.fault_huge_bytes / 4, f"{peak:,} bytes held at once"
+
+
+def test_a_client_that_stops_reading_a_huge_body_leaves_the_emulator_serving(
+    emulator: Emulator, client: httpx.Client
+) -> None:
+    emulator.fail_next(1, "huge")
+    params = {**KEYS, "leadId": "L1"}
+    body = [{"Attribute": "mx_City", "Value": "Rome"}]
+    with client.stream("POST", "Lead.Update", params=params, json=body) as response:
+        assert response.headers["Content-Length"] == str(1 << 30)
+        next(response.iter_raw(1024))
+
+    assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, "[]"), (200, b"{}"), (200, '{"Status":"Pending"}'), (200, '"Success"'), (502, "")],
+)
+def test_answer_next_answers_exactly_that_and_applies_nothing(
+    emulator: Emulator, client: httpx.Client, status: int, body: str | bytes
+) -> None:
+    emulator.answer_next(2, status, body)
+    emulator.fail_next(1, "503")
+
+    answers = [update(client, "L1", {"mx_City": "Rome"}) for _ in range(3)]
+
+    expected = body if isinstance(body, bytes) else body.encode()
+    assert [(a.status_code, a.content) for a in answers[:2]] == [(status, expected)] * 2
+    assert answers[0].headers["Content-Type"].startswith("application/json")
+    assert answers[2].status_code == 503, "queued answers and faults take their turns"
+    assert [r.outcome for r in emulator.requests] == ["fault"] * 3
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+
+
+def test_answer_next_refuses_what_is_not_an_answer(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="HTTP status"):
+        emulator.answer_next(1, 42, "[]")
+    with pytest.raises(ValueError, match="negative"):
+        emulator.answer_next(-1, 200, "[]")
 
 
 def test_unknown_fault_kind_is_refused(emulator: Emulator) -> None:

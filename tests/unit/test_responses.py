@@ -7,13 +7,18 @@ from typing import Any
 
 import pytest
 
-from connector.responses import Outcome, classify
+from connector.responses import Classified, Expect, Outcome, classify
 
 RATE_LIMIT_MESSAGE = "API calls exceeded the limit of 25 in 5 second(s)"
 GATEWAY_PAGE = (
     "<html><head><title>{status} Bad Gateway</title></head>"
     "<body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
 )
+
+
+def update_answer(status: int, headers: dict[str, str], text: str) -> Classified:
+    """How an answer to Lead.Update is classified."""
+    return classify(status, headers, text, expect=Expect.STATUS_SUCCESS)
 
 
 def error_body(exception_type: str | None, message: str, **extra: Any) -> str:
@@ -24,16 +29,55 @@ def error_body(exception_type: str | None, message: str, **extra: Any) -> str:
 
 
 def test_success() -> None:
-    result = classify(200, {}, '{"Status":"Success","Message":{"AffectedRows":1}}')
+    result = update_answer(200, {}, '{"Status":"Success","Message":{"AffectedRows":1}}')
     assert result.outcome is Outcome.SUCCESS
     assert result.status == 200
     assert result.body == {"Status": "Success", "Message": {"AffectedRows": 1}}
 
 
-def test_success_with_a_list_body() -> None:
+@pytest.mark.parametrize("text", ['[{"ProspectID": "L1"}]', "[]"], ids=["found", "none"])
+def test_success_with_a_list_body_where_a_list_is_expected(text: str) -> None:
     # Leads.GetById answers a JSON list, with no envelope at all.
-    result = classify(200, {}, '[{"ProspectID": "L1"}]')
+    result = classify(200, {}, text, expect=Expect.LIST)
     assert result.outcome is Outcome.SUCCESS
+    assert result.body == json.loads(text)
+
+
+NOT_A_SUCCESS = {
+    "empty-list": "[]",
+    "list-of-leads": '[{"ProspectID": "L1"}]',
+    "empty-object": "{}",
+    "pending": '{"Status": "Pending"}',
+    "lower-case": '{"Status": "success"}',
+    "no-status": '{"Message": {"AffectedRows": 1}}',
+    "json-string": '"Success"',
+    "json-null": "null",
+    "json-number": "1",
+}
+
+
+@pytest.mark.parametrize("text", NOT_A_SUCCESS.values(), ids=NOT_A_SUCCESS.keys())
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_a_2xx_without_status_success_is_not_a_success(status: int, text: str) -> None:
+    result = update_answer(status, {}, text)
+    assert result.outcome is Outcome.TRANSIENT
+    assert f"HTTP {status} without an object with Status: Success" in result.message
+
+
+@pytest.mark.parametrize(
+    "text", ["{}", '{"Status": "Success"}', '"x"'], ids=["empty-object", "envelope", "string"]
+)
+def test_a_2xx_that_is_not_a_list_where_a_list_is_expected_is_not_a_success(text: str) -> None:
+    result = classify(200, {}, text, expect=Expect.LIST)
+    assert result.outcome is Outcome.TRANSIENT
+    assert "a JSON list" in result.message
+
+
+def test_an_unexpected_body_is_quoted_short_and_on_one_line() -> None:
+    result = update_answer(200, {}, json.dumps({"Unexpected": "x" * 500, "Lines": "a\nb"}))
+    assert result.outcome is Outcome.TRANSIENT
+    assert len(result.message) < 200
+    assert "\n" not in result.message
 
 
 @pytest.mark.parametrize(
@@ -73,7 +117,7 @@ def test_success_with_a_list_body() -> None:
     ],
 )
 def test_throttled(status: int, text: str) -> None:
-    result = classify(status, {}, text)
+    result = update_answer(status, {}, text)
     assert result.outcome is Outcome.THROTTLED
     assert result.status == status
 
@@ -92,19 +136,21 @@ def test_throttled(status: int, text: str) -> None:
     ids=["seconds", "lower-case-fraction", "zero", "negative", "http-date", "garbage", "absent"],
 )
 def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    result = classify(429, headers, error_body("MXAPIRateLimitExceededException", "x"))
+    result = update_answer(429, headers, error_body("MXAPIRateLimitExceededException", "x"))
     assert result.outcome is Outcome.THROTTLED
     assert result.retry_after == expected
 
 
 def test_retry_after_is_kept_on_transient_answers() -> None:
-    result = classify(503, {"Retry-After": "4"}, GATEWAY_PAGE.format(status=503))
+    result = update_answer(503, {"Retry-After": "4"}, GATEWAY_PAGE.format(status=503))
     assert (result.outcome, result.retry_after) == (Outcome.TRANSIENT, 4.0)
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
 def test_gateway_errors_with_html_are_transient(status: int) -> None:
-    result = classify(status, {"Content-Type": "text/html"}, GATEWAY_PAGE.format(status=status))
+    result = update_answer(
+        status, {"Content-Type": "text/html"}, GATEWAY_PAGE.format(status=status)
+    )
     assert result.outcome is Outcome.TRANSIENT
     assert str(status) in result.message
 
@@ -122,11 +168,11 @@ def test_gateway_errors_with_html_are_transient(status: int) -> None:
     ids=["200-html", "200-empty", "200-truncated-json", "500-html", "500-no-mx-type", "408"],
 )
 def test_other_transient_answers(status: int, text: str) -> None:
-    assert classify(status, {}, text).outcome is Outcome.TRANSIENT
+    assert update_answer(status, {}, text).outcome is Outcome.TRANSIENT
 
 
 def test_unknown_attributes_are_listed() -> None:
-    result = classify(
+    result = update_answer(
         500,
         {},
         error_body("MXUnknownAttributeException", "Attribute(s) does not exist - mx_A, mx_B"),
@@ -139,10 +185,18 @@ def test_unknown_attributes_are_listed() -> None:
 
 
 def test_a_single_unknown_attribute() -> None:
-    result = classify(
+    result = update_answer(
         500, {}, error_body("MXUnknownAttributeException", "Attribute(s) does not exist - mx_X")
     )
     assert result.unknown_attributes == ("mx_X",)
+
+
+@pytest.mark.parametrize("status", [500, 200, 503])
+def test_the_generic_mx_exception_is_ambiguous_not_rejected(status: int) -> None:
+    message = "There was an error processing the request."
+    result = update_answer(status, {}, error_body("MXException", message, IsMXException=True))
+    assert result.outcome is Outcome.AMBIGUOUS
+    assert result.message == f"MXException: {message}"
 
 
 @pytest.mark.parametrize(
@@ -156,7 +210,7 @@ def test_a_single_unknown_attribute() -> None:
     ],
 )
 def test_mx_errors_as_500_are_rejected(exception_type: str, message: str) -> None:
-    result = classify(500, {}, error_body(exception_type, message, IsMXException=True))
+    result = update_answer(500, {}, error_body(exception_type, message, IsMXException=True))
     assert result.outcome is Outcome.REJECTED
     assert result.exception_type == exception_type
     assert result.unknown_attributes == ()
@@ -175,7 +229,7 @@ def test_mx_errors_as_500_are_rejected(exception_type: str, message: str) -> Non
     ids=["mx", "no-type", "text", "empty"],
 )
 def test_400_is_rejected(text: str) -> None:
-    result = classify(400, {}, text)
+    result = update_answer(400, {}, text)
     assert result.outcome is Outcome.REJECTED
     assert result.message
 
@@ -190,7 +244,7 @@ def test_400_is_rejected(text: str) -> None:
     ids=["mx", "no-type", "bare"],
 )
 def test_200_with_status_error_is_rejected(text: str) -> None:
-    result = classify(200, {}, text)
+    result = update_answer(200, {}, text)
     assert result.outcome is Outcome.REJECTED
     assert result.status == 200
 
@@ -206,6 +260,6 @@ def test_200_with_status_error_is_rejected(text: str) -> None:
     ids=["401-mx", "401-empty", "404-mx", "404-html"],
 )
 def test_fatal(status: int, text: str, hint: str) -> None:
-    result = classify(status, {}, text)
+    result = update_answer(status, {}, text)
     assert result.outcome is Outcome.FATAL
     assert hint in result.message
