@@ -26,7 +26,7 @@ from tests.e2e.harness import (
     assert_clean_failure,
     parse_summary,
 )
-from tests.support import source_values
+from tests.support import lock_holders, source_values
 
 MAX_IN_FLIGHT = 3
 # Far above any wait below: a process still running after it has not stopped at all.
@@ -267,26 +267,28 @@ def test_a_database_error_while_pushing_is_named_as_pushing(
     assert len(emulator.requests) == 1
 
 
-def test_losing_the_database_while_pushing_is_named_as_pushing(
+def test_losing_every_database_session_while_pushing_says_the_run_lock_was_lost(
     pg_project: Project, emulator: Emulator
 ) -> None:
     project = pg_project
     name = f"lsq_sync_e2e_{uuid.uuid4().hex[:8]}"
     project.write(project.config(database={"url": f"{project.url}&application_name={name}"}))
     project.init_in_process()
-    add_rows(project, 1)
+    add_rows(project, 10)
     emulator.hold()
 
     with running(project, "run") as (run, stderr):
         emulator.wait_for_requests(1)
-        # Every session of the run dies while its call is in flight: the run lock's too.
+        (lock_session,) = lock_holders(project.engine, "test")
+        # Every session of the run dies while its call is in flight: the pooled ones (which
+        # are replaced when next used) and the run lock's own.
         with project.engine.connect() as connection:
             killed = connection.execute(
                 sa.text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :name"
+                    "WHERE application_name = :name OR pid = :lock_session"
                 ),
-                {"name": name},
+                {"name": name, "lock_session": lock_session},
             ).scalar_one()
         emulator.release()
         code = run.wait(timeout=EXIT_WITHIN)
@@ -297,4 +299,8 @@ def test_losing_the_database_while_pushing_is_named_as_pushing(
     assert "Traceback" not in logged
     errors = [line for line in logged.splitlines() if line.startswith("lsq-sync: error: ")]
     assert len(errors) == 1, logged
-    assert errors[0].startswith("lsq-sync: error: database error while pushing leads: ")
+    # Not "taking the run lock", as it once said: what was lost, and that no call followed.
+    assert errors[0].startswith("lsq-sync: error: lost the run lock of connector 'test' ("), errors
+    assert "started no call after noticing" in errors[0]
+    # The run's first call goes alone: it was in flight, and no other followed it.
+    assert len(emulator.requests) == 1
