@@ -199,6 +199,16 @@ class _Comparison:
     def same(self, column: str) -> str:
         return f"{self._side('o', column)} = {self._side('n', column)}"
 
+    def pinned(self, column: str) -> str | None:
+        """For the probe: parses only while a natively compared column still compares with
+        the type `init` found. Retyped to an array or a composite, its `=` would look up its
+        elements' equality at run time, out of the probe's reach (json, xml and point have
+        none); retyped to, say, circle, its `=` would compare areas, not values."""
+        native_type = self.kinds[column].native_type
+        if native_type is None:
+            return None
+        return f'n.{self.quote(column)} = NULL::pg_catalog."{native_type}"'
+
 
 _TX_ID = "pg_current_xact_id()::text::bigint"
 
@@ -270,8 +280,9 @@ def _update_body(
         f"INSERT INTO {own_schema}.{change_table.name} (connector, row_key, tx_id) "
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
+    pins = [pin for column in [key_name, *columns] if (pin := compare.pinned(column))]
     return _guarded(
-        f"PERFORM {rows}",
+        " AND ".join([f"PERFORM {rows}", *pins]),
         record,
         _note_error_and_record_every_key(own_schema, connector_name, key_name),
     )

@@ -126,9 +126,15 @@ def _sqlite_table(connection: Connection, table: TableRef, pragma: str = "table_
 class ColumnKind:
     """How a trigger must compare a column (PostgreSQL)."""
 
-    native: bool  # its type, domains resolved, has a pg_catalog equality
+    # Its type, domains resolved, when that is a pg_catalog type with a real equality (one of
+    # _NATIVE_EQUALITY); None for every other type, which is compared by its text.
+    native_type: str | None
     # Its collation is nondeterministic: it may call different strings equal ('a' and 'A').
     loose_collation: bool
+
+    @property
+    def native(self) -> bool:
+        return self.native_type is not None
 
 
 def column_kinds(
@@ -146,13 +152,13 @@ def column_kinds(
     ).all()
     wanted = set(names)
     return {
-        name: ColumnKind(_native(connection, type_id), loose)
+        name: ColumnKind(_native_type(connection, type_id), loose)
         for name, type_id, loose in rows
         if name in wanted
     }
 
 
-def _native(connection: Connection, type_id: int) -> bool:
+def _native_type(connection: Connection, type_id: int) -> str | None:
     for _ in range(_MAX_DOMAIN_DEPTH):
         row = connection.execute(
             sa.text(
@@ -164,9 +170,9 @@ def _native(connection: Connection, type_id: int) -> bool:
         ).one()
         name, schema, kind, base = row
         if kind != "d":
-            return schema == "pg_catalog" and name in _NATIVE_EQUALITY
+            return name if schema == "pg_catalog" and name in _NATIVE_EQUALITY else None
         type_id = base
-    return False
+    return None
 
 
 def key_is_unique(connection: Connection, table: TableRef, column: str) -> bool:
