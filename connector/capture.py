@@ -215,7 +215,7 @@ _TX_ID = "pg_current_xact_id()::text::bigint"
 
 def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_name: str) -> str:
     """The handler's writes, after the probe failed: note why, and record every key the
-    statement wrote through `to_jsonb(n)`, which parses whatever became of the columns."""
+    statement wrote through `to_jsonb(n.*)`, which parses whatever became of the columns."""
     name = _literal(connector_name)
     key = _literal(key_name)
     errors = f"{own_schema}.{capture_error.name}"
@@ -226,8 +226,9 @@ def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_n
         f"SELECT FROM pg_attribute WHERE attrelid = TG_RELID AND attname = {key} "
         f"AND attnum > 0 AND NOT attisdropped)); "
         f"INSERT INTO {changes} (connector, row_key, tx_id) "
-        f"SELECT {name}, to_jsonb(n) ->> {key}, {_TX_ID} FROM new_rows n "
-        f"WHERE to_jsonb(n) ->> {key} IS NOT NULL;"
+        # `n.*`, not `n`: a column named n would stand for the row.
+        f"SELECT {name}, to_jsonb(n.*) ->> {key}, {_TX_ID} FROM new_rows n "
+        f"WHERE to_jsonb(n.*) ->> {key} IS NOT NULL;"
     )
 
 

@@ -360,6 +360,20 @@ def test_postgresql_a_column_retyped_to_one_compared_otherwise_is_noted(
         sync.run_once()
 
 
+def test_postgresql_drift_records_the_keys_of_a_table_with_a_column_named_like_the_alias(
+    pg_url: str, emulator: Emulator, pg_engine: sa.Engine
+) -> None:
+    """The handler reads keys from the whole row of `new_rows n`: a column named `n` must not
+    stand in for it, or every key of the statement would be dropped without a word."""
+    app = pg_engine
+    ddl = "CREATE TABLE typed (id INTEGER PRIMARY KEY, n INTEGER, city TEXT, plan TEXT, lead TEXT)"
+    with make_connector(pg_url, emulator, CITY_AND_PLAN, ddl):
+        execute(app, "INSERT INTO typed (id, n, city, lead) VALUES (1, 5, 'Pune', 'L1')")
+        execute(app, "ALTER TABLE typed DROP COLUMN plan", "UPDATE typed SET city = 'Goa'")
+        assert captured(app) == ["1", "1"]
+        assert [lost for _, lost in noted_errors(app)] == [False]
+
+
 @pytest.mark.parametrize("drift", [None, "ALTER TABLE typed DROP COLUMN plan"])
 def test_postgresql_capture_writes_outside_any_subtransaction(
     drifting: tuple[Connector, sa.Engine], drift: str | None
