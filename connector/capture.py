@@ -299,7 +299,11 @@ def _sqlite(
     changes = quote(change_table.name)
     key = quote(source.key_column.name)
     columns: Sequence[str] = source.capture_columns
-    watched = ", ".join(quote(c) for c in [*columns, source.key_column.name])
+    watched = f"OF {', '.join(quote(c) for c in [*columns, source.key_column.name])} "
+    # A generated column changes when a column it is made of is set, while `UPDATE OF` fires
+    # only for the columns a statement sets: with one of those captured, watch every UPDATE.
+    if catalogue.generated_columns(connection, table) & {*columns, source.key_column.name}:
+        watched = ""
     # BINARY: under a column's NOCASE or RTRIM collation, 'pune' IS NOT 'Pune' is false.
     changed = " OR ".join(
         f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
@@ -316,7 +320,7 @@ def _sqlite(
         f"DROP TRIGGER IF EXISTS {schema}.{quote(names.update_trigger)}",
         f"CREATE TRIGGER {schema}.{quote(names.insert_trigger)} AFTER INSERT ON "
         f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL BEGIN {record}; END",
-        f"CREATE TRIGGER {schema}.{quote(names.update_trigger)} AFTER UPDATE OF {watched} ON "
+        f"CREATE TRIGGER {schema}.{quote(names.update_trigger)} AFTER UPDATE {watched}ON "
         f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL AND ({changed}) "
         f"BEGIN {record}; END",
     ]

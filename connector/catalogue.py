@@ -113,8 +113,17 @@ def columns(connection: Connection, table: TableRef) -> list[str]:
                 {"table": table.quoted(connection)},
             ).scalars()
         )
-    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table)}").all()
+    # table_xinfo, not table_info, which leaves generated columns out.
+    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table, 'table_xinfo')}")
     return [row[1] for row in rows]
+
+
+def generated_columns(connection: Connection, table: TableRef) -> set[str]:
+    """The table's generated columns (SQLite)."""
+    # table_xinfo: (cid, name, type, notnull, default, pk, hidden); hidden is 2 for a virtual
+    # generated column, 3 for a stored one.
+    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table, 'table_xinfo')}")
+    return {row[1] for row in rows if row[6] in (2, 3)}
 
 
 def _sqlite_table(connection: Connection, table: TableRef, pragma: str = "table_info") -> str:

@@ -502,6 +502,25 @@ def test_sqlite_refuses_dropping_a_captured_column_until_the_mapping_changes(
         assert run(remapped).status == "ok"
 
 
+def test_a_mapped_generated_column_is_captured_when_what_it_is_made_of_changes(
+    db_url: str, emulator: Emulator, engine: sa.Engine
+) -> None:
+    """SQLite's `UPDATE OF` names the columns a statement sets, and none sets a generated one."""
+    stored = "STORED" if engine.dialect.name == "postgresql" else "VIRTUAL"  # PostgreSQL 15
+    ddl = (
+        "CREATE TABLE typed (id INTEGER PRIMARY KEY, first TEXT, last TEXT, "
+        f"full_name TEXT GENERATED ALWAYS AS (first || ' ' || last) {stored}, lead TEXT)"
+    )
+    with make_connector(db_url, emulator, {"full_name": "mx_Name"}, ddl) as sync:
+        execute(engine, "INSERT INTO typed (id, first, last, lead) VALUES (1, 'Asha', 'Rao', 'L1')")
+        execute(engine, "UPDATE typed SET first = 'Usha'")
+        execute(engine, "UPDATE typed SET last = 'Rao'")  # no change
+        assert captured(engine) == ["1", "1"]
+        emulator.add_lead("L1")
+        assert run(sync).leads_pushed == 1
+    assert emulator.lead("L1") == {"mx_Name": "Usha Rao"}
+
+
 # -- capture that vanished ----------------------------------------------------------------
 
 VANISHED = "run `lsq-sync init`, then `lsq-sync backfill`: changes made meanwhile were not captured"
