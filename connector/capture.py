@@ -79,25 +79,37 @@ def install(
 
 
 def remove(connection: Connection, connector_name: str, table: TableRef) -> list[str]:
-    """Drop this connector's triggers from `table` and, on PostgreSQL, its functions from the
-    table's schema; works whether or not the table still exists. Returns what it dropped."""
-    quote = connection.dialect.identifier_preparer.quote_identifier
+    """Drop this connector's triggers and, on PostgreSQL, its functions from the schema of
+    `table` (where `init` created them); works whether the table still exists, or was renamed
+    or moved to another schema since. Returns what it dropped."""
     names = Names(connector_name)
-    present = [name for name in names.triggers if name in catalogue.triggers(connection, table)]
-    postgres = connection.dialect.name == "postgresql"
-    for trigger in present:
+    if connection.dialect.name != "postgresql":
+        return _remove_sqlite(connection, names, table)
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    present = catalogue.triggers(connection, table)
+    placed = {(name, table) for name in names.triggers if name in present}
+    # A trigger goes with its table when the table is renamed or moved, while its function
+    # stays in the schema `init` created it in: found by the function it calls.
+    placed |= set(catalogue.triggers_calling(connection, table.schema, names.functions))
+    for trigger, on_table in sorted(placed, key=str):
         connection.exec_driver_sql(
-            f"DROP TRIGGER {quote(trigger)} ON {table.quoted(connection)}"
-            if postgres
-            else f"DROP TRIGGER {quote(table.schema)}.{quote(trigger)}"
+            f"DROP TRIGGER {quote(trigger)} ON {on_table.quoted(connection)}"
         )
-    dropped = [f"trigger {name}" for name in present]
-    if postgres:
-        functions = catalogue.existing_functions(connection, table.schema, names.functions)
-        for function in functions:
-            connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")
-        dropped += [f"function {function}" for function in functions]
-    return dropped
+    functions = catalogue.existing_functions(connection, table.schema, names.functions)
+    for function in functions:
+        connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")
+    return [f"trigger {name}" for name, _ in sorted(placed, key=str)] + [
+        f"function {function}" for function in functions
+    ]
+
+
+def _remove_sqlite(connection: Connection, names: Names, table: TableRef) -> list[str]:
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    # Trigger names are unique in a SQLite database, and follow a renamed table.
+    present = catalogue.triggers_named(connection, table.schema, names.triggers)
+    for trigger in present:
+        connection.exec_driver_sql(f"DROP TRIGGER {quote(table.schema)}.{quote(trigger)}")
+    return [f"trigger {name}" for name in present]
 
 
 def _literal(text: str) -> str:

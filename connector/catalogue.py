@@ -263,6 +263,34 @@ def triggers(connection: Connection, table: TableRef) -> dict[str, Trigger]:
     return {row[0]: Trigger(row[0], "A") for row in rows}
 
 
+def triggers_calling(
+    connection: Connection, schema: str, functions: Iterable[str]
+) -> list[tuple[str, TableRef]]:
+    """(trigger, its table) of every trigger that calls one of these argument-less functions
+    of `schema`, wherever its table is now (PostgreSQL)."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT t.tgname, tn.nspname, c.relname FROM pg_catalog.pg_trigger t "
+            "JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+            "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
+            "WHERE pn.nspname = :schema AND p.proname = ANY(:names) AND p.pronargs = 0"
+        ),
+        {"schema": schema, "names": list(functions)},
+    ).all()
+    return [(trigger, TableRef(table_schema, table)) for trigger, table_schema, table in rows]
+
+
+def triggers_named(connection: Connection, schema: str, names: Iterable[str]) -> list[str]:
+    """Which of these triggers exist in the attached database `schema`, on any table (SQLite)."""
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    present = connection.exec_driver_sql(
+        f"SELECT name FROM {quote(schema)}.sqlite_master WHERE type = 'trigger'"
+    ).scalars()
+    return sorted(set(present).intersection(names))
+
+
 def existing_functions(connection: Connection, schema: str, names: Iterable[str]) -> list[str]:
     """Which of these argument-less functions exist in `schema` (PostgreSQL)."""
     return list(

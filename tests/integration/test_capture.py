@@ -919,6 +919,40 @@ def test_uninstall_finds_the_installed_table_when_the_config_names_another(
         assert installed_triggers(app, "orders") == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
 
 
+def test_uninstall_finds_its_triggers_on_the_table_renamed_since(
+    customers: tuple[Connector, sa.Engine], db_url: str, emulator: Emulator
+) -> None:
+    """The install record names the table as `init` found it; the triggers went with the
+    table. Left behind, they would fail every write once `--drop-state` dropped their table."""
+    _, app = customers
+    execute(app, "ALTER TABLE typed RENAME TO clients")
+    renamed = table_config(db_url, emulator, CITY_AND_PLAN, table="clients")
+    with Connector(load(renamed)) as sync:
+        done = sync.uninstall(drop_state=True)
+    assert done.tables_dropped
+    assert (installed_triggers(app, "clients"), functions(app)) == ([], [])
+    execute(app, "INSERT INTO clients (id, city, lead) VALUES (1, 'Pune', 'L1')")
+
+
+def test_postgresql_uninstall_finds_its_triggers_on_the_table_moved_since(
+    pg_url: str, emulator: Emulator, pg_engine: sa.Engine
+) -> None:
+    app = pg_engine
+    with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS):
+        pass
+    elsewhere = f"{qualified(app, '')[:-1]}_moved"
+    execute(app, f'CREATE SCHEMA "{elsewhere}"', f'ALTER TABLE typed SET SCHEMA "{elsewhere}"')
+    try:
+        moved = table_config(pg_url, emulator, CITY_AND_PLAN)
+        moved["source"]["schema"] = elsewhere
+        with Connector(load(moved)) as sync:
+            assert sync.uninstall(drop_state=True).tables_dropped
+        assert functions(app) == []
+        execute(app, f"INSERT INTO \"{elsewhere}\".typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
+    finally:
+        execute(app, f'DROP SCHEMA "{elsewhere}" CASCADE')
+
+
 # -- names that could break out of the DDL --------------------------------------------------
 
 
