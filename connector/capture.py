@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection
 from connector import catalogue
 from connector.catalogue import TableRef
 from connector.config import Config
+from connector.errors import SourceDatabaseError
 from connector.schema import capture_error
 from connector.schema import change as change_table
 from connector.source import SourceTable
@@ -74,8 +76,37 @@ def install(
         statements = _postgresql(connection, connector_name, source, table)
     else:
         statements = _sqlite(connection, connector_name, source, table)
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+    with _giving_way(connection, table, "init"):
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
+# How long `init` and `uninstall` wait for the source table's lock (PostgreSQL). Every
+# statement of the application, reads included, queues behind DDL waiting for its lock: a
+# report running for an hour would stop the application for an hour.
+LOCK_WAIT = "2s"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+@contextmanager
+def _giving_way(connection: Connection, table: TableRef, command: str) -> Iterator[None]:
+    """Run DDL on `table` that gives up, rather than wait long for its lock."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise SourceDatabaseError(
+            f"table `{table}` is in use by another transaction: `lsq-sync {command}` waited "
+            f"{LOCK_WAIT} for its lock, then gave up rather than hold up the application's "
+            f"statements queued behind it. Run `lsq-sync {command}` again when that "
+            "transaction ends"
+        ) from exc
+    connection.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
 
 
 def remove(connection: Connection, connector_name: str, table: TableRef) -> list[str]:
@@ -92,9 +123,10 @@ def remove(connection: Connection, connector_name: str, table: TableRef) -> list
     # stays in the schema `init` created it in: found by the function it calls.
     placed |= set(catalogue.triggers_calling(connection, table.schema, names.functions))
     for trigger, on_table in sorted(placed, key=str):
-        connection.exec_driver_sql(
-            f"DROP TRIGGER {quote(trigger)} ON {on_table.quoted(connection)}"
-        )
+        with _giving_way(connection, on_table, "uninstall"):
+            connection.exec_driver_sql(
+                f"DROP TRIGGER {quote(trigger)} ON {on_table.quoted(connection)}"
+            )
     functions = catalogue.existing_functions(connection, table.schema, names.functions)
     for function in functions:
         connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")

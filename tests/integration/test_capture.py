@@ -5,6 +5,7 @@ installed elsewhere; `uninstall` removes it all."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -597,6 +598,40 @@ def test_a_run_refuses_triggers_disabled_or_re_enabled_without_init(
         message = refusal(sync)
         assert says in message
         assert message.endswith(VANISHED)
+        sync.init()
+        assert run(sync).status == "ok"
+
+
+@pytest.mark.parametrize("command", ["init", "uninstall"])
+def test_postgresql_init_and_uninstall_give_way_to_a_long_transaction(
+    pg_url: str, emulator: Emulator, pg_engine: sa.Engine, command: str
+) -> None:
+    """Their DDL waits for every transaction that touched the table, and every statement of
+    the application, reads too, queues behind that wait: a report running for an hour would
+    stop the application for an hour. They give up after a moment instead."""
+    app = pg_engine
+    with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS) as sync:
+        outcome: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                sync.init() if command == "init" else sync.uninstall()
+            except LsqSyncError as exc:
+                outcome.append(exc)
+
+        with app.connect() as report:
+            report.exec_driver_sql("SELECT count(*) FROM typed").all()  # its lock lasts
+            thread = threading.Thread(target=attempt)
+            thread.start()
+            thread.join(timeout=60)
+            gave_way = not thread.is_alive()
+            report.rollback()
+        thread.join()
+        assert gave_way, f"{command} waited for the application's transaction"
+        (error,) = outcome
+        assert f"table `{qualified(app, 'typed')}` is in use by another transaction" in str(error)
+        assert f"Run `lsq-sync {command}` again" in str(error)
+        assert installed_triggers(app) == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
         sync.init()
         assert run(sync).status == "ok"
 
