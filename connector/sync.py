@@ -157,7 +157,11 @@ class Connector:
                 self.clock.now(),
             )
             # After install: its DDL waited for every statement the old triggers saw.
-            noted = installation.clear_errors(connection, self.config.name)
+            noted_through = installation.last_error_id(connection, self.config.name)
+        # Once the lock install took on the source table is released: queueing every row
+        # reads the whole table.
+        with translate_errors("queueing rows"), self.engine.begin() as connection:
+            noted = installation.clear_errors(connection, self.config.name, noted_through)
             queued = 0
             if noted is not None and noted.keys_lost:
                 queued = capture.record_all_rows(connection, self.config.name, source)

@@ -463,6 +463,39 @@ def test_init_after_keys_were_lost_queues_every_row(
     assert emulator.lead("L1")["mx_City"] == emulator.lead("L2")["mx_City"] == "Agra"
 
 
+def test_postgresql_init_queues_every_row_without_holding_up_the_application(
+    drifting: tuple[Connector, sa.Engine],
+    emulator: Emulator,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Queueing every row reads the whole table: under the lock `init` took to replace the
+    triggers, the application could neither read nor write it all that while."""
+    _, app = drifting
+    execute(app, "ALTER TABLE typed RENAME COLUMN id TO ident", "UPDATE typed SET city = 'Agra'")
+    held_up: list[str] = []
+    record_all_rows = capture.record_all_rows
+
+    def record_while_the_application_writes(connection: sa.Connection, *args: Any) -> int:
+        with app.connect() as application:
+            application.exec_driver_sql("SET lock_timeout = '1s'")
+            try:
+                application.exec_driver_sql("UPDATE typed SET plan = 'pro' WHERE ident = 1")
+                application.commit()
+            except sa.exc.OperationalError as exc:
+                held_up.append(str(exc.orig))
+        return record_all_rows(connection, *args)
+
+    monkeypatch.setattr(capture, "record_all_rows", record_while_the_application_writes)
+    fixed = table_config(pg_url, emulator, CITY_AND_PLAN, key="ident")
+    with Connector(load(fixed)) as renamed:
+        assert renamed.init() == 2
+        assert held_up == []
+        assert noted_errors(app) == []
+        assert run(renamed).leads_pushed == 2
+    assert emulator.lead("L1") == {"mx_City": "Agra", "mx_Plan": "pro"}
+
+
 def test_sqlite_capture_follows_a_renamed_column_and_a_run_says_it_is_gone(
     sqlite_url: str, emulator: Emulator, sqlite_engine: sa.Engine
 ) -> None:
