@@ -122,6 +122,26 @@ def refuse_another_table(
     )
 
 
+def capture_lapsed(connection: Connection, connector_name: str, table: TableRef) -> bool:
+    """Whether the capture an earlier `init` installed has stopped since: removed by
+    `uninstall`, or a trigger gone (with its table, perhaps) or disabled. Whatever was written
+    meanwhile was not captured, so `init` queues every row again.
+
+    A trigger merely re-enabled without ALWAYS (which a run refuses) is not counted: it is
+    also how an install by lsq-sync before version 2 looks, and a full queue on every upgrade
+    is the price that would buy."""
+    install = load(connection, connector_name)
+    if install is None:
+        return False
+    if install.removed:
+        return True
+    present = catalogue.triggers(connection, table)
+    return any(
+        name not in present or present[name].enabled == "D"
+        for name in Names(connector_name).triggers
+    )
+
+
 # -- errors the triggers noted --------------------------------------------------------------
 
 

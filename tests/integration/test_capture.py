@@ -601,6 +601,42 @@ def test_a_run_refuses_a_dropped_trigger(customers: tuple[Connector, sa.Engine])
     assert run(sync).status == "ok"
 
 
+# How capture stops without `init` knowing; then the row is written again.
+LAPSES = {
+    "trigger dropped": "DROP TRIGGER lsq_sync_test_upd{on_table}",
+    "table recreated": "DROP TABLE typed; " + CUSTOMERS + "; "
+    "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')",
+    "trigger disabled": "ALTER TABLE typed DISABLE TRIGGER lsq_sync_test_upd",
+    "uninstalled": "",
+}
+
+
+@pytest.mark.parametrize("lapse", list(LAPSES))
+def test_init_after_capture_lapsed_queues_every_row(
+    customers: tuple[Connector, sa.Engine], emulator: Emulator, lapse: str
+) -> None:
+    """A deploy that runs `init` (which it may, any number of times) before a run has seen the
+    gap, or a user who skips the `backfill` a run asked for: the writes made meanwhile must
+    still be pushed."""
+    sync, app = customers
+    postgres = app.dialect.name == "postgresql"
+    if lapse == "trigger disabled" and not postgres:
+        pytest.skip("SQLite triggers cannot be disabled")
+    emulator.add_lead("L1")
+    execute(app, "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
+    assert run(sync).leads_pushed == 1
+    if lapse == "uninstalled":
+        sync.uninstall()
+    else:
+        statements = LAPSES[lapse].format(on_table=" ON typed" if postgres else "")
+        execute(app, *statements.split("; "))
+    execute(app, "UPDATE typed SET city = 'Goa'")
+    assert sync.init() == 1
+    assert sync.init() == 0  # and only then
+    assert run(sync).leads_pushed == 1
+    assert emulator.lead("L1")["mx_City"] == "Goa"
+
+
 def test_a_run_refuses_a_dropped_table(customers: tuple[Connector, sa.Engine]) -> None:
     sync, app = customers
     execute(app, "DROP TABLE typed")
@@ -917,9 +953,9 @@ def test_uninstall_removes_capture_and_keeps_state(
     with pytest.raises(LsqSyncError, match="removed by `lsq-sync uninstall`"):
         sync.run_once()
     assert sync.uninstall().removed == []  # twice is harmless
-    sync.init()
-    assert captured(app) == ["1"]
-    assert run(sync).changes_ingested == 1
+    assert sync.init() == 2  # what was written meanwhile went uncaptured: every row is queued
+    assert sorted(captured(app)) == ["1", "1", "2"]
+    assert run(sync).changes_ingested == 3
 
 
 def test_uninstall_drops_the_tables_with_the_last_connector_state(
