@@ -201,9 +201,10 @@ def _postgresql(
             f"CREATE TRIGGER {quote(trigger)} AFTER {event} ON {on_table} "
             f"REFERENCING {transitions} FOR EACH STATEMENT "
             f"EXECUTE FUNCTION {schema}.{quote(function)}()",
-            # Rows applied by logical replication, or loaded with session_replication_role =
-            # replica, are changes too: a row captured once too often costs no call (the
-            # diff finds nothing to send), a row never captured is never synced.
+            # Rows loaded with session_replication_role = replica are changes too: a row
+            # captured once too often costs no call (the diff finds nothing to send), a row
+            # never captured is never synced. (A logical replication apply worker fires no
+            # statement-level trigger, ALWAYS or not: see the README.)
             f"ALTER TABLE {on_table} ENABLE ALWAYS TRIGGER {quote(trigger)}",
         ]
     return statements

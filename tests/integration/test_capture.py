@@ -711,8 +711,9 @@ def test_postgresql_init_and_uninstall_give_way_to_a_long_transaction(
 def test_postgresql_captures_rows_written_in_replica_mode(
     pg_url: str, emulator: Emulator, pg_engine: sa.Engine
 ) -> None:
-    """As logical replication applies rows, and as `session_replication_role = replica`
-    loads do: a change that was never captured would never be synced."""
+    """As `session_replication_role = replica` loads do (a logical replication apply worker
+    also runs so, but fires no statement-level trigger): a change never captured is never
+    synced."""
     app = pg_engine
     with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS):
         with app.begin() as connection:
