@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -162,7 +162,7 @@ def _postgresql(
     # Qualified, because the application's sessions may run with another search_path.
     own_schema = quote(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
     kinds = catalogue.column_kinds(connection, table, [key_name, *source.capture_columns])
-    compare = _Comparison(quote, kinds)
+    compare = _Comparison(connection, kinds)
     functions = {
         names.insert_function: _insert_body(own_schema, connector_name, compare, key_name),
         names.update_function: _update_body(
@@ -227,9 +227,15 @@ class _Comparison:
     would not parse on a column later retyped to, say, integer.
     """
 
-    def __init__(self, quote: Callable[[str], str], kinds: dict[str, catalogue.ColumnKind]) -> None:
-        self.quote = quote
+    def __init__(self, connection: Connection, kinds: dict[str, catalogue.ColumnKind]) -> None:
+        self.quote = connection.dialect.identifier_preparer.quote_identifier
+        # psycopg reads a % in SQL text as a placeholder: quote() doubles it in names, and
+        # literal() must in strings.
+        self._percent = "%%" if connection.dialect.paramstyle in ("format", "pyformat") else "%"
         self.kinds = kinds
+
+    def literal(self, text: str) -> str:
+        return _literal(text).replace("%", self._percent)
 
     def _side(self, alias: str, column: str) -> str:
         kind = self.kinds[column]
@@ -258,11 +264,11 @@ class _Comparison:
 _TX_ID = "pg_current_xact_id()::text::bigint"
 
 
-def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_name: str) -> str:
+def _note_error_and_record_every_key(own_schema: str, connector_name: str, key: str) -> str:
     """The handler's writes, after the probe failed: note why, and record every key the
-    statement wrote through `to_jsonb(n.*)`, which parses whatever became of the columns."""
+    statement wrote through `to_jsonb(n.*)`, which parses whatever became of the columns.
+    `key` is the key column's name as a literal."""
     name = _literal(connector_name)
-    key = _literal(key_name)
     errors = f"{own_schema}.{capture_error.name}"
     changes = f"{own_schema}.{change_table.name}"
     return (
@@ -304,7 +310,7 @@ def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key
     return _guarded(
         f"PERFORM {rows}",
         record,
-        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+        _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
     )
 
 
@@ -330,7 +336,7 @@ def _update_body(
     return _guarded(
         " AND ".join([f"PERFORM {rows}", *pins]),
         record,
-        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+        _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
     )
 
 

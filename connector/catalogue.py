@@ -66,11 +66,21 @@ class TableRef:
     name: str
 
     def quoted(self, connection: Connection) -> str:
+        """For SQL text (the dialect doubles a % there, for the driver)."""
         quote = connection.dialect.identifier_preparer.quote_identifier
         return f"{quote(self.schema)}.{quote(self.name)}"
 
+    @property
+    def regclass(self) -> str:
+        """For a bound value, as PostgreSQL's to_regclass() reads it."""
+        return f"{_quoted_value(self.schema)}.{_quoted_value(self.name)}"
+
     def __str__(self) -> str:
         return self.name if self.schema == "main" else f"{self.schema}.{self.name}"
+
+
+def _quoted_value(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def resolve(connection: Connection, schema: str | None, table: str) -> TableRef | None:
@@ -81,7 +91,9 @@ def resolve(connection: Connection, schema: str | None, table: str) -> TableRef 
     """
     quote = connection.dialect.identifier_preparer.quote_identifier
     if connection.dialect.name == "postgresql":
-        reference = f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+        reference = _quoted_value(table)
+        if schema:
+            reference = f"{_quoted_value(schema)}.{reference}"
         found = connection.execute(
             sa.text(
                 "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
@@ -110,7 +122,7 @@ def columns(connection: Connection, table: TableRef) -> list[str]:
                     "WHERE attrelid = pg_catalog.to_regclass(:table) "
                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
                 ),
-                {"table": table.quoted(connection)},
+                {"table": table.regclass},
             ).scalars()
         )
     # table_xinfo, not table_info, which leaves generated columns out.
@@ -157,7 +169,7 @@ def column_kinds(
             "WHERE a.attrelid = pg_catalog.to_regclass(:table) AND a.attnum > 0 "
             "AND NOT a.attisdropped"
         ),
-        {"table": table.quoted(connection)},
+        {"table": table.regclass},
     ).all()
     wanted = set(names)
     return {
@@ -198,7 +210,7 @@ def key_is_unique(connection: Connection, table: TableRef, column: str) -> bool:
                     "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL "
                     "AND i.indexprs IS NULL AND a.attname = :column)"
                 ),
-                {"table": table.quoted(connection), "column": column},
+                {"table": table.regclass, "column": column},
             ).scalar_one()
         )
     return _sqlite_key_is_unique(connection, table, column)
@@ -248,7 +260,7 @@ def triggers(connection: Connection, table: TableRef) -> dict[str, Trigger]:
                 "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
                 "WHERE t.tgrelid = pg_catalog.to_regclass(:table) AND NOT t.tgisinternal"
             ),
-            {"table": table.quoted(connection)},
+            {"table": table.regclass},
         ).all()
         return {
             name: Trigger(name, str(enabled), f"{schema}.{function}")

@@ -50,7 +50,7 @@ class Install:
 
 def stored_name(connection: Connection, table: TableRef) -> str:
     """How `init` records the table: both parts quoted, so the record parses back exactly."""
-    return table.quoted(connection)
+    return table.regclass
 
 
 def load(connection: Connection, connector_name: str) -> Install | None:
