@@ -6,6 +6,7 @@ installed elsewhere; `uninstall` removes it all."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connector import Connector, LsqSyncError, RunReport, capture, catalogue
+from connector import Connector, LsqSyncError, RunReport, capture, catalogue, installation
 from connector.errors import CaptureError, ConfigError
 from connector.schema import PREFIX, capture_error, change, metadata
 from connector.testing.emulator import Emulator
@@ -992,6 +993,59 @@ def test_uninstall_drops_the_tables_with_the_last_connector_state(
         [],
     )
     execute(app, "UPDATE typed SET city = 'Goa'", "UPDATE orders SET city = 'Goa'")
+
+
+def waiting_for_a_lock(engine: sa.Engine, timeout: float = 60) -> None:
+    """Return once some session waits for a lock on a table of the test's schema."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as connection:
+        while not connection.exec_driver_sql(
+            "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE NOT l.granted AND c.relnamespace = current_schema()::regnamespace)"
+        ).scalar_one():
+            connection.rollback()
+            assert time.monotonic() < deadline, "nobody waited for a lock"
+            time.sleep(0.05)
+
+
+def test_postgresql_uninstall_keeps_the_tables_of_a_connector_installing_meanwhile(
+    pg_url: str, emulator: Emulator, pg_engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connector's `init`, not yet committed, is invisible to `uninstall`'s look for
+    other connectors: dropping the tables then would leave its triggers writing into tables
+    that no longer exist, failing every write of its application."""
+    app = pg_engine
+    with (
+        make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS) as leaving,
+        make_connector(
+            pg_url, emulator, {"city": "mx_City"}, ORDERS, table="orders", name="orders", init=False
+        ) as arriving,
+    ):
+        about_to_commit, may_commit = threading.Event(), threading.Event()
+        last_error_id = installation.last_error_id
+
+        def last_error_id_then_wait(*args: Any) -> int:  # the end of init's install
+            newest = last_error_id(*args)
+            about_to_commit.set()
+            assert may_commit.wait(timeout=60)
+            return newest
+
+        monkeypatch.setattr(installation, "last_error_id", last_error_id_then_wait)
+        installing = threading.Thread(target=arriving.init)
+        installing.start()
+        assert about_to_commit.wait(timeout=60)
+        done: list[Any] = []
+        leaving_thread = threading.Thread(
+            target=lambda: done.append(leaving.uninstall(drop_state=True))
+        )
+        leaving_thread.start()
+        waiting_for_a_lock(app)
+        may_commit.set()
+        installing.join()
+        leaving_thread.join()
+        assert done[0].other_connectors == ("orders",)
+        execute(app, "INSERT INTO orders (id, city, lead) VALUES (1, 'Pune', 'L1')")
+        assert captured(app, "orders") == ["1"]
 
 
 @pytest.mark.parametrize(
