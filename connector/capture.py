@@ -222,9 +222,11 @@ def _dollar_quoted(body: str) -> str:
 class _Comparison:
     """`o.c IS DISTINCT FROM n.c` for a column, natively or by text (see catalogue).
 
-    Under a nondeterministic collation 'pune' equals 'Pune', so such columns are compared
-    bytewise (`COLLATE "C"`), or a change of case would go uncaptured. Only those: COLLATE
-    would not parse on a column later retyped to, say, integer.
+    Under a nondeterministic collation 'pune' equals 'Pune', so text is compared bytewise
+    (`COLLATE "C"`), or a change of case would go uncaptured; every text, since a migration
+    may give a column such a collation after `init`. Under any other collation bytewise is
+    what equality means anyway. (A column retyped to, say, integer makes COLLATE fail to parse,
+    as the probe's pin does.)
     """
 
     def __init__(self, connection: Connection, kinds: dict[str, catalogue.ColumnKind]) -> None:
@@ -242,7 +244,9 @@ class _Comparison:
         reference = f"{alias}.{self.quote(column)}"
         if not kind.native:
             reference += "::text"
-        return f'{reference} COLLATE pg_catalog."C"' if kind.loose_collation else reference
+        elif not kind.collatable:
+            return reference
+        return f'{reference} COLLATE pg_catalog."C"'
 
     def differs(self, column: str) -> str:
         return f"{self._side('o', column)} IS DISTINCT FROM {self._side('n', column)}"

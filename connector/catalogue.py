@@ -150,8 +150,8 @@ class ColumnKind:
     # Its type, domains resolved, when that is a pg_catalog type with a real equality (one of
     # _NATIVE_EQUALITY); None for every other type, which is compared by its text.
     native_type: str | None
-    # Its collation is nondeterministic: it may call different strings equal ('a' and 'A').
-    loose_collation: bool
+    # Its type takes a collation (text, varchar, ...), which a migration may change.
+    collatable: bool
 
     @property
     def native(self) -> bool:
@@ -163,9 +163,8 @@ def column_kinds(
 ) -> dict[str, ColumnKind]:
     rows = connection.execute(
         sa.text(
-            "SELECT a.attname, a.atttypid, coalesce(NOT c.collisdeterministic, false) "
+            "SELECT a.attname, a.atttypid, a.attcollation <> 0 "
             "FROM pg_catalog.pg_attribute a "
-            "LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation "
             "WHERE a.attrelid = pg_catalog.to_regclass(:table) AND a.attnum > 0 "
             "AND NOT a.attisdropped"
         ),
@@ -173,8 +172,8 @@ def column_kinds(
     ).all()
     wanted = set(names)
     return {
-        name: ColumnKind(_native_type(connection, type_id), loose)
-        for name, type_id, loose in rows
+        name: ColumnKind(_native_type(connection, type_id), collatable)
+        for name, type_id, collatable in rows
         if name in wanted
     }
 
