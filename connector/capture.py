@@ -287,7 +287,7 @@ def _note_error_and_record_every_key(own_schema: str, connector_name: str, key: 
     )
 
 
-def _guarded(probe: str, record: str, fallback: str) -> str:
+def _guarded(own_schema: str, probe: str, record: str, fallback: str) -> str:
     """A function body that runs `record` when `probe` parses, and `fallback` when not.
 
     The probe references every column and operator `record` uses but reads no row. The
@@ -295,11 +295,22 @@ def _guarded(probe: str, record: str, fallback: str) -> str:
     change between the probe and `record`. Only the probe is inside the exception block: a
     block that writes takes a subtransaction id, and more than 64 of those in one application
     transaction overflow the subtransaction cache, which slows every snapshot on the server.
+
+    The probe opens the change table too. With the connector's tables gone (their schema
+    dropped, or left out of a restore of the application's) there is nowhere to record or
+    note anything: the statement goes on uncaptured rather than fail, and runs ask for `init`.
     """
+    changes = f"{own_schema}.{change_table.name}"
+    errors = f"{own_schema}.{capture_error.name}"
+    # Plain literals: own_schema is quoted for SQL text already.
+    can_note = " AND ".join(
+        f"pg_catalog.to_regclass({_literal(table)}) IS NOT NULL" for table in (changes, errors)
+    )
     return (
         "DECLARE capture_problem text; BEGIN "
-        f"BEGIN {probe} LIMIT 0; EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
-        f"IF capture_problem IS NULL THEN {record}; ELSE {fallback} END IF; "
+        f"BEGIN PERFORM FROM {changes} LIMIT 0; {probe} LIMIT 0; "
+        "EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
+        f"IF capture_problem IS NULL THEN {record}; ELSIF {can_note} THEN {fallback} END IF; "
         "RETURN NULL; END"
     )
 
@@ -312,6 +323,7 @@ def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
     return _guarded(
+        own_schema,
         f"PERFORM {rows}",
         record,
         _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
@@ -338,6 +350,7 @@ def _update_body(
     )
     pins = [pin for column in [key_name, *columns] if (pin := compare.pinned(column))]
     return _guarded(
+        own_schema,
         " AND ".join([f"PERFORM {rows}", *pins]),
         record,
         _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),

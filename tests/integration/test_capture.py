@@ -729,6 +729,35 @@ def test_postgresql_init_and_uninstall_give_way_to_a_long_transaction(
         assert run(sync).status == "ok"
 
 
+def test_postgresql_writes_go_on_when_the_connectors_own_tables_are_gone(
+    pg_url: str, emulator: Emulator, pg_engine: sa.Engine
+) -> None:
+    """The connector's tables in a schema of their own, dropped without `uninstall` (or left
+    out of a restore of the application's schema, which brings the triggers along): there is
+    nowhere to record anything, and the application's writes must still succeed."""
+    app = pg_engine
+    schema = qualified(app, "")[:-1]
+    own = f"{schema}_lsq"
+    execute(app, f'CREATE SCHEMA "{own}"', CUSTOMERS)
+    try:
+        config = table_config(pg_url.replace(f"%3D{schema}", f"%3D{own}"), emulator, CITY_AND_PLAN)
+        config["source"]["schema"] = schema
+        with Connector(load(config)) as sync:
+            sync.init()
+        execute(app, "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
+        execute(app, f'DROP SCHEMA "{own}" CASCADE')
+        execute(app, "UPDATE typed SET city = 'Goa'", "UPDATE typed SET plan = plan")
+        execute(app, "INSERT INTO typed (id, city, lead) VALUES (2, 'Goa', 'L2')")
+        execute(app, "ALTER TABLE typed DROP COLUMN plan", "UPDATE typed SET city = 'Agra'")
+        with (
+            Connector(load(config)) as sync,
+            pytest.raises(LsqSyncError, match="run `lsq-sync init`"),
+        ):
+            sync.run_once()
+    finally:
+        execute(app, f'DROP SCHEMA IF EXISTS "{own}" CASCADE')
+
+
 # -- writes in replica mode ---------------------------------------------------------------
 
 
