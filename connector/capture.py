@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection
 from connector import catalogue
 from connector.catalogue import TableRef
 from connector.config import Config
+from connector.errors import SourceDatabaseError
 from connector.schema import capture_error
 from connector.schema import change as change_table
 from connector.source import SourceTable
@@ -74,30 +76,72 @@ def install(
         statements = _postgresql(connection, connector_name, source, table)
     else:
         statements = _sqlite(connection, connector_name, source, table)
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+    with _giving_way(connection, table, "init"):
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
+# How long `init` and `uninstall` wait for the source table's lock (PostgreSQL). Every
+# statement of the application, reads included, queues behind DDL waiting for its lock: a
+# report running for an hour would stop the application for an hour.
+LOCK_WAIT = "2s"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+@contextmanager
+def _giving_way(connection: Connection, table: TableRef, command: str) -> Iterator[None]:
+    """Run DDL on `table` that gives up, rather than wait long for its lock."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise SourceDatabaseError(
+            f"table `{table}` is in use by another transaction: `lsq-sync {command}` waited "
+            f"{LOCK_WAIT} for its lock, then gave up rather than hold up the application's "
+            f"statements queued behind it. Run `lsq-sync {command}` again when that "
+            "transaction ends"
+        ) from exc
+    connection.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
 
 
 def remove(connection: Connection, connector_name: str, table: TableRef) -> list[str]:
-    """Drop this connector's triggers from `table` and, on PostgreSQL, its functions from the
-    table's schema; works whether or not the table still exists. Returns what it dropped."""
-    quote = connection.dialect.identifier_preparer.quote_identifier
+    """Drop this connector's triggers and, on PostgreSQL, its functions from the schema of
+    `table` (where `init` created them); works whether the table still exists, or was renamed
+    or moved to another schema since. Returns what it dropped."""
     names = Names(connector_name)
-    present = [name for name in names.triggers if name in catalogue.triggers(connection, table)]
-    postgres = connection.dialect.name == "postgresql"
+    if connection.dialect.name != "postgresql":
+        return _remove_sqlite(connection, names, table)
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    present = catalogue.triggers(connection, table)
+    placed = {(name, table) for name in names.triggers if name in present}
+    # A trigger goes with its table when the table is renamed or moved, while its function
+    # stays in the schema `init` created it in: found by the function it calls.
+    placed |= set(catalogue.triggers_calling(connection, table.schema, names.functions))
+    for trigger, on_table in sorted(placed, key=str):
+        with _giving_way(connection, on_table, "uninstall"):
+            connection.exec_driver_sql(
+                f"DROP TRIGGER {quote(trigger)} ON {on_table.quoted(connection)}"
+            )
+    functions = catalogue.existing_functions(connection, table.schema, names.functions)
+    for function in functions:
+        connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")
+    return [f"trigger {name}" for name, _ in sorted(placed, key=str)] + [
+        f"function {function}" for function in functions
+    ]
+
+
+def _remove_sqlite(connection: Connection, names: Names, table: TableRef) -> list[str]:
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    # Trigger names are unique in a SQLite database, and follow a renamed table.
+    present = catalogue.triggers_named(connection, table.schema, names.triggers)
     for trigger in present:
-        connection.exec_driver_sql(
-            f"DROP TRIGGER {quote(trigger)} ON {table.quoted(connection)}"
-            if postgres
-            else f"DROP TRIGGER {quote(table.schema)}.{quote(trigger)}"
-        )
-    dropped = [f"trigger {name}" for name in present]
-    if postgres:
-        functions = catalogue.existing_functions(connection, table.schema, names.functions)
-        for function in functions:
-            connection.exec_driver_sql(f"DROP FUNCTION {quote(table.schema)}.{quote(function)}()")
-        dropped += [f"function {function}" for function in functions]
-    return dropped
+        connection.exec_driver_sql(f"DROP TRIGGER {quote(table.schema)}.{quote(trigger)}")
+    return [f"trigger {name}" for name in present]
 
 
 def _literal(text: str) -> str:
@@ -118,7 +162,7 @@ def _postgresql(
     # Qualified, because the application's sessions may run with another search_path.
     own_schema = quote(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
     kinds = catalogue.column_kinds(connection, table, [key_name, *source.capture_columns])
-    compare = _Comparison(quote, kinds)
+    compare = _Comparison(connection, kinds)
     functions = {
         names.insert_function: _insert_body(own_schema, connector_name, compare, key_name),
         names.update_function: _update_body(
@@ -157,9 +201,10 @@ def _postgresql(
             f"CREATE TRIGGER {quote(trigger)} AFTER {event} ON {on_table} "
             f"REFERENCING {transitions} FOR EACH STATEMENT "
             f"EXECUTE FUNCTION {schema}.{quote(function)}()",
-            # Rows applied by logical replication, or loaded with session_replication_role =
-            # replica, are changes too: a row captured once too often costs no call (the
-            # diff finds nothing to send), a row never captured is never synced.
+            # Rows loaded with session_replication_role = replica are changes too: a row
+            # captured once too often costs no call (the diff finds nothing to send), a row
+            # never captured is never synced. (A logical replication apply worker fires no
+            # statement-level trigger, ALWAYS or not: see the README.)
             f"ALTER TABLE {on_table} ENABLE ALWAYS TRIGGER {quote(trigger)}",
         ]
     return statements
@@ -177,21 +222,31 @@ def _dollar_quoted(body: str) -> str:
 class _Comparison:
     """`o.c IS DISTINCT FROM n.c` for a column, natively or by text (see catalogue).
 
-    Under a nondeterministic collation 'pune' equals 'Pune', so such columns are compared
-    bytewise (`COLLATE "C"`), or a change of case would go uncaptured. Only those: COLLATE
-    would not parse on a column later retyped to, say, integer.
+    Under a nondeterministic collation 'pune' equals 'Pune', so text is compared bytewise
+    (`COLLATE "C"`), or a change of case would go uncaptured; every text, since a migration
+    may give a column such a collation after `init`. Under any other collation bytewise is
+    what equality means anyway. (A column retyped to, say, integer makes COLLATE fail to parse,
+    as the probe's pin does.)
     """
 
-    def __init__(self, quote: Callable[[str], str], kinds: dict[str, catalogue.ColumnKind]) -> None:
-        self.quote = quote
+    def __init__(self, connection: Connection, kinds: dict[str, catalogue.ColumnKind]) -> None:
+        self.quote = connection.dialect.identifier_preparer.quote_identifier
+        # psycopg reads a % in SQL text as a placeholder: quote() doubles it in names, and
+        # literal() must in strings.
+        self._percent = "%%" if connection.dialect.paramstyle in ("format", "pyformat") else "%"
         self.kinds = kinds
+
+    def literal(self, text: str) -> str:
+        return _literal(text).replace("%", self._percent)
 
     def _side(self, alias: str, column: str) -> str:
         kind = self.kinds[column]
         reference = f"{alias}.{self.quote(column)}"
         if not kind.native:
             reference += "::text"
-        return f'{reference} COLLATE pg_catalog."C"' if kind.loose_collation else reference
+        elif not kind.collatable:
+            return reference
+        return f'{reference} COLLATE pg_catalog."C"'
 
     def differs(self, column: str) -> str:
         return f"{self._side('o', column)} IS DISTINCT FROM {self._side('n', column)}"
@@ -199,15 +254,25 @@ class _Comparison:
     def same(self, column: str) -> str:
         return f"{self._side('o', column)} = {self._side('n', column)}"
 
+    def pinned(self, column: str) -> str | None:
+        """For the probe: parses only while a natively compared column still compares with
+        the type `init` found. Retyped to an array or a composite, its `=` would look up its
+        elements' equality at run time, out of the probe's reach (json, xml and point have
+        none); retyped to, say, circle, its `=` would compare areas, not values."""
+        native_type = self.kinds[column].native_type
+        if native_type is None:
+            return None
+        return f'n.{self.quote(column)} = NULL::pg_catalog."{native_type}"'
+
 
 _TX_ID = "pg_current_xact_id()::text::bigint"
 
 
-def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_name: str) -> str:
+def _note_error_and_record_every_key(own_schema: str, connector_name: str, key: str) -> str:
     """The handler's writes, after the probe failed: note why, and record every key the
-    statement wrote through `to_jsonb(n)`, which parses whatever became of the columns."""
+    statement wrote through `to_jsonb(n.*)`, which parses whatever became of the columns.
+    `key` is the key column's name as a literal."""
     name = _literal(connector_name)
-    key = _literal(key_name)
     errors = f"{own_schema}.{capture_error.name}"
     changes = f"{own_schema}.{change_table.name}"
     return (
@@ -216,12 +281,13 @@ def _note_error_and_record_every_key(own_schema: str, connector_name: str, key_n
         f"SELECT FROM pg_attribute WHERE attrelid = TG_RELID AND attname = {key} "
         f"AND attnum > 0 AND NOT attisdropped)); "
         f"INSERT INTO {changes} (connector, row_key, tx_id) "
-        f"SELECT {name}, to_jsonb(n) ->> {key}, {_TX_ID} FROM new_rows n "
-        f"WHERE to_jsonb(n) ->> {key} IS NOT NULL;"
+        # `n.*`, not `n`: a column named n would stand for the row.
+        f"SELECT {name}, to_jsonb(n.*) ->> {key}, {_TX_ID} FROM new_rows n "
+        f"WHERE to_jsonb(n.*) ->> {key} IS NOT NULL;"
     )
 
 
-def _guarded(probe: str, record: str, fallback: str) -> str:
+def _guarded(own_schema: str, probe: str, record: str, fallback: str) -> str:
     """A function body that runs `record` when `probe` parses, and `fallback` when not.
 
     The probe references every column and operator `record` uses but reads no row. The
@@ -229,11 +295,22 @@ def _guarded(probe: str, record: str, fallback: str) -> str:
     change between the probe and `record`. Only the probe is inside the exception block: a
     block that writes takes a subtransaction id, and more than 64 of those in one application
     transaction overflow the subtransaction cache, which slows every snapshot on the server.
+
+    The probe opens the change table too. With the connector's tables gone (their schema
+    dropped, or left out of a restore of the application's) there is nowhere to record or
+    note anything: the statement goes on uncaptured rather than fail, and runs ask for `init`.
     """
+    changes = f"{own_schema}.{change_table.name}"
+    errors = f"{own_schema}.{capture_error.name}"
+    # Plain literals: own_schema is quoted for SQL text already.
+    can_note = " AND ".join(
+        f"pg_catalog.to_regclass({_literal(table)}) IS NOT NULL" for table in (changes, errors)
+    )
     return (
         "DECLARE capture_problem text; BEGIN "
-        f"BEGIN {probe} LIMIT 0; EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
-        f"IF capture_problem IS NULL THEN {record}; ELSE {fallback} END IF; "
+        f"BEGIN PERFORM FROM {changes} LIMIT 0; {probe} LIMIT 0; "
+        "EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
+        f"IF capture_problem IS NULL THEN {record}; ELSIF {can_note} THEN {fallback} END IF; "
         "RETURN NULL; END"
     )
 
@@ -246,9 +323,10 @@ def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
     return _guarded(
+        own_schema,
         f"PERFORM {rows}",
         record,
-        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+        _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
     )
 
 
@@ -270,10 +348,12 @@ def _update_body(
         f"INSERT INTO {own_schema}.{change_table.name} (connector, row_key, tx_id) "
         f"SELECT {_literal(connector_name)}, n.{key}::text, {_TX_ID} {rows}"
     )
+    pins = [pin for column in [key_name, *columns] if (pin := compare.pinned(column))]
     return _guarded(
-        f"PERFORM {rows}",
+        own_schema,
+        " AND ".join([f"PERFORM {rows}", *pins]),
         record,
-        _note_error_and_record_every_key(own_schema, connector_name, key_name),
+        _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
     )
 
 
@@ -287,7 +367,11 @@ def _sqlite(
     changes = quote(change_table.name)
     key = quote(source.key_column.name)
     columns: Sequence[str] = source.capture_columns
-    watched = ", ".join(quote(c) for c in [*columns, source.key_column.name])
+    watched = f"OF {', '.join(quote(c) for c in [*columns, source.key_column.name])} "
+    # A generated column changes when a column it is made of is set, while `UPDATE OF` fires
+    # only for the columns a statement sets: with one of those captured, watch every UPDATE.
+    if catalogue.generated_columns(connection, table) & {*columns, source.key_column.name}:
+        watched = ""
     # BINARY: under a column's NOCASE or RTRIM collation, 'pune' IS NOT 'Pune' is false.
     changed = " OR ".join(
         f"OLD.{quote(c)} IS NOT NEW.{quote(c)} COLLATE BINARY"
@@ -304,7 +388,7 @@ def _sqlite(
         f"DROP TRIGGER IF EXISTS {schema}.{quote(names.update_trigger)}",
         f"CREATE TRIGGER {schema}.{quote(names.insert_trigger)} AFTER INSERT ON "
         f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL BEGIN {record}; END",
-        f"CREATE TRIGGER {schema}.{quote(names.update_trigger)} AFTER UPDATE OF {watched} ON "
+        f"CREATE TRIGGER {schema}.{quote(names.update_trigger)} AFTER UPDATE {watched}ON "
         f"{quote(table.name)} FOR EACH ROW WHEN NEW.{key} IS NOT NULL AND ({changed}) "
         f"BEGIN {record}; END",
     ]

@@ -66,11 +66,21 @@ class TableRef:
     name: str
 
     def quoted(self, connection: Connection) -> str:
+        """For SQL text (the dialect doubles a % there, for the driver)."""
         quote = connection.dialect.identifier_preparer.quote_identifier
         return f"{quote(self.schema)}.{quote(self.name)}"
 
+    @property
+    def regclass(self) -> str:
+        """For a bound value, as PostgreSQL's to_regclass() reads it."""
+        return f"{_quoted_value(self.schema)}.{_quoted_value(self.name)}"
+
     def __str__(self) -> str:
         return self.name if self.schema == "main" else f"{self.schema}.{self.name}"
+
+
+def _quoted_value(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def resolve(connection: Connection, schema: str | None, table: str) -> TableRef | None:
@@ -81,7 +91,9 @@ def resolve(connection: Connection, schema: str | None, table: str) -> TableRef 
     """
     quote = connection.dialect.identifier_preparer.quote_identifier
     if connection.dialect.name == "postgresql":
-        reference = f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+        reference = _quoted_value(table)
+        if schema:
+            reference = f"{_quoted_value(schema)}.{reference}"
         found = connection.execute(
             sa.text(
                 "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
@@ -110,11 +122,20 @@ def columns(connection: Connection, table: TableRef) -> list[str]:
                     "WHERE attrelid = pg_catalog.to_regclass(:table) "
                     "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
                 ),
-                {"table": table.quoted(connection)},
+                {"table": table.regclass},
             ).scalars()
         )
-    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table)}").all()
+    # table_xinfo, not table_info, which leaves generated columns out.
+    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table, 'table_xinfo')}")
     return [row[1] for row in rows]
+
+
+def generated_columns(connection: Connection, table: TableRef) -> set[str]:
+    """The table's generated columns (SQLite)."""
+    # table_xinfo: (cid, name, type, notnull, default, pk, hidden); hidden is 2 for a virtual
+    # generated column, 3 for a stored one.
+    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table, 'table_xinfo')}")
+    return {row[1] for row in rows if row[6] in (2, 3)}
 
 
 def _sqlite_table(connection: Connection, table: TableRef, pragma: str = "table_info") -> str:
@@ -126,9 +147,15 @@ def _sqlite_table(connection: Connection, table: TableRef, pragma: str = "table_
 class ColumnKind:
     """How a trigger must compare a column (PostgreSQL)."""
 
-    native: bool  # its type, domains resolved, has a pg_catalog equality
-    # Its collation is nondeterministic: it may call different strings equal ('a' and 'A').
-    loose_collation: bool
+    # Its type, domains resolved, when that is a pg_catalog type with a real equality (one of
+    # _NATIVE_EQUALITY); None for every other type, which is compared by its text.
+    native_type: str | None
+    # Its type takes a collation (text, varchar, ...), which a migration may change.
+    collatable: bool
+
+    @property
+    def native(self) -> bool:
+        return self.native_type is not None
 
 
 def column_kinds(
@@ -136,23 +163,22 @@ def column_kinds(
 ) -> dict[str, ColumnKind]:
     rows = connection.execute(
         sa.text(
-            "SELECT a.attname, a.atttypid, coalesce(NOT c.collisdeterministic, false) "
+            "SELECT a.attname, a.atttypid, a.attcollation <> 0 "
             "FROM pg_catalog.pg_attribute a "
-            "LEFT JOIN pg_catalog.pg_collation c ON c.oid = a.attcollation "
             "WHERE a.attrelid = pg_catalog.to_regclass(:table) AND a.attnum > 0 "
             "AND NOT a.attisdropped"
         ),
-        {"table": table.quoted(connection)},
+        {"table": table.regclass},
     ).all()
     wanted = set(names)
     return {
-        name: ColumnKind(_native(connection, type_id), loose)
-        for name, type_id, loose in rows
+        name: ColumnKind(_native_type(connection, type_id), collatable)
+        for name, type_id, collatable in rows
         if name in wanted
     }
 
 
-def _native(connection: Connection, type_id: int) -> bool:
+def _native_type(connection: Connection, type_id: int) -> str | None:
     for _ in range(_MAX_DOMAIN_DEPTH):
         row = connection.execute(
             sa.text(
@@ -164,9 +190,9 @@ def _native(connection: Connection, type_id: int) -> bool:
         ).one()
         name, schema, kind, base = row
         if kind != "d":
-            return schema == "pg_catalog" and name in _NATIVE_EQUALITY
+            return name if schema == "pg_catalog" and name in _NATIVE_EQUALITY else None
         type_id = base
-    return False
+    return None
 
 
 def key_is_unique(connection: Connection, table: TableRef, column: str) -> bool:
@@ -183,7 +209,7 @@ def key_is_unique(connection: Connection, table: TableRef, column: str) -> bool:
                     "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL "
                     "AND i.indexprs IS NULL AND a.attname = :column)"
                 ),
-                {"table": table.quoted(connection), "column": column},
+                {"table": table.regclass, "column": column},
             ).scalar_one()
         )
     return _sqlite_key_is_unique(connection, table, column)
@@ -233,7 +259,7 @@ def triggers(connection: Connection, table: TableRef) -> dict[str, Trigger]:
                 "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
                 "WHERE t.tgrelid = pg_catalog.to_regclass(:table) AND NOT t.tgisinternal"
             ),
-            {"table": table.quoted(connection)},
+            {"table": table.regclass},
         ).all()
         return {
             name: Trigger(name, str(enabled), f"{schema}.{function}")
@@ -246,6 +272,34 @@ def triggers(connection: Connection, table: TableRef) -> dict[str, Trigger]:
         (table.name,),
     ).all()
     return {row[0]: Trigger(row[0], "A") for row in rows}
+
+
+def triggers_calling(
+    connection: Connection, schema: str, functions: Iterable[str]
+) -> list[tuple[str, TableRef]]:
+    """(trigger, its table) of every trigger that calls one of these argument-less functions
+    of `schema`, wherever its table is now (PostgreSQL)."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT t.tgname, tn.nspname, c.relname FROM pg_catalog.pg_trigger t "
+            "JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_catalog.pg_namespace tn ON tn.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+            "JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace "
+            "WHERE pn.nspname = :schema AND p.proname = ANY(:names) AND p.pronargs = 0"
+        ),
+        {"schema": schema, "names": list(functions)},
+    ).all()
+    return [(trigger, TableRef(table_schema, table)) for trigger, table_schema, table in rows]
+
+
+def triggers_named(connection: Connection, schema: str, names: Iterable[str]) -> list[str]:
+    """Which of these triggers exist in the attached database `schema`, on any table (SQLite)."""
+    quote = connection.dialect.identifier_preparer.quote_identifier
+    present = connection.exec_driver_sql(
+        f"SELECT name FROM {quote(schema)}.sqlite_master WHERE type = 'trigger'"
+    ).scalars()
+    return sorted(set(present).intersection(names))
 
 
 def existing_functions(connection: Connection, schema: str, names: Iterable[str]) -> list[str]:

@@ -50,7 +50,7 @@ class Install:
 
 def stored_name(connection: Connection, table: TableRef) -> str:
     """How `init` records the table: both parts quoted, so the record parses back exactly."""
-    return table.quoted(connection)
+    return table.regclass
 
 
 def load(connection: Connection, connector_name: str) -> Install | None:
@@ -122,6 +122,26 @@ def refuse_another_table(
     )
 
 
+def capture_lapsed(connection: Connection, connector_name: str, table: TableRef) -> bool:
+    """Whether the capture an earlier `init` installed has stopped since: removed by
+    `uninstall`, or a trigger gone (with its table, perhaps) or disabled. Whatever was written
+    meanwhile was not captured, so `init` queues every row again.
+
+    A trigger merely re-enabled without ALWAYS (which a run refuses) is not counted: it is
+    also how an install by lsq-sync before version 2 looks, and a full queue on every upgrade
+    is the price that would buy."""
+    install = load(connection, connector_name)
+    if install is None:
+        return False
+    if install.removed:
+        return True
+    present = catalogue.triggers(connection, table)
+    return any(
+        name not in present or present[name].enabled == "D"
+        for name in Names(connector_name).triggers
+    )
+
+
 # -- errors the triggers noted --------------------------------------------------------------
 
 
@@ -133,8 +153,21 @@ class NotedErrors:
     last_message: str
 
 
-def noted_errors(connection: Connection, connector_name: str) -> NotedErrors | None:
-    mine = capture_error.c.connector == connector_name
+def last_error_id(connection: Connection, connector_name: str) -> int:
+    """The newest error the triggers noted for this connector so far; 0 when none."""
+    newest: int | None = connection.execute(
+        sa.select(sa.func.max(capture_error.c.error_id)).where(
+            capture_error.c.connector == connector_name
+        )
+    ).scalar_one()
+    return newest or 0
+
+
+def noted_errors(
+    connection: Connection, connector_name: str, through: int | None = None
+) -> NotedErrors | None:
+    """A summary of the errors noted for this connector (those up to id `through`, if given)."""
+    mine = _errors_of(connector_name, through)
     summary = connection.execute(
         sa.select(
             sa.func.count(),
@@ -154,14 +187,17 @@ def noted_errors(connection: Connection, connector_name: str) -> NotedErrors | N
     return NotedErrors(count, bool(keys_lost), first_at, last)
 
 
-def clear_errors(connection: Connection, connector_name: str) -> NotedErrors | None:
-    """Delete the connector's noted errors; returns what they were."""
-    noted = noted_errors(connection, connector_name)
+def clear_errors(connection: Connection, connector_name: str, through: int) -> NotedErrors | None:
+    """Delete the connector's noted errors up to id `through`; returns what they were."""
+    noted = noted_errors(connection, connector_name, through)
     if noted is not None:
-        connection.execute(
-            sa.delete(capture_error).where(capture_error.c.connector == connector_name)
-        )
+        connection.execute(sa.delete(capture_error).where(_errors_of(connector_name, through)))
     return noted
+
+
+def _errors_of(connector_name: str, through: int | None) -> sa.ColumnElement[bool]:
+    mine = capture_error.c.connector == connector_name
+    return mine if through is None else sa.and_(mine, capture_error.c.error_id <= through)
 
 
 # -- the checks before a run ------------------------------------------------------------------

@@ -173,8 +173,9 @@ class Connector:
     def init(self) -> int:
         """Create or upgrade the connector's tables, then (re)install change capture.
 
-        Clears the errors the triggers noted since the last `init`; when one of them lost the
-        keys of the rows its statement wrote, every row is queued again (as `backfill` does),
+        Clears the errors the triggers noted since the last `init`. When one of them lost the
+        keys of the rows its statement wrote, or when the capture installed before had stopped
+        (see `installation.capture_lapsed`), every row is queued again (as `backfill` does),
         and their number is returned (0 otherwise).
         """
         with translate_errors("creating the connector's tables"):
@@ -182,6 +183,7 @@ class Connector:
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
             table = installation.fit_for_capture(connection, self.config, self.config_source)
+            lapsed = installation.capture_lapsed(connection, self.config.name, table)
             capture.install(connection, self.config.name, source, table)
             self.store.save_capture(
                 connection,
@@ -190,9 +192,13 @@ class Connector:
                 self.clock.now(),
             )
             # After install: its DDL waited for every statement the old triggers saw.
-            noted = installation.clear_errors(connection, self.config.name)
+            noted_through = installation.last_error_id(connection, self.config.name)
+        # Once the lock install took on the source table is released: queueing every row
+        # reads the whole table.
+        with translate_errors("queueing rows"), self.engine.begin() as connection:
+            noted = installation.clear_errors(connection, self.config.name, noted_through)
             queued = 0
-            if noted is not None and noted.keys_lost:
+            if lapsed or (noted is not None and noted.keys_lost):
                 queued = capture.record_all_rows(connection, self.config.name, source)
         log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
         return queued

@@ -43,6 +43,7 @@ def uninstall(connection: Connection, config: Config, *, drop_state: bool) -> Un
                 .values(signature=installation.UNINSTALLED)
             )
         return Uninstalled(str(table), removed)
+    _hold_off_installs(connection, own_tables)
     deleted = _delete_rows(connection, config.name, own_tables)
     others = _other_connectors(connection, config.name, own_tables)
     if not others:
@@ -70,6 +71,17 @@ def _installed_table(
         current = connection.exec_driver_sql("SELECT current_schema()").scalar_one()
         return TableRef(current, source.table)
     return TableRef("main", source.table)
+
+
+def _hold_off_installs(connection: Connection, own_tables: set[str]) -> None:
+    """Make another connector's `init` that is recording its install (PostgreSQL) either
+    finish first, so that its rows are seen and the tables kept, or fail once they are gone.
+    Unseen, it would commit triggers that write into tables dropped under them."""
+    if connection.dialect.name == "postgresql" and capture_state.name in own_tables:
+        quote = connection.dialect.identifier_preparer.quote
+        connection.exec_driver_sql(
+            f"LOCK TABLE {quote(capture_state.name)} IN SHARE ROW EXCLUSIVE MODE"
+        )
 
 
 def _own_tables(connection: Connection) -> set[str]:
