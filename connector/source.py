@@ -18,7 +18,13 @@ from connector.leads import RowProblem, SourceRow
 from connector.quarantine import data_errors, isolate, reason_of
 from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.sqlfold import Rows, fold_for
-from connector.values import UnsendableValueError, Values, normalise, normalise_json
+from connector.values import (
+    UnsendableValueError,
+    Values,
+    normalise,
+    normalise_json,
+    normalise_sqlite_boolean,
+)
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -55,7 +61,7 @@ class SourceTable:
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
         self._reads = [_as_read(column, sqlite=sqlite) for column in mapped]
         self._select = sa.select(self.key_column, self.lead_column, *self._reads)
-        self._normalisers = [_normaliser(column) for column in mapped]
+        self._normalisers = [_normaliser(column, sqlite=sqlite) for column in mapped]
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -254,23 +260,29 @@ def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
     """The column as read for normalising.
 
     On SQLite a NUMERIC holds an integer, a double or text, which SQLAlchemy would turn into
-    a Decimal through a float rounded to ten places; and a JSON column holds text that need
-    not be JSON, which SQLAlchemy would parse. Both are read as SQLite holds them. On
-    PostgreSQL json and jsonb are read as their text, whose numbers keep every digit.
+    a Decimal through a float rounded to ten places; a JSON column holds text that need not
+    be JSON, which SQLAlchemy would parse; and a BOOLEAN holds anything, which SQLAlchemy
+    would test for truth. All are read as SQLite holds them. On PostgreSQL json and jsonb
+    are read as their text, whose numbers keep every digit.
     """
     numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
     is_json = isinstance(column.type, sa.JSON)
-    if sqlite and (numeric or is_json):
+    boolean = isinstance(column.type, sa.Boolean)
+    if sqlite and (numeric or is_json or boolean):
         return sa.type_coerce(column, sa.types.NullType())
     if is_json:
         return sa.cast(column, sa.Text)
     return column
 
 
-def _normaliser(column: sa.Column[Any]) -> Callable[[Any], str | None]:
+def _normaliser(column: sa.Column[Any], *, sqlite: bool) -> Callable[[Any], str | None]:
     """How a mapped column's values are spelled: by its declared type, so that every value
     of a JSON column is sent as JSON, a JSON string included."""
-    return normalise_json if isinstance(column.type, sa.JSON) else normalise
+    if isinstance(column.type, sa.JSON):
+        return normalise_json
+    if sqlite and isinstance(column.type, sa.Boolean):
+        return normalise_sqlite_boolean
+    return normalise
 
 
 def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:

@@ -170,6 +170,22 @@ def normalise_json(value: Any) -> str | None:
     return _json(parsed)
 
 
+_SQLITE_STORAGE = {float: "a real number", str: "text", bytes: "binary data"}
+
+
+def normalise_sqlite_boolean(value: Any) -> str | None:
+    """normalise() of a SQLite column declared BOOLEAN, read as stored. SQLite keeps booleans
+    as 0 and 1, but such a column holds whatever was written: 'f' or 'false', which a truth
+    test would read as true, are held back rather than guessed at."""
+    if value is None:
+        return None
+    if type(value) is int and value in (0, 1):
+        return "true" if value else "false"
+    kind = type(value)
+    stored = str(value) if kind is int else _SQLITE_STORAGE.get(kind, kind.__name__)
+    raise UnsendableValueError(f"a boolean must be stored as 0 or 1, not as {stored}")
+
+
 def _json(value: Any) -> str:
     """Compact JSON with sorted keys, of a value as json.loads or a driver builds it."""
     try:

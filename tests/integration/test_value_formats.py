@@ -175,3 +175,29 @@ def test_sqlite_json_columns_are_sent_as_json_text_and_nul_in_text_is_held_back(
     assert held["L4"] == (
         "row 4, column 'note': text holding a NUL character cannot be sent to LeadSquared"
     )
+
+
+def test_sqlite_booleans_are_sent_only_when_stored_as_0_or_1(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """SQLite keeps any value in a BOOLEAN column: 'f' (as older ORMs wrote false) must not be
+    read as true, as a Python truth test would."""
+    for lead_id in ("L1", "L2", "L3", "L4", "L5"):
+        emulator.add_lead(lead_id)
+    url = f"sqlite:///{tmp_path / 'flags.db'}"
+    ddl = "CREATE TABLE flags (id INTEGER PRIMARY KEY, active BOOLEAN, lead TEXT)"
+    with table_connector(url, emulator, "flags", {"active": "mx_Active"}, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO flags VALUES (1, 1, 'L1'), (2, 0, 'L2'), (3, 'f', 'L3'), "
+            "(4, 'false', 'L4'), (5, 2, 'L5')",
+        )
+        report = sync.run_once()
+        held = leads_held(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert emulator.lead("L1") == {"mx_Active": "true"}
+    assert emulator.lead("L2") == {"mx_Active": "false"}
+    assert emulator.lead("L3") == emulator.lead("L4") == emulator.lead("L5") == {}
+    assert held["L3"] == "row 3, column 'active': a boolean must be stored as 0 or 1, not as text"
+    assert held["L5"] == "row 5, column 'active': a boolean must be stored as 0 or 1, not as 2"
