@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
@@ -23,6 +24,7 @@ from connector.values import (
     Values,
     normalise,
     normalise_json,
+    normalise_json_array,
     normalise_sqlite_boolean,
 )
 
@@ -59,9 +61,10 @@ class SourceTable:
         self._lead_type = _python_type(self.lead_column, also=(UUID,))
         sqlite = self._sqlite = engine.dialect.name == "sqlite"
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
-        self._reads = [_as_read(column, sqlite=sqlite) for column in mapped]
+        readings = [_reading(column, sqlite=sqlite) for column in mapped]
+        self._reads = [read for read, _ in readings]
+        self._normalisers = [normaliser for _, normaliser in readings]
         self._select = sa.select(self.key_column, self.lead_column, *self._reads)
-        self._normalisers = [_normaliser(column, sqlite=sqlite) for column in mapped]
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -256,33 +259,62 @@ def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...
             raise UnreadableRowsError(reason_of(exc)) from exc
 
 
-def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
-    """The column as read for normalising.
+Normaliser = Callable[[Any], str | None]
+
+
+def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[Any], Normaliser]:
+    """How a mapped column is read, and how its values are then spelled: by its declared
+    type, domains resolved, so that every value of a JSON column is sent as JSON, a JSON
+    string included.
 
     On SQLite a NUMERIC holds an integer, a double or text, which SQLAlchemy would turn into
     a Decimal through a float rounded to ten places; a JSON column holds text that need not
     be JSON, which SQLAlchemy would parse; and a BOOLEAN holds anything, which SQLAlchemy
     would test for truth. All are read as SQLite holds them. On PostgreSQL json and jsonb
-    are read as their text, whose numbers keep every digit.
+    are read as their text, whose numbers keep every digit (the driver would parse them
+    into floats), and arrays as `_array_reading` says.
     """
-    numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
-    is_json = isinstance(column.type, sa.JSON)
-    boolean = isinstance(column.type, sa.Boolean)
-    if sqlite and (numeric or is_json or boolean):
-        return sa.type_coerce(column, sa.types.NullType())
-    if is_json:
-        return sa.cast(column, sa.Text)
-    return column
+    kind = _underlying(column.type)
+    if sqlite:
+        as_stored = sa.type_coerce(column, sa.types.NullType())
+        if isinstance(kind, sa.JSON):
+            return as_stored, normalise_json
+        if isinstance(kind, sa.Boolean):
+            return as_stored, normalise_sqlite_boolean
+        if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+            return as_stored, normalise
+        return column, normalise
+    if isinstance(kind, sa.JSON):
+        return sa.cast(column, sa.Text), normalise_json
+    if isinstance(kind, sa.ARRAY):
+        return _array_reading(column, kind)
+    return column, normalise
 
 
-def _normaliser(column: sa.Column[Any], *, sqlite: bool) -> Callable[[Any], str | None]:
-    """How a mapped column's values are spelled: by its declared type, so that every value
-    of a JSON column is sent as JSON, a JSON string included."""
-    if isinstance(column.type, sa.JSON):
-        return normalise_json
-    if sqlite and isinstance(column.type, sa.Boolean):
-        return normalise_sqlite_boolean
-    return normalise
+def _array_reading(
+    column: sa.Column[Any], kind: sa.ARRAY[Any]
+) -> tuple[sa.ColumnElement[Any], Normaliser]:
+    """A PostgreSQL array: of json as text[], each element parsed as a json column is; of
+    citext as text[]; of a domain as its base type's array.
+
+    The driver has no loader for the array type of a domain or of an extension's type: it
+    hands such an array over as one string, which SQLAlchemy would split into characters.
+    """
+    element = _underlying(kind.item_type)
+    if isinstance(element, sa.JSON):
+        return sa.cast(column, postgresql.ARRAY(sa.Text)), normalise_json_array
+    if isinstance(element, postgresql.CITEXT):
+        return sa.cast(column, postgresql.ARRAY(sa.Text)), normalise
+    if element is not kind.item_type:
+        return sa.cast(column, postgresql.ARRAY(element)), normalise
+    return column, normalise
+
+
+def _underlying(kind: Any) -> Any:
+    """A type with its domains resolved (PostgreSQL): what its values are."""
+    while isinstance(kind, postgresql.DOMAIN):
+        kind = kind.data_type
+    return kind
 
 
 def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:

@@ -158,16 +158,34 @@ def normalise_json(value: Any) -> str | None:
         return _json(value)
     if not value.strip():
         return None
+    return _json(_parsed_json(value))
+
+
+def normalise_json_array(value: Any) -> str | None:
+    """normalise() of an array of json or jsonb, read as text[]: an array (see _array) of
+    the elements' JSON, each parsed as normalise_json parses it, numbers digit for digit."""
+    if value is None:
+        return None
+    return _array(_parsed_elements(value))
+
+
+def _parsed_elements(items: list[Any]) -> list[Any]:
+    parsed: list[Any] = []
+    for item in items:
+        if isinstance(item, list):  # a multidimensional array's row
+            parsed.append(_parsed_elements(item))
+        else:
+            parsed.append(None if item is None else _parsed_json(item))
+    return parsed
+
+
+def _parsed_json(text: str) -> Any:
     try:
-        parsed = json.loads(
-            value,
-            parse_float=_JsonNumber,
-            parse_int=_JsonNumber,
-            parse_constant=_refuse_constant,
+        return json.loads(
+            text, parse_float=_JsonNumber, parse_int=_JsonNumber, parse_constant=_refuse_constant
         )
     except (ValueError, RecursionError) as exc:
         raise UnsendableValueError(f"not valid JSON ({_first_words(exc)})") from None
-    return _json(parsed)
 
 
 _SQLITE_STORAGE = {float: "a real number", str: "text", bytes: "binary data"}
