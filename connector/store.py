@@ -420,6 +420,21 @@ class Store:
             for row in connection.execute(query)
         ]
 
+    def rows_held_back_with(
+        self, connection: Connection, lead_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """lead id -> the key of a row held back at ingest with that lead id, for those of
+        these lead ids that have one."""
+        found: dict[str, str] = {}
+        for start in range(0, len(lead_ids), _IDS_PER_QUERY):
+            chunk = list(lead_ids[start : start + _IDS_PER_QUERY])
+            query = sa.select(row_problem.c.lead_id, row_problem.c.source_key).where(
+                row_problem.c.connector == self.connector,
+                among(row_problem.c.lead_id, chunk, connection),
+            )
+            found.update((lead_id, key) for lead_id, key in connection.execute(query))
+        return found
+
     def note_row_problems(
         self,
         connection: Connection,

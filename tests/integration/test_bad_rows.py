@@ -318,3 +318,46 @@ def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
     assert problems == {
         "K\\xff": (None, "code", "the key is not UTF-8 text, so the row cannot be read")
     }
+
+
+def test_a_row_held_back_at_ingest_holds_back_the_lead_another_row_has(
+    events: Connector, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its values are unknown, but it has the lead id: the lead has two rows."""
+    execute(
+        events.engine,
+        "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1'), (2, 'Goa', '10000-01-01', 'L1')",
+    )
+
+    report = events.run_once()
+
+    assert sent_values(emulator) == []
+    assert (report.leads_shared, report.rows_held_back) == (1, 1)
+    assert "rows 1 and 2 both have lead id L1" in status_of(events, capsys)
+
+    execute(events.engine, "UPDATE events SET seen = '2021-03-04', lead = 'L2' WHERE id = 2")
+    report = events.run_once()
+
+    assert sorted(sent_values(emulator)) == [
+        ("L1", {"mx_City": "Pune"}),
+        ("L2", {"mx_City": "Goa", "mx_Seen": "2021-03-04"}),
+    ]
+    assert (report.leads_shared, row_problems(events)) == (0, {})
+
+
+def test_a_row_held_back_in_an_earlier_run_holds_back_the_lead_a_new_row_takes(
+    events: Connector, emulator: Emulator
+) -> None:
+    execute(events.engine, "INSERT INTO events VALUES (2, 'Goa', '10000-01-01', 'L1')")
+    events.run_once()
+    execute(events.engine, "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1')")
+
+    report = events.run_once()
+
+    assert sent_values(emulator) == []
+    assert report.leads_shared == 1
+
+    execute(events.engine, "UPDATE events SET lead = NULL WHERE id = 2")
+    events.run_once()
+
+    assert sent_values(emulator) == [("L1", {"mx_City": "Pune"})]
