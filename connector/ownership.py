@@ -159,7 +159,7 @@ class _OwnerCheck:
             self.checked.to_push.append(state)
 
     def _detach(self, state: LeadState, reason: str) -> None:
-        self.store.hold_lead(self.connection, state.lead_id, reason, self.now)
+        self.store.detach_lead(self.connection, state.lead_id, reason, self.now)
         self.checked.detached += 1
         log.warning("lead detached: no row has its lead id", extra={"lead_id": state.lead_id})
 

@@ -119,6 +119,21 @@ class SourceTable:
             found.update(part)
         return {key: found.get(key) for key in keys}
 
+    def keys_present(self, connection: Connection, keys: Collection[str]) -> set[str]:
+        """Which of these keys a row of the table has now (a lookup by key); a key that
+        cannot be looked up counts as present."""
+
+        def attempt(part: Sequence[str]) -> set[str]:
+            typed = [self._typed_key(k) for k in part]
+            query = sa.select(self.key_column).where(among(self.key_column, typed, connection))
+            return {str(key) for (key,) in _fetch(connection, query)}
+
+        present: set[str] = set()
+        for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
+            isolated = isolate(connection, chunk, attempt)
+            present.update(*isolated.results, isolated.failed)
+        return present
+
     def keys_pointing_to(
         self, connection: Connection, lead_ids: Collection[str]
     ) -> dict[str, list[str] | None]:

@@ -361,3 +361,42 @@ def test_a_row_held_back_in_an_earlier_run_holds_back_the_lead_a_new_row_takes(
     events.run_once()
 
     assert sent_values(emulator) == [("L1", {"mx_City": "Pune"})]
+
+
+def test_what_a_bad_row_held_back_clears_once_the_row_is_fixed_elsewhere_or_deleted(
+    events: Connector, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(
+        events.engine,
+        "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1'), (2, 'Goa', NULL, 'L2')",
+    )
+    events.run_once()
+    execute(
+        events.engine,
+        "UPDATE events SET seen = '10000-01-01'",
+        "INSERT INTO events VALUES (3, 'Agra', '10000-01-01', 'L9')",
+    )
+    events.run_once()
+    assert row_problems(events).keys() == {"1", "2", "3"}
+    emulator.clear_requests()
+
+    # Deletes are not captured; row 2 is fixed, and takes another lead id on the way.
+    execute(
+        events.engine,
+        "DELETE FROM events WHERE id IN (1, 3)",
+        "UPDATE events SET seen = '2021-03-04', lead = 'L3' WHERE id = 2",
+    )
+    events.run_once()
+
+    assert sent_values(emulator) == [("L3", {"mx_City": "Goa", "mx_Seen": "2021-03-04"})]
+    assert row_problems(events) == {}
+    assert held_leads(events) == {
+        "L1": "detached: row 1 was deleted or has no usable lead id; no row has this lead id, "
+        "so nothing is sent to it",
+        "L2": "detached: row 2 now has lead id L3; no row has this lead id, so nothing is sent "
+        "to it",
+        "L3": None,
+    }
+    status = status_of(events, capsys)
+    assert "held back:" not in status
+    assert "10000" not in status
