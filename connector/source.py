@@ -159,10 +159,12 @@ class SourceTable:
         return found
 
     def _as_lead_column(self, lead_ids: Sequence[str]) -> list[Any]:
-        """Lead ids as values of the lead column, for its index; on SQLite, whose columns
-        hold any type, as the text they are compared as."""
+        """Lead ids as values of the lead column, for its index. On SQLite, whose columns
+        hold any type, as text and, where the text is an integer's, as that integer too: a
+        column without a type affinity keeps 5 and '5' apart, and both are lead id 5."""
         if self._sqlite:
-            return list(lead_ids)
+            integers = [_sqlite_integer(lead_id) for lead_id in lead_ids]
+            return [*lead_ids, *(number for number in integers if number is not None)]
         converted = []
         for lead_id in lead_ids:
             try:
@@ -248,6 +250,16 @@ def lead_id_of(value: Any) -> str | None:
     if isinstance(value, int | UUID) and not isinstance(value, bool):
         return str(value)
     raise UnsendableValueError(f"a lead id of type {type(value).__name__!r} cannot be a ProspectId")
+
+
+def _sqlite_integer(text: str) -> int | None:
+    """The SQLite integer that lead_id_of spells as this text, if there is one."""
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    in_range = -(2**63) <= number < 2**63
+    return number if in_range and str(number) == text else None
 
 
 def _readable_lead_id(value: Any) -> str | None:
