@@ -299,7 +299,9 @@ def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[
     be JSON, which SQLAlchemy would parse; and a BOOLEAN holds anything, which SQLAlchemy
     would test for truth. All are read as SQLite holds them. On PostgreSQL json and jsonb
     are read as their text, whose numbers keep every digit (the driver would parse them
-    into floats), and arrays as `_array_reading` says.
+    into floats); a timestamptz in UTC, as it is sent, since in the session's time zone
+    9999-12-31 or 0001-01-01 UTC may fall outside the calendar the driver can load; and
+    arrays as `_array_reading` says.
     """
     kind = _underlying(column.type)
     if sqlite:
@@ -313,6 +315,8 @@ def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[
         return column, normalise
     if isinstance(kind, sa.JSON):
         return sa.cast(column, sa.Text), normalise_json
+    if isinstance(kind, sa.DateTime) and kind.timezone:
+        return sa.func.timezone("UTC", column, type_=sa.DateTime()), normalise
     if isinstance(kind, sa.ARRAY):
         return _array_reading(column, kind)
     return column, normalise

@@ -250,3 +250,24 @@ def test_postgresql_arrays_of_domains_enums_and_json_keep_every_element_and_digi
         "mx_Docs2": f'["{big}"]',
     }
     assert emulator.lead("L2") == {"mx_Doc": '"abc"'}
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment"),
+    [("Asia/Kolkata", "9999-12-31 23:59:59"), ("America/New_York", "0001-01-01 00:00:00")],
+)
+def test_a_timestamptz_at_the_ends_of_the_calendar_is_sent_whatever_the_servers_time_zone(
+    pg_url: str, emulator: Emulator, zone: str, moment: str
+) -> None:
+    """Sentinels such as 9999-12-31 and 0001-01-01 UTC fall outside the calendar once shifted
+    to a session time zone on the other side of UTC, where the driver cannot load them."""
+    emulator.add_lead("L1")
+    in_zone = pg_url.replace("options=", f"options=-cTimeZone%3D{zone}%20", 1)
+    assert in_zone != pg_url
+    ddl = "CREATE TABLE stays (id INTEGER PRIMARY KEY, until TIMESTAMPTZ, lead TEXT)"
+    with table_connector(in_zone, emulator, "stays", {"until": "mx_Until"}, ddl) as sync:
+        execute(sync.engine, f"INSERT INTO stays VALUES (1, '{moment}+00', 'L1')")
+        report = sync.run_once()
+
+    assert (report.status, report.rows_held_back) == ("ok", 0)
+    assert emulator.lead("L1") == {"mx_Until": moment}
