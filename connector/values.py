@@ -119,6 +119,13 @@ def _array(items: list[Any] | tuple[Any, ...]) -> str:
     """A JSON array of the elements' normalised values: strings, or null for NULL; nested
     arrays and JSON objects stay arrays and objects. An empty string stays "" here: inside an
     array, unlike a whole field, it is not the same as a missing element."""
+    try:
+        return _array_text(items)
+    except RecursionError:  # a JSON array in an array of json can nest as deep as it likes
+        raise UnsendableValueError("an array nested too deeply to be sent") from None
+
+
+def _array_text(items: list[Any] | tuple[Any, ...]) -> str:
     return "[" + ",".join(map(_element, items)) + "]"
 
 
@@ -128,7 +135,7 @@ def _element(item: Any) -> str:
     if type(item) is str:
         return _json_string(_text(item))
     if isinstance(item, list | tuple):
-        return _array(item)
+        return _array_text(item)
     if isinstance(item, dict):
         return _json(item)
     return _json_string(normalise(item) or "")

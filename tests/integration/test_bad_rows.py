@@ -400,3 +400,26 @@ def test_what_a_bad_row_held_back_clears_once_the_row_is_fixed_elsewhere_or_dele
     status = status_of(events, capsys)
     assert "held back:" not in status
     assert "10000" not in status
+
+
+def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
+    pg_url: str, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    # Shallow enough for json.loads, too deep for a Python function that recurses per level.
+    deep = "[" * 500 + "]" * 500
+    ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSONB[], city TEXT, lead TEXT)"
+    mapping = {"parts": "mx_Parts", "city": "mx_City"}
+    with table_connector(pg_url, emulator, "docs", mapping, ddl) as sync:
+        execute(
+            sync.engine,
+            f"INSERT INTO docs VALUES (1, ARRAY['{deep}'::jsonb], 'Pune', 'L1'), "
+            "(2, NULL, 'Goa', 'L2')",
+        )
+        report = sync.run_once()
+        held = held_leads(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert emulator.lead("L2") == {"mx_City": "Goa"}
+    assert held["L1"] == "row 1, column 'parts': an array nested too deeply to be sent"

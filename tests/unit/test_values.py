@@ -430,3 +430,13 @@ def test_a_sqlite_boolean_stored_as_1_or_0_is_true_or_false(
 def test_any_other_sqlite_boolean_is_refused(stored: Any) -> None:
     with pytest.raises(UnsendableValueError, match="a boolean must be stored as 0 or 1"):
         normalise_sqlite_boolean(stored)
+
+
+def test_an_array_nested_deeper_than_python_recurses_is_refused() -> None:
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(UnsendableValueError, match="an array nested too deeply"):
+        normalise(nested)
+    with pytest.raises(UnsendableValueError, match="an array nested too deeply"):
+        normalise_json_array(["[" * 500 + "]" * 500])
