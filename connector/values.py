@@ -120,9 +120,10 @@ def _array(items: list[Any] | tuple[Any, ...]) -> str:
     arrays and JSON objects stay arrays and objects. An empty string stays "" here: inside an
     array, unlike a whole field, it is not the same as a missing element."""
     try:
-        return _array_text(items)
+        text = _array_text(items)
     except RecursionError:  # a JSON array in an array of json can nest as deep as it likes
         raise UnsendableValueError("an array nested too deeply to be sent") from None
+    return _utf8(text, "an array")
 
 
 def _array_text(items: list[Any] | tuple[Any, ...]) -> str:
@@ -217,12 +218,18 @@ def _json(value: Any) -> str:
         text = _json_value(value)
     except RecursionError:
         raise UnsendableValueError("JSON nested too deeply to be sent") from None
+    return _utf8(text, "JSON")
+
+
+def _utf8(text: str, what: str) -> str:
+    """`text`, unless a UTF-8 request body cannot carry it: a lone surrogate, which a JSON
+    string's escape can make (json, unlike jsonb, keeps "\\ud800" as written)."""
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise UnsendableValueError(
-                "JSON holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
+                f"{what} holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
             ) from None
     return text
 

@@ -423,3 +423,26 @@ def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
     assert (report.status, report.leads_pushed) == ("ok", 1)
     assert emulator.lead("L2") == {"mx_City": "Goa"}
     assert held["L1"] == "row 1, column 'parts': an array nested too deeply to be sent"
+
+
+def test_a_lone_surrogate_in_an_array_of_json_holds_back_only_its_lead(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """json (unlike jsonb) keeps "\\ud800" as written; no UTF-8 request body can carry it."""
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSON[], lead TEXT)"
+    with table_connector(pg_url, emulator, "docs", {"parts": "mx_Parts"}, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO docs VALUES (1, ARRAY['\"\\ud800\"'::json], 'L1'), "
+            "(2, ARRAY['\"\\u00e9\"'::json], 'L2')",
+        )
+        report = sync.run_once()
+        held = held_leads(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert emulator.lead("L2") == {"mx_Parts": '["é"]'}
+    assert held["L1"] == (
+        "row 1, column 'parts': an array holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
+    )

@@ -440,3 +440,8 @@ def test_an_array_nested_deeper_than_python_recurses_is_refused() -> None:
         normalise(nested)
     with pytest.raises(UnsendableValueError, match="an array nested too deeply"):
         normalise_json_array(["[" * 500 + "]" * 500])
+
+
+def test_an_array_holding_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(UnsendableValueError, match="an array holding a lone surrogate"):
+        normalise_json_array(['"\\ud800"'])
