@@ -82,6 +82,8 @@ def ingest(
         position = store.load_cursor(connection)
         # Checked once: while there are none, ingest spends nothing on forgetting them.
         problems_noted = store.has_row_problems(connection)
+    if problems_noted:
+        _forget_deleted_rows(engine, store, source)
     discarded = START
     undiscarded = 0
     read_keys: set[str] = set()
@@ -125,6 +127,20 @@ def ingest(
             if store.leads_outgrew_statistics(connection):
                 store.analyze_leads(connection)
     return IngestResult(changes, without_lead, held_back)
+
+
+def _forget_deleted_rows(engine: Engine, store: Store, source: SourceTable) -> None:
+    """Forget the rows held back at ingest that have since been deleted: deletes are not
+    captured, so nothing else would. A row whose key could not be read cannot be looked up
+    by it, and stays."""
+    with engine.begin() as connection:
+        keys = [
+            problem.key
+            for problem in store.row_problems(connection)
+            if problem.column != source.key_column.name
+        ]
+        present = source.keys_present(connection, keys)
+        store.forget_row_problems(connection, [key for key in keys if key not in present])
 
 
 def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) -> list[str]:

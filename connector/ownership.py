@@ -106,6 +106,7 @@ class _OwnerCheck:
         self.checked = Checked()
 
     def run(self, leads: Sequence[LeadState]) -> Checked:
+        leads = self._claimed_by_rows_held_back(leads)
         keys = {s.source_key for s in leads} | {s.other_key for s in leads if s.other_key}
         lead_ids_now = self.source.lead_ids_now(self.connection, sorted(keys))
         recount: list[LeadState] = []
@@ -122,6 +123,22 @@ class _OwnerCheck:
         if recount:
             self._recount(recount, lead_ids_now)
         return self.checked
+
+    def _claimed_by_rows_held_back(self, leads: Sequence[LeadState]) -> list[LeadState]:
+        """The leads, each shared with a row held back at ingest that had its lead id: that
+        row's values are unknown, but it has the lead id too (first_look checks it still
+        does). Whichever was ingested first, the lead is not sent while both point to it."""
+        unshared = [s.lead_id for s in leads if s.other_key is None]
+        held_back = self.store.rows_held_back_with(self.connection, unshared)
+        claimed = []
+        for state in leads:
+            key = held_back.get(state.lead_id)
+            if state.other_key is None and key is not None and key != state.source_key:
+                self.store.share_lead(self.connection, state.lead_id, key, self.now)
+                claimed.append(replace(state, other_key=key))
+            else:
+                claimed.append(state)
+        return claimed
 
     def _recount(self, leads: Sequence[LeadState], lead_ids_now: Mapping[str, str | None]) -> None:
         pointing = self.source.keys_pointing_to(self.connection, [s.lead_id for s in leads])
@@ -142,7 +159,7 @@ class _OwnerCheck:
             self.checked.to_push.append(state)
 
     def _detach(self, state: LeadState, reason: str) -> None:
-        self.store.hold_lead(self.connection, state.lead_id, reason, self.now)
+        self.store.detach_lead(self.connection, state.lead_id, reason, self.now)
         self.checked.detached += 1
         log.warning("lead detached: no row has its lead id", extra={"lead_id": state.lead_id})
 

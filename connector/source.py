@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
@@ -18,7 +19,14 @@ from connector.leads import RowProblem, SourceRow
 from connector.quarantine import data_errors, isolate, reason_of
 from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.sqlfold import Rows, fold_for
-from connector.values import UnsendableValueError, Values, normalise, normalise_json
+from connector.values import (
+    UnsendableValueError,
+    Values,
+    normalise,
+    normalise_json,
+    normalise_json_array,
+    normalise_sqlite_boolean,
+)
 
 # Keeps IN lists well under every database's bound-parameter limit.
 _KEYS_PER_QUERY = 2000
@@ -53,9 +61,10 @@ class SourceTable:
         self._lead_type = _python_type(self.lead_column, also=(UUID,))
         sqlite = self._sqlite = engine.dialect.name == "sqlite"
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
-        self._reads = [_as_read(column, sqlite=sqlite) for column in mapped]
+        readings = [_reading(column, sqlite=sqlite) for column in mapped]
+        self._reads = [read for read, _ in readings]
+        self._normalisers = [normaliser for _, normaliser in readings]
         self._select = sa.select(self.key_column, self.lead_column, *self._reads)
-        self._normalisers = [_normaliser(column) for column in mapped]
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -110,6 +119,21 @@ class SourceTable:
             found.update(part)
         return {key: found.get(key) for key in keys}
 
+    def keys_present(self, connection: Connection, keys: Collection[str]) -> set[str]:
+        """Which of these keys a row of the table has now (a lookup by key); a key that
+        cannot be looked up counts as present."""
+
+        def attempt(part: Sequence[str]) -> set[str]:
+            typed = [self._typed_key(k) for k in part]
+            query = sa.select(self.key_column).where(among(self.key_column, typed, connection))
+            return {str(key) for (key,) in _fetch(connection, query)}
+
+        present: set[str] = set()
+        for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
+            isolated = isolate(connection, chunk, attempt)
+            present.update(*isolated.results, isolated.failed)
+        return present
+
     def keys_pointing_to(
         self, connection: Connection, lead_ids: Collection[str]
     ) -> dict[str, list[str] | None]:
@@ -135,10 +159,12 @@ class SourceTable:
         return found
 
     def _as_lead_column(self, lead_ids: Sequence[str]) -> list[Any]:
-        """Lead ids as values of the lead column, for its index; on SQLite, whose columns
-        hold any type, as the text they are compared as."""
+        """Lead ids as values of the lead column, for its index. On SQLite, whose columns
+        hold any type, as text and, where the text is an integer's, as that integer too: a
+        column without a type affinity keeps 5 and '5' apart, and both are lead id 5."""
         if self._sqlite:
-            return list(lead_ids)
+            integers = [_sqlite_integer(lead_id) for lead_id in lead_ids]
+            return [*lead_ids, *(number for number in integers if number is not None)]
         converted = []
         for lead_id in lead_ids:
             try:
@@ -226,6 +252,16 @@ def lead_id_of(value: Any) -> str | None:
     raise UnsendableValueError(f"a lead id of type {type(value).__name__!r} cannot be a ProspectId")
 
 
+def _sqlite_integer(text: str) -> int | None:
+    """The SQLite integer that lead_id_of spells as this text, if there is one."""
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    in_range = -(2**63) <= number < 2**63
+    return number if in_range and str(number) == text else None
+
+
 def _readable_lead_id(value: Any) -> str | None:
     """A lead id to show beside its row's problem, when it is text or a number at all."""
     if value is None or isinstance(value, str):
@@ -250,27 +286,66 @@ def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...
             raise UnreadableRowsError(reason_of(exc)) from exc
 
 
-def _as_read(column: sa.Column[Any], *, sqlite: bool) -> sa.ColumnElement[Any]:
-    """The column as read for normalising.
+Normaliser = Callable[[Any], str | None]
+
+
+def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[Any], Normaliser]:
+    """How a mapped column is read, and how its values are then spelled: by its declared
+    type, domains resolved, so that every value of a JSON column is sent as JSON, a JSON
+    string included.
 
     On SQLite a NUMERIC holds an integer, a double or text, which SQLAlchemy would turn into
-    a Decimal through a float rounded to ten places; and a JSON column holds text that need
-    not be JSON, which SQLAlchemy would parse. Both are read as SQLite holds them. On
-    PostgreSQL json and jsonb are read as their text, whose numbers keep every digit.
+    a Decimal through a float rounded to ten places; a JSON column holds text that need not
+    be JSON, which SQLAlchemy would parse; and a BOOLEAN holds anything, which SQLAlchemy
+    would test for truth. All are read as SQLite holds them. On PostgreSQL json and jsonb
+    are read as their text, whose numbers keep every digit (the driver would parse them
+    into floats); a timestamptz in UTC, as it is sent, since in the session's time zone
+    9999-12-31 or 0001-01-01 UTC may fall outside the calendar the driver can load; and
+    arrays as `_array_reading` says.
     """
-    numeric = isinstance(column.type, sa.Numeric) and not isinstance(column.type, sa.Float)
-    is_json = isinstance(column.type, sa.JSON)
-    if sqlite and (numeric or is_json):
-        return sa.type_coerce(column, sa.types.NullType())
-    if is_json:
-        return sa.cast(column, sa.Text)
-    return column
+    kind = _underlying(column.type)
+    if sqlite:
+        as_stored = sa.type_coerce(column, sa.types.NullType())
+        if isinstance(kind, sa.JSON):
+            return as_stored, normalise_json
+        if isinstance(kind, sa.Boolean):
+            return as_stored, normalise_sqlite_boolean
+        if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+            return as_stored, normalise
+        return column, normalise
+    if isinstance(kind, sa.JSON):
+        return sa.cast(column, sa.Text), normalise_json
+    if isinstance(kind, sa.DateTime) and kind.timezone:
+        return sa.func.timezone("UTC", column, type_=sa.DateTime()), normalise
+    if isinstance(kind, sa.ARRAY):
+        return _array_reading(column, kind)
+    return column, normalise
 
 
-def _normaliser(column: sa.Column[Any]) -> Callable[[Any], str | None]:
-    """How a mapped column's values are spelled: by its declared type, so that every value
-    of a JSON column is sent as JSON, a JSON string included."""
-    return normalise_json if isinstance(column.type, sa.JSON) else normalise
+def _array_reading(
+    column: sa.Column[Any], kind: sa.ARRAY[Any]
+) -> tuple[sa.ColumnElement[Any], Normaliser]:
+    """A PostgreSQL array: of json as text[], each element parsed as a json column is; of
+    citext as text[]; of a domain as its base type's array.
+
+    The driver has no loader for the array type of a domain or of an extension's type: it
+    hands such an array over as one string, which SQLAlchemy would split into characters.
+    """
+    element = _underlying(kind.item_type)
+    if isinstance(element, sa.JSON):
+        return sa.cast(column, postgresql.ARRAY(sa.Text)), normalise_json_array
+    if isinstance(element, postgresql.CITEXT):
+        return sa.cast(column, postgresql.ARRAY(sa.Text)), normalise
+    if element is not kind.item_type:
+        return sa.cast(column, postgresql.ARRAY(element)), normalise
+    return column, normalise
+
+
+def _underlying(kind: Any) -> Any:
+    """A type with its domains resolved (PostgreSQL): what its values are."""
+    while isinstance(kind, postgresql.DOMAIN):
+        kind = kind.data_type
+    return kind
 
 
 def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:

@@ -424,6 +424,21 @@ class Store:
             for row in connection.execute(query)
         ]
 
+    def rows_held_back_with(
+        self, connection: Connection, lead_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """lead id -> the key of a row held back at ingest with that lead id, for those of
+        these lead ids that have one."""
+        found: dict[str, str] = {}
+        for start in range(0, len(lead_ids), _IDS_PER_QUERY):
+            chunk = list(lead_ids[start : start + _IDS_PER_QUERY])
+            query = sa.select(row_problem.c.lead_id, row_problem.c.source_key).where(
+                row_problem.c.connector == self.connector,
+                among(row_problem.c.lead_id, chunk, connection),
+            )
+            found.update((lead_id, key) for lead_id, key in connection.execute(query))
+        return found
+
     def note_row_problems(
         self,
         connection: Connection,
@@ -439,14 +454,7 @@ class Store:
         knows whether anything may have been): a row held back goes on once it ingests.
         """
         if forget:
-            for start in range(0, len(read), _IDS_PER_QUERY):
-                chunk = list(read[start : start + _IDS_PER_QUERY])
-                connection.execute(
-                    sa.delete(row_problem).where(
-                        row_problem.c.connector == self.connector,
-                        among(row_problem.c.source_key, chunk, connection),
-                    )
-                )
+            self.forget_row_problems(connection, read)
         for problem in problems:
             self._upsert(
                 connection,
@@ -463,18 +471,32 @@ class Store:
             )
             if problem.lead_id is not None:
                 # Its last known values are no longer the row's: nothing is sent meanwhile.
+                # Pending, so that the push phase notices when the row leaves the lead.
                 connection.execute(
                     self._lead_row(problem.lead_id)
                     .where(lead.c.source_key == problem.key)
-                    .values(hold=problem.described(), updated_at=now)
+                    .values(hold=problem.described(), pending=True, updated_at=now)
                 )
+
+    def forget_row_problems(self, connection: Connection, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _IDS_PER_QUERY):
+            chunk = list(keys[start : start + _IDS_PER_QUERY])
+            connection.execute(
+                sa.delete(row_problem).where(
+                    row_problem.c.connector == self.connector,
+                    among(row_problem.c.source_key, chunk, connection),
+                )
+            )
 
     # -- which row owns a lead (connector.ownership) ----------------------------------------
 
-    def hold_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
-        """Hold a lead back for a reason of the connector's own, until ingest rewrites it."""
+    def detach_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
+        """Hold back a lead no row has the id of, until ingest rewrites it: no longer
+        pending, since only a row taking its lead id again can change that."""
         connection.execute(
-            self._lead_row(lead_id).values(hold=reason, other_key=None, updated_at=now)
+            self._lead_row(lead_id).values(
+                hold=reason, other_key=None, pending=False, updated_at=now
+            )
         )
 
     def share_lead(
@@ -517,8 +539,8 @@ class Store:
                 lead.c.connector == self.connector,
                 lead.c.pending,
                 sa.not_(lead.c.rejected),
-                # A shared lead comes whatever its hold, so the push phase can settle it.
-                sa.or_(lead.c.hold.is_(None), lead.c.other_key.is_not(None)),
+                # A held lead comes too, never to be sent: the push phase checks that its rows
+                # still have its lead id, and settles or detaches it (connector.ownership).
                 sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
             )
             .order_by(lead.c.lead_id)

@@ -119,6 +119,14 @@ def _array(items: list[Any] | tuple[Any, ...]) -> str:
     """A JSON array of the elements' normalised values: strings, or null for NULL; nested
     arrays and JSON objects stay arrays and objects. An empty string stays "" here: inside an
     array, unlike a whole field, it is not the same as a missing element."""
+    try:
+        text = _array_text(items)
+    except RecursionError:  # a JSON array in an array of json can nest as deep as it likes
+        raise UnsendableValueError("an array nested too deeply to be sent") from None
+    return _utf8(text, "an array")
+
+
+def _array_text(items: list[Any] | tuple[Any, ...]) -> str:
     return "[" + ",".join(map(_element, items)) + "]"
 
 
@@ -128,7 +136,7 @@ def _element(item: Any) -> str:
     if type(item) is str:
         return _json_string(_text(item))
     if isinstance(item, list | tuple):
-        return _array(item)
+        return _array_text(item)
     if isinstance(item, dict):
         return _json(item)
     return _json_string(normalise(item) or "")
@@ -158,16 +166,50 @@ def normalise_json(value: Any) -> str | None:
         return _json(value)
     if not value.strip():
         return None
+    return _json(_parsed_json(value))
+
+
+def normalise_json_array(value: Any) -> str | None:
+    """normalise() of an array of json or jsonb, read as text[]: an array (see _array) of
+    the elements' JSON, each parsed as normalise_json parses it, numbers digit for digit."""
+    if value is None:
+        return None
+    return _array(_parsed_elements(value))
+
+
+def _parsed_elements(items: list[Any]) -> list[Any]:
+    parsed: list[Any] = []
+    for item in items:
+        if isinstance(item, list):  # a multidimensional array's row
+            parsed.append(_parsed_elements(item))
+        else:
+            parsed.append(None if item is None else _parsed_json(item))
+    return parsed
+
+
+def _parsed_json(text: str) -> Any:
     try:
-        parsed = json.loads(
-            value,
-            parse_float=_JsonNumber,
-            parse_int=_JsonNumber,
-            parse_constant=_refuse_constant,
+        return json.loads(
+            text, parse_float=_JsonNumber, parse_int=_JsonNumber, parse_constant=_refuse_constant
         )
     except (ValueError, RecursionError) as exc:
         raise UnsendableValueError(f"not valid JSON ({_first_words(exc)})") from None
-    return _json(parsed)
+
+
+_SQLITE_STORAGE = {float: "a real number", str: "text", bytes: "binary data"}
+
+
+def normalise_sqlite_boolean(value: Any) -> str | None:
+    """normalise() of a SQLite column declared BOOLEAN, read as stored. SQLite keeps booleans
+    as 0 and 1, but such a column holds whatever was written: 'f' or 'false', which a truth
+    test would read as true, are held back rather than guessed at."""
+    if value is None:
+        return None
+    if type(value) is int and value in (0, 1):
+        return "true" if value else "false"
+    kind = type(value)
+    stored = str(value) if kind is int else _SQLITE_STORAGE.get(kind, kind.__name__)
+    raise UnsendableValueError(f"a boolean must be stored as 0 or 1, not as {stored}")
 
 
 def _json(value: Any) -> str:
@@ -176,12 +218,18 @@ def _json(value: Any) -> str:
         text = _json_value(value)
     except RecursionError:
         raise UnsendableValueError("JSON nested too deeply to be sent") from None
+    return _utf8(text, "JSON")
+
+
+def _utf8(text: str, what: str) -> str:
+    """`text`, unless a UTF-8 request body cannot carry it: a lone surrogate, which a JSON
+    string's escape can make (json, unlike jsonb, keeps "\\ud800" as written)."""
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise UnsendableValueError(
-                "JSON holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
+                f"{what} holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
             ) from None
     return text
 

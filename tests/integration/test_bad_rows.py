@@ -318,3 +318,131 @@ def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
     assert problems == {
         "K\\xff": (None, "code", "the key is not UTF-8 text, so the row cannot be read")
     }
+
+
+def test_a_row_held_back_at_ingest_holds_back_the_lead_another_row_has(
+    events: Connector, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its values are unknown, but it has the lead id: the lead has two rows."""
+    execute(
+        events.engine,
+        "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1'), (2, 'Goa', '10000-01-01', 'L1')",
+    )
+
+    report = events.run_once()
+
+    assert sent_values(emulator) == []
+    assert (report.leads_shared, report.rows_held_back) == (1, 1)
+    assert "rows 1 and 2 both have lead id L1" in status_of(events, capsys)
+
+    execute(events.engine, "UPDATE events SET seen = '2021-03-04', lead = 'L2' WHERE id = 2")
+    report = events.run_once()
+
+    assert sorted(sent_values(emulator)) == [
+        ("L1", {"mx_City": "Pune"}),
+        ("L2", {"mx_City": "Goa", "mx_Seen": "2021-03-04"}),
+    ]
+    assert (report.leads_shared, row_problems(events)) == (0, {})
+
+
+def test_a_row_held_back_in_an_earlier_run_holds_back_the_lead_a_new_row_takes(
+    events: Connector, emulator: Emulator
+) -> None:
+    execute(events.engine, "INSERT INTO events VALUES (2, 'Goa', '10000-01-01', 'L1')")
+    events.run_once()
+    execute(events.engine, "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1')")
+
+    report = events.run_once()
+
+    assert sent_values(emulator) == []
+    assert report.leads_shared == 1
+
+    execute(events.engine, "UPDATE events SET lead = NULL WHERE id = 2")
+    events.run_once()
+
+    assert sent_values(emulator) == [("L1", {"mx_City": "Pune"})]
+
+
+def test_what_a_bad_row_held_back_clears_once_the_row_is_fixed_elsewhere_or_deleted(
+    events: Connector, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    execute(
+        events.engine,
+        "INSERT INTO events VALUES (1, 'Pune', NULL, 'L1'), (2, 'Goa', NULL, 'L2')",
+    )
+    events.run_once()
+    execute(
+        events.engine,
+        "UPDATE events SET seen = '10000-01-01'",
+        "INSERT INTO events VALUES (3, 'Agra', '10000-01-01', 'L9')",
+    )
+    events.run_once()
+    assert row_problems(events).keys() == {"1", "2", "3"}
+    emulator.clear_requests()
+
+    # Deletes are not captured; row 2 is fixed, and takes another lead id on the way.
+    execute(
+        events.engine,
+        "DELETE FROM events WHERE id IN (1, 3)",
+        "UPDATE events SET seen = '2021-03-04', lead = 'L3' WHERE id = 2",
+    )
+    events.run_once()
+
+    assert sent_values(emulator) == [("L3", {"mx_City": "Goa", "mx_Seen": "2021-03-04"})]
+    assert row_problems(events) == {}
+    assert held_leads(events) == {
+        "L1": "detached: row 1 was deleted or has no usable lead id; no row has this lead id, "
+        "so nothing is sent to it",
+        "L2": "detached: row 2 now has lead id L3; no row has this lead id, so nothing is sent "
+        "to it",
+        "L3": None,
+    }
+    status = status_of(events, capsys)
+    assert "held back:" not in status
+    assert "10000" not in status
+
+
+def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
+    pg_url: str, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    # Shallow enough for json.loads, too deep for a Python function that recurses per level.
+    deep = "[" * 500 + "]" * 500
+    ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSONB[], city TEXT, lead TEXT)"
+    mapping = {"parts": "mx_Parts", "city": "mx_City"}
+    with table_connector(pg_url, emulator, "docs", mapping, ddl) as sync:
+        execute(
+            sync.engine,
+            f"INSERT INTO docs VALUES (1, ARRAY['{deep}'::jsonb], 'Pune', 'L1'), "
+            "(2, NULL, 'Goa', 'L2')",
+        )
+        report = sync.run_once()
+        held = held_leads(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert emulator.lead("L2") == {"mx_City": "Goa"}
+    assert held["L1"] == "row 1, column 'parts': an array nested too deeply to be sent"
+
+
+def test_a_lone_surrogate_in_an_array_of_json_holds_back_only_its_lead(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """json (unlike jsonb) keeps "\\ud800" as written; no UTF-8 request body can carry it."""
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSON[], lead TEXT)"
+    with table_connector(pg_url, emulator, "docs", {"parts": "mx_Parts"}, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO docs VALUES (1, ARRAY['\"\\ud800\"'::json], 'L1'), "
+            "(2, ARRAY['\"\\u00e9\"'::json], 'L2')",
+        )
+        report = sync.run_once()
+        held = held_leads(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert emulator.lead("L2") == {"mx_Parts": '["é"]'}
+    assert held["L1"] == (
+        "row 1, column 'parts': an array holding a lone surrogate (\\ud800-\\udfff) cannot be sent"
+    )

@@ -4,6 +4,7 @@ a lead no row points to any more is never sent a row's values again."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -237,3 +238,33 @@ def test_both_folds_agree_on_which_leads_several_rows_share(
         assert state.source_key in rows_of[lead_id]
         assert (state.other_key is not None) == (len(rows_of[lead_id]) > 1)
         assert state.other_key in rows_of[lead_id] - {state.source_key} | {None}
+
+
+def test_sqlite_rows_with_one_lead_id_as_an_integer_and_as_text_share_it(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """A column declared without a type keeps 5 and '5' apart; both are lead id 5."""
+    huge = "9" * 20  # text only: no SQLite integer is that large
+    emulator.add_lead("5")
+    emulator.add_lead(huge)
+    url = f"sqlite:///{tmp_path / 'untyped.db'}"
+    ddl = "CREATE TABLE customers (id INTEGER PRIMARY KEY, city TEXT, lead)"
+    with table_connector(url, emulator, "customers", {"city": "mx_City"}, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO customers VALUES (1, 'Pune', 5), (2, 'Goa', '5'), (3, 'Agra', '5'), "
+            f"(4, 'Goa', '{huge}'), (5, 'Agra', '{huge}')",
+        )
+        sync.run_once()
+        execute(sync.engine, "UPDATE customers SET lead = NULL WHERE id IN (3, 5)")
+
+        report = sync.run_once()
+
+        assert sent_values(emulator) == [(huge, {"mx_City": "Goa"})]
+        assert report.leads_shared == 1
+        emulator.clear_requests()
+
+        execute(sync.engine, "UPDATE customers SET lead = NULL WHERE id = 2")
+        sync.run_once()
+
+    assert sent_values(emulator) == [("5", {"mx_City": "Pune"})]

@@ -175,3 +175,99 @@ def test_sqlite_json_columns_are_sent_as_json_text_and_nul_in_text_is_held_back(
     assert held["L4"] == (
         "row 4, column 'note': text holding a NUL character cannot be sent to LeadSquared"
     )
+
+
+def test_sqlite_booleans_are_sent_only_when_stored_as_0_or_1(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """SQLite keeps any value in a BOOLEAN column: 'f' (as older ORMs wrote false) must not be
+    read as true, as a Python truth test would."""
+    for lead_id in ("L1", "L2", "L3", "L4", "L5"):
+        emulator.add_lead(lead_id)
+    url = f"sqlite:///{tmp_path / 'flags.db'}"
+    ddl = "CREATE TABLE flags (id INTEGER PRIMARY KEY, active BOOLEAN, lead TEXT)"
+    with table_connector(url, emulator, "flags", {"active": "mx_Active"}, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO flags VALUES (1, 1, 'L1'), (2, 0, 'L2'), (3, 'f', 'L3'), "
+            "(4, 'false', 'L4'), (5, 2, 'L5')",
+        )
+        report = sync.run_once()
+        held = leads_held(sync)
+
+    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert emulator.lead("L1") == {"mx_Active": "true"}
+    assert emulator.lead("L2") == {"mx_Active": "false"}
+    assert emulator.lead("L3") == emulator.lead("L4") == emulator.lead("L5") == {}
+    assert held["L3"] == "row 3, column 'active': a boolean must be stored as 0 or 1, not as text"
+    assert held["L5"] == "row 5, column 'active': a boolean must be stored as 0 or 1, not as 2"
+
+
+def test_postgresql_arrays_of_domains_enums_and_json_keep_every_element_and_digit(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """The driver has no array loader for a domain's or an enum's array type, and parses JSON
+    numbers into floats: each must still reach LeadSquared whole and exact."""
+    for lead_id in ("L1", "L2"):
+        emulator.add_lead(lead_id)
+    ddl = [
+        "CREATE DOMAIN label AS TEXT",
+        "CREATE DOMAIN score AS NUMERIC",
+        "CREATE DOMAIN document AS JSONB",
+        "CREATE TYPE tier AS ENUM ('free', 'pro, plus')",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, labels label[], scores score[], "
+        "tiers tier[], docs JSONB[], grid JSON[][], doc document, docs2 document[], lead TEXT)",
+    ]
+    mapping = {
+        "labels": "mx_Labels",
+        "scores": "mx_Scores",
+        "tiers": "mx_Tiers",
+        "docs": "mx_Docs",
+        "grid": "mx_Grid",
+        "doc": "mx_Doc",
+        "docs2": "mx_Docs2",
+    }
+    big = "12345678901234567890.123"
+    with table_connector(pg_url, emulator, "notes", mapping, *ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO notes VALUES (1, ARRAY['a,b', 'c'], '{1.50,NULL}', '{\"pro, plus\"}', "
+            f"ARRAY['{{\"n\": {big}}}'::jsonb, NULL, '\"s\"', '2.50'], "
+            "ARRAY[ARRAY['1.0'::json, '[0.1]']], "
+            f"'{{\"n\": 0.1000000000000000000001}}', ARRAY['{big}'::document], 'L1')",
+            "INSERT INTO notes (id, doc, lead) VALUES (2, '\"abc\"', 'L2')",
+        )
+        report = sync.run_once()
+
+    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert emulator.lead("L1") == {
+        "mx_Labels": '["a,b","c"]',
+        "mx_Scores": '["1.5",null]',
+        "mx_Tiers": '["pro, plus"]',
+        "mx_Docs": f'[{{"n":{big}}},null,"s","2.50"]',
+        "mx_Grid": '[["1.0",["0.1"]]]',
+        "mx_Doc": '{"n":0.1000000000000000000001}',
+        "mx_Docs2": f'["{big}"]',
+    }
+    assert emulator.lead("L2") == {"mx_Doc": '"abc"'}
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment"),
+    [("Asia/Kolkata", "9999-12-31 23:59:59"), ("America/New_York", "0001-01-01 00:00:00")],
+)
+def test_a_timestamptz_at_the_ends_of_the_calendar_is_sent_whatever_the_servers_time_zone(
+    pg_url: str, emulator: Emulator, zone: str, moment: str
+) -> None:
+    """Sentinels such as 9999-12-31 and 0001-01-01 UTC fall outside the calendar once shifted
+    to a session time zone on the other side of UTC, where the driver cannot load them."""
+    emulator.add_lead("L1")
+    in_zone = pg_url.replace("options=", f"options=-cTimeZone%3D{zone}%20", 1)
+    assert in_zone != pg_url
+    ddl = "CREATE TABLE stays (id INTEGER PRIMARY KEY, until TIMESTAMPTZ, lead TEXT)"
+    with table_connector(in_zone, emulator, "stays", {"until": "mx_Until"}, ddl) as sync:
+        execute(sync.engine, f"INSERT INTO stays VALUES (1, '{moment}+00', 'L1')")
+        report = sync.run_once()
+
+    assert (report.status, report.rows_held_back) == ("ok", 0)
+    assert emulator.lead("L1") == {"mx_Until": moment}

@@ -20,6 +20,8 @@ from connector.values import (
     loads,
     normalise,
     normalise_json,
+    normalise_json_array,
+    normalise_sqlite_boolean,
     plan_update,
     to_payload,
 )
@@ -406,3 +408,40 @@ def test_json_text_is_sent_compact_with_sorted_keys_and_exact_numbers(
 def test_json_that_is_not_json_is_refused(stored: Any, reason: str) -> None:
     with pytest.raises(UnsendableValueError, match=reason):
         normalise_json(stored)
+
+
+def test_an_array_of_json_keeps_every_digit_and_nests_rows() -> None:
+    elements = ['{"b": 1, "a": [2.50]}', None, '"s"', "12345678901234567890.123", ["1.0"]]
+    expected = '[{"a":[2.50],"b":1},null,"s","12345678901234567890.123",["1.0"]]'
+    assert normalise_json_array(elements) == expected
+    assert normalise_json_array(None) is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"), [(1, "true"), (0, "false"), (None, None)], ids=repr
+)
+def test_a_sqlite_boolean_stored_as_1_or_0_is_true_or_false(
+    stored: Any, expected: str | None
+) -> None:
+    assert normalise_sqlite_boolean(stored) == expected
+
+
+@pytest.mark.parametrize("stored", ["f", "false", "true", 2, -1, 0.5, b"\x01"], ids=repr)
+def test_any_other_sqlite_boolean_is_refused(stored: Any) -> None:
+    with pytest.raises(UnsendableValueError, match="a boolean must be stored as 0 or 1"):
+        normalise_sqlite_boolean(stored)
+
+
+def test_an_array_nested_deeper_than_python_recurses_is_refused() -> None:
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(UnsendableValueError, match="an array nested too deeply"):
+        normalise(nested)
+    with pytest.raises(UnsendableValueError, match="an array nested too deeply"):
+        normalise_json_array(["[" * 500 + "]" * 500])
+
+
+def test_an_array_holding_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(UnsendableValueError, match="an array holding a lone surrogate"):
+        normalise_json_array(['"\\ud800"'])
