@@ -57,7 +57,8 @@ def print_status(connector: Connector) -> None:
     for state in not_in_sync:
         print(f"  lead {state.lead_id} (row {state.source_key}): {describe_lead(state)}")
     if problems:
-        print(f"{len(problems)} rows held back: they cannot be ingested until they change")
+        rows = "row" if len(problems) == 1 else "rows"
+        print(f"{len(problems)} {rows} held back: they cannot be ingested until they change")
         for problem in problems:
             print(f"  {describe_row_problem(problem)}")
     print("recent runs:")

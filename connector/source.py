@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
@@ -40,9 +41,13 @@ class SourceTable:
         self.mapping = config.mapping
         source = config.source
         try:
-            self.table = sa.Table(
-                source.table, sa.MetaData(), schema=source.schema_, autoload_with=engine
-            )
+            with warnings.catch_warnings():
+                # Types SQLAlchemy does not know (xml, point, extension types) come back as
+                # NullType, which this module reads as text: nothing to warn the user about.
+                warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
+                self.table = sa.Table(
+                    source.table, sa.MetaData(), schema=source.schema_, autoload_with=engine
+                )
         except NoSuchTableError:
             where = f"{source.schema_}.{source.table}" if source.schema_ else source.table
             raise ConfigError(
@@ -301,7 +306,7 @@ def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[
     are read as their text, whose numbers keep every digit (the driver would parse them
     into floats); a timestamptz in UTC, as it is sent, since in the session's time zone
     9999-12-31 or 0001-01-01 UTC may fall outside the calendar the driver can load; and
-    arrays as `_array_reading` says.
+    arrays as `_array_reading` says; hstore as its text.
     """
     kind = _underlying(column.type)
     if sqlite:
@@ -315,6 +320,10 @@ def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[
         return column, normalise
     if isinstance(kind, sa.JSON):
         return sa.cast(column, sa.Text), normalise_json
+    if isinstance(kind, postgresql.HSTORE):
+        # As PostgreSQL spells it, whether or not SQLAlchemy recognises the type (it does
+        # only when hstore's schema is on the search_path, and would then parse it).
+        return sa.cast(column, sa.Text), normalise
     if isinstance(kind, sa.DateTime) and kind.timezone:
         return sa.func.timezone("UTC", column, type_=sa.DateTime()), normalise
     if isinstance(kind, sa.ARRAY):

@@ -271,3 +271,36 @@ def test_a_timestamptz_at_the_ends_of_the_calendar_is_sent_whatever_the_servers_
 
     assert (report.status, report.rows_held_back) == ("ok", 0)
     assert emulator.lead("L1") == {"mx_Until": moment}
+
+
+@pytest.mark.parametrize("search_path", ["own schema", "with public"])
+def test_postgresql_hstore_xml_and_point_are_sent_as_postgresql_spells_them(
+    pg_url: str, emulator: Emulator, search_path: str
+) -> None:
+    """Whether SQLAlchemy recognises hstore depends on the search_path: the spelling must not."""
+    emulator.add_lead("L1")
+    admin = sa.create_engine(pg_url)
+    with admin.begin() as connection:
+        # Extensions are database-wide; the tests share the database.
+        connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS hstore SCHEMA public")
+    admin.dispose()
+    if search_path == "with public":
+        assert "search_path%3D" in pg_url.rsplit("options=", 1)[-1]
+        pg_url += "%2Cpublic"  # after the test's own schema, where the table is made
+    ddl = (
+        "CREATE TABLE shapes (id INTEGER PRIMARY KEY, attrs public.hstore, doc XML, "
+        "spot POINT, lead TEXT)"
+    )
+    mapping = {"attrs": "mx_Attrs", "doc": "mx_Doc", "spot": "mx_Spot"}
+    with table_connector(pg_url, emulator, "shapes", mapping, ddl) as sync:
+        execute(
+            sync.engine,
+            "INSERT INTO shapes VALUES (1, 'b=>2, a=>\"é x\"', '<p>hi</p>', '(1.5,2)', 'L1')",
+        )
+        sync.run_once()
+
+    assert emulator.lead("L1") == {
+        "mx_Attrs": '"a"=>"é x", "b"=>"2"',
+        "mx_Doc": "<p>hi</p>",
+        "mx_Spot": "(1.5,2)",
+    }
