@@ -7,8 +7,9 @@ The protocol, in the order a run meets it:
    session switches its idle timeouts off (a DBA's `idle_session_timeout` would otherwise end
    it between two heartbeats) and uses TCP keepalives and `tcp_user_timeout`, so that a dead
    network ends it too, and is noticed. On SQLite, an exclusive `flock` on a file beside the
-   database's resolved path (a symlink or a relative path reaches the same lock file), which
-   must still be the file at that path (a lock file deleted and made again is a new lock).
+   resolved path of the file SQLite opened (a symlink, a relative path or a `file:` URI
+   reaches the same lock file), which must still be the file at that path (a lock file
+   deleted and made again is a new lock).
    Either lock dies with its holder, so a run killed with -9 never blocks the next one. A run
    that cannot take the lock is skipped.
 2. **The lease.** Holding the lock, the run takes the connector's row of `lsq_sync_lease`. A
@@ -142,6 +143,15 @@ def lock_file_path(database: str, connector: str) -> str:
     """The lock file of a SQLite database, by its resolved path: however the path is written
     (relative, through a symlink), one database has one lock file."""
     return f"{os.path.realpath(database)}.lsq-sync-{connector}.lock"
+
+
+def _database_file(engine: Engine) -> str:
+    """The file SQLite opened as the main database ('' in memory). Asked of SQLite, not read
+    from the URL: a `file:` URI, or a `..` after a symlinked directory (which SQLite drops
+    with the name before it), would name another file than the one SQLite opens."""
+    with translate_errors("taking the run lock"), engine.connect() as connection:
+        databases = connection.exec_driver_sql("PRAGMA database_list").all()
+    return next(str(file) for _, name, file in databases if name == "main")
 
 
 class Lease:
@@ -367,9 +377,9 @@ class RunLock:
             with self._postgres_session() as session:
                 yield session
             return
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            yield _FileSession(self.engine, None, None)  # nothing else can see this database
+        database = _database_file(self.engine)
+        if not database:
+            yield _FileSession(self.engine, None, None)  # in memory: no other process sees it
             return
         path = lock_file_path(database, self.connector)
         handle = _lock_file(path)

@@ -472,7 +472,28 @@ def _backend_alive(engine: sa.Engine, pid: int) -> bool:
 # -- SQLite: one file, one lock -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("second_path", ["symlink", "relative"])
+def another_path_to(real: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A URL that SQLite opens as the same database file, written another way."""
+    if way == "symlink":
+        link = real.parent.parent / "link.db"
+        link.symlink_to(real)
+        return f"sqlite:///{link}"
+    if way == "relative":
+        monkeypatch.chdir(real.parent)
+        return "sqlite:///app.db"
+    if way == "uri":
+        return f"sqlite:///file:{real}?uri=true"
+    # A symlinked directory, then "..": SQLite drops the name before the "..", where the kernel
+    # (and os.path.realpath) would go up from the symlink's target.
+    target = real.parent.parent / "elsewhere" / "deep"
+    target.mkdir(parents=True)
+    (target.parent / real.parent.name).mkdir()
+    hop = real.parent.parent / "hop"
+    hop.symlink_to(target)
+    return f"sqlite:///{hop}/../{real.parent.name}/{real.name}"
+
+
+@pytest.mark.parametrize("second_path", ["symlink", "relative", "uri", "symlinked_dir_dotdot"])
 def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
     second_path: str,
     tmp_path: Path,
@@ -482,13 +503,7 @@ def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
     real = tmp_path / "data" / "app.db"
     real.parent.mkdir()
     url = f"sqlite:///{real}"
-    if second_path == "symlink":
-        link = tmp_path / "link.db"
-        link.symlink_to(real)
-        other_url = f"sqlite:///{link}"
-    else:
-        monkeypatch.chdir(real.parent)
-        other_url = "sqlite:///app.db"
+    other_url = another_path_to(real, second_path, monkeypatch)
     app = sa.create_engine(url)
     emulator.set_latency(0.02, 0.04)
     try:
