@@ -182,6 +182,8 @@ class Lease:
         self._cause = ""
         self._lost_at = 0.0
         self._state = threading.Lock()
+        # Held by the watchdog while it beats, so that retiring waits for a beat in progress.
+        self._beating = threading.Lock()
         self.retired = False
 
     @property
@@ -203,10 +205,18 @@ class Lease:
         )
 
     def retire(self) -> None:
-        """The lease row is being deleted on purpose (`uninstall --drop-state`): nothing is
-        left to beat or to release."""
-        self.retired = True
+        """The lease row is about to be deleted on purpose (`uninstall --drop-state`): nothing
+        is left to beat or to release. Once this returns, no heartbeat is under way or to come:
+        one waiting on the deleted row would deadlock with the table's drop."""
+        with self._beating:
+            self.retired = True
         self.lose("the connector's state was removed")
+
+    @contextmanager
+    def beating(self) -> Iterator[bool]:
+        """Held while the watchdog beats; yields False once the lease is retired."""
+        with self._beating:
+            yield not self.retired
 
     def lost_for(self) -> float:
         """Seconds since the lock was found lost."""
@@ -551,13 +561,16 @@ class RunLock:
             wake.clear()
             if done.is_set():
                 return
-            try:
-                if not taken.lost:
-                    self._beat(session, taken)
-                elif taken.lost_for() < self.drain_seconds:
-                    self._beat_while_draining(taken)
-            except Exception as exc:  # noqa: BLE001 (a watchdog that dies must not leave calls going)
-                taken.lose(f"the run lock's watchdog failed: {type(exc).__name__}: {exc}")
+            with taken.beating() as live:
+                if not live:
+                    return
+                try:
+                    if not taken.lost:
+                        self._beat(session, taken)
+                    elif taken.lost_for() < self.drain_seconds:
+                        self._beat_while_draining(taken)
+                except Exception as exc:  # noqa: BLE001 (a watchdog that dies must not leave calls going)
+                    taken.lose(f"the run lock's watchdog failed: {type(exc).__name__}: {exc}")
 
     def _beat(self, session: _Session, taken: Lease) -> None:
         sent_at = self.clock.monotonic()

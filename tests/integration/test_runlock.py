@@ -424,6 +424,51 @@ def call_gate(engine: sa.Engine, held: Lease) -> float:
         return held.call_delay(connection)
 
 
+# -- uninstall ----------------------------------------------------------------------------------
+
+
+def test_uninstall_dropping_the_state_is_not_raced_by_its_own_heartbeat(
+    pg_url: str, pg_app: sa.Engine, emulator: Emulator
+) -> None:
+    # The teardown deletes the lease row, then drops the table: a heartbeat waiting on that
+    # row in between is a deadlock, which PostgreSQL may break by failing the teardown.
+    timing = LeaseTiming(heartbeat_seconds=0.05, stale_seconds=5.0)
+    with Connector(load(config_dict(pg_url, emulator)), lease_timing=timing) as sync:
+        sync.init()
+        backends: list[int] = []
+        seen: list[str] = []
+
+        def remember_backend(dbapi_connection: Any, _record: Any) -> None:
+            backends.append(dbapi_connection.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+        def heartbeat_waiting() -> bool:
+            with pg_app.connect() as connection:
+                return bool(
+                    connection.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids) "
+                            "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE lsq_sync_lease%'"
+                        ),
+                        {"pids": backends},
+                    ).scalar_one()
+                )
+
+        def watchdog_running() -> bool:
+            return any(t.name == "lsq-run-lock-test" for t in threading.enumerate())
+
+        def linger(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("DELETE FROM lsq_sync_lease"):
+                # As long as the teardown of a big state takes: until the watchdog either
+                # blocks on the deleted row or is gone.
+                wait_until(lambda: heartbeat_waiting() or not watchdog_running(), WAIT)
+                seen.append("heartbeat waiting" if heartbeat_waiting() else "watchdog gone")
+
+        sa.event.listen(sync.engine, "connect", remember_backend)
+        sa.event.listen(sync.engine, "after_cursor_execute", linger)
+        assert sync.uninstall(drop_state=True).tables_dropped
+    assert seen == ["watchdog gone"]
+
+
 # -- the lock's PostgreSQL sessions ---------------------------------------------------------
 
 
