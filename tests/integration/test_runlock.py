@@ -488,6 +488,44 @@ def test_the_lock_session_keeps_alive_and_ignores_idle_timeouts(pg_url: str) -> 
         engine.dispose()
 
 
+def test_the_server_keeps_alive_its_side_of_every_session(pg_url: str) -> None:
+    # Left to the kernel's defaults, the server notices a client whose host died (power,
+    # network) only after two hours. Until then it keeps that client's session, with the run
+    # lock (every other run is skipped) or the row locks of a transaction it left open (the
+    # next run's takeover of the lease waits on them).
+    engine = create_engine(pg_url)
+    lock_engine = lock_session_engine(engine)
+    try:
+        assert server_keepalives(lock_engine) == {
+            "tcp_keepalives_idle": "5",
+            "tcp_keepalives_interval": "2",
+            "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "10000",
+        }
+        assert server_keepalives(engine) == {
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "60000",
+        }
+    finally:
+        lock_engine.dispose()
+        engine.dispose()
+
+
+def server_keepalives(engine: sa.Engine) -> dict[str, str]:
+    """The server's keepalive settings for a TCP session of `engine` (as pg_settings holds
+    them: seconds, and milliseconds for tcp_user_timeout)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp_keepalives_%' "
+                "OR name = 'tcp_user_timeout'"
+            )
+        )
+        return {name: setting for name, setting in rows}
+
+
 def test_pooled_connections_closed_while_idle_are_replaced(pg_url: str) -> None:
     engine = create_engine(f"{pg_url}%20-cidle_session_timeout%3D50")
     try:
