@@ -424,6 +424,44 @@ def call_gate(engine: sa.Engine, held: Lease) -> float:
         return held.call_delay(connection)
 
 
+class SteppedClock(SystemClock):
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = 0.0
+
+    def monotonic(self) -> float:
+        return self.at
+
+
+def test_no_call_starts_while_no_heartbeat_has_gone_through_for_half_the_stale_time(
+    tmp_path: Path,
+) -> None:
+    # The watchdog may be stuck on a dead network, or starved on a loaded host: the holder
+    # must stop calling well before another run may find its heartbeat stale.
+    engine = create_engine(f"sqlite:///{tmp_path / 'lease.db'}")
+    lease.create(engine)
+    write_lease(engine, 7, None)
+    clock = SteppedClock()
+    held = Lease(engine, "test", 7, clock=clock, timing=TIMING, confirmed_at=0.0)
+    try:
+        assert call_gate(engine, held) == 0
+        clock.at = TIMING.stale_seconds / 2 + 0.1
+        assert call_gate(engine, held) > 0, "a call started although the lock went unconfirmed"
+        held.confirm(clock.at)
+        assert call_gate(engine, held) == 0
+        held.doubt()  # a pooled connection was found dead
+        assert call_gate(engine, held) > 0
+        held.confirm(clock.at - 0.01)  # sent before the doubt: proves nothing about it
+        assert call_gate(engine, held) > 0
+        clock.at += 0.01
+        held.confirm(clock.at)
+        assert call_gate(engine, held) == 0
+    finally:
+        engine.dispose()
+
+
 # -- uninstall ----------------------------------------------------------------------------------
 
 
