@@ -98,7 +98,8 @@ def _unless_in_url(options: dict[str, Any], url: URL) -> dict[str, Any]:
 def _keep_alive_on_the_server(engine: Engine, keepalives: dict[str, int]) -> None:
     """Set the server's keepalives in each new session, unless the URL's `options` sets them.
 
-    Set once connected rather than as startup options, which poolers such as PgBouncer refuse.
+    Set once connected rather than as startup options, which some poolers (PgBouncer) refuse.
+    A session over a Unix socket accepts them and ignores them.
     """
     options = str(engine.url.query.get("options", ""))
     settings = {name: value for name, value in keepalives.items() if name not in options}
