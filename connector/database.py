@@ -34,6 +34,21 @@ LOCK_SESSION_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 10_000,
     "application_name": "lsq-sync run lock",
 }
+# The server's side of the same, set in each session: left to the kernel's defaults, the
+# server notices a client whose host died (power, network) only after two hours, and until
+# then keeps its session, with the run lock or the row locks of a transaction left open.
+POOLED_SERVER_KEEPALIVES: dict[str, int] = {
+    "tcp_keepalives_idle": 30,
+    "tcp_keepalives_interval": 10,
+    "tcp_keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
+LOCK_SESSION_SERVER_KEEPALIVES: dict[str, int] = {
+    "tcp_keepalives_idle": 5,
+    "tcp_keepalives_interval": 2,
+    "tcp_keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:
@@ -46,7 +61,8 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
 
     On PostgreSQL a DBA's `idle_session_timeout`, a proxy or a failover may close a pooled
     connection while it sits idle; the pre-ping at checkout replaces it instead of failing
-    the run on its next query.
+    the run on its next query. The server keeps its side of each session alive too: a client
+    whose host died releases its locks within about a minute, not the kernel's two hours.
     """
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql":
@@ -58,6 +74,8 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     engine = sa.create_engine(parsed, **kwargs)
     if engine.dialect.name == "sqlite":
         _serialise_sqlite_writers(engine)
+    else:
+        _keep_alive_on_the_server(engine, POOLED_SERVER_KEEPALIVES)
     return engine
 
 
@@ -68,11 +86,38 @@ def lock_session_engine(engine: Engine) -> Engine:
     switched off) never reach another use.
     """
     options = _unless_in_url(LOCK_SESSION_OPTIONS, engine.url)
-    return sa.create_engine(engine.url, poolclass=NullPool, connect_args=options)
+    lock_engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args=options)
+    _keep_alive_on_the_server(lock_engine, LOCK_SESSION_SERVER_KEEPALIVES)
+    return lock_engine
 
 
 def _unless_in_url(options: dict[str, Any], url: URL) -> dict[str, Any]:
     return {name: value for name, value in options.items() if name not in url.query}
+
+
+def _keep_alive_on_the_server(engine: Engine, keepalives: dict[str, int]) -> None:
+    """Set the server's keepalives in each new session, unless the URL's `options` sets them.
+
+    Set once connected rather than as startup options, which some poolers (PgBouncer) refuse.
+    A session over a Unix socket accepts them and ignores them.
+    """
+    options = str(engine.url.query.get("options", ""))
+    settings = {name: value for name, value in keepalives.items() if name not in options}
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        wanted = dict(settings)
+        if dbapi_connection.info.server_version < 120000:
+            wanted.pop("tcp_user_timeout", None)  # PostgreSQL 12 added it
+        if not wanted:
+            return
+        parameters: list[str] = []
+        for name, value in wanted.items():
+            parameters += [name, str(value)]
+        calls = ", ".join(["set_config(%s, %s, false)"] * len(wanted))
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SELECT {calls}", parameters)
+        dbapi_connection.commit()  # a rollback would undo them
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:

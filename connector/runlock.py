@@ -7,8 +7,9 @@ The protocol, in the order a run meets it:
    session switches its idle timeouts off (a DBA's `idle_session_timeout` would otherwise end
    it between two heartbeats) and uses TCP keepalives and `tcp_user_timeout`, so that a dead
    network ends it too, and is noticed. On SQLite, an exclusive `flock` on a file beside the
-   database's resolved path (a symlink or a relative path reaches the same lock file), which
-   must still be the file at that path (a lock file deleted and made again is a new lock).
+   resolved path of the file SQLite opened (a symlink, a relative path or a `file:` URI
+   reaches the same lock file), which must still be the file at that path (a lock file
+   deleted and made again is a new lock).
    Either lock dies with its holder, so a run killed with -9 never blocks the next one. A run
    that cannot take the lock is skipped.
 2. **The lease.** Holding the lock, the run takes the connector's row of `lsq_sync_lease`. A
@@ -144,6 +145,15 @@ def lock_file_path(database: str, connector: str) -> str:
     return f"{os.path.realpath(database)}.lsq-sync-{connector}.lock"
 
 
+def _database_file(engine: Engine) -> str:
+    """The file SQLite opened as the main database ('' in memory). Asked of SQLite, not read
+    from the URL: a `file:` URI, or a `..` after a symlinked directory (which SQLite drops
+    with the name before it), would name another file than the one SQLite opens."""
+    with translate_errors("taking the run lock"), engine.connect() as connection:
+        databases = connection.exec_driver_sql("PRAGMA database_list").all()
+    return next(str(file) for _, name, file in databases if name == "main")
+
+
 class Lease:
     """The lease of the run holding the lock: its epoch, and whether it still holds it.
 
@@ -172,6 +182,8 @@ class Lease:
         self._cause = ""
         self._lost_at = 0.0
         self._state = threading.Lock()
+        # Held by the watchdog while it beats, so that retiring waits for a beat in progress.
+        self._beating = threading.Lock()
         self.retired = False
 
     @property
@@ -193,10 +205,18 @@ class Lease:
         )
 
     def retire(self) -> None:
-        """The lease row is being deleted on purpose (`uninstall --drop-state`): nothing is
-        left to beat or to release."""
-        self.retired = True
+        """The lease row is about to be deleted on purpose (`uninstall --drop-state`): nothing
+        is left to beat or to release. Once this returns, no heartbeat is under way or to come:
+        one waiting on the deleted row would deadlock with the table's drop."""
+        with self._beating:
+            self.retired = True
         self.lose("the connector's state was removed")
+
+    @contextmanager
+    def beating(self) -> Iterator[bool]:
+        """Held while the watchdog beats; yields False once the lease is retired."""
+        with self._beating:
+            yield not self.retired
 
     def lost_for(self) -> float:
         """Seconds since the lock was found lost."""
@@ -367,9 +387,9 @@ class RunLock:
             with self._postgres_session() as session:
                 yield session
             return
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            yield _FileSession(self.engine, None, None)  # nothing else can see this database
+        database = _database_file(self.engine)
+        if not database:
+            yield _FileSession(self.engine, None, None)  # in memory: no other process sees it
             return
         path = lock_file_path(database, self.connector)
         handle = _lock_file(path)
@@ -541,13 +561,16 @@ class RunLock:
             wake.clear()
             if done.is_set():
                 return
-            try:
-                if not taken.lost:
-                    self._beat(session, taken)
-                elif taken.lost_for() < self.drain_seconds:
-                    self._beat_while_draining(taken)
-            except Exception as exc:  # noqa: BLE001 (a watchdog that dies must not leave calls going)
-                taken.lose(f"the run lock's watchdog failed: {type(exc).__name__}: {exc}")
+            with taken.beating() as live:
+                if not live:
+                    return
+                try:
+                    if not taken.lost:
+                        self._beat(session, taken)
+                    elif taken.lost_for() < self.drain_seconds:
+                        self._beat_while_draining(taken)
+                except Exception as exc:  # noqa: BLE001 (a watchdog that dies must not leave calls going)
+                    taken.lose(f"the run lock's watchdog failed: {type(exc).__name__}: {exc}")
 
     def _beat(self, session: _Session, taken: Lease) -> None:
         sent_at = self.clock.monotonic()

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from connector.schema import run
 from connector.testing.emulator import Emulator
 from tests.e2e.conftest import _project
-from tests.e2e.harness import Project, lead_updates, parse_summary
+from tests.e2e.harness import LineReader, Project, lead_updates, parse_summary
 from tests.support import lock_holders, source_values, wait_until
 
 WAIT = 60.0
@@ -77,11 +77,17 @@ def test_a_terminated_lock_session_mid_push_sends_no_update_twice(
             wait_until(lambda: not lock_holders(project.engine, "test"))
             second = cleanup.enter_context(project.popen("run"))
             cleanup.callback(end, second)
-            wait_until(lambda: bool(lock_holders(project.engine, "test")))
+            assert second.stderr is not None
+            second_log = LineReader(second.stderr)
+            # Released only once the second run has found the first's heartbeat fresh: were
+            # the first run done by then, the second would have had nothing to wait for.
+            second_log.wait_for("waiting for the previous run to finish", timeout=WAIT)
         finally:
             emulator.release()
         first_out, first_err = first.communicate(timeout=WAIT)
-        second_out, second_err = second.communicate(timeout=WAIT)
+        second.wait(timeout=WAIT)
+        assert second.stdout is not None
+        second_out, second_err = second.stdout.read(), second_log.text()
 
     assert_each_update_sent_once_and_converged(project, emulator)
     assert first.returncode == 1, (first_out, first_err)

@@ -424,6 +424,89 @@ def call_gate(engine: sa.Engine, held: Lease) -> float:
         return held.call_delay(connection)
 
 
+class SteppedClock(SystemClock):
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = 0.0
+
+    def monotonic(self) -> float:
+        return self.at
+
+
+def test_no_call_starts_while_no_heartbeat_has_gone_through_for_half_the_stale_time(
+    tmp_path: Path,
+) -> None:
+    # The watchdog may be stuck on a dead network, or starved on a loaded host: the holder
+    # must stop calling well before another run may find its heartbeat stale.
+    engine = create_engine(f"sqlite:///{tmp_path / 'lease.db'}")
+    lease.create(engine)
+    write_lease(engine, 7, None)
+    clock = SteppedClock()
+    held = Lease(engine, "test", 7, clock=clock, timing=TIMING, confirmed_at=0.0)
+    try:
+        assert call_gate(engine, held) == 0
+        clock.at = TIMING.stale_seconds / 2 + 0.1
+        assert call_gate(engine, held) > 0, "a call started although the lock went unconfirmed"
+        held.confirm(clock.at)
+        assert call_gate(engine, held) == 0
+        held.doubt()  # a pooled connection was found dead
+        assert call_gate(engine, held) > 0
+        held.confirm(clock.at - 0.01)  # sent before the doubt: proves nothing about it
+        assert call_gate(engine, held) > 0
+        clock.at += 0.01
+        held.confirm(clock.at)
+        assert call_gate(engine, held) == 0
+    finally:
+        engine.dispose()
+
+
+# -- uninstall ----------------------------------------------------------------------------------
+
+
+def test_uninstall_dropping_the_state_is_not_raced_by_its_own_heartbeat(
+    pg_url: str, pg_app: sa.Engine, emulator: Emulator
+) -> None:
+    # The teardown deletes the lease row, then drops the table: a heartbeat waiting on that
+    # row in between is a deadlock, which PostgreSQL may break by failing the teardown.
+    timing = LeaseTiming(heartbeat_seconds=0.05, stale_seconds=5.0)
+    with Connector(load(config_dict(pg_url, emulator)), lease_timing=timing) as sync:
+        sync.init()
+        backends: list[int] = []
+        seen: list[str] = []
+
+        def remember_backend(dbapi_connection: Any, _record: Any) -> None:
+            backends.append(dbapi_connection.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+        def heartbeat_waiting() -> bool:
+            with pg_app.connect() as connection:
+                return bool(
+                    connection.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids) "
+                            "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE lsq_sync_lease%'"
+                        ),
+                        {"pids": backends},
+                    ).scalar_one()
+                )
+
+        def watchdog_running() -> bool:
+            return any(t.name == "lsq-run-lock-test" for t in threading.enumerate())
+
+        def linger(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("DELETE FROM lsq_sync_lease"):
+                # As long as the teardown of a big state takes: until the watchdog either
+                # blocks on the deleted row or is gone.
+                wait_until(lambda: heartbeat_waiting() or not watchdog_running(), WAIT)
+                seen.append("heartbeat waiting" if heartbeat_waiting() else "watchdog gone")
+
+        sa.event.listen(sync.engine, "connect", remember_backend)
+        sa.event.listen(sync.engine, "after_cursor_execute", linger)
+        assert sync.uninstall(drop_state=True).tables_dropped
+    assert seen == ["watchdog gone"]
+
+
 # -- the lock's PostgreSQL sessions ---------------------------------------------------------
 
 
@@ -441,6 +524,44 @@ def test_the_lock_session_keeps_alive_and_ignores_idle_timeouts(pg_url: str) -> 
         lock_engine.dispose()
     finally:
         engine.dispose()
+
+
+def test_the_server_keeps_alive_its_side_of_every_session(pg_url: str) -> None:
+    # Left to the kernel's defaults, the server notices a client whose host died (power,
+    # network) only after two hours. Until then it keeps that client's session, with the run
+    # lock (every other run is skipped) or the row locks of a transaction it left open (the
+    # next run's takeover of the lease waits on them).
+    engine = create_engine(pg_url)
+    lock_engine = lock_session_engine(engine)
+    try:
+        assert server_keepalives(lock_engine) == {
+            "tcp_keepalives_idle": "5",
+            "tcp_keepalives_interval": "2",
+            "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "10000",
+        }
+        assert server_keepalives(engine) == {
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+            "tcp_user_timeout": "60000",
+        }
+    finally:
+        lock_engine.dispose()
+        engine.dispose()
+
+
+def server_keepalives(engine: sa.Engine) -> dict[str, str]:
+    """The server's keepalive settings for a TCP session of `engine` (as pg_settings holds
+    them: seconds, and milliseconds for tcp_user_timeout)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT name, setting FROM pg_settings WHERE name LIKE 'tcp_keepalives_%' "
+                "OR name = 'tcp_user_timeout'"
+            )
+        )
+        return {name: setting for name, setting in rows}
 
 
 def test_pooled_connections_closed_while_idle_are_replaced(pg_url: str) -> None:
@@ -472,7 +593,28 @@ def _backend_alive(engine: sa.Engine, pid: int) -> bool:
 # -- SQLite: one file, one lock -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("second_path", ["symlink", "relative"])
+def another_path_to(real: Path, way: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A URL that SQLite opens as the same database file, written another way."""
+    if way == "symlink":
+        link = real.parent.parent / "link.db"
+        link.symlink_to(real)
+        return f"sqlite:///{link}"
+    if way == "relative":
+        monkeypatch.chdir(real.parent)
+        return "sqlite:///app.db"
+    if way == "uri":
+        return f"sqlite:///file:{real}?uri=true"
+    # A symlinked directory, then "..": SQLite drops the name before the "..", where the kernel
+    # (and os.path.realpath) would go up from the symlink's target.
+    target = real.parent.parent / "elsewhere" / "deep"
+    target.mkdir(parents=True)
+    (target.parent / real.parent.name).mkdir()
+    hop = real.parent.parent / "hop"
+    hop.symlink_to(target)
+    return f"sqlite:///{hop}/../{real.parent.name}/{real.name}"
+
+
+@pytest.mark.parametrize("second_path", ["symlink", "relative", "uri", "symlinked_dir_dotdot"])
 def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
     second_path: str,
     tmp_path: Path,
@@ -482,13 +624,7 @@ def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
     real = tmp_path / "data" / "app.db"
     real.parent.mkdir()
     url = f"sqlite:///{real}"
-    if second_path == "symlink":
-        link = tmp_path / "link.db"
-        link.symlink_to(real)
-        other_url = f"sqlite:///{link}"
-    else:
-        monkeypatch.chdir(real.parent)
-        other_url = "sqlite:///app.db"
+    other_url = another_path_to(real, second_path, monkeypatch)
     app = sa.create_engine(url)
     emulator.set_latency(0.02, 0.04)
     try:
