@@ -465,16 +465,23 @@ class Emulator:
         status: int,
         body: str | bytes,
         content_type: str = "application/json; charset=utf-8",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Answer the next `count` authenticated, unthrottled API requests with exactly this
-        status and body, applying nothing: for answers LeadSquared might give that no fault
-        kind covers (``200`` with ``[]``, say). Queued in turn with `fail_next`'s faults."""
+        status, body and extra `headers`, applying nothing: for answers LeadSquared might give
+        that no fault kind covers (``200`` with ``[]``, a redirect, say). Queued in turn with
+        `fail_next`'s faults."""
         if not 100 <= status <= 599:
             raise ValueError(f"status must be an HTTP status code, got {status}")
         raw = body.encode() if isinstance(body, str) else body
-        self._queue_answers(
-            count, _Answer(status=status, outcome="fault", body=raw, content_type=content_type)
+        answer = _Answer(
+            status=status,
+            outcome="fault",
+            body=raw,
+            content_type=content_type,
+            headers=tuple(headers),
         )
+        self._queue_answers(count, answer)
 
     def _queue_answers(self, count: int, answer: _Answer) -> None:
         if count < 0:

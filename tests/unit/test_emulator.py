@@ -654,6 +654,17 @@ def test_answer_next_answers_exactly_that_and_applies_nothing(
     assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
 
 
+def test_answer_next_sends_the_headers_given(emulator: Emulator, client: httpx.Client) -> None:
+    elsewhere = "https://elsewhere.example/v2/LeadManagement.svc/Lead.Update"
+    emulator.answer_next(1, 301, "", headers=[("Location", elsewhere), ("X-Echo", "a b")])
+
+    answer = update(client, "L1", {"mx_City": "Rome"})
+
+    assert answer.status_code == 301
+    assert (answer.headers["Location"], answer.headers["X-Echo"]) == (elsewhere, "a b")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+
 def test_answer_next_refuses_what_is_not_an_answer(emulator: Emulator) -> None:
     with pytest.raises(ValueError, match="HTTP status"):
         emulator.answer_next(1, 42, "[]")
