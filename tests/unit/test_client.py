@@ -5,12 +5,15 @@ Also the promise that no key ever reaches a log line, an exception or a repr.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
 import ssl
 import threading
 import traceback
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -367,6 +370,25 @@ def test_successful_calls_log_no_keys(auth: str, caplog: pytest.LogCaptureFixtur
     assert "Leads.GetById" in caplog.text
 
 
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_keys_echoed_percent_encoded_in_lower_case_do_not_leak(auth: str) -> None:
+    # .NET's UrlEncode writes %2f where Python writes %2F.
+    echoes = [
+        form.lower()
+        for key in (ACCESS_KEY, SECRET_KEY)
+        for form in (quote(key, safe=""), quote_plus(key))
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json=mx("MXInvalidInputException", " ".join(echoes)))
+
+    with make_client(handler, auth=auth) as client, pytest.raises(LeadRejectedError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    for form in echoes:
+        assert form not in str(raised.value)
+    assert str(raised.value).count("***") == len(echoes)
+
+
 def test_repr_holds_no_key() -> None:
     client = make_client(Recorder())
     try:
@@ -441,6 +463,51 @@ def test_an_unannounced_answer_is_read_only_up_to_the_cap() -> None:
     assert type(raised.value) is RetriableError
     assert "larger than the 4,194,304 bytes accepted" in str(raised.value)
     assert body.read <= MAX_ANSWER_BYTES + 65536
+
+
+class Once(httpx.SyncByteStream):
+    """A body as it comes off the wire, in one piece."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.body
+
+
+def gzip_bomb(size: int, layers: int) -> bytes:
+    """A gzip body of `size` zero bytes, gzipped again `layers - 1` times: a few hundred bytes
+    for hundreds of MiB, made without holding them."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    body = b"".join(packer.compress(block) for _ in range(size // len(block))) + packer.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, 9)
+    return body
+
+
+@pytest.mark.parametrize("layers", [1, 2], ids=["gzip", "gzip-gzip"])
+def test_a_compressed_answer_is_never_expanded_in_memory(layers: int) -> None:
+    bomb = gzip_bomb(256 << 20, layers)
+    encoding = ", ".join(["gzip"] * layers)
+    recorder = Recorder()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        recorder(request)
+        # A stream of its own: httpx expands a bytes `content` as soon as it is given.
+        return httpx.Response(200, headers={"Content-Encoding": encoding}, stream=Once(bomb))
+
+    tracemalloc.start()
+    try:
+        with make_client(handler) as client, pytest.raises(RetriableError) as raised:
+            client.update_lead("L1", {"mx_City": "Pune"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * MAX_ANSWER_BYTES, f"{peak:,} bytes held for a {len(bomb):,}-byte answer"
+    assert type(raised.value) is RetriableError
+    assert f"Content-Encoding {encoding}" in str(raised.value)
+    assert recorder.last.headers["Accept-Encoding"] == "identity"
 
 
 # -- a key that cannot go in a request -----------------------------------------------------
