@@ -71,7 +71,9 @@ class StopSignals:
             pass
 
     def _received(self, info: signal.struct_siginfo | None) -> bool:
-        if info is None:
+        # A wait cut short past its timeout (the process was stopped, then continued) returns
+        # a siginfo CPython never filled in, whose number is garbage: not a signal at all.
+        if info is None or info.si_signo not in STOP_SIGNALS:
             return False
         signum = signal.Signals(info.si_signo)
         if self.received is None:
