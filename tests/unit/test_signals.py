@@ -58,6 +58,26 @@ def test_a_signal_reaches_the_stop_while_every_thread_is_asleep() -> None:
     assert signals.received is signal.SIGTERM
 
 
+def test_a_host_programs_own_handler_hears_the_signal_once_the_stop_is_done() -> None:
+    """A program running lsq-sync inside itself keeps its signals: while it runs they only
+    stop it, and then the program's own handler gets the signal too, once."""
+    stop, heard = threading.Event(), []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
+    try:
+        with StopSignals(stop):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(10)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert heard == [], "not while the stop is under way"
+        # The handler runs on the main thread once it looks: within the next statements.
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the condition above
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert heard == [signal.SIGTERM]
+
+
 # Enters StopSignals, says so, and reports the stop (or its absence) within a generous bound.
 WAITS_FOR_A_STOP = """
 import sys, threading
