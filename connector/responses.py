@@ -57,6 +57,8 @@ class Classified:
 MAX_RETRY_AFTER_SECONDS = 60.0
 
 _RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+# "API calls exceeded the limit of 25 in 5 second(s)": the calls, not a value, over a limit.
+_RATE_LIMIT_MESSAGE = re.compile(r"calls exceeded the limit", re.IGNORECASE)
 # The catch-all type: "There was an error processing the request", with no hint at the cause.
 _GENERIC_TYPE = "MXException"
 # How much of an unexpected body a message quotes.
@@ -87,7 +89,7 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
     if (
         status == 429
         or exception_type == _RATE_LIMIT_TYPE
-        or "exceeded the limit" in (message or text).lower()
+        or _RATE_LIMIT_MESSAGE.search(message or text)
     ):
         return result(Outcome.THROTTLED, message or f"HTTP {status}: throttled")
     if 200 <= status < 300:

@@ -349,3 +349,13 @@ def test_a_message_holding_a_lone_surrogate_comes_out_as_text_any_database_store
     assert result.outcome is Outcome.REJECTED
     assert "bad value ? for mx_City" in result.message
     result.message.encode("utf-8")  # what SQLite and PostgreSQL need of it
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_value_over_a_limit_is_the_leads_error_not_throttling(status: int) -> None:
+    # Only the account's calls exceeding their limit is throttling: this lead's value would
+    # otherwise hold back the whole account, again and again, without ever being parked.
+    message = "Value of mx_Notes exceeded the limit of 200 characters"
+    result = update_answer(status, {}, error_body("MXInvalidInputException", message))
+    assert result.outcome is Outcome.REJECTED
+    assert message in result.message
