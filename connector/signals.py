@@ -28,8 +28,9 @@ class StopSignals:
     """While entered, SIGINT and SIGTERM set `stop` instead of interrupting the process.
 
     The first signal is kept in `received`, for the exit code; any later one is as harmless
-    as the first. A handler a host program had installed gets the first signal on exit. Enter it on the main thread before starting other threads: they inherit
-    the blocked signals, which is what leaves them all to the signal thread.
+    as the first. A handler a host program had installed gets the first signal on exit.
+    Enter it on the main thread before starting other threads: they inherit the blocked
+    signals, which is what leaves them all to the signal thread.
     """
 
     def __init__(self, stop: threading.Event) -> None:
