@@ -298,25 +298,30 @@ class LeadSquaredClient:
         return f"cannot connect to {self._host}: {reason}"
 
     def _until_drained(self, api: str, exchange: Callable[[], _Answer]) -> _Answer:
-        """Run the exchange on its own daemon thread, and wait for it: for good, or until
-        `drain_seconds` after the stop event is set.
+        """Run the exchange on its own daemon thread, and wait for it: until it ends, until
+        the total timeout, or until `drain_seconds` after the stop event is set.
 
-        A blocked httpx read cannot be interrupted from another thread, so a call that hangs
-        at shutdown is left behind rather than waited out; a daemon thread does not hold up
-        the process's exit.
+        httpx bounds each read, not the whole call: an answer's head sent a byte at a time
+        would hold it for as long as the server likes. And a blocked httpx read cannot be
+        interrupted from another thread, so such a call is left behind rather than waited
+        out; a daemon thread does not hold up the process's exit.
         """
-        if self._stop is None:
-            return exchange()
         call = _InFlight(exchange)
         threading.Thread(target=call.run, name=f"lsq-call-{api}", daemon=True).start()
+        deadline = time.monotonic() + self._total_timeout
         while not call.settled.wait(_STOP_POLL_SECONDS):
-            if self._stop.is_set():
+            if self._stop is not None and self._stop.is_set():
                 if not call.settled.wait(self._drain_seconds):
                     raise CallAbandonedError(
                         f"{api}: no answer within sync.drain_seconds ({self._drain_seconds:g} s) "
                         "of the stop; the lead is sent again next run"
                     )
                 break
+            if time.monotonic() > deadline:
+                raise RetriableError(
+                    f"{api}: no complete answer within {self._total_timeout:g} s "
+                    "(leadsquared.timeout_seconds.total); abandoned"
+                )
         return call.outcome()
 
     def _exchange(self, method: str, api: str, params: dict[str, str], payload: Any) -> _Answer:

@@ -35,7 +35,7 @@ from connector.errors import (
     ThrottledError,
     UnreachableError,
 )
-from connector.testing.emulator import Emulator
+from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 
 ACCESS_KEY = "u$AK/9+x=="
 SECRET_KEY = "$ecret/Key+with=signs$"
@@ -622,6 +622,28 @@ def test_a_call_answered_within_the_drain_completes() -> None:
         stop.set()
         handler.release.set()
         assert calling.result(timeout=30) is None
+
+
+@pytest.mark.parametrize("stoppable", [True, False], ids=["with-stop", "without-stop"])
+def test_an_answer_whose_head_trickles_in_ends_at_the_total_timeout(stoppable: bool) -> None:
+    """httpx bounds each read, not the whole: a head sent a byte at a time within the read
+    timeout would hold the call for as long as the server likes."""
+    with Emulator(rate_limit=None) as emulator:
+        emulator.add_lead("L1")
+        emulator.fault_drip_seconds = 600  # far beyond this test's own bound
+        emulator.fail_next(1, "drip-head")
+        config = LeadSquaredConfig(
+            host=emulator.url,
+            access_key=DEFAULT_ACCESS_KEY,
+            secret_key=DEFAULT_SECRET_KEY,
+            timeout_seconds={"connect": 5, "read": 5, "total": 0.5},
+        )
+        stop = threading.Event() if stoppable else None
+        with LeadSquaredClient(config, stop=stop) as client, ThreadPoolExecutor(1) as pool:
+            calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+            with pytest.raises(RetriableError) as raised:
+                calling.result(timeout=60)
+    assert "timeout_seconds.total" in str(raised.value)
 
 
 # -- what a failed connection is put down to ------------------------------------------------
