@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
@@ -46,6 +47,40 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 # How often a call's waiter looks at the stop event (which cannot wake it) while in flight.
 _STOP_POLL_SECONDS = 0.1
 _SSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+class _RedactedLogs(logging.Filter):
+    """httpcore's DEBUG log quotes each answer's headers, which a redirect's Location or a
+    server echoing the request fills with the keys: every live client's keys are masked there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clients: weakref.WeakSet[LeadSquaredClient] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def watch(self, client: LeadSquaredClient) -> None:
+        with self._lock:
+            self._clients.add(client)
+
+    def forget(self, client: LeadSquaredClient) -> None:
+        with self._lock:
+            self._clients.discard(client)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            clients = list(self._clients)
+        if clients:
+            text = record.getMessage()
+            for client in clients:
+                text = client.redact(text)
+            record.msg, record.args = text, None
+        return True
+
+
+_REDACTED_LOGS = _RedactedLogs()
+for _name in ("httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy"):
+    logging.getLogger(_name).addFilter(_REDACTED_LOGS)
 
 
 class Limiter(Protocol):
@@ -107,12 +142,13 @@ class LeadSquaredClient:
         _refuse_unsendable_keys(config)
         access_key = config.access_key.get_secret_value()
         secret_key = config.secret_key.get_secret_value()
-        # Longest first, so that a form holding another is replaced whole.
-        self._secrets = sorted(
-            {form for key in (access_key, secret_key) for form in _written_forms(key)},
-            key=len,
-            reverse=True,
+        # Longest first, so that a form holding another is replaced whole; in any case, as
+        # servers percent-encode in lower case too (%2f).
+        forms = {form for key in (access_key, secret_key) for form in _written_forms(key)}
+        self._secrets = re.compile(
+            "|".join(map(re.escape, sorted(forms, key=len, reverse=True))), re.IGNORECASE
         )
+        _REDACTED_LOGS.watch(self)
         self._host = self.redact(config.host)
         self._post_updated_lead = config.post_updated_lead
         self._limiter = limiter
@@ -139,7 +175,13 @@ class LeadSquaredClient:
             # Kept alive longer than a rate window, so that each window's calls reuse
             # connections instead of reaching LeadSquared late behind a new handshake.
             limits=httpx.Limits(max_connections=config.max_in_flight + 2, keepalive_expiry=30.0),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # Never compressed: a few hundred bytes of gzip can expand to gigabytes, and
+            # httpx would expand each piece whole, before any cap could look at it.
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+            },
         )
 
     def __repr__(self) -> str:
@@ -153,6 +195,7 @@ class LeadSquaredClient:
 
     def close(self) -> None:
         self._http.close()
+        _REDACTED_LOGS.forget(self)
 
     def update_lead(self, lead_id: str, update: Mapping[str, str | None]) -> None:
         """Set exactly these attributes on the lead; raises the connector's errors."""
@@ -169,9 +212,7 @@ class LeadSquaredClient:
 
     def redact(self, text: str) -> str:
         """`text` with every way a key can be written (raw, URL-encoded, escaped) masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._secrets.sub("***", text)
 
     def _call(
         self, method: str, api: str, params: dict[str, str], payload: Any, expect: Expect
@@ -257,25 +298,30 @@ class LeadSquaredClient:
         return f"cannot connect to {self._host}: {reason}"
 
     def _until_drained(self, api: str, exchange: Callable[[], _Answer]) -> _Answer:
-        """Run the exchange on its own daemon thread, and wait for it: for good, or until
-        `drain_seconds` after the stop event is set.
+        """Run the exchange on its own daemon thread, and wait for it: until it ends, until
+        the total timeout, or until `drain_seconds` after the stop event is set.
 
-        A blocked httpx read cannot be interrupted from another thread, so a call that hangs
-        at shutdown is left behind rather than waited out; a daemon thread does not hold up
-        the process's exit.
+        httpx bounds each read, not the whole call: an answer's head sent a byte at a time
+        would hold it for as long as the server likes. And a blocked httpx read cannot be
+        interrupted from another thread, so such a call is left behind rather than waited
+        out; a daemon thread does not hold up the process's exit.
         """
-        if self._stop is None:
-            return exchange()
         call = _InFlight(exchange)
         threading.Thread(target=call.run, name=f"lsq-call-{api}", daemon=True).start()
+        deadline = time.monotonic() + self._total_timeout
         while not call.settled.wait(_STOP_POLL_SECONDS):
-            if self._stop.is_set():
+            if self._stop is not None and self._stop.is_set():
                 if not call.settled.wait(self._drain_seconds):
                     raise CallAbandonedError(
                         f"{api}: no answer within sync.drain_seconds ({self._drain_seconds:g} s) "
                         "of the stop; the lead is sent again next run"
                     )
                 break
+            if time.monotonic() > deadline:
+                raise RetriableError(
+                    f"{api}: no complete answer within {self._total_timeout:g} s "
+                    "(leadsquared.timeout_seconds.total); abandoned"
+                )
         return call.outcome()
 
     def _exchange(self, method: str, api: str, params: dict[str, str], payload: Any) -> _Answer:
@@ -289,6 +335,12 @@ class LeadSquaredClient:
             declared = _declared_length(response.headers)
             if declared is not None and declared > self._max_answer_bytes:
                 raise self._too_large(api, f"{declared:,} bytes announced")
+            encoding = response.headers.get("content-encoding", "identity")
+            if encoding.strip().lower() != "identity":
+                raise RetriableError(
+                    f"{api}: the answer came with Content-Encoding {encoding}, although none "
+                    "was accepted; abandoned unread"
+                )
             body = bytearray()
             for chunk in response.iter_bytes():
                 if len(body) + len(chunk) > self._max_answer_bytes:

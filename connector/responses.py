@@ -8,11 +8,13 @@ Pure code: it sees a status, headers and a body, and nothing else.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class Outcome(Enum):
@@ -50,7 +52,13 @@ class Classified:
     body: Any = None
 
 
+# LeadSquared's windows are seconds long; a Retry-After far longer would hold every process of
+# the account back for that long, and is more likely a fault than a real instruction.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
 _RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+# "API calls exceeded the limit of 25 in 5 second(s)": the calls, not a value, over a limit.
+_RATE_LIMIT_MESSAGE = re.compile(r"calls exceeded the limit", re.IGNORECASE)
 # The catch-all type: "There was an error processing the request", with no hint at the cause.
 _GENERIC_TYPE = "MXException"
 # How much of an unexpected body a message quotes.
@@ -74,12 +82,14 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
     retry_after = _retry_after(headers)
 
     def result(outcome: Outcome, text_: str, **extra: Any) -> Classified:
-        return Classified(outcome, text_, status, exception_type, retry_after, body=body, **extra)
+        return Classified(
+            outcome, _storable(text_), status, exception_type, retry_after, body=body, **extra
+        )
 
     if (
         status == 429
         or exception_type == _RATE_LIMIT_TYPE
-        or "exceeded the limit" in (message or text).lower()
+        or _RATE_LIMIT_MESSAGE.search(message or text)
     ):
         return result(Outcome.THROTTLED, message or f"HTTP {status}: throttled")
     if 200 <= status < 300:
@@ -92,7 +102,7 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
             # (Lead.Update sets absolute values); counting it as pushed could lose an update.
             return result(
                 Outcome.TRANSIENT,
-                f"HTTP {status} without {expect.value}: {_preview(text)}",
+                f"HTTP {status} without {expect.value}: {_preview(body)}",
             )
         return result(Outcome.SUCCESS, "")
     if status == 401:
@@ -109,6 +119,8 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
         return _error_answer(result, exception_type, message or "bad request", status)
     if status >= 500 or status == 408:
         return result(Outcome.TRANSIENT, f"HTTP {status}" + (f": {message}" if message else ""))
+    if 300 <= status < 400:
+        return result(Outcome.FATAL, _redirect_message(status, headers))
     return result(Outcome.FATAL, f"unexpected HTTP {status}" + (f": {message}" if message else ""))
 
 
@@ -126,20 +138,39 @@ def _error_answer(result: Any, exception_type: str | None, message: str, status:
     return classified
 
 
-def _preview(text: str) -> str:
-    flat = " ".join(text.split())
+def _redirect_message(status: int, headers: Mapping[str, str]) -> str:
+    # Only where it points: the rest of the address may repeat the query, keys and all.
+    target = urlsplit(headers.get("location") or headers.get("Location") or "")
+    where = f" to {target.scheme}://{target.netloc}" if target.scheme and target.netloc else ""
+    return (
+        f"LeadSquared redirected{where} (HTTP {status}): set leadsquared.host to your "
+        "account's API host itself (https://api-....leadsquared.com); the keys are never "
+        "sent on to another address"
+    )
+
+
+def _preview(body: Any) -> str:
+    # Written out again rather than quoted: however the answer escaped a key (\/, \u002B),
+    # it then reads as the key itself, which the caller's redaction finds.
+    flat = " ".join(json.dumps(body, ensure_ascii=False).split())
     return flat if len(flat) <= _PREVIEW_CHARS else flat[:_PREVIEW_CHARS] + "..."
 
 
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         return _NOT_JSON
 
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _storable(text: str) -> str:
+    # JSON may spell out a lone surrogate (\ud800), which no UTF-8 text holds: stored or
+    # logged, it would fail the run rather than only the lead it came with.
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -150,4 +181,6 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         seconds = float(value)
     except ValueError:
         return None  # an HTTP date: rare enough here to fall back to pacing
-    return max(0.0, seconds)
+    if not 0 <= seconds < math.inf:  # negative, NaN or infinite: no delay at all
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)

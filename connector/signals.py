@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ class StopSignals:
     """While entered, SIGINT and SIGTERM set `stop` instead of interrupting the process.
 
     The first signal is kept in `received`, for the exit code; any later one is as harmless
-    as the first. Enter it on the main thread before starting other threads: they inherit
-    the blocked signals, which is what leaves them all to the signal thread.
+    as the first. A handler a host program had installed gets the first signal on exit.
+    Enter it on the main thread before starting other threads: they inherit the blocked
+    signals, which is what leaves them all to the signal thread.
     """
 
     def __init__(self, stop: threading.Event) -> None:
@@ -36,9 +38,11 @@ class StopSignals:
         self.received: signal.Signals | None = None
         self._closing = threading.Event()
         self._previous_mask: set[int | signal.Signals] = set()
+        self._handlers: dict[signal.Signals, Any] = {}
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> StopSignals:
+        self._handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self._thread = threading.Thread(target=self._take, name="lsq-sync-signals", daemon=True)
         self._thread.start()
@@ -56,6 +60,10 @@ class StopSignals:
             self._thread = None
         # A signal that comes after the signal thread's last look is delivered now, as usual.
         signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+        if self.received is not None and _installed_by_a_host(self._handlers[self.received]):
+            # A program running lsq-sync inside itself must not lose its own signal: it
+            # hears it now that the stop is done.
+            signal.raise_signal(self.received)
 
     @property
     def exit_code(self) -> int | None:
@@ -71,7 +79,9 @@ class StopSignals:
             pass
 
     def _received(self, info: signal.struct_siginfo | None) -> bool:
-        if info is None:
+        # A wait cut short past its timeout (the process was stopped, then continued) returns
+        # a siginfo CPython never filled in, whose number is garbage: not a signal at all.
+        if info is None or info.si_signo not in STOP_SIGNALS:
             return False
         signum = signal.Signals(info.si_signo)
         if self.received is None:
@@ -82,3 +92,9 @@ class StopSignals:
             extra={"signal": signum.name},
         )
         return True
+
+
+def _installed_by_a_host(handler: Any) -> bool:
+    """A handler other than Python's own defaults (KeyboardInterrupt for SIGINT, SIG_DFL,
+    SIG_IGN), which the CLI leaves in place."""
+    return callable(handler) and handler is not signal.default_int_handler

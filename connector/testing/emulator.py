@@ -66,7 +66,7 @@ _HUGE_TAIL: Final = b'"}'
 
 Outcome = Literal["success", "throttled", "fault", "error", "unauthorized"]
 MissingLeadError = Literal["MXInvalidEntityException", "MXInvalidEntityReferenceException"]
-_Action = Literal["answer", "drop", "timeout", "drip", "huge", "huge-chunked"]
+_Action = Literal["answer", "drop", "timeout", "drip", "drip-head", "huge", "huge-chunked"]
 
 # Both have been seen from LeadSquared for a lead that is missing, deleted or merged.
 _MISSING_LEAD_MESSAGES: Final[dict[str, str]] = {
@@ -149,6 +149,7 @@ _FAULT_ANSWERS: Final[dict[str, _Answer]] = {
     "drop": _Answer(status=0, outcome="fault", action="drop"),
     "timeout": _Answer(status=0, outcome="fault", action="timeout"),
     "drip": replace(_SUCCESS, outcome="fault", action="drip"),
+    "drip-head": replace(_SUCCESS, outcome="fault", action="drip-head"),
     "huge": replace(_SUCCESS, outcome="fault", action="huge"),
     "huge-chunked": replace(_SUCCESS, outcome="fault", action="huge-chunked"),
     "mx500": _error(
@@ -207,6 +208,17 @@ def _drip_pieces(body: bytes, total_seconds: float) -> tuple[list[bytes], float]
     size = len(padded)
     pieces = [padded[size * index // count : size * (index + 1) // count] for index in range(count)]
     return pieces, max(0.0, total_seconds) / pauses
+
+
+def _dripped_head(answer: _Answer, total_seconds: float) -> bytes:
+    """The answer's status line and headers, with a header long enough to give every piece
+    of a drip over `total_seconds` a byte of its own."""
+    padding = b"a" * (math.ceil(total_seconds / _DRIP_INTERVAL) + 1)
+    return (
+        b"HTTP/1.1 %d OK\r\nContent-Type: %s\r\nX-Drip: %s\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+        % (answer.status, answer.content_type.encode(), padding, len(answer.body))
+    )
 
 
 def _media_type(content_type: str) -> str:
@@ -452,6 +464,8 @@ class Emulator:
         `fault_timeout_seconds`, then close), ``"mx500"`` (500 with a generic MX error),
         ``"drip"`` (200 and a success body, sent in pieces about 0.2 s apart over
         `fault_drip_seconds`: a per-read timeout never fires, a total-time budget does),
+        ``"drip-head"`` (the same, but the status line and headers are what drips, then
+        the connection closes),
         ``"huge"`` (200 and a success body of `fault_huge_bytes`, with its Content-Length),
         ``"huge-chunked"`` (the same in chunked encoding, so its size is never announced).
         Queued faults come before random ones and apply nothing.
@@ -465,16 +479,23 @@ class Emulator:
         status: int,
         body: str | bytes,
         content_type: str = "application/json; charset=utf-8",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Answer the next `count` authenticated, unthrottled API requests with exactly this
-        status and body, applying nothing: for answers LeadSquared might give that no fault
-        kind covers (``200`` with ``[]``, say). Queued in turn with `fail_next`'s faults."""
+        status, body and extra `headers`, applying nothing: for answers LeadSquared might give
+        that no fault kind covers (``200`` with ``[]``, a redirect, say). Queued in turn with
+        `fail_next`'s faults."""
         if not 100 <= status <= 599:
             raise ValueError(f"status must be an HTTP status code, got {status}")
         raw = body.encode() if isinstance(body, str) else body
-        self._queue_answers(
-            count, _Answer(status=status, outcome="fault", body=raw, content_type=content_type)
+        answer = _Answer(
+            status=status,
+            outcome="fault",
+            body=raw,
+            content_type=content_type,
+            headers=tuple(headers),
         )
+        self._queue_answers(count, answer)
 
     def _queue_answers(self, count: int, answer: _Answer) -> None:
         if count < 0:
@@ -757,6 +778,9 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.action in ("huge", "huge-chunked"):
             self._send_huge(emulator, chunked=answer.action == "huge-chunked")
             return
+        if answer.action == "drip-head":
+            self._send_dripped_head(emulator, answer)
+            return
         pieces, pause = emulator._body_pieces(answer)
         try:
             self.send_response(answer.status)
@@ -769,6 +793,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             # The client went away while its answer was held, delayed or dripping.
             self.close_connection = True
+
+    def _send_dripped_head(self, emulator: Emulator, answer: _Answer) -> None:
+        head = _dripped_head(answer, emulator.fault_drip_seconds)
+        pieces, pause = _drip_pieces(head, emulator.fault_drip_seconds)
+        try:
+            emulator._write_pieces(pieces, pause, self.wfile.write)
+            self.wfile.write(answer.body)
+        except OSError:
+            pass  # the client gave up on it, as it should
+        self.close_connection = True
 
     def _send_huge(self, emulator: Emulator, chunked: bool) -> None:
         try:

@@ -290,6 +290,9 @@ def test_losing_every_database_session_while_pushing_says_the_run_lock_was_lost(
                 ),
                 {"name": name, "lock_session": lock_session},
             ).scalar_one()
+        # Until the watchdog's next heartbeat finds the lock gone, a call may still start
+        # (the run lock promises no more): wait for that before the held call is answered.
+        stderr.wait_for("lost the run lock", timeout=EXIT_WITHIN)
         emulator.release()
         code = run.wait(timeout=EXIT_WITHIN)
         logged = stderr.text()

@@ -666,7 +666,8 @@ def test_the_run_report_says_when_pushing_resumes(
 def test_an_answer_that_trickles_in_is_abandoned_at_the_total_timeout(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
-    drip = 3.0
+    # Far longer than the run takes on a loaded machine, so that waiting it out shows.
+    drip = 60.0
     emulator.fault_drip_seconds = drip
     emulator.add_lead("L1")
     emulator.add_lead("L2")
@@ -840,6 +841,90 @@ def test_keys_with_url_characters_work_and_never_show(
     }
     assert not leaked
     assert not [core for core in CORES if core.lower() in everything.lower()]
+
+
+def echoes(secret: str) -> list[str]:
+    """How a server quoting the request back may write a key: percent-encoded in lower case
+    (.NET's UrlEncode), JSON-escaped as .NET's serialisers do (\\/ and \\u002B)."""
+    return [
+        quote(secret, safe="").lower(),
+        quote_plus(secret).lower(),
+        secret.replace("/", "\\/").replace("+", "\\u002B"),
+    ]
+
+
+def echo_body(status: str) -> str:
+    quoted = " ".join(form for secret in (ACCESS_KEY, SECRET_KEY) for form in echoes(secret))
+    if status == "Error":
+        return (
+            '{"Status":"Error","ExceptionType":"MXInvalidInputException",'
+            f'"ExceptionMessage":"bad request {quoted}"}}'
+        )
+    return f'{{"Status":"{status}","Echo":"{quoted}"}}'
+
+
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_keys_echoed_back_in_any_encoding_or_a_redirect_never_show(
+    db_url: str, app: sa.Engine, auth: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "connector"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    keys = {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "auth": auth}
+    query = f"accessKey={quote(ACCESS_KEY, safe='')}&secretKey={quote(SECRET_KEY, safe='')}"
+    elsewhere = f"https://elsewhere.example/v2/LeadManagement.svc/Lead.Update?{query}"
+    with Emulator(access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=None) as account:
+        account.add_lead("L1")
+        account.add_lead("L2")
+        with connector(db_url, account, retry={"attempts": 1, "max_seconds": 5}, **keys) as sync:
+            sync.init()
+            insert_rows(app, [(1, "Pune", "L1"), (2, "Goa", "L2")])
+            account.answer_next(1, 500, echo_body("Error"))
+            account.answer_next(1, 200, echo_body("Pending"))
+            first = sync.run_once()
+            errors = [state.last_error for state in lead_states(sync).values()]
+            execute(app, "UPDATE customers SET city = 'Agra' WHERE id = 1")
+            echo = f"{SECRET_KEY};{quote(SECRET_KEY, safe='').lower()}"
+            echoed = [("Location", elsewhere), ("X-Echo", echo)]
+            account.answer_next(1, 301, "", headers=echoed)
+            with pytest.raises(FatalRunError) as raised:
+                sync.run_once()
+        statuses = [r.status for r in account.requests]
+
+    assert statuses == [500, 200, 301]
+    assert (first.leads_rejected, first.leads_deferred) == (1, 1)
+    assert "redirected to https://elsewhere.example (HTTP 301)" in str(raised.value)
+    engine = sa.create_engine(db_url)
+    with engine.connect() as connection:
+        errors += connection.scalars(sa.select(run_table.c.error)).all()
+    engine.dispose()
+    assert len([e for e in errors if e]) == 3, "both leads' errors and the run's"
+    logged = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
+    assert "receive_response_headers" in logged, "httpcore's DEBUG logging did happen"
+    everything = logged + repr(errors) + str(raised.value) + repr(raised.value)
+    assert not [core for core in CORES if core.lower() in everything.lower()]
+
+
+def test_an_error_message_that_cannot_be_stored_as_text_fails_only_its_lead(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    # A lone surrogate: valid JSON, but no UTF-8 text holds it.
+    refused = '{"Status":"Error","ExceptionType":"MXInvalidInputException",'
+    refused += '"ExceptionMessage":"bad value \\ud800 for mx_City"}'
+    with connector(db_url, emulator) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1"), (2, "Goa", "L2")])
+        emulator.answer_next(1, 500, refused)
+        report = sync.run_once()
+        states = lead_states(sync)
+
+    assert (report.status, report.leads_pushed, report.leads_rejected) == ("ok", 1, 1)
+    (rejected,) = [state for state in states.values() if state.rejected]
+    assert rejected.last_error is not None
+    assert "MXInvalidInputException: bad value" in rejected.last_error
+    assert "for mx_City" in rejected.last_error
 
 
 # -- answers that are not what they should be ----------------------------------------------------

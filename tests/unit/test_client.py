@@ -5,12 +5,15 @@ Also the promise that no key ever reaches a log line, an exception or a repr.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
 import ssl
 import threading
 import traceback
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,7 +35,7 @@ from connector.errors import (
     ThrottledError,
     UnreachableError,
 )
-from connector.testing.emulator import Emulator
+from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 
 ACCESS_KEY = "u$AK/9+x=="
 SECRET_KEY = "$ecret/Key+with=signs$"
@@ -367,6 +370,25 @@ def test_successful_calls_log_no_keys(auth: str, caplog: pytest.LogCaptureFixtur
     assert "Leads.GetById" in caplog.text
 
 
+@pytest.mark.parametrize("auth", ["query", "header"])
+def test_keys_echoed_percent_encoded_in_lower_case_do_not_leak(auth: str) -> None:
+    # .NET's UrlEncode writes %2f where Python writes %2F.
+    echoes = [
+        form.lower()
+        for key in (ACCESS_KEY, SECRET_KEY)
+        for form in (quote(key, safe=""), quote_plus(key))
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json=mx("MXInvalidInputException", " ".join(echoes)))
+
+    with make_client(handler, auth=auth) as client, pytest.raises(LeadRejectedError) as raised:
+        client.update_lead("L1", {"mx_City": "Pune"})
+    for form in echoes:
+        assert form not in str(raised.value)
+    assert str(raised.value).count("***") == len(echoes)
+
+
 def test_repr_holds_no_key() -> None:
     client = make_client(Recorder())
     try:
@@ -441,6 +463,51 @@ def test_an_unannounced_answer_is_read_only_up_to_the_cap() -> None:
     assert type(raised.value) is RetriableError
     assert "larger than the 4,194,304 bytes accepted" in str(raised.value)
     assert body.read <= MAX_ANSWER_BYTES + 65536
+
+
+class Once(httpx.SyncByteStream):
+    """A body as it comes off the wire, in one piece."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.body
+
+
+def gzip_bomb(size: int, layers: int) -> bytes:
+    """A gzip body of `size` zero bytes, gzipped again `layers - 1` times: a few hundred bytes
+    for hundreds of MiB, made without holding them."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    body = b"".join(packer.compress(block) for _ in range(size // len(block))) + packer.flush()
+    for _ in range(layers - 1):
+        body = gzip.compress(body, 9)
+    return body
+
+
+@pytest.mark.parametrize("layers", [1, 2], ids=["gzip", "gzip-gzip"])
+def test_a_compressed_answer_is_never_expanded_in_memory(layers: int) -> None:
+    bomb = gzip_bomb(256 << 20, layers)
+    encoding = ", ".join(["gzip"] * layers)
+    recorder = Recorder()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        recorder(request)
+        # A stream of its own: httpx expands a bytes `content` as soon as it is given.
+        return httpx.Response(200, headers={"Content-Encoding": encoding}, stream=Once(bomb))
+
+    tracemalloc.start()
+    try:
+        with make_client(handler) as client, pytest.raises(RetriableError) as raised:
+            client.update_lead("L1", {"mx_City": "Pune"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * MAX_ANSWER_BYTES, f"{peak:,} bytes held for a {len(bomb):,}-byte answer"
+    assert type(raised.value) is RetriableError
+    assert f"Content-Encoding {encoding}" in str(raised.value)
+    assert recorder.last.headers["Accept-Encoding"] == "identity"
 
 
 # -- a key that cannot go in a request -----------------------------------------------------
@@ -555,6 +622,28 @@ def test_a_call_answered_within_the_drain_completes() -> None:
         stop.set()
         handler.release.set()
         assert calling.result(timeout=30) is None
+
+
+@pytest.mark.parametrize("stoppable", [True, False], ids=["with-stop", "without-stop"])
+def test_an_answer_whose_head_trickles_in_ends_at_the_total_timeout(stoppable: bool) -> None:
+    """httpx bounds each read, not the whole: a head sent a byte at a time within the read
+    timeout would hold the call for as long as the server likes."""
+    with Emulator(rate_limit=None) as emulator:
+        emulator.add_lead("L1")
+        emulator.fault_drip_seconds = 600  # far beyond this test's own bound
+        emulator.fail_next(1, "drip-head")
+        config = LeadSquaredConfig(
+            host=emulator.url,
+            access_key=DEFAULT_ACCESS_KEY,
+            secret_key=DEFAULT_SECRET_KEY,
+            timeout_seconds={"connect": 5, "read": 5, "total": 0.5},
+        )
+        stop = threading.Event() if stoppable else None
+        with LeadSquaredClient(config, stop=stop) as client, ThreadPoolExecutor(1) as pool:
+            calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
+            with pytest.raises(RetriableError) as raised:
+                calling.result(timeout=60)
+    assert "timeout_seconds.total" in str(raised.value)
 
 
 # -- what a failed connection is put down to ------------------------------------------------

@@ -513,6 +513,28 @@ def test_drip_fault_outlasts_the_client_budget_without_a_read_timeout(
         assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
 
 
+def test_drip_head_fault_drips_the_status_line_and_headers(emulator: Emulator) -> None:
+    emulator.fault_drip_seconds = 0.6
+    emulator.fail_next(1, "drip-head")
+
+    # Every read would time out after 0.5 s, yet the head alone takes longer than that.
+    with httpx.Client(base_url=emulator.url + API_PREFIX, timeout=0.5) as client:
+        started = time.monotonic()
+        query = {**KEYS, "leadId": "L1"}
+        body = [{"Attribute": "mx_City", "Value": "Rome"}]
+        with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+            headed = time.monotonic() - started
+            content = response.read()
+
+    assert headed >= 0.55
+    assert response.status_code == 200
+    assert response.headers["X-Drip"].startswith("aaa")
+    assert json.loads(content) == SUCCESS
+    [recorded] = emulator.requests
+    assert (recorded.status, recorded.outcome) == (200, "fault")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+
+
 def test_client_giving_up_on_a_drip_then_retrying_applies_once(
     emulator: Emulator, client: httpx.Client
 ) -> None:
@@ -652,6 +674,17 @@ def test_answer_next_answers_exactly_that_and_applies_nothing(
     assert [r.outcome for r in emulator.requests] == ["fault"] * 3
     assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
     assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
+
+
+def test_answer_next_sends_the_headers_given(emulator: Emulator, client: httpx.Client) -> None:
+    elsewhere = "https://elsewhere.example/v2/LeadManagement.svc/Lead.Update"
+    emulator.answer_next(1, 301, "", headers=[("Location", elsewhere), ("X-Echo", "a b")])
+
+    answer = update(client, "L1", {"mx_City": "Rome"})
+
+    assert answer.status_code == 301
+    assert (answer.headers["Location"], answer.headers["X-Echo"]) == (elsewhere, "a b")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
 
 
 def test_answer_next_refuses_what_is_not_an_answer(emulator: Emulator) -> None:

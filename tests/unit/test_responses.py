@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connector.responses import Classified, Expect, Outcome, classify
+from connector.responses import MAX_RETRY_AFTER_SECONDS, Classified, Expect, Outcome, classify
 
 RATE_LIMIT_MESSAGE = "API calls exceeded the limit of 25 in 5 second(s)"
 GATEWAY_PAGE = (
@@ -128,12 +128,33 @@ def test_throttled(status: int, text: str) -> None:
         ({"Retry-After": "7"}, 7.0),
         ({"retry-after": "2.5"}, 2.5),
         ({"Retry-After": "0"}, 0.0),
-        ({"Retry-After": "-3"}, 0.0),
+        # Not a delay at all: as if absent, so the account waits a whole window.
+        ({"Retry-After": "-3"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "1e400"}, None),
+        # A delay far beyond any rate window would hold every process of the account back
+        # for that long (for ever, past what a datetime holds): kept to the cap.
+        ({"Retry-After": "1e12"}, MAX_RETRY_AFTER_SECONDS),
+        ({"Retry-After": str(365 * 86400)}, MAX_RETRY_AFTER_SECONDS),
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
         ({"Retry-After": "soon"}, None),
         ({}, None),
     ],
-    ids=["seconds", "lower-case-fraction", "zero", "negative", "http-date", "garbage", "absent"],
+    ids=[
+        "seconds",
+        "lower-case-fraction",
+        "zero",
+        "negative",
+        "nan",
+        "infinite",
+        "overflowing",
+        "beyond-a-datetime",
+        "a-year",
+        "http-date",
+        "garbage",
+        "absent",
+    ],
 )
 def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
     result = update_answer(429, headers, error_body("MXAPIRateLimitExceededException", "x"))
@@ -263,3 +284,78 @@ def test_fatal(status: int, text: str, hint: str) -> None:
     result = update_answer(status, {}, text)
     assert result.outcome is Outcome.FATAL
     assert hint in result.message
+
+
+# -- hostile answers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("opening", ["[", '{"a":'], ids=["lists", "objects"])
+def test_json_nested_too_deep_to_parse_is_a_transient_answer_not_a_crash(
+    status: int, opening: str
+) -> None:
+    # Well under the size cap, and deeper than Python's parser can recurse.
+    depth = 200_000
+    text = opening * depth + "1" + ("]" if opening == "[" else "}") * depth
+    result = update_answer(status, {}, text)
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.body is None
+
+
+@pytest.mark.parametrize(
+    ("location", "origin"),
+    [
+        (
+            "https://api-in21.leadsquared.com/v2/x?accessKey=AK&secretKey=SK",
+            "https://api-in21.leadsquared.com",
+        ),
+        ("https://other.example:8443/", "https://other.example:8443"),
+    ],
+)
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_fatal_naming_only_where_it_points(
+    status: int, location: str, origin: str
+) -> None:
+    result = update_answer(status, {"location": location}, "")
+    assert result.outcome is Outcome.FATAL
+    assert f"redirected to {origin} (HTTP {status})" in result.message
+    assert "leadsquared.host" in result.message
+    assert "Key" not in result.message, "the query string, which holds the keys, is left out"
+
+
+def test_a_redirect_without_a_location_is_fatal_and_says_so() -> None:
+    result = update_answer(302, {}, "")
+    assert result.outcome is Outcome.FATAL
+    assert "redirected (HTTP 302)" in result.message
+    assert "leadsquared.host" in result.message
+
+
+def test_an_unexpected_json_body_is_quoted_as_parsed_not_as_escaped() -> None:
+    # Escapes .NET's serialisers use: whatever the escaping, the quote shows the plain text,
+    # so that whoever redacts it finds a key written in it.
+    text = '{"Status":"Pending","Echo":"a\\/b\\u002Bc\\u00e9"}'
+    result = update_answer(200, {}, text)
+    assert result.outcome is Outcome.TRANSIENT
+    assert "a/b+cé" in result.message
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_message_holding_a_lone_surrogate_comes_out_as_text_any_database_stores(
+    status: int,
+) -> None:
+    # json.dumps writes both escaped (\udfff, \ud800), as a server may.
+    text = error_body("MXInvalidInputException\udfff", "bad value \ud800 for mx_City")
+    result = update_answer(status, {}, text)
+    assert result.outcome is Outcome.REJECTED
+    assert "bad value ? for mx_City" in result.message
+    result.message.encode("utf-8")  # what SQLite and PostgreSQL need of it
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_value_over_a_limit_is_the_leads_error_not_throttling(status: int) -> None:
+    # Only the account's calls exceeding their limit is throttling: this lead's value would
+    # otherwise hold back the whole account, again and again, without ever being parked.
+    message = "Value of mx_Notes exceeded the limit of 200 characters"
+    result = update_answer(status, {}, error_body("MXInvalidInputException", message))
+    assert result.outcome is Outcome.REJECTED
+    assert message in result.message
