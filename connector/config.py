@@ -65,6 +65,14 @@ class DatabaseConfig(_Model):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
             raise ValueError(f"the port must be from 1 to {_MAX_PORT}, not {parsed.port}")
+        if parsed.drivername == "sqlite" and _in_memory(parsed.database, parsed.query):
+            # Every connection would get a database of its own: the connector's tables, made
+            # by `init`, would be gone for the next command, and a run's threads would not
+            # see one another's.
+            raise ValueError(
+                "must name a database file (sqlite:///path/to/file.db): an in-memory SQLite "
+                "database lasts only as long as one connection"
+            )
         return url
 
 
@@ -106,6 +114,12 @@ class LeadSquaredConfig(_Model):
     def _http_url(cls, host: str) -> str:
         if not re.match(r"^https?://[^/\s?#]+/?$", host):
             raise ValueError("must be a URL like https://api.leadsquared.com, without a path")
+        if "@" in host:
+            # user:password@ would travel into every message that names the host.
+            raise ValueError(
+                "must not hold a user name or password (the keys go in access_key and "
+                "secret_key)"
+            )
         return host.rstrip("/")
 
     @field_validator("access_key", "secret_key")
@@ -308,3 +322,10 @@ def _describe(error: Any) -> str:
     message = str(error["msg"])
     message = message.removeprefix("Value error, ")
     return f"{location}: {message}"
+
+
+def _in_memory(database: str | None, query: Mapping[str, Any]) -> bool:
+    """Whether a SQLite URL names no file: `sqlite://`, `:memory:`, or a `mode=memory` URI."""
+    if not database or database == ":memory:":
+        return True
+    return "mode=memory" in database or query.get("mode") == "memory"

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1032,11 +1033,13 @@ def test_an_answer_too_large_to_hold_is_abandoned_and_the_call_retried(
 
 
 @pytest.mark.parametrize("kind", ["huge", "huge-chunked"])
-def test_a_1_gib_answer_costs_the_process_no_more_than_the_cap(kind: str) -> None:
+def test_a_1_gib_answer_costs_the_process_no_more_than_the_cap(
+    kind: str, tmp_path: Path
+) -> None:
     with Emulator(rate_limit=None) as account:
         account.add_lead("L1")
         account.fail_next(1, kind)
-        config = load(config_dict("sqlite://", account)).leadsquared
+        config = load(config_dict(f"sqlite:///{tmp_path / 'unused.db'}", account)).leadsquared
         tracemalloc.start()
         try:
             with (

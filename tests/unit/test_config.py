@@ -321,6 +321,32 @@ def test_a_database_url_with_a_port_is_accepted() -> None:
     assert plain(parse(config).database.url).endswith("@db.example:6432/app")
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///:memory:", "sqlite:///file:app?mode=memory&cache=shared&uri=true"],
+    ids=["no-path", "memory", "memory-uri"],
+)
+def test_an_in_memory_sqlite_database_is_refused(url: str) -> None:
+    config = valid_dict()
+    config["database"]["url"] = url
+    [line] = problems(config)
+    assert line.startswith("database.url: must name a database file")
+
+
+def test_a_sqlite_file_database_is_accepted() -> None:
+    config = valid_dict()
+    config["database"]["url"] = "sqlite:///relative/app.db"
+    assert plain(parse(config).database.url) == "sqlite:///relative/app.db"
+
+
+def test_a_user_or_password_in_the_host_is_refused_without_showing_it() -> None:
+    config = valid_dict()
+    config["leadsquared"]["host"] = f"https://user:{DB_PASSWORD}@api.leadsquared.com"
+    [line] = problems(config)
+    assert line.startswith("leadsquared.host: must not hold a user name or password")
+    assert DB_PASSWORD not in line
+
+
 # -- keys as secret files and environments hand them over ----------------------------------
 
 
