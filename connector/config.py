@@ -117,8 +117,7 @@ class LeadSquaredConfig(_Model):
         if "@" in host:
             # user:password@ would travel into every message that names the host.
             raise ValueError(
-                "must not hold a user name or password (the keys go in access_key and "
-                "secret_key)"
+                "must not hold a user name or password (the keys go in access_key and secret_key)"
             )
         return host.rstrip("/")
 

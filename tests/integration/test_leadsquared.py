@@ -14,11 +14,11 @@ import random
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -1033,9 +1033,7 @@ def test_an_answer_too_large_to_hold_is_abandoned_and_the_call_retried(
 
 
 @pytest.mark.parametrize("kind", ["huge", "huge-chunked"])
-def test_a_1_gib_answer_costs_the_process_no_more_than_the_cap(
-    kind: str, tmp_path: Path
-) -> None:
+def test_a_1_gib_answer_costs_the_process_no_more_than_the_cap(kind: str, tmp_path: Path) -> None:
     with Emulator(rate_limit=None) as account:
         account.add_lead("L1")
         account.fail_next(1, kind)
