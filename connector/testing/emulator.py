@@ -812,6 +812,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Transfer-Encoding", "chunked")
             else:
                 self.send_header("Content-Length", str(emulator.fault_huge_bytes))
+            # Said up front: a client that read the whole body would otherwise send its next
+            # request on this connection, and race the server closing it.
+            self.send_header("Connection", "close")
             self.end_headers()
             for piece in emulator._huge_pieces():
                 if chunked:
