@@ -33,8 +33,9 @@ PYTHON_WHITESPACE = (
 )
 # A row's desired value saying that the whole batch must be folded in Python. Never JSON.
 BATCH_FOR_PYTHON = "!"
-# For aggregate FILTER clauses, which Store.write_desired_from uses.
-_SQLITE_FILTER = (3, 30, 0)
+# For aggregate FILTER clauses, which Store.write_desired_from uses (3.30), and for
+# `AS MATERIALIZED` (3.35).
+_SQLITE_NEEDED = (3, 35, 0)
 # The desired JSON is one chain of || (two links per column) inside a chain of AND (one per
 # column); SQLite refuses expressions deeper than 1000 by default, and a build may set less.
 _SQLITE_MAX_COLUMNS = 100
@@ -58,7 +59,7 @@ def fold_for(
         fold = PostgresFold()
     elif engine.dialect.name == "sqlite":
         driver = engine.dialect.dbapi
-        if driver is None or driver.sqlite_version_info < _SQLITE_FILTER:
+        if driver is None or driver.sqlite_version_info < _SQLITE_NEEDED:
             return None
         if len(mapped) > _SQLITE_MAX_COLUMNS:
             return None
@@ -92,7 +93,13 @@ class SqlFold:
         """(source_key, lead_id, desired) of the rows with these keys, typed as the column;
         None when the keys themselves need Python. `desired` is NULL for a row Python must
         fold, and BATCH_FOR_PYTHON where Python must fold the whole batch."""
-        rows = self._rows.where(self.key_among(self._key, keys)).subquery()
+        # Materialized: inlined, the check below would compute each row's desired JSON
+        # once per mention, four times in all.
+        rows = (
+            self._rows.where(self.key_among(self._key, keys))
+            .cte("folded")
+            .prefix_with("MATERIALIZED")
+        )
         return sa.select(
             rows.c.source_key,
             rows.c.lead_id,
@@ -130,7 +137,7 @@ class SqlFold:
         """dumps() of normalise() of the column's value."""
         raise NotImplementedError
 
-    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
+    def exact(self, rows: sa.CTE) -> sa.ColumnElement[bool]:
         """Whether the row came out as Python makes it: the JSON holds only characters the
         database escapes as dumps does, and so on."""
         raise NotImplementedError
@@ -162,7 +169,7 @@ class PostgresFold(SqlFold):
             return sa.cast(column, sa.Text)
         return sa.case((column, "true"), (sa.not_(column), "false"))
 
-    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
+    def exact(self, rows: sa.CTE) -> sa.ColumnElement[bool]:
         # Every character PostgreSQL's JSON leaves unescaped and dumps does not: past
         # ASCII, and DEL. A lead id too long to be one is Python's to refuse, row by row.
         desired = rows.c.desired
@@ -218,7 +225,7 @@ class SqliteFold(SqlFold):
         text = sa.collate(sa.cast(column, sa.Text), "BINARY")  # as Python compares ''
         return sa.func.json_quote(sa.func.nullif(text, ""), type_=sa.Text)
 
-    def exact(self, rows: sa.Subquery) -> sa.ColumnElement[bool]:
+    def exact(self, rows: sa.CTE) -> sa.ColumnElement[bool]:
         # Printable ASCII only: json_quote leaves DEL and everything past ASCII as it is, and
         # SQLite text need not even be valid UTF-8, which Python refuses to read.
         def printable(text: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:

@@ -3,6 +3,7 @@ all-or-nothing, and consumed change rows are deleted later but always deleted.""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 import uuid
@@ -140,6 +141,25 @@ def test_python_whitespace_is_what_str_strip_removes() -> None:
 
 def test_both_databases_fold_these_types_themselves(sync: Connector) -> None:
     assert sync.source.desired_query(["1"]) is not None
+
+
+def test_a_sqlite_too_old_for_the_fold_keeps_the_python_fold(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold needs `AS MATERIALIZED` (SQLite 3.35): older libraries fold in Python."""
+    monkeypatch.setattr(sqlite3.dbapi2, "sqlite_version_info", (3, 34, 1))  # SQLAlchemy's
+    with table_connector(
+        f"sqlite:///{tmp_path / 'app.db'}",
+        emulator,
+        "named",
+        {"city": "mx_City"},
+        "CREATE TABLE named (id INTEGER PRIMARY KEY, city TEXT, lead TEXT)",
+        "INSERT INTO named VALUES (1, 'Pune', 'L1')",
+    ) as sync:
+        assert sync.source.desired_query(["1"]) is None
+        sync.backfill()
+        assert run_ingest(sync).changes == 1
+        assert leads_by_id(sync.engine, sync.config.name) == {"L1": ("1", '{"mx_City":"Pune"}')}
 
 
 def test_a_column_type_python_must_normalise_keeps_the_python_fold(
