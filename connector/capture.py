@@ -33,7 +33,8 @@ from connector.source import SourceTable
 # Bump when the trigger design changes, so that `init` must run again after an upgrade.
 # 2: NULL keys skipped, text comparison for types without a pg_catalog equality, drift noted
 # instead of raised, ENABLE ALWAYS, EXECUTE revoked from PUBLIC.
-# 3: no nested loop over the transition tables (PostgreSQL).
+# 3: no nested loop over the transition tables, keys spelled the same in every session
+# (PostgreSQL).
 CAPTURE_VERSION = 3
 
 
@@ -187,6 +188,10 @@ def _postgresql(
             # later 200k-row UPDATE in the same session take minutes instead of a second.
             # A hash or merge join costs next to nothing more for one row.
             f"SET enable_nestloop = off "
+            # Keys are recorded as text and read back by the connector's own session: one
+            # spelling, whatever the application's session prints dates, zones or floats in.
+            f"SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' "
+            f"SET extra_float_digits = 1 SET bytea_output = 'hex' "
             f"AS {_dollar_quoted(body)}",
             # Functions are executable by PUBLIC by default: any role able to create a table
             # could attach this one and write, as its owner, into the change table.

@@ -186,8 +186,9 @@ class SourceTable:
             typed = self._typed_key(key)
         except UnreadableRowsError as exc:
             return RowProblem(key, str(exc), column=self.key_column.name)
-        for column, read in self._columns_as_read():
-            query = sa.select(read).where(self.key_column == typed)
+        # The key first: the database may refuse the recorded text as a value of its type.
+        for column, read in [(self.key_column, self.key_column), *self._columns_as_read()]:
+            query = sa.select(read).where(among(self.key_column, [typed], connection))
             try:
                 with connection.begin_nested():
                     value = _fetch(connection, query)
