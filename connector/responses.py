@@ -117,10 +117,6 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
         return _error_answer(result, exception_type, message, status)
     if status == 400:
         return _error_answer(result, exception_type, message or "bad request", status)
-    if status == 413:
-        # The lead's own values made the request too large: stopping every run for it would
-        # hold back every other lead.
-        return _error_answer(result, exception_type, message or "request too large", status)
     if status >= 500 or status == 408:
         return result(Outcome.TRANSIENT, f"HTTP {status}" + (f": {message}" if message else ""))
     if 300 <= status < 400:

@@ -255,13 +255,6 @@ def test_400_is_rejected(text: str) -> None:
     assert result.message
 
 
-@pytest.mark.parametrize("text", ["<html>413 Request Entity Too Large</html>", ""])
-def test_a_request_too_large_is_the_leads_error_not_the_runs(text: str) -> None:
-    result = update_answer(413, {}, text)
-    assert result.outcome is Outcome.REJECTED
-    assert result.message == "HTTP 413: request too large"
-
-
 @pytest.mark.parametrize(
     "text",
     [
