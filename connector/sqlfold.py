@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
-from connector.schema import MAX_LEAD_ID_LENGTH
+from connector.schema import MAX_LEAD_ID_LENGTH, PREFIX
 
 # Declared types whose values the database can normalise exactly. Exact classes on purpose:
 # CHAR pads, NUMERIC and the rest are spelled differently, and a subclass may convert.
@@ -94,10 +94,11 @@ class SqlFold:
         None when the keys themselves need Python. `desired` is NULL for a row Python must
         fold, and BATCH_FOR_PYTHON where Python must fold the whole batch."""
         # Materialized: inlined, the check below would compute each row's desired JSON
-        # once per mention, four times in all.
+        # once per mention, four times in all. Named as no source table may be: inside its
+        # own body SQLite would take a table of the CTE's name for the CTE.
         rows = (
             self._rows.where(self.key_among(self._key, keys))
-            .cte("folded")
+            .cte(f"{PREFIX}folded_rows")
             .prefix_with("MATERIALIZED")
         )
         return sa.select(

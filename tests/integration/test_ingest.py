@@ -143,6 +143,22 @@ def test_both_databases_fold_these_types_themselves(sync: Connector) -> None:
     assert sync.source.desired_query(["1"]) is not None
 
 
+@pytest.mark.parametrize("table", ["folded", "FOLDED", "source_rows"])
+def test_a_source_table_named_like_the_folds_own_queries(
+    db_url: str, emulator: Emulator, table: str
+) -> None:
+    with table_connector(
+        db_url,
+        emulator,
+        table,
+        {"city": "mx_City"},
+        f'CREATE TABLE "{table}" (id INTEGER PRIMARY KEY, city TEXT, lead TEXT)',
+        f"INSERT INTO \"{table}\" VALUES (1, 'Pune', 'L1')",
+    ) as sync:
+        sync.backfill()
+        stored_as_python_folds(sync, ["1"])
+
+
 def test_a_sqlite_too_old_for_the_fold_keeps_the_python_fold(
     tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
