@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from connector import catalogue
+from connector import catalogue, database
 from connector.catalogue import TableRef
 from connector.config import Config
 from connector.errors import SourceDatabaseError
@@ -173,6 +173,9 @@ def _postgresql(
     }
     schema = quote(table.schema)
     on_table = table.quoted(connection)
+    key_spelling = " ".join(
+        f"SET {name} = {_literal(value)}" for name, value in database.KEY_SPELLING.items()
+    )
     statements: list[str] = []
     for function, body in functions.items():
         # SECURITY DEFINER: the application's role may write the source table without any
@@ -190,8 +193,7 @@ def _postgresql(
             f"SET enable_nestloop = off "
             # Keys are recorded as text and read back by the connector's own session: one
             # spelling, whatever the application's session prints dates, zones or floats in.
-            f"SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' SET TimeZone = 'UTC' "
-            f"SET extra_float_digits = 1 SET bytea_output = 'hex' "
+            f"{key_spelling} "
             f"AS {_dollar_quoted(body)}",
             # Functions are executable by PUBLIC by default: any role able to create a table
             # could attach this one and write, as its owner, into the change table.
@@ -411,6 +413,7 @@ def record_all_rows(connection: Connection, connector_name: str, source: SourceT
     Rows already pushed with the same values cost no call: the diff finds nothing to send.
     Rows with a NULL key are left out, as the triggers leave them out.
     """
+    database.spell_keys_as_capture_does(connection)
     tx_id = (
         sa.literal_column("pg_current_xact_id()::text::bigint")
         if connection.dialect.name == "postgresql"

@@ -51,6 +51,26 @@ LOCK_SESSION_SERVER_KEEPALIVES: dict[str, int] = {
 }
 
 
+# How PostgreSQL spells a key as text, whatever a session's own settings: the triggers record
+# keys in it (their functions SET these) and the connector reads them back in it.
+KEY_SPELLING: dict[str, str] = {
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+
+def spell_keys_as_capture_does(connection: sa.Connection) -> None:
+    """For the rest of this transaction (PostgreSQL), spell keys as the triggers do."""
+    if connection.dialect.name != "postgresql":
+        return
+    calls = ", ".join(["set_config(%s, %s, true)"] * len(KEY_SPELLING))
+    parameters = [item for pair in KEY_SPELLING.items() for item in pair]
+    connection.exec_driver_sql(f"SELECT {calls}", tuple(parameters))
+
+
 def create_engine(url: str, **kwargs: Any) -> Engine:
     """An engine whose SQLite transactions take the write lock up front, and whose PostgreSQL
     connections survive being closed while idle in the pool.

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
 from connector.config import Config
-from connector.database import among
+from connector.database import among, spell_keys_as_capture_does
 from connector.errors import ConfigError, UnreadableRowsError
 from connector.leads import RowProblem, SourceRow
 from connector.quarantine import data_errors, isolate, reason_of
@@ -130,9 +130,17 @@ class SourceTable:
 
         def attempt(part: Sequence[str]) -> set[str]:
             typed = [self._typed_key(k) for k in part]
-            query = sa.select(self.key_column).where(among(self.key_column, typed, connection))
-            return {str(key) for (key,) in _fetch(connection, query)}
+            query = sa.select(self.key_column, sa.cast(self.key_column, sa.Text)).where(
+                among(self.key_column, typed, connection)
+            )
+            # Both spellings: Python's, as ingest stores a row's key, and the database's, as
+            # the triggers record it ('... 04:41:12+00' and '... 04:41:12+00:00'; 'ab' and
+            # 'ab      ' in a char(8)).
+            return {
+                spelling for key, text in _fetch(connection, query) for spelling in (str(key), text)
+            }
 
+        spell_keys_as_capture_does(connection)
         present: set[str] = set()
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             isolated = isolate(connection, chunk, attempt)
@@ -187,7 +195,10 @@ class SourceTable:
         except UnreadableRowsError as exc:
             return RowProblem(key, str(exc), column=self.key_column.name)
         # The key first: the database may refuse the recorded text as a value of its type.
-        for column, read in [(self.key_column, self.key_column), *self._columns_as_read()]:
+        # As text, so that a key the driver cannot load (a date of 'infinity') is not
+        # taken for one the database refuses.
+        as_text = sa.cast(self.key_column, sa.Text)
+        for column, read in [(self.key_column, as_text), *self._columns_as_read()]:
             query = sa.select(read).where(among(self.key_column, [typed], connection))
             try:
                 with connection.begin_nested():

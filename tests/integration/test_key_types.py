@@ -95,3 +95,91 @@ def test_postgresql_a_recorded_key_that_does_not_read_back_holds_back_only_its_r
             assert [(p.key, p.column) for p in problems] == [("30/11/2026", "k")]
     finally:
         app.dispose()
+
+
+@pytest.mark.parametrize("ddl", ["timestamptz", "char(8)"])
+def test_postgresql_a_row_held_back_stays_held_back_until_deleted(
+    pg_url: str, emulator: Emulator, ddl: str
+) -> None:
+    """Whether a held-back row still exists is asked by key: the recorded spelling must find
+    it, not only Python's ('+00' against '+00:00'; a char(n) key's padding)."""
+    config = config_dict(
+        pg_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"d": "mx_D"}
+    app = sa.create_engine(pg_url)
+    key = "'2026-11-30 10:11:12+05:30'" if ddl == "timestamptz" else "'ab'"
+    try:
+        execute(app, f"CREATE TABLE keyed (k {ddl} PRIMARY KEY, d date, lead TEXT)")
+        with Connector(load(config)) as sync:
+            sync.init()
+            # A date the driver cannot load holds the row back.
+            execute(app, f"INSERT INTO keyed VALUES ({key}, 'infinity', 'L1')")
+            for _ in range(2):
+                assert sync.run_once().status == "ok"
+                with sync.engine.connect() as connection:
+                    assert [p.column for p in sync.store.row_problems(connection)] == ["d"]
+            execute(app, "DELETE FROM keyed")
+            assert sync.run_once().status == "ok"
+            with sync.engine.connect() as connection:
+                assert sync.store.row_problems(connection) == []
+    finally:
+        app.dispose()
+
+
+def test_postgresql_backfill_spells_keys_as_the_triggers_do(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """The connector's own session may run in another time zone (set on its URL): one row
+    must still be one key, not two change rows that read as two rows."""
+    connector_url = pg_url.replace("options=", "options=-cTimeZone%3DAsia/Kolkata%20", 1)
+    assert connector_url != pg_url
+    config = config_dict(
+        connector_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"city": "mx_City"}
+    app = sa.create_engine(pg_url)
+    try:
+        execute(app, "CREATE TABLE keyed (k timestamptz PRIMARY KEY, city TEXT, lead TEXT)")
+        with Connector(load(config)) as sync:
+            sync.init()
+            execute(app, "INSERT INTO keyed VALUES ('2026-11-30 10:11:12.5+05:30', 'Pune', 'L1')")
+            sync.backfill()
+            with app.connect() as connection:
+                keys = connection.exec_driver_sql(
+                    "SELECT DISTINCT row_key FROM lsq_sync_change"
+                ).scalars()
+                assert list(keys) == ["2026-11-30 04:41:12.5+00"]
+    finally:
+        app.dispose()
+
+
+def test_postgresql_a_key_the_driver_cannot_load_holds_back_its_row_until_deleted(
+    pg_url: str, emulator: Emulator
+) -> None:
+    config = config_dict(
+        pg_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
+    )
+    config["mapping"] = {"city": "mx_City"}
+    app = sa.create_engine(pg_url)
+    try:
+        execute(app, "CREATE TABLE keyed (k date PRIMARY KEY, city TEXT, lead TEXT)")
+        emulator.add_lead("L2")
+        with Connector(load(config)) as sync:
+            sync.init()
+            execute(
+                app,
+                "INSERT INTO keyed VALUES ('infinity', 'Pune', 'L1'), ('2026-11-30', 'Goa', 'L2')",
+            )
+            report = sync.run_once()
+            assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
+            with sync.engine.connect() as connection:
+                problems = sync.store.row_problems(connection)
+            # The database takes the key; only the driver cannot load it.
+            assert [(p.key, p.lead_id, p.column) for p in problems] == [("infinity", "L1", None)]
+            execute(app, "DELETE FROM keyed WHERE city = 'Pune'")
+            assert sync.run_once().status == "ok"
+            with sync.engine.connect() as connection:
+                assert sync.store.row_problems(connection) == []
+    finally:
+        app.dispose()
