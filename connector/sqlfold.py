@@ -33,9 +33,10 @@ PYTHON_WHITESPACE = (
 )
 # A row's desired value saying that the whole batch must be folded in Python. Never JSON.
 BATCH_FOR_PYTHON = "!"
-# For aggregate FILTER clauses, which Store.write_desired_from uses (3.30), and for
-# `AS MATERIALIZED` (3.35).
-_SQLITE_NEEDED = (3, 35, 0)
+# For aggregate FILTER clauses, which Store.write_desired_from uses.
+_SQLITE_FILTER = (3, 30, 0)
+# For `AS MATERIALIZED`; before it, the fold is slower, not different.
+_SQLITE_MATERIALIZED = (3, 35, 0)
 # The desired JSON is one chain of || (two links per column) inside a chain of AND (one per
 # column); SQLite refuses expressions deeper than 1000 by default, and a build may set less.
 _SQLITE_MAX_COLUMNS = 100
@@ -59,11 +60,11 @@ def fold_for(
         fold = PostgresFold()
     elif engine.dialect.name == "sqlite":
         driver = engine.dialect.dbapi
-        if driver is None or driver.sqlite_version_info < _SQLITE_NEEDED:
+        if driver is None or driver.sqlite_version_info < _SQLITE_FILTER:
             return None
         if len(mapped) > _SQLITE_MAX_COLUMNS:
             return None
-        fold = SqliteFold()
+        fold = SqliteFold(materialize=driver.sqlite_version_info >= _SQLITE_MATERIALIZED)
     else:
         return None
     identities = (key, lead)
@@ -81,6 +82,9 @@ class SqlFold:
     _rows: Rows
     _key: Column
 
+    def __init__(self, *, materialize: bool = True) -> None:
+        self.materialize = materialize
+
     def build(self, key: Column, lead: Column, mapped: Mapping[str, Column]) -> None:
         self._key = key
         self._rows = sa.select(
@@ -96,11 +100,9 @@ class SqlFold:
         # Materialized: inlined, the check below would compute each row's desired JSON
         # once per mention, four times in all. Named as no source table may be: inside its
         # own body SQLite would take a table of the CTE's name for the CTE.
-        rows = (
-            self._rows.where(self.key_among(self._key, keys))
-            .cte(f"{PREFIX}folded_rows")
-            .prefix_with("MATERIALIZED")
-        )
+        rows = self._rows.where(self.key_among(self._key, keys)).cte(f"{PREFIX}folded_rows")
+        if self.materialize:
+            rows = rows.prefix_with("MATERIALIZED")
         return sa.select(
             rows.c.source_key,
             rows.c.lead_id,
