@@ -69,7 +69,14 @@ class SourceTable:
         readings = [_reading(column, sqlite=sqlite) for column in mapped]
         self._reads = [read for read, _ in readings]
         self._normalisers = [normaliser for _, normaliser in readings]
-        self._select = sa.select(self.key_column, self.lead_column, *self._reads)
+        # A key as the triggers record it: on PostgreSQL its text, spelled as capture spells
+        # it (each read pins the spelling first), so that every key the connector keeps or
+        # compares has one spelling: '... 04:41:12+00', not Python's '+00:00'; 'ab', not a
+        # char(8)'s 'ab      '. A key the driver could not load (a date of 'infinity') reads.
+        self._key_read: sa.ColumnElement[Any] = (
+            self.key_column if sqlite else sa.cast(self.key_column, sa.Text)
+        )
+        self._select = sa.select(self._key_read, self.lead_column, *self._reads)
         self._fold = fold_for(
             engine,
             self.key_column,
@@ -95,6 +102,7 @@ class SourceTable:
         driver cannot read raises UnreadableRowsError (see connector.quarantine).
         """
         rows: list[SourceRow | RowProblem] = []
+        spell_keys_as_capture_does(connection)
         for chunk in _chunks(list(keys), _KEYS_PER_QUERY):
             typed = [self._typed_key(k) for k in chunk]
             query = self._select.where(among(self.key_column, typed, connection))
@@ -114,11 +122,12 @@ class SourceTable:
 
         def attempt(part: Sequence[str]) -> dict[str, str | None]:
             typed = [self._typed_key(k) for k in part]
-            query = sa.select(self.key_column, self.lead_column).where(
+            query = sa.select(self._key_read, self.lead_column).where(
                 among(self.key_column, typed, connection)
             )
             return {str(key): _usable_lead_id(lead) for key, lead in _fetch(connection, query)}
 
+        spell_keys_as_capture_does(connection)
         found: dict[str, str | None] = {}
         for part in isolate(connection, list(keys), attempt).results:
             found.update(part)
@@ -130,15 +139,8 @@ class SourceTable:
 
         def attempt(part: Sequence[str]) -> set[str]:
             typed = [self._typed_key(k) for k in part]
-            query = sa.select(self.key_column, sa.cast(self.key_column, sa.Text)).where(
-                among(self.key_column, typed, connection)
-            )
-            # Both spellings: Python's, as ingest stores a row's key, and the database's, as
-            # the triggers record it ('... 04:41:12+00' and '... 04:41:12+00:00'; 'ab' and
-            # 'ab      ' in a char(8)).
-            return {
-                spelling for key, text in _fetch(connection, query) for spelling in (str(key), text)
-            }
+            query = sa.select(self._key_read).where(among(self.key_column, typed, connection))
+            return {str(key) for (key,) in _fetch(connection, query)}
 
         spell_keys_as_capture_does(connection)
         present: set[str] = set()
@@ -155,7 +157,7 @@ class SourceTable:
         index, so it is kept for leads whose rows need counting."""
 
         def attempt(part: Sequence[str]) -> dict[str, list[str]]:
-            query = sa.select(self.key_column, self.lead_column).where(
+            query = sa.select(self._key_read, self.lead_column).where(
                 among(self.lead_column, self._as_lead_column(part), connection)
             )
             pointing: dict[str, list[str]] = {lead_id: [] for lead_id in part}
@@ -165,6 +167,7 @@ class SourceTable:
                     pointing[lead_id].append(str(key))
             return pointing
 
+        spell_keys_as_capture_does(connection)
         isolated = isolate(connection, list(lead_ids), attempt)
         found: dict[str, list[str] | None] = dict.fromkeys(isolated.failed)
         for part in isolated.results:
