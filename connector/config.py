@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from connector.errors import ConfigError
+from connector.schema import PREFIX
 
 CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
 
@@ -167,6 +168,15 @@ class SourceConfig(_Model):
     table: str = Field(min_length=1)
     schema_: str | None = Field(None, alias="schema", min_length=1)
     key: str = Field(min_length=1, description="the table's primary-key column")
+
+    @field_validator("table")
+    @classmethod
+    def _not_the_connectors_own(cls, table: str) -> str:
+        # The connector's tables and queries use these names; capturing one of its own
+        # tables would record its own writes.
+        if table.lower().startswith(PREFIX):
+            raise ValueError(f"must not start with {PREFIX!r}: names of lsq-sync's own tables")
+        return table
 
 
 class LeadIdConfig(_Model):

@@ -347,6 +347,14 @@ def test_a_user_or_password_in_the_host_is_refused_without_showing_it() -> None:
     assert DB_PASSWORD not in line
 
 
+@pytest.mark.parametrize("table", ["lsq_sync_folded_rows", "LSQ_SYNC_lead"])
+def test_a_source_table_named_like_the_connectors_own_is_refused(table: str) -> None:
+    config = valid_dict()
+    config["source"]["table"] = table
+    [line] = problems(config)
+    assert line == "source.table: must not start with 'lsq_sync_': names of lsq-sync's own tables"
+
+
 # -- keys as secret files and environments hand them over ----------------------------------
 
 
