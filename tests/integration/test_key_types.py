@@ -4,7 +4,8 @@ and pushed again after a change, once each."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 from connector import Connector
 from connector.clock import SystemClock
 from connector.ingest import ingest
+from connector.leads import RowProblem
 from connector.testing.emulator import Emulator
 from tests.support import config_dict, execute, load
 
@@ -37,38 +39,66 @@ SESSIONS = {
 }
 
 
+# Keys whose Python spelling differs from the one capture records.
+RESPELLED_KEYS = {"timestamptz": "'2026-11-30 10:11:12+05:30'", "char(8)": "'ab'"}
+
+
+@contextmanager
+def keyed(
+    url: str, emulator: Emulator, mapping: dict[str, str], columns: str, connector_url: str = ""
+) -> Iterator[tuple[Connector, sa.Engine]]:
+    """An initialised connector on a new table `keyed` (its `columns`; the key `k`, the lead
+    id `lead`), and the application's engine. `connector_url`: the connector's own, when it
+    must differ from the application's."""
+    config = config_dict(
+        connector_url or url,
+        emulator,
+        source={"table": "keyed", "key": "k"},
+        lead_id={"column": "lead"},
+    )
+    config["mapping"] = mapping  # replaced, not merged as config_dict merges sections
+    app = sa.create_engine(url)
+    try:
+        execute(app, f"CREATE TABLE keyed ({columns})")
+        with Connector(load(config)) as sync:
+            sync.init()
+            yield sync, app
+    finally:
+        app.dispose()
+
+
+def in_another_time_zone(pg_url: str) -> str:
+    """The URL with its session's time zone set, and not to UTC."""
+    url = pg_url.replace("options=", "options=-cTimeZone%3DAsia/Kolkata%20", 1)
+    assert url != pg_url
+    return url
+
+
+def row_problems(sync: Connector) -> list[RowProblem]:
+    with sync.engine.connect() as connection:
+        return sync.store.row_problems(connection)
+
+
 @pytest.mark.parametrize("session", list(SESSIONS))
 @pytest.mark.parametrize("kind", list(KEYS))
 def test_postgresql_a_key_of_this_type_is_found_again(
     pg_url: str, emulator: Emulator, kind: str, session: str
 ) -> None:
     ddl, literal = KEYS[kind]
-    config = config_dict(
-        pg_url,
-        emulator,
-        source={"table": "keyed", "key": "k"},
-        lead_id={"column": "lead"},
-    )
-    config["mapping"] = {"city": "mx_City"}
-    app = sa.create_engine(pg_url)
-    try:
-        execute(app, f"CREATE TABLE keyed (k {ddl} PRIMARY KEY, city TEXT, lead TEXT)")
-        emulator.add_lead("L1")
-        with Connector(load(config)) as sync:
-            sync.init()
-            for city in ("Pune", "Goa"):
-                with app.begin() as connection:
-                    for statement in SESSIONS[session]:
-                        connection.exec_driver_sql(statement)
-                    connection.exec_driver_sql(
-                        f"INSERT INTO keyed VALUES ({literal}, '{city}', 'L1') "
-                        "ON CONFLICT (k) DO UPDATE SET city = excluded.city"
-                    )
-                report = sync.run_once()
-                assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
-                assert emulator.lead("L1")["mx_City"] == city
-    finally:
-        app.dispose()
+    emulator.add_lead("L1")
+    columns = f"k {ddl} PRIMARY KEY, city TEXT, lead TEXT"
+    with keyed(pg_url, emulator, {"city": "mx_City"}, columns) as (sync, app):
+        for city in ("Pune", "Goa"):
+            with app.begin() as connection:
+                for statement in SESSIONS[session]:
+                    connection.exec_driver_sql(statement)
+                connection.exec_driver_sql(
+                    f"INSERT INTO keyed VALUES ({literal}, '{city}', 'L1') "
+                    "ON CONFLICT (k) DO UPDATE SET city = excluded.city"
+                )
+            report = sync.run_once()
+            assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
+            assert emulator.lead("L1")["mx_City"] == city
 
 
 def test_postgresql_a_recorded_key_that_does_not_read_back_holds_back_only_its_row(
@@ -76,59 +106,36 @@ def test_postgresql_a_recorded_key_that_does_not_read_back_holds_back_only_its_r
 ) -> None:
     """A key its column's type cannot parse (written by an older version's trigger in another
     DateStyle, say) is a row held back, not a run failing on every try."""
-    config = config_dict(
-        pg_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"city": "mx_City"}
-    app = sa.create_engine(pg_url)
-    try:
-        execute(app, "CREATE TABLE keyed (k date PRIMARY KEY, city TEXT, lead TEXT)")
-        emulator.add_lead("L1")
-        with Connector(load(config)) as sync:
-            sync.init()
-            execute(
-                app,
-                "INSERT INTO keyed VALUES ('2026-11-30', 'Pune', 'L1')",
-                "INSERT INTO lsq_sync_change (connector, row_key, tx_id) "
-                f"VALUES ('{sync.config.name}', '30/11/2026', pg_current_xact_id()::text::bigint)",
-            )
-            report = sync.run_once()
-            assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
-            with sync.engine.connect() as connection:
-                problems = sync.store.row_problems(connection)
-            assert [(p.key, p.column) for p in problems] == [("30/11/2026", "k")]
-    finally:
-        app.dispose()
+    emulator.add_lead("L1")
+    columns = "k date PRIMARY KEY, city TEXT, lead TEXT"
+    with keyed(pg_url, emulator, {"city": "mx_City"}, columns) as (sync, app):
+        execute(
+            app,
+            "INSERT INTO keyed VALUES ('2026-11-30', 'Pune', 'L1')",
+            "INSERT INTO lsq_sync_change (connector, row_key, tx_id) "
+            f"VALUES ('{sync.config.name}', '30/11/2026', pg_current_xact_id()::text::bigint)",
+        )
+        report = sync.run_once()
+        assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
+        assert [(p.key, p.column) for p in row_problems(sync)] == [("30/11/2026", "k")]
 
 
-@pytest.mark.parametrize("ddl", ["timestamptz", "char(8)"])
+@pytest.mark.parametrize("ddl", list(RESPELLED_KEYS))
 def test_postgresql_a_row_held_back_stays_held_back_until_deleted(
     pg_url: str, emulator: Emulator, ddl: str
 ) -> None:
     """Whether a held-back row still exists is asked by key: the recorded spelling must find
     it, not only Python's ('+00' against '+00:00'; a char(n) key's padding)."""
-    config = config_dict(
-        pg_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"d": "mx_D"}
-    app = sa.create_engine(pg_url)
-    key = "'2026-11-30 10:11:12+05:30'" if ddl == "timestamptz" else "'ab'"
-    try:
-        execute(app, f"CREATE TABLE keyed (k {ddl} PRIMARY KEY, d date, lead TEXT)")
-        with Connector(load(config)) as sync:
-            sync.init()
-            # A date the driver cannot load holds the row back.
-            execute(app, f"INSERT INTO keyed VALUES ({key}, 'infinity', 'L1')")
-            for _ in range(2):
-                assert sync.run_once().status == "ok"
-                with sync.engine.connect() as connection:
-                    assert [p.column for p in sync.store.row_problems(connection)] == ["d"]
-            execute(app, "DELETE FROM keyed")
+    columns = f"k {ddl} PRIMARY KEY, d date, lead TEXT"
+    with keyed(pg_url, emulator, {"d": "mx_D"}, columns) as (sync, app):
+        # A date the driver cannot load holds the row back.
+        execute(app, f"INSERT INTO keyed VALUES ({RESPELLED_KEYS[ddl]}, 'infinity', 'L1')")
+        for _ in range(2):
             assert sync.run_once().status == "ok"
-            with sync.engine.connect() as connection:
-                assert sync.store.row_problems(connection) == []
-    finally:
-        app.dispose()
+            assert [p.column for p in row_problems(sync)] == ["d"]
+        execute(app, "DELETE FROM keyed")
+        assert sync.run_once().status == "ok"
+        assert row_problems(sync) == []
 
 
 def test_postgresql_backfill_spells_keys_as_the_triggers_do(
@@ -136,26 +143,14 @@ def test_postgresql_backfill_spells_keys_as_the_triggers_do(
 ) -> None:
     """The connector's own session may run in another time zone (set on its URL): one row
     must still be one key, not two change rows that read as two rows."""
-    connector_url = pg_url.replace("options=", "options=-cTimeZone%3DAsia/Kolkata%20", 1)
-    assert connector_url != pg_url
-    config = config_dict(
-        connector_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"city": "mx_City"}
-    app = sa.create_engine(pg_url)
-    try:
-        execute(app, "CREATE TABLE keyed (k timestamptz PRIMARY KEY, city TEXT, lead TEXT)")
-        with Connector(load(config)) as sync:
-            sync.init()
-            execute(app, "INSERT INTO keyed VALUES ('2026-11-30 10:11:12.5+05:30', 'Pune', 'L1')")
-            sync.backfill()
-            with app.connect() as connection:
-                keys = connection.exec_driver_sql(
-                    "SELECT DISTINCT row_key FROM lsq_sync_change"
-                ).scalars()
-                assert list(keys) == ["2026-11-30 04:41:12.5+00"]
-    finally:
-        app.dispose()
+    columns = "k timestamptz PRIMARY KEY, city TEXT, lead TEXT"
+    elsewhere = in_another_time_zone(pg_url)
+    with keyed(pg_url, emulator, {"city": "mx_City"}, columns, elsewhere) as (sync, app):
+        execute(app, "INSERT INTO keyed VALUES ('2026-11-30 10:11:12.5+05:30', 'Pune', 'L1')")
+        sync.backfill()
+        with app.connect() as connection:
+            keys = connection.exec_driver_sql("SELECT DISTINCT row_key FROM lsq_sync_change")
+            assert list(keys.scalars()) == ["2026-11-30 04:41:12.5+00"]
 
 
 def test_postgresql_a_key_the_driver_cannot_load_is_read_as_text(
@@ -163,89 +158,54 @@ def test_postgresql_a_key_the_driver_cannot_load_is_read_as_text(
 ) -> None:
     """psycopg cannot load a date of 'infinity'; read as the text capture recorded, the row
     is synced like any other."""
-    config = config_dict(
-        pg_url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = {"city": "mx_City"}
-    app = sa.create_engine(pg_url)
-    try:
-        execute(app, "CREATE TABLE keyed (k date PRIMARY KEY, city TEXT, lead TEXT)")
-        emulator.add_lead("L1")
-        emulator.add_lead("L2")
-        with Connector(load(config)) as sync:
-            sync.init()
-            execute(
-                app,
-                "INSERT INTO keyed VALUES ('infinity', 'Pune', 'L1'), ('2026-11-30', 'Goa', 'L2')",
-            )
-            report = sync.run_once()
-            assert (report.status, report.leads_pushed) == ("ok", 2), report.summary()
-            assert emulator.lead("L1")["mx_City"] == "Pune"
-            with sync.engine.connect() as connection:
-                assert sync.store.row_problems(connection) == []
-    finally:
-        app.dispose()
+    emulator.add_lead("L1")
+    emulator.add_lead("L2")
+    columns = "k date PRIMARY KEY, city TEXT, lead TEXT"
+    with keyed(pg_url, emulator, {"city": "mx_City"}, columns) as (sync, app):
+        execute(
+            app,
+            "INSERT INTO keyed VALUES ('infinity', 'Pune', 'L1'), ('2026-11-30', 'Goa', 'L2')",
+        )
+        report = sync.run_once()
+        assert (report.status, report.leads_pushed) == ("ok", 2), report.summary()
+        assert emulator.lead("L1")["mx_City"] == "Pune"
+        assert row_problems(sync) == []
 
 
-def keyed_config(url: str, emulator: Emulator, mapping: dict[str, str]) -> dict[str, Any]:
-    config = config_dict(
-        url, emulator, source={"table": "keyed", "key": "k"}, lead_id={"column": "lead"}
-    )
-    config["mapping"] = mapping
-    return config
-
-
-@pytest.mark.parametrize("ddl", ["timestamptz", "char(8)"])
+@pytest.mark.parametrize("ddl", list(RESPELLED_KEYS))
 def test_postgresql_a_lead_whose_row_is_held_back_is_not_sent(
     pg_url: str, emulator: Emulator, ddl: str
 ) -> None:
     """The hold finds its lead by the row's key: one spelling, or the lead's older values
     go out while its row is held back."""
-    config = keyed_config(pg_url, emulator, {"city": "mx_City", "d": "mx_D"})
-    app = sa.create_engine(pg_url)
-    key = "'2026-11-30 10:11:12+05:30'" if ddl == "timestamptz" else "'ab'"
-    try:
-        execute(app, f"CREATE TABLE keyed (k {ddl} PRIMARY KEY, city TEXT, d date, lead TEXT)")
-        emulator.add_lead("L1")
-        with Connector(load(config)) as sync:
-            sync.init()
-            execute(app, f"INSERT INTO keyed VALUES ({key}, 'Pune', '2026-01-01', 'L1')")
-            # Ingested, not yet pushed: the lead is pending with the row's first values.
-            ingest(
-                sync.engine,
-                store=sync.store,
-                source=sync.source,
-                clock=SystemClock(),
-                batch_size=100,
-            )
-            execute(app, "UPDATE keyed SET city = 'Goa', d = 'infinity'")
-            report = sync.run_once()
-            assert report.leads_pushed == 0, report.summary()
-            assert "mx_City" not in emulator.lead("L1")
-            with sync.engine.connect() as connection:
-                assert [p.column for p in sync.store.row_problems(connection)] == ["d"]
-    finally:
-        app.dispose()
+    emulator.add_lead("L1")
+    columns = f"k {ddl} PRIMARY KEY, city TEXT, d date, lead TEXT"
+    with keyed(pg_url, emulator, {"city": "mx_City", "d": "mx_D"}, columns) as (sync, app):
+        execute(
+            app, f"INSERT INTO keyed VALUES ({RESPELLED_KEYS[ddl]}, 'Pune', '2026-01-01', 'L1')"
+        )
+        # Ingested, not yet pushed: the lead is pending with the row's first values.
+        ingest(
+            sync.engine, store=sync.store, source=sync.source, clock=SystemClock(), batch_size=100
+        )
+        execute(app, "UPDATE keyed SET city = 'Goa', d = 'infinity'")
+        report = sync.run_once()
+        assert report.leads_pushed == 0, report.summary()
+        assert "mx_City" not in emulator.lead("L1")
+        assert [p.column for p in row_problems(sync)] == ["d"]
 
 
 def test_postgresql_a_held_back_row_stays_held_back_whatever_the_sessions_time_zone(
     pg_url: str, emulator: Emulator
 ) -> None:
-    connector_url = pg_url.replace("options=", "options=-cTimeZone%3DAsia/Kolkata%20", 1)
-    config = keyed_config(connector_url, emulator, {"city": "mx_City"})
-    app = sa.create_engine(pg_url)
-    try:
-        execute(app, "CREATE TABLE keyed (k timestamptz PRIMARY KEY, city TEXT, lead TEXT)")
-        with Connector(load(config)) as sync:
-            sync.init()
-            too_long = "L" * 150  # cannot be a ProspectId
-            execute(
-                app, f"INSERT INTO keyed VALUES ('2026-11-30 10:11:12+05:30', 'Pune', '{too_long}')"
-            )
-            for _ in range(3):
-                assert sync.run_once().status == "ok"
-                with sync.engine.connect() as connection:
-                    problems = sync.store.row_problems(connection)
-                assert [(p.key, p.column) for p in problems] == [("2026-11-30 04:41:12+00", "lead")]
-    finally:
-        app.dispose()
+    columns = "k timestamptz PRIMARY KEY, city TEXT, lead TEXT"
+    elsewhere = in_another_time_zone(pg_url)
+    with keyed(pg_url, emulator, {"city": "mx_City"}, columns, elsewhere) as (sync, app):
+        too_long = "L" * 150  # cannot be a ProspectId
+        execute(
+            app, f"INSERT INTO keyed VALUES ('2026-11-30 10:11:12+05:30', 'Pune', '{too_long}')"
+        )
+        for _ in range(3):
+            assert sync.run_once().status == "ok"
+            problems = [(p.key, p.column) for p in row_problems(sync)]
+            assert problems == [("2026-11-30 04:41:12+00", "lead")]
