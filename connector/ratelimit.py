@@ -29,19 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from connector import pacing
 from connector.clock import Clock
 from connector.config import LeadSquaredConfig
 from connector.errors import BudgetExhaustedError
-from connector.pacing import (
-    Pace,
-    budget_day,
-    calls_today,
-    held_back,
-    hold_until,
-    next_utc_midnight,
-    sent_late,
-    window_delay,
-)
 from connector.schema import account, call
 
 log = logging.getLogger(__name__)
@@ -95,7 +86,7 @@ class AccountLimiter:
         self.stop = stop
         self._postgres = engine.dialect.name == "postgresql"
         self._lock = threading.Lock()
-        self._pace = Pace(rate.calls, self.window)
+        self._pace = pacing.Pace(rate.calls, self.window)
         # Set while a run holds the run lock (runlock.Lease.call_delay): asked in each slot's
         # transaction, it gives seconds to wait before a call may start, or raises when the
         # run may start no call at all.
@@ -130,7 +121,7 @@ class AccountLimiter:
         """
         for _ in range(_MAX_SLOT_MOVES):
             late = self.clock.monotonic() - slot.taken
-            if not sent_late(late, self.margin):
+            if not pacing.sent_late(late, self.margin):
                 return
             slot = slot.later_by(late)
             with self.engine.begin() as connection:
@@ -152,7 +143,7 @@ class AccountLimiter:
         with self.engine.begin() as connection:
             now = self._now(connection)
             self._ensure_account_row(connection)
-            until = hold_until(now, retry_after, self.window)
+            until = pacing.hold_until(now, retry_after, self.window)
             connection.execute(
                 sa.update(account)
                 .where(
@@ -187,11 +178,11 @@ class AccountLimiter:
             # the lock would start earlier than it really does, and crowd the next window.
             now = self._now(connection)
             taken = self.clock.monotonic()
-            if (blocked := held_back(row.blocked_until, now)) > 0:
+            if (blocked := pacing.held_back(row.blocked_until, now)) > 0:
                 return blocked
-            used = calls_today(row.budget_day, row.budget_used, now)
+            used = pacing.calls_today(row.budget_day, row.budget_used, now)
             if self.daily_budget is not None and used >= self.daily_budget:
-                raise BudgetExhaustedError(self.daily_budget, next_utc_midnight(now))
+                raise BudgetExhaustedError(self.daily_budget, pacing.next_utc_midnight(now))
             calls = self.calls_at(now)
             starts = connection.scalars(
                 sa.select(call.c.started_at)
@@ -199,7 +190,7 @@ class AccountLimiter:
                 .order_by(call.c.started_at.desc())
                 .limit(calls)
             ).all()
-            delay = window_delay(starts, now, calls, self.window)
+            delay = pacing.window_delay(starts, now, calls, self.window)
             if delay > 0:
                 return delay
             call_id: int = connection.execute(
@@ -210,7 +201,7 @@ class AccountLimiter:
             connection.execute(
                 sa.update(account)
                 .where(account.c.account == self.account)
-                .values(budget_day=budget_day(now), budget_used=used + 1)
+                .values(budget_day=pacing.budget_day(now), budget_used=used + 1)
             )
             connection.execute(
                 sa.delete(call).where(
