@@ -1,4 +1,5 @@
-"""One exception root, branched by what the caller must do about it."""
+"""One exception root, branched by what the caller must do about it; and the problems, each
+with its place in the config, that a ConfigError carries to where they are printed."""
 
 from __future__ import annotations
 
