@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from connector.config import CONFIG_ENV_VAR, Config, load_config
-from connector.errors import ConfigError, FatalRunError, LsqSyncError
+from connector.errors import (
+    ConfigError,
+    ConfigLocation,
+    ConfigProblem,
+    FatalRunError,
+    LsqSyncError,
+)
 from connector.logs import LEVELS, LOG_LEVEL_ENV_VAR, configure
 from connector.signals import StopSignals
 
@@ -226,7 +232,8 @@ def _print_uninstalled(name: str, done: Uninstalled) -> None:
 def _config(flag: str | None) -> tuple[str, Config]:
     path = flag or os.environ.get(CONFIG_ENV_VAR)
     if not path:
-        raise ConfigError("lsq-sync", [f"no config: pass --config PATH or set {CONFIG_ENV_VAR}"])
+        message = f"no config: pass --config PATH or set {CONFIG_ENV_VAR}"
+        raise ConfigError([ConfigProblem(ConfigLocation("lsq-sync"), message)])
     return path, load_config(path)
 
 

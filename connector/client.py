@@ -1,4 +1,4 @@
-"""LeadSquared over HTTP: Lead.Update and Leads.GetById.
+"""LeadSquared over HTTP: Lead.Update.
 
 httpx errors and LeadSquared's replies are translated here, once, into the connector's
 exceptions. The keys are added by a transport wrapper below httpx's own logging, so the URLs
@@ -121,7 +121,7 @@ class _Credentials(httpx.BaseTransport):
 
 
 class LeadSquaredClient:
-    """Every call waits for its slot from `limiter` (all of them: updates, lookups, metadata),
+    """Every call waits for its slot from `limiter` (whatever its endpoint),
     and a throttled answer holds back the whole account. Retrying belongs to the caller.
 
     Thread-safe: several calls may be in flight at once.
@@ -203,12 +203,6 @@ class LeadSquaredClient:
         if self._post_updated_lead:
             params["postUpdatedLead"] = "true"
         self._call("POST", "Lead.Update", params, to_payload(update), Expect.STATUS_SUCCESS)
-
-    def get_lead(self, lead_id: str) -> dict[str, Any] | None:
-        body = self._call("GET", "Leads.GetById", {"id": lead_id}, None, Expect.LIST).body
-        if isinstance(body, list) and body and isinstance(body[0], dict):
-            return body[0]
-        return None
 
     def redact(self, text: str) -> str:
         """`text` with every way a key can be written (raw, URL-encoded, escaped) masked."""

@@ -1,6 +1,8 @@
 """The connector's configuration: read once from YAML, validated, frozen.
 
 Everything below the CLI receives a `Config`; nothing else reads the file or the environment.
+Every problem found is kept as a `ConfigProblem` (where, what), and all of them are raised
+together in one `ConfigError`.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +28,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from connector.errors import ConfigError
+from connector.errors import ConfigError, ConfigLocation, ConfigProblem
 from connector.schema import PREFIX
 
 CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
@@ -237,7 +239,8 @@ class Config(_Model):
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML that reports a key given twice instead of silently keeping the last."""
 
-    duplicates: list[str]
+    file: str
+    duplicates: list[ConfigProblem]
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -245,9 +248,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
-            loader.duplicates.append(
-                f"line {key_node.start_mark.line + 1}: key {key!r} is given twice"
-            )
+            where = ConfigLocation(loader.file, line=key_node.start_mark.line + 1)
+            loader.duplicates.append(ConfigProblem(where, f"key {key!r} is given twice"))
         seen.add(key)
     return loader.construct_mapping(node)
 
@@ -261,51 +263,78 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(source, ["file not found"]) from None
+        raise ConfigError([ConfigProblem(ConfigLocation(source), "file not found")]) from None
     except OSError as exc:
-        raise ConfigError(source, [f"cannot be read: {exc.strerror}"]) from None
+        problem = ConfigProblem(ConfigLocation(source), f"cannot be read: {exc.strerror}")
+        raise ConfigError([problem]) from None
     return parse_config(text, source, os.environ if environ is None else environ)
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
+    raw = _load_yaml(text, source)
+    if not isinstance(raw, dict):
+        message = "must be a YAML mapping of keys (name, database, ...)"
+        raise ConfigError([ConfigProblem(ConfigLocation(source), message)])
+    unset: list[ConfigProblem] = []
+    interpolated = _interpolate(raw, source, (), environ, unset)
+    invalid: list[ConfigProblem] = []
+    try:
+        config = Config.model_validate(interpolated)
+    except ValidationError as exc:
+        invalid = [_describe(error, source) for error in exc.errors()]
+    problems = [*unset, *not_reported(invalid, unset)]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def not_reported(
+    problems: Iterable[ConfigProblem], reported: Iterable[ConfigProblem]
+) -> list[ConfigProblem]:
+    """`problems` but those at a key already reported: a key whose environment variable is
+    unset is named once, not again for the empty value it was given in its place."""
+    keys = {problem.location.key for problem in reported}
+    return [problem for problem in problems if problem.location.key not in keys]
+
+
+def in_file_order(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
+    """Problems with a line by line, then the others as they were found. The YAML parser
+    reports a mapping's duplicate keys before those of the mappings inside it."""
+    return sorted(problems, key=lambda problem: _line_order(problem.location))
+
+
+def _line_order(location: ConfigLocation) -> tuple[bool, int]:
+    return (location.line is None, location.line or 0)
+
+
+def _load_yaml(text: str, source: str) -> Any:
     loader = _StrictLoader(text)
-    loader.duplicates = []
+    loader.file, loader.duplicates = source, []
     try:
         raw = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
+        where = ConfigLocation(source, line=mark.line + 1 if mark is not None else None)
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(source, [f"{where}{problem}"]) from None
+        raise ConfigError([ConfigProblem(where, problem)]) from None
     finally:
         loader.dispose()
     if loader.duplicates:
-        by_line = sorted(loader.duplicates, key=lambda p: int(p.split()[1].rstrip(":")))
-        raise ConfigError(source, by_line)
-    if not isinstance(raw, dict):
-        raise ConfigError(source, ["must be a YAML mapping of keys (name, database, ...)"])
-    problems: list[str] = []
-    interpolated = _interpolate(raw, (), environ, problems)
-    already_reported = {problem.split(":", 1)[0] for problem in problems}
-    try:
-        config = Config.model_validate(interpolated)
-    except ValidationError as exc:
-        for error in exc.errors():
-            described = _describe(error)
-            if described.split(":", 1)[0] not in already_reported:
-                problems.append(described)
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+        raise ConfigError(in_file_order(loader.duplicates))
+    return raw
 
 
 def _interpolate(
-    value: Any, where: tuple[str, ...], environ: Mapping[str, str], problems: list[str]
+    value: Any,
+    file: str,
+    key: tuple[str, ...],
+    environ: Mapping[str, str],
+    unset: list[ConfigProblem],
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*where, str(k)), environ, problems) for k, v in value.items()}
+        return {k: _interpolate(v, file, (*key, str(k)), environ, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*where, str(i)), environ, problems) for i, v in enumerate(value)]
+        return [_interpolate(v, file, (*key, str(i)), environ, unset) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -314,23 +343,22 @@ def _interpolate(
         if name is None:
             return "$"
         if name not in environ:
-            problems.append(f"{'.'.join(where)}: environment variable {name} is not set")
+            where = ConfigLocation(file, key)
+            unset.append(ConfigProblem(where, f"environment variable {name} is not set"))
             return ""
         return environ[name]
 
     return _ENV_REFERENCE.sub(substitute, value)
 
 
-def _describe(error: Any) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _describe(error: Any, source: str) -> ConfigProblem:
+    where = ConfigLocation(source, tuple(str(part) for part in error["loc"]))
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"{location}: unknown key"
+        return ConfigProblem(where, "unknown key")
     if kind == "missing":
-        return f"{location}: required key is missing"
-    message = str(error["msg"])
-    message = message.removeprefix("Value error, ")
-    return f"{location}: {message}"
+        return ConfigProblem(where, "required key is missing")
+    return ConfigProblem(where, str(error["msg"]).removeprefix("Value error, "))
 
 
 def _in_memory(database: str | None, query: Mapping[str, Any]) -> bool:

@@ -1,7 +1,10 @@
-"""One exception root, branched by what the caller must do about it."""
+"""One exception root, branched by what the caller must do about it; and the problems, each
+with its place in the config, that a ConfigError carries to where they are printed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -12,13 +15,46 @@ class LsqSyncError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+@dataclass(frozen=True)
+class ConfigLocation:
+    """Where a config problem is: its file, and the key path or the line when known."""
+
+    file: str
+    # None when the problem is not at a key; () for the top level of the file.
+    key: tuple[str, ...] | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config. Printed after its file name, as `line N: ...`,
+    `key.path: ...`, or the message alone."""
+
+    location: ConfigLocation
+    message: str
+
+    def __str__(self) -> str:
+        line, key = self.location.line, self.location.key
+        if line is not None:
+            return f"line {line}: {self.message}"
+        if key is not None:
+            return f"{'.'.join(key) or '(top level)'}: {self.message}"
+        return self.message
+
+
 class ConfigError(LsqSyncError):
     """The configuration is invalid."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(
+            "\n".join(f"{problem.location.file}: {problem}" for problem in self.problems)
+        )
+
+    @classmethod
+    def at(cls, file: str, key: tuple[str, ...], message: str) -> ConfigError:
+        """One problem, at one key."""
+        return cls([ConfigProblem(ConfigLocation(file, key), message)])
 
 
 class SourceDatabaseError(LsqSyncError):

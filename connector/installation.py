@@ -84,17 +84,16 @@ def fit_for_capture(connection: Connection, config: Config, config_source: str) 
     source = config.source
     table = catalogue.resolve(connection, source.schema_, source.table)
     if table is None:  # reflected a moment ago: dropped since
-        raise ConfigError(config_source, [f"source.table: table {source.table!r} is gone"])
+        raise ConfigError.at(config_source, ("source", "table"), f"table {source.table!r} is gone")
     refuse_another_table(connection, config, table, config_source)
     if not catalogue.key_is_unique(connection, table, source.key):
-        raise ConfigError(
+        raise ConfigError.at(
             config_source,
-            [
-                f"source.key: column {source.key!r} of table {str(table)!r} is neither its "
-                "primary key nor the only column of a unique constraint or unique index (not "
-                "partial): rows sharing a key would overwrite each other. Add one, or set "
-                "`source.key` to a column that has one"
-            ],
+            ("source", "key"),
+            f"column {source.key!r} of table {str(table)!r} is neither its "
+            "primary key nor the only column of a unique constraint or unique index (not "
+            "partial): rows sharing a key would overwrite each other. Add one, or set "
+            "`source.key` to a column that has one",
         )
     return table
 
@@ -110,15 +109,14 @@ def refuse_another_table(
     names = Names(config.name)
     if set(names.triggers) <= catalogue.triggers(connection, table).keys():
         return  # this connector's own triggers, on its table renamed since
-    raise ConfigError(
+    raise ConfigError.at(
         config_source,
-        [
-            f"name: connector {config.name!r} is already installed on table "
-            f"{install.describe()!r}, not {str(table)!r}; two connectors with one name would "
-            "consume each other's changes. Give this config a `name` of its own, or, if the "
-            f"install on {install.describe()!r} is no longer wanted, remove it first with "
-            "`lsq-sync uninstall` (with `--drop-state` to also delete its sync state)"
-        ],
+        ("name",),
+        f"connector {config.name!r} is already installed on table "
+        f"{install.describe()!r}, not {str(table)!r}; two connectors with one name would "
+        "consume each other's changes. Give this config a `name` of its own, or, if the "
+        f"install on {install.describe()!r} is no longer wanted, remove it first with "
+        "`lsq-sync uninstall` (with `--drop-state` to also delete its sync state)",
     )
 
 

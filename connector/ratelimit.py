@@ -10,6 +10,9 @@ A slot is taken when a call *starts*: LeadSquared counts a call when it arrives,
 between its start and its answer, and counting from starts is what lets the window be used
 in full while answers take 100-500 ms. The margin covers the time from taking a slot to the
 call's arrival.
+
+What those records mean (how long to wait, how a throttle slows this process down) is worked
+out by the pure `connector.pacing`; this module reads and writes the records.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from connector import pacing
 from connector.clock import Clock
 from connector.config import LeadSquaredConfig
 from connector.errors import BudgetExhaustedError
@@ -35,11 +39,6 @@ log = logging.getLogger(__name__)
 
 # Calls older than this are of no use to any window; they are deleted as new ones are made.
 _KEEP_CALLS = timedelta(hours=1)
-# When throttled below the configured limit, the pace drops to this share, at most once per
-# window, and climbs back by one call per RECOVERY_WINDOWS quiet windows (a daemon must not
-# stay slow for good because another program once used the account's calls).
-_THROTTLED_SHARE = 0.8
-RECOVERY_WINDOWS = 12
 # A slot is moved at most this often before its call goes out; each move is one short commit.
 _MAX_SLOT_MOVES = 3
 
@@ -53,25 +52,14 @@ class Slot:
     started_at: datetime
     taken: float
 
+    def later_by(self, seconds: float) -> Slot:
+        moved = self.started_at + timedelta(seconds=seconds)
+        return Slot(self.call_id, moved, self.taken + seconds)
+
 
 def account_id(host: str, access_key: str) -> str:
     """Names an account in the database without storing its key."""
     return hashlib.sha256(f"{host}\n{access_key}".encode()).hexdigest()
-
-
-def window_delay(starts: Sequence[datetime], now: datetime, calls: int, window: timedelta) -> float:
-    """Seconds from `now` until a call may start, given when recent calls started.
-
-    `window` already includes the margin. Pure: the caller supplies the times.
-    """
-    recent = sorted(start for start in starts if start > now - window)
-    if len(recent) < calls:
-        return 0.0
-    return max(0.0, (recent[-calls] + window - now).total_seconds())
-
-
-def next_utc_midnight(now: datetime) -> datetime:
-    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
 
 
 class AccountLimiter:
@@ -98,8 +86,7 @@ class AccountLimiter:
         self.stop = stop
         self._postgres = engine.dialect.name == "postgresql"
         self._lock = threading.Lock()
-        self._calls = rate.calls
-        self._slowed_at: datetime | None = None
+        self._pace = pacing.Pace(rate.calls, self.window)
         # Set while a run holds the run lock (runlock.Lease.call_delay): asked in each slot's
         # transaction, it gives seconds to wait before a call may start, or raises when the
         # run may start no call at all.
@@ -109,13 +96,7 @@ class AccountLimiter:
         """The calls per window this process allows itself now: lower after throttling, and
         back up by one for every RECOVERY_WINDOWS windows without a throttle."""
         with self._lock:
-            return self._calls_unlocked(now)
-
-    def _calls_unlocked(self, now: datetime) -> int:
-        if self._slowed_at is None:
-            return self._calls
-        recovered = int((now - self._slowed_at) / (self.window * RECOVERY_WINDOWS))
-        return min(self.configured_calls, self._calls + recovered)
+            return self._pace.calls_at(now)
 
     def acquire(self) -> Slot | None:
         """Wait for a slot and take it. None when stopping cut the wait short.
@@ -140,18 +121,17 @@ class AccountLimiter:
         """
         for _ in range(_MAX_SLOT_MOVES):
             late = self.clock.monotonic() - slot.taken
-            if late <= self.margin / 2:
+            if not pacing.sent_late(late, self.margin):
                 return
-            moved_to = slot.started_at + timedelta(seconds=late)
+            slot = slot.later_by(late)
             with self.engine.begin() as connection:
                 if self._postgres:
                     connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 connection.execute(
                     sa.update(call)
                     .where(call.c.call_id == slot.call_id)
-                    .values(started_at=moved_to)
+                    .values(started_at=slot.started_at)
                 )
-            slot = Slot(slot.call_id, moved_to, slot.taken + late)
 
     def throttled(self, retry_after: float | None) -> None:
         """LeadSquared throttled a call: hold every process back, and slow this one down.
@@ -160,11 +140,10 @@ class AccountLimiter:
         the account allows fewer calls than configured (other programs share the keys, or the
         plan's limit is lower), so this process also paces itself lower, at most once a window.
         """
-        pause = timedelta(seconds=retry_after) if retry_after is not None else self.window
         with self.engine.begin() as connection:
             now = self._now(connection)
             self._ensure_account_row(connection)
-            until = now + pause
+            until = pacing.hold_until(now, retry_after, self.window)
             connection.execute(
                 sa.update(account)
                 .where(
@@ -174,17 +153,15 @@ class AccountLimiter:
                 .values(blocked_until=until)
             )
         with self._lock:
-            if self._slowed_at is None or now - self._slowed_at >= self.window:
-                current = self._calls_unlocked(now)
-                self._slowed_at = now
-                slower = max(1, int(current * _THROTTLED_SHARE))
-                if slower < current:
-                    log.warning(
-                        "throttled by LeadSquared below the configured rate limit; "
-                        "pacing lower for a while",
-                        extra={"calls": slower, "configured_calls": self.configured_calls},
-                    )
-                self._calls = slower
+            current = self._pace.calls_at(now)
+            self._pace = self._pace.throttled(now)
+            slower = self._pace.calls_at(now)
+        if slower < current:
+            log.warning(
+                "throttled by LeadSquared below the configured rate limit; "
+                "pacing lower for a while",
+                extra={"calls": slower, "configured_calls": self.configured_calls},
+            )
 
     def _try_take(self) -> Slot | float:
         """Take a slot now, or say how many seconds to wait before trying again."""
@@ -201,13 +178,11 @@ class AccountLimiter:
             # the lock would start earlier than it really does, and crowd the next window.
             now = self._now(connection)
             taken = self.clock.monotonic()
-            if row.blocked_until is not None and row.blocked_until > now:
-                waited: float = (row.blocked_until - now).total_seconds()
-                return waited
-            today = now.date().isoformat()
-            used = row.budget_used if row.budget_day == today else 0
+            if (blocked := pacing.held_back(row.blocked_until, now)) > 0:
+                return blocked
+            used = pacing.calls_today(row.budget_day, row.budget_used, now)
             if self.daily_budget is not None and used >= self.daily_budget:
-                raise BudgetExhaustedError(self.daily_budget, next_utc_midnight(now))
+                raise BudgetExhaustedError(self.daily_budget, pacing.next_utc_midnight(now))
             calls = self.calls_at(now)
             starts = connection.scalars(
                 sa.select(call.c.started_at)
@@ -215,7 +190,7 @@ class AccountLimiter:
                 .order_by(call.c.started_at.desc())
                 .limit(calls)
             ).all()
-            delay = window_delay(starts, now, calls, self.window)
+            delay = pacing.window_delay(starts, now, calls, self.window)
             if delay > 0:
                 return delay
             call_id: int = connection.execute(
@@ -226,7 +201,7 @@ class AccountLimiter:
             connection.execute(
                 sa.update(account)
                 .where(account.c.account == self.account)
-                .values(budget_day=today, budget_used=used + 1)
+                .values(budget_day=pacing.budget_day(now), budget_used=used + 1)
             )
             connection.execute(
                 sa.delete(call).where(

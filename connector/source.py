@@ -15,7 +15,7 @@ from sqlalchemy.exc import NoSuchTableError
 
 from connector.config import Config
 from connector.database import among, spell_keys_as_capture_does
-from connector.errors import ConfigError, UnreadableRowsError
+from connector.errors import ConfigError, ConfigLocation, ConfigProblem, UnreadableRowsError
 from connector.leads import RowProblem, SourceRow
 from connector.quarantine import data_errors, isolate, reason_of
 from connector.schema import MAX_LEAD_ID_LENGTH
@@ -50,16 +50,21 @@ class SourceTable:
                 )
         except NoSuchTableError:
             where = f"{source.schema_}.{source.table}" if source.schema_ else source.table
-            raise ConfigError(
-                config_source, [f"source.table: table {where!r} does not exist in the database"]
+            raise ConfigError.at(
+                config_source,
+                ("source", "table"),
+                f"table {where!r} does not exist in the database",
             ) from None
         problems = [
-            f"{key}: table {source.table!r} has no column {column!r}"
+            ConfigProblem(
+                ConfigLocation(config_source, key),
+                f"table {source.table!r} has no column {column!r}",
+            )
             for key, column in self._configured_columns()
             if column not in self.table.c
         ]
         if problems:
-            raise ConfigError(config_source, problems)
+            raise ConfigError(problems)
         self.key_column = self.table.c[source.key]
         self.lead_column = self.table.c[config.lead_id.column]
         self._key_type = _python_type(self.key_column)
@@ -84,11 +89,11 @@ class SourceTable:
             {attribute: self.table.c[column] for column, attribute in self.mapping.items()},
         )
 
-    def _configured_columns(self) -> Iterator[tuple[str, str]]:
-        yield "source.key", self.config.source.key
-        yield "lead_id.column", self.config.lead_id.column
+    def _configured_columns(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        yield ("source", "key"), self.config.source.key
+        yield ("lead_id", "column"), self.config.lead_id.column
         for column in self.mapping:
-            yield f"mapping.{column}", column
+            yield ("mapping", column), column
 
     @property
     def capture_columns(self) -> list[str]:

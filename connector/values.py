@@ -300,11 +300,6 @@ def _plain_digits(significant: int, exponent: int) -> int:
     return max(significant, -exponent)
 
 
-def desired_values(row: Mapping[str, Any], mapping: Mapping[str, str]) -> Values:
-    """The mapped attributes of one source row, normalised."""
-    return {attribute: normalise(row[column]) for column, attribute in mapping.items()}
-
-
 def plan_update(
     desired: Mapping[str, str | None],
     pushed: Mapping[str, str | None],

@@ -17,6 +17,18 @@ settings.register_profile(
 settings.load_profile("shared-machine")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `postgres` every test given a PostgreSQL database: one that takes `pg_url`
+    (itself or through another fixture), or `db_url` as PostgreSQL (by the fixture's own
+    params or, indirectly, by the test's)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        db = callspec.params.get("db_url") if callspec is not None else None
+        if db == "postgresql" or "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every test that takes this runs once on SQLite and once on PostgreSQL."""

@@ -146,14 +146,16 @@ def run_cli(
 
 def source_values(url: str) -> dict[str, dict[str, str | None]]:
     """Expected LeadSquared state: each linked row's mapped values, as the connector sends them."""
-    from connector.values import desired_values  # noqa: PLC0415
+    from connector.values import normalise  # noqa: PLC0415
 
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT * FROM customers")).mappings().all()
     engine.dispose()
     return {
-        row["lsq_prospect_id"]: desired_values(row, MAPPING)
+        row["lsq_prospect_id"]: {
+            attribute: normalise(row[column]) for column, attribute in MAPPING.items()
+        }
         for row in rows
         if row["lsq_prospect_id"]
     }

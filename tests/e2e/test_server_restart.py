@@ -20,6 +20,8 @@ from tests.e2e.harness import Project, assert_only_mapped, lead_updates
 from tests.pgserver import Server, throwaway_server
 from tests.support import create_customers, source_values
 
+pytestmark = pytest.mark.postgres
+
 LEADS = 60
 IN_FLIGHT = 4
 

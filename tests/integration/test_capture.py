@@ -897,7 +897,7 @@ def test_init_refuses_a_key_column_that_is_not_unique(
     with make_connector(db_url, emulator, {"city": "mx_City"}, *statements, init=False) as sync:
         with pytest.raises(ConfigError) as refused:
             sync.init()
-        assert refused.value.problems == [
+        assert [str(problem) for problem in refused.value.problems] == [
             f"source.key: column 'id' of table {qualified(sync.engine, 'typed')!r} is neither "
             "its primary key nor the only column of a unique constraint or unique index (not "
             "partial): rows sharing a key would overwrite each other. Add one, or set "
@@ -938,7 +938,7 @@ def test_init_refuses_a_name_installed_on_another_table(
         with pytest.raises(ConfigError) as refused:
             other.init()
         assert installed_triggers(engine, "orders") == []
-    problem = refused.value.problems[0]
+    problem = str(refused.value.problems[0])
     assert problem.startswith(
         f"name: connector 'test' is already installed on table {qualified(engine, 'typed')!r}, "
         f"not {qualified(engine, 'orders')!r}"

@@ -15,7 +15,8 @@ from connector.clock import SystemClock
 from connector.config import LeadSquaredConfig
 from connector.database import create_engine
 from connector.errors import BudgetExhaustedError
-from connector.ratelimit import RECOVERY_WINDOWS, AccountLimiter, next_utc_midnight
+from connector.pacing import RECOVERY_WINDOWS, next_utc_midnight
+from connector.ratelimit import AccountLimiter
 from connector.schema import account, call
 
 WINDOW = 0.4

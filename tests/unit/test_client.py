@@ -161,17 +161,6 @@ def test_post_updated_lead_only_when_configured(
     assert query(recorder.last).get("postUpdatedLead") == expected
 
 
-def test_get_lead_returns_the_first_lead_or_none() -> None:
-    recorder = Recorder(body=[{"ProspectID": "L1", "mx_City": "Pune"}])
-    with make_client(recorder) as client:
-        assert client.get_lead("L1") == {"ProspectID": "L1", "mx_City": "Pune"}
-        recorder.body = []
-        assert client.get_lead("L2") is None
-    assert recorder.last.method == "GET"
-    assert recorder.last.url.path == "/v2/LeadManagement.svc/Leads.GetById"
-    assert query(recorder.last)["id"] == ["L2"]
-
-
 # -- what is raised --------------------------------------------------------------------------
 
 
@@ -271,12 +260,6 @@ def test_an_update_answered_200_without_status_success_is_not_a_success(body: An
     assert "Status: Success" in str(raised.value)
 
 
-def test_a_lookup_answered_with_an_object_is_not_a_success() -> None:
-    with make_client(Recorder(200, {})) as client, pytest.raises(RetriableError) as raised:
-        client.get_lead("L1")
-    assert "a JSON list" in str(raised.value)
-
-
 def test_unknown_attributes_are_rejected_with_their_names() -> None:
     body = mx("MXUnknownAttributeException", "Attribute(s) does not exist - mx_A, mx_B")
     with (
@@ -363,11 +346,8 @@ def test_successful_calls_log_no_keys(auth: str, caplog: pytest.LogCaptureFixtur
     recorder = Recorder()
     with make_client(recorder, auth=auth) as client:
         client.update_lead("L1", {"mx_City": "Pune"})
-        recorder.body = [{"ProspectID": "L1"}]
-        client.get_lead("L1")
     # The logging did happen (so the autouse check looked at something real).
     assert "Lead.Update" in caplog.text
-    assert "Leads.GetById" in caplog.text
 
 
 @pytest.mark.parametrize("auth", ["query", "header"])

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from connector.config import Config, load_config, parse_config
-from connector.errors import ConfigError
+from connector.config import Config, in_file_order, load_config, not_reported, parse_config
+from connector.errors import ConfigError, ConfigLocation, ConfigProblem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "config.example.yaml"
@@ -48,10 +48,15 @@ def parse(config: dict[str, Any] | str, environ: dict[str, str] | None = None) -
     return parse_config(text, "config.yaml", ENV if environ is None else environ)
 
 
+def lines(error: ConfigError) -> list[str]:
+    """Each problem as printed after the file's name."""
+    return [str(problem) for problem in error.problems]
+
+
 def problems(config: dict[str, Any] | str, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as raised:
         parse(config, environ)
-    return raised.value.problems
+    return lines(raised.value)
 
 
 def test_valid_config_parses_with_defaults() -> None:
@@ -107,7 +112,7 @@ def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as raised:
         load_config(missing, ENV)
-    assert raised.value.problems == ["file not found"]
+    assert lines(raised.value) == ["file not found"]
     assert str(missing) in str(raised.value)
 
 
@@ -118,6 +123,81 @@ def test_missing_file_is_one_clear_problem(tmp_path: Path) -> None:
 )
 def test_not_a_mapping_is_one_problem(text: str) -> None:
     assert len(problems(text)) == 1
+
+
+# -- problems as (location, message) --------------------------------------------------------
+
+
+def test_keys_given_twice_are_reported_in_file_order() -> None:
+    # The parser finds the top level's duplicate (line 5) before the nested one (line 4).
+    text = "name: a\nleadsquared:\n  host: x\n  host: y\nname: b\n"
+    with pytest.raises(ConfigError) as raised:
+        parse(text)
+    assert raised.value.problems == (
+        ConfigProblem(ConfigLocation("config.yaml", line=4), "key 'host' is given twice"),
+        ConfigProblem(ConfigLocation("config.yaml", line=5), "key 'name' is given twice"),
+    )
+    assert str(raised.value).splitlines() == [
+        "config.yaml: line 4: key 'host' is given twice",
+        "config.yaml: line 5: key 'name' is given twice",
+    ]
+
+
+def test_a_problem_carries_the_file_and_its_key_path() -> None:
+    config = valid_dict()
+    config["leadsquared"]["rate_limit"] = {"calls": 0}
+    with pytest.raises(ConfigError) as raised:
+        parse(config)
+    [problem] = raised.value.problems
+    assert problem.location == ConfigLocation("config.yaml", ("leadsquared", "rate_limit", "calls"))
+    assert problem.message.startswith("Input should be greater than or equal to 1")
+
+
+def test_an_unset_variable_hides_only_the_problems_at_its_own_key() -> None:
+    config = valid_dict()
+    config["a"] = "${LSQ_SURELY_UNSET}"
+    config["a:b"] = 1  # told apart from `a` by its key, whatever its spelling
+    assert problems(config) == [
+        "a: environment variable LSQ_SURELY_UNSET is not set",
+        "a:b: unknown key",
+    ]
+
+
+def test_problems_at_a_reported_key_are_dropped_on_the_key_alone() -> None:
+    def at(*key: str, message: str = "problem") -> ConfigProblem:
+        return ConfigProblem(ConfigLocation("c.yaml", key), message)
+
+    reported = [at("a", "b")]
+    found = [at("a", "b", message="other"), at("a.b"), at("a"), at("a", "b", "c"), at()]
+    assert not_reported(found, reported) == found[1:]
+    assert not_reported(found, []) == found
+
+
+def test_problems_are_ordered_by_line_then_as_found() -> None:
+    def problem(line: int | None, message: str) -> ConfigProblem:
+        return ConfigProblem(ConfigLocation("c.yaml", line=line), message)
+
+    found = [
+        problem(9, "nine"),
+        problem(None, "line 1: not a line of its own"),
+        problem(2, "two"),
+        ConfigProblem(ConfigLocation("c.yaml", ("name",)), "at a key"),
+        problem(2, "two again"),
+    ]
+    assert [p.message for p in in_file_order(found)] == [
+        "two",
+        "two again",
+        "nine",
+        "line 1: not a line of its own",
+        "at a key",
+    ]
+
+
+def test_a_problem_is_printed_by_line_else_by_key_else_alone() -> None:
+    assert str(ConfigProblem(ConfigLocation("f", ("a",), line=3), "m")) == "line 3: m"
+    assert str(ConfigProblem(ConfigLocation("f", ("a", "b")), "m")) == "a.b: m"
+    assert str(ConfigProblem(ConfigLocation("f", ()), "m")) == "(top level): m"
+    assert str(ConfigProblem(ConfigLocation("f"), "m")) == "m"
 
 
 # -- environment interpolation ---------------------------------------------------------------
@@ -309,7 +389,7 @@ def test_a_malformed_database_url_is_a_config_error_without_the_password(
     config["database"]["url"] = url
     with pytest.raises(ConfigError) as raised:
         parse(config)
-    [line] = raised.value.problems
+    [line] = lines(raised.value)
     assert line.startswith("database.url: ")
     assert words in line
     assert DB_PASSWORD not in str(raised.value) + repr(raised.value)
@@ -376,7 +456,7 @@ def test_a_control_character_inside_a_key_is_refused_without_showing_the_key(
     environ = {**ENV, "LSQ_SECRET_KEY": secret}
     with pytest.raises(ConfigError) as raised:
         parse(VALID, environ)
-    [line] = raised.value.problems
+    [line] = lines(raised.value)
     assert line.startswith("leadsquared.secret_key: ")
     assert "control character" in line
     text = str(raised.value) + repr(raised.value)
@@ -391,7 +471,7 @@ def test_a_key_that_is_not_ascii_is_refused_in_headers_only() -> None:
     config["leadsquared"]["auth"] = "header"
     with pytest.raises(ConfigError) as raised:
         parse(config, environ)
-    [line] = raised.value.problems
+    [line] = lines(raised.value)
     assert line.startswith("leadsquared.auth: ")
     assert "leadsquared.access_key" in line
     assert "ASCII" in line

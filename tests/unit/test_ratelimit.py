@@ -1,4 +1,4 @@
-"""connector.ratelimit's pure parts: the sliding-window arithmetic and the account digest."""
+"""The sliding-window arithmetic (connector.pacing) and the account digest (connector.ratelimit)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.ratelimit import account_id, next_utc_midnight, window_delay
+from connector.pacing import next_utc_midnight, window_delay
+from connector.ratelimit import account_id
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 WINDOW = timedelta(seconds=5)
