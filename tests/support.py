@@ -1,4 +1,7 @@
-"""Shared test helpers: databases, the sample source table, configs, CLI subprocesses."""
+"""Shared test helpers: databases, the sample source table, configs, CLI subprocesses.
+
+bench/ builds on them too (its CI smoke run shows when a change here breaks it).
+"""
 
 from __future__ import annotations
 
