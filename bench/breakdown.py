@@ -1,6 +1,7 @@
 """Where ingest spends its time: wall time per step, and on PostgreSQL the slow plans.
 
     python bench/breakdown.py [--db sqlite|postgresql] [--rows N] [--backlog M] [--first]
+    python bench/breakdown.py --smoke    # both databases, both modes, tiny: checks it works
 
 A diagnostic companion to run.py, on the same tables and backlog. Each step of ingest
 (Store and SourceTable methods, the fold) is wrapped with a timer for this process only;
@@ -17,9 +18,11 @@ import argparse
 import collections
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import repo_root  # noqa: F401  (before tests.*: puts the checkout on sys.path)
 import run
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,6 +32,7 @@ from connector.database import create_engine
 from connector.source import SourceTable
 from connector.store import Store
 from connector.sync import Connector
+from tests.support import PG_URL
 
 STEPS: list[tuple[Any, str, str]] = [
     (Store, "load_cursor", "store.load_cursor"),
@@ -48,12 +52,22 @@ class StepTimer:
         self.seconds: collections.Counter[str] = collections.Counter()
         self.calls: collections.Counter[str] = collections.Counter()
 
-    def install(self, engine: sa.Engine) -> None:
+    @contextmanager
+    def installed(self, engine: sa.Engine) -> Iterator[None]:
+        """The steps timed while inside; restored after, so that a second run in this process
+        (--smoke) is not timed twice over."""
+        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in STEPS]
         for owner, name, label in STEPS:
             setattr(owner, name, self._timed(getattr(owner, name), label))
         # The commit is where a batch waits for its WAL to reach the disk.
         dialect = engine.dialect
         dialect.do_commit = self._timed(dialect.do_commit, "commit")  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for owner, name, original in originals:
+                setattr(owner, name, original)
+            del dialect.do_commit
 
     def _timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -104,6 +118,40 @@ def short_plan(text: str) -> str:
     return "\n".join(line if len(line) < 240 else line[:240] + " ..." for line in lines)
 
 
+def breakdown(
+    db: str, *, rows: int, backlog: int, first: bool, explain_ms: int, pg_url: str
+) -> None:
+    with run.database(db, pg_url) as url:
+        config = run.make_config(url)
+        engine = create_engine(url)
+        maintenance = run.Maintenance(engine)
+        try:
+            run.create_source_tables(engine, rows)
+            with Connector(config, engine=engine) as sync:
+                sync.init()
+            if not first:
+                run.build_backlog(engine, maintenance, rows, rows)
+                run.run_ingest(engine, config)
+            run.build_backlog(engine, maintenance, rows, backlog, analyze_leads=not first)
+            plans = collect_plans(engine, explain_ms) if maintenance.postgres else {}
+            timer = StepTimer()
+            with timer.installed(engine):
+                changes, seconds = run.run_ingest(engine, config)
+        finally:
+            engine.dispose()
+    if changes != backlog:
+        raise RuntimeError(f"ingested {changes} of {backlog} changes")
+    print(f"{db}: {changes:,} changes in {seconds:.1f} s = {changes / seconds:,.0f}/s\n")
+    print("| step | seconds | share | calls |\n|---|---|---|---|")
+    for label, spent in timer.seconds.most_common():
+        print(f"| {label} | {spent:.2f} | {spent / seconds:.0%} | {timer.calls[label]} |")
+    rest = seconds - sum(timer.seconds.values())
+    print(f"| everything else (ingest's own Python, BEGIN) | {rest:.2f} | {rest / seconds:.0%} | |")
+    for statement, texts in plans.items():
+        print(f"\n{len(texts)} executions over {explain_ms} ms of `{statement} ...`; one:")
+        print("```\n" + short_plan(texts[len(texts) // 2]) + "\n```")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
@@ -111,36 +159,33 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, help="default 5 x rows")
     parser.add_argument("--first", action="store_true", help="ingest into an empty lead table")
     parser.add_argument("--explain-ms", type=int, default=30)
-    parser.add_argument("--pg-url", default=run.DEFAULT_PG_URL)
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument(
+        "--smoke", action="store_true", help="both databases and modes, tiny: checks it works"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        # Every statement explained, so that the plan collection runs too.
+        for db in ("sqlite", "postgresql"):
+            for first in (False, True):
+                breakdown(
+                    db,
+                    rows=run.SMOKE.rows,
+                    backlog=run.SMOKE.backlog,
+                    first=first,
+                    explain_ms=0,
+                    pg_url=args.pg_url,
+                )
+        return
     backlog = args.backlog or 5 * args.rows
-    with run.database(args.db, args.pg_url) as url:
-        config = run.make_config(url)
-        engine = create_engine(url)
-        maintenance = run.Maintenance(engine)
-        try:
-            run.create_source_tables(engine, args.rows)
-            with Connector(config, engine=engine) as sync:
-                sync.init()
-            if not args.first:
-                run.build_backlog(engine, maintenance, args.rows, args.rows)
-                run.run_ingest(engine, config)
-            run.build_backlog(engine, maintenance, args.rows, backlog, analyze_leads=not args.first)
-            plans = collect_plans(engine, args.explain_ms) if maintenance.postgres else {}
-            timer = StepTimer()
-            timer.install(engine)
-            changes, seconds = run.run_ingest(engine, config)
-        finally:
-            engine.dispose()
-    print(f"{args.db}: {changes:,} changes in {seconds:.1f} s = {changes / seconds:,.0f}/s\n")
-    print("| step | seconds | share | calls |\n|---|---|---|---|")
-    for label, spent in timer.seconds.most_common():
-        print(f"| {label} | {spent:.2f} | {spent / seconds:.0%} | {timer.calls[label]} |")
-    rest = seconds - sum(timer.seconds.values())
-    print(f"| everything else (ingest's own Python, BEGIN) | {rest:.2f} | {rest / seconds:.0%} | |")
-    for statement, texts in plans.items():
-        print(f"\n{len(texts)} executions over {args.explain_ms} ms of `{statement} ...`; one:")
-        print("```\n" + short_plan(texts[len(texts) // 2]) + "\n```")
+    breakdown(
+        args.db,
+        rows=args.rows,
+        backlog=backlog,
+        first=args.first,
+        explain_ms=args.explain_ms,
+        pg_url=args.pg_url,
+    )
 
 
 if __name__ == "__main__":

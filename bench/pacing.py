@@ -2,6 +2,7 @@
 naive sync.
 
     python bench/pacing.py [--leads N] [--db sqlite|postgresql] [--pg-url URL]
+    python bench/pacing.py --smoke    # both databases, a fast limit, few leads: checks it works
 
 One workload, one run of the connector against the bundled emulator with the account's real
 limit (25 calls per 5 s by default) and 250 ms +/- 50 ms of latency per call:
@@ -27,43 +28,55 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import repo_root  # noqa: F401  (before tests.*: puts the checkout on sys.path)
 import sqlalchemy as sa
-import yaml
-from run import DEFAULT_PG_URL, database
+from run import database
 
-from connector.config import Config, parse_config
+from connector.config import Config
 from connector.sync import Connector
-from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
+from connector.testing.emulator import Emulator
+from tests.support import MAPPING, PG_URL, config_dict, load
 
-MAPPING = {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan", "score": "mx_Score"}
 CITIES = ["Pune", "Goa", "Agra", "Delhi", "Kochi"]
 PLANS = ["free", "pro", "team"]
-LIMIT_CALLS, LIMIT_WINDOW = 25, 5.0
-LATENCY = (0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account's limit (N calls per W seconds) and the emulator's latency per call."""
+
+    calls: int
+    window: float
+    latency: tuple[float, float]
+
+
+REAL = Account(calls=25, window=5.0, latency=(0.2, 0.3))
+# Still more leads than one window admits, so the pacing after the first window runs too.
+SMOKE = Account(calls=5, window=0.5, latency=(0.0, 0.01))
+SMOKE_LEADS, SMOKE_ROUNDS = 20, 1
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def make_config(url: str, emulator: Emulator, name: str, max_in_flight: int | None) -> Config:
+def make_config(
+    url: str, emulator: Emulator, name: str, max_in_flight: int | None, account: Account
+) -> Config:
     leadsquared: dict[str, Any] = {
-        "host": emulator.url,
-        "access_key": DEFAULT_ACCESS_KEY,
-        "secret_key": DEFAULT_SECRET_KEY,
-        "rate_limit": {"calls": LIMIT_CALLS, "window_seconds": LIMIT_WINDOW},
+        "rate_limit": {"calls": account.calls, "window_seconds": account.window},
     }
     if max_in_flight is not None:
         leadsquared["max_in_flight"] = max_in_flight
-    raw = {
-        "name": name,
-        "database": {"url": url},
-        "leadsquared": leadsquared,
-        "source": {"table": f"{name}_customers", "key": "id"},
-        "lead_id": {"column": "lsq_prospect_id"},
-        "mapping": MAPPING,
-    }
-    return parse_config(yaml.safe_dump(raw), "pacing-config", {})
+    return load(
+        config_dict(
+            url,
+            emulator,
+            name=name,
+            leadsquared=leadsquared,
+            source={"table": f"{name}_customers"},
+        )
+    )
 
 
 def insert_rows(engine: sa.Engine, table: str, leads: int, rng: random.Random) -> int:
@@ -125,20 +138,29 @@ class Push:
     total_calls: int  # over the first run and the runs after each round of updates
     total_attributes: int
     row_writes: int
+    account: Account
 
     @property
     def utilisation(self) -> float:
-        return (self.calls - LIMIT_CALLS) / (LIMIT_CALLS * self.span / LIMIT_WINDOW)
+        limit = self.account
+        return (self.calls - limit.calls) / (limit.calls * self.span / limit.window)
 
 
 def measure_push(
-    url: str, leads: int, *, rounds: int, max_in_flight: int | None, label: str, seed: int
+    url: str,
+    leads: int,
+    *,
+    rounds: int,
+    max_in_flight: int | None,
+    label: str,
+    seed: int,
+    account: Account,
 ) -> Push:
     name = f"pacing_{max_in_flight or 'default'}"
     table = f"{name}_customers"
     rng = random.Random(seed)
-    with Emulator(rate_limit=(LIMIT_CALLS, LIMIT_WINDOW)) as emulator:
-        emulator.set_latency(*LATENCY, seed=seed)
+    with Emulator(rate_limit=(account.calls, account.window)) as emulator:
+        emulator.set_latency(*account.latency, seed=seed)
         for i in range(leads):
             emulator.add_lead(f"L{i:05d}")
         engine = sa.create_engine(url)
@@ -147,7 +169,7 @@ def measure_push(
                 f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, phone TEXT, city TEXT, "
                 "plan TEXT, score INTEGER, notes TEXT, lsq_prospect_id TEXT)"
             )
-        config = make_config(url, emulator, name, max_in_flight)
+        config = make_config(url, emulator, name, max_in_flight, account)
         with Connector(config) as connector:
             connector.init()
             writes = insert_rows(engine, table, leads, rng)
@@ -173,11 +195,12 @@ def measure_push(
             label,
             calls=len(backlog),
             throttled=throttled,
-            span=arrivals[-1] - arrivals[LIMIT_CALLS - 1],
+            span=arrivals[-1] - arrivals[account.calls - 1],
             seconds=seconds,
             total_calls=len(updates),
             total_attributes=sum(len(r.body or []) for r in updates),
             row_writes=writes,
+            account=account,
         )
 
 
@@ -194,32 +217,32 @@ def source_state(url: str, table: str) -> dict[str, dict[str, str]]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--leads", type=int, default=200, help="backlog of leads (>= 150)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of updates after it")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
-    with database(args.db, args.pg_url) as url:
+def pacing(db: str, *, pg_url: str, leads: int, rounds: int, seed: int, account: Account) -> None:
+    with database(db, pg_url) as url:
         paced = measure_push(
             url,
-            args.leads,
-            rounds=args.rounds,
+            leads,
+            rounds=rounds,
             max_in_flight=None,
             label="default config",
-            seed=args.seed,
+            seed=seed,
+            account=account,
         )
         single = measure_push(
-            url, args.leads, rounds=0, max_in_flight=1, label="one call in flight", seed=args.seed
+            url,
+            leads,
+            rounds=0,
+            max_in_flight=1,
+            label="one call in flight",
+            seed=seed,
+            account=account,
         )
     naive_calls = paced.row_writes
     naive_attributes = naive_calls * len(MAPPING)
     print(
-        f"`python bench/pacing.py --leads {args.leads} --rounds {args.rounds} --db {args.db}`: "
-        f"limit {LIMIT_CALLS} calls per {LIMIT_WINDOW:g} s, latency {LATENCY[0]:g}-"
-        f"{LATENCY[1]:g} s per call, a backlog of {args.leads} leads.\n"
+        f"`python bench/pacing.py --leads {leads} --rounds {rounds} --db {db}`: "
+        f"limit {account.calls} calls per {account.window:g} s, latency {account.latency[0]:g}-"
+        f"{account.latency[1]:g} s per call, a backlog of {leads} leads.\n"
     )
     print("| push of the backlog | calls | throttled | a[-1] - a[N-1] | utilisation |")
     print("|---|---|---|---|---|")
@@ -230,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print()
     print(
-        f"The backlog, then {args.rounds} rounds of updates each followed by a run "
+        f"The backlog, then {rounds} rounds of updates each followed by a run "
         f"({paced.row_writes} row writes in all):\n"
     )
     print("| sync | Lead.Update calls | attributes sent |")
@@ -243,6 +266,38 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"| lsq-sync / naive | {paced.total_calls / naive_calls:.3f} | "
         f"{paced.total_attributes / naive_attributes:.3f} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=200, help="backlog of leads (>= 150)")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of updates after it")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--smoke", action="store_true", help="both databases, a fast limit: checks it works"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for db in ("sqlite", "postgresql"):
+            pacing(
+                db,
+                pg_url=args.pg_url,
+                leads=SMOKE_LEADS,
+                rounds=SMOKE_ROUNDS,
+                seed=args.seed,
+                account=SMOKE,
+            )
+        return
+    pacing(
+        args.db,
+        pg_url=args.pg_url,
+        leads=args.leads,
+        rounds=args.rounds,
+        seed=args.seed,
+        account=REAL,
     )
 
 

@@ -5,6 +5,7 @@ things measured in the same run, with the two sides interleaved and the median o
 repetitions reported. Absolute figures are printed beside the ratios for context only.
 
     python bench/run.py [--db sqlite|postgresql|both] [--rows N] [--quick] [--capture-only]
+    python bench/run.py --smoke    # checks that every step works; its figures mean nothing
 
 Progress goes to stderr; the markdown table goes to stdout.
 """
@@ -16,7 +17,6 @@ import cProfile
 import hashlib
 import io
 import json
-import os
 import pstats
 import statistics
 import subprocess
@@ -24,29 +24,26 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import repo_root  # noqa: F401  (before tests.*: puts the checkout on sys.path)
 import sqlalchemy as sa
-import yaml
 
 import connector
 from connector.clock import SystemClock
-from connector.config import Config, parse_config
+from connector.config import Config
 from connector.database import create_engine
 from connector.ingest import ingest
 from connector.schema import change, lead
 from connector.source import SourceTable
 from connector.store import Store
 from connector.sync import Connector
+from tests.support import PG_URL, execute, load, postgres_schema, wait_until_readable
 
-DEFAULT_PG_URL = os.environ.get(
-    "LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 CONNECTOR = "bench"
 CAPTURED = "bench_customers"  # capture installed by Connector.init()
 BARE = "bench_customers_bare"  # identical table and history, never captured
@@ -121,7 +118,21 @@ class Sizes:
     single_row_statements: int
 
 
+# Enough rows for every step to do real work (batches, a first ingest, both memory runs), few
+# enough that both databases take seconds.
+SMOKE = Sizes(
+    rows=300,
+    backlog=600,
+    small_backlog=60,
+    capture_reps=1,
+    ingest_reps=1,
+    single_row_statements=100,
+)
+
+
 def sizes_from(args: argparse.Namespace) -> Sizes:
+    if args.smoke:
+        return SMOKE
     rows = args.rows or (20_000 if args.quick else 200_000)
     backlog = args.backlog or rows * (2 if args.quick else 5)
     return Sizes(
@@ -144,17 +155,8 @@ def database(kind: str, pg_url: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="lsq-bench-") as directory:
             yield f"sqlite:///{Path(directory) / 'bench.db'}"
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_url)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with postgres_schema(pg_url) as url:
+        yield url
 
 
 def make_config(url: str) -> Config:
@@ -171,7 +173,7 @@ def make_config(url: str) -> Config:
         "lead_id": {"column": "lsq_prospect_id"},
         "mapping": MAPPING,
     }
-    return parse_config(yaml.safe_dump(raw), "bench-config", {})
+    return load(raw)
 
 
 class Maintenance:
@@ -199,22 +201,6 @@ class Maintenance:
                 raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 raw.close()
-
-    def oldest_running_xid(self) -> int | None:
-        if not self.postgres:
-            return None
-        with self.engine.connect() as connection:
-            return int(
-                connection.exec_driver_sql(
-                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-                ).scalar_one()
-            )
-
-
-def execute(engine: sa.Engine, *statements: str) -> None:
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
 
 
 def create_source_tables(engine: sa.Engine, rows: int) -> None:
@@ -345,27 +331,9 @@ def build_backlog(
         pending = Store(engine, CONNECTOR).pending_changes(connection)
     if pending != size:
         raise RuntimeError(f"backlog has {pending} change rows, expected {size}")
-    wait_until_readable(engine, maintenance)
-
-
-def wait_until_readable(engine: sa.Engine, maintenance: Maintenance) -> None:
-    """Ingest reads only changes older than every running transaction, cluster-wide.
-
-    Other sessions on a shared server can hold an old transaction open; wait for them, or the
-    run would measure an ingest of nothing.
-    """
-    if not maintenance.postgres:
-        return
-    with engine.connect() as connection:
-        newest = connection.execute(
-            sa.select(sa.func.max(change.c.tx_id)).where(change.c.connector == CONNECTOR)
-        ).scalar_one()
-    deadline = time.monotonic() + XMIN_WAIT_SECONDS
-    while (xmin := maintenance.oldest_running_xid()) is not None and xmin <= newest:
-        if time.monotonic() > deadline:
-            raise RuntimeError("another session holds a transaction open; ingest cannot read")
-        log("  waiting for an older transaction elsewhere on the server to end")
-        time.sleep(2)
+    # Ingest reads only changes older than every running transaction, cluster-wide: another
+    # session on a shared server holding one open would make the run measure an ingest of nothing.
+    wait_until_readable(engine, timeout=XMIN_WAIT_SECONDS)
 
 
 def plain_select(engine: sa.Engine) -> tuple[int, float]:
@@ -717,11 +685,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, help="change rows to ingest (default 5 x rows)")
     parser.add_argument("--reps", type=int, help="repetitions per comparison (default 5 / 3)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one repetition: checks it works (CI)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile one ingest")
     parser.add_argument(
         "--capture-only", action="store_true", help="measure capture overhead alone"
     )
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--child", choices=["ingest", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

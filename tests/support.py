@@ -1,4 +1,7 @@
-"""Shared test helpers: databases, the sample source table, configs, CLI subprocesses."""
+"""Shared test helpers: databases, the sample source table, configs, CLI subprocesses.
+
+bench/ builds on them too (its CI smoke run shows when a change here breaks it).
+"""
 
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ CREATE TABLE customers (
 """
 
 
-def postgres_available() -> bool:
-    engine = sa.create_engine(PG_URL)
+def postgres_available(url: str = PG_URL) -> bool:
+    engine = sa.create_engine(url)
     try:
         with engine.connect():
             return True
@@ -53,20 +56,24 @@ def postgres_available() -> bool:
 
 
 @contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A fresh schema per test, reached through search_path: isolated and cheap."""
-    if not postgres_available():
-        message = f"PostgreSQL is not reachable at {PG_URL} (set LSQ_SYNC_TEST_PG_URL)"
+def postgres_schema(base_url: str = PG_URL) -> Iterator[str]:
+    """A fresh schema per test, reached through search_path: isolated and cheap.
+
+    `base_url` names another server than the tests' (bench/ takes one on its command line).
+    """
+    if not postgres_available(base_url):
+        shown = sa.make_url(base_url).render_as_string(hide_password=True)
+        message = f"PostgreSQL is not reachable at {shown} (set LSQ_SYNC_TEST_PG_URL)"
         if IN_CI:
             pytest.fail(message + "; under CI=true the PostgreSQL tests must run")
         pytest.skip(message)
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
+    admin = sa.create_engine(base_url)
     with admin.begin() as connection:
         connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in PG_URL else "?"
+    separator = "&" if "?" in base_url else "?"
     try:
-        yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
+        yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
     finally:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
