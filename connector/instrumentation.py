@@ -5,7 +5,7 @@ ingest batches and finished runs.
 is the no-op default, so an implementation overrides only the events it cares about. A run's
 counts (`connector.counts.Tally`) and the log (`LoggingInstrumentation`) are implementations;
 metrics are meant to be another. Every method is called from the thread that saw the event,
-possibly several at once, and must not raise.
+possibly several at once; one that raises is logged and skipped.
 """
 
 from __future__ import annotations
@@ -58,36 +58,48 @@ class Instrumentation:
 
 
 class Fanout(Instrumentation):
-    """Passes every event to each of several instrumentations, in order."""
+    """Passes every event to each of several instrumentations, in order.
+
+    An instrumentation that raises is logged and skipped: observing the sync must never
+    break it.
+    """
 
     def __init__(self, *targets: Instrumentation) -> None:
         self.targets = list(targets)
 
     def call_made(self, endpoint: str, outcome: str, seconds: float) -> None:
-        for target in self.targets:
-            target.call_made(endpoint, outcome, seconds)
+        self._each("call_made", endpoint, outcome, seconds)
 
     def throttled(self, endpoint: str, retry_after: float | None) -> None:
-        for target in self.targets:
-            target.throttled(endpoint, retry_after)
+        self._each("throttled", endpoint, retry_after)
 
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
     ) -> None:
-        for target in self.targets:
-            target.lead_finished(lead_id, outcome, attributes)
+        self._each("lead_finished", lead_id, outcome, attributes)
 
     def attributes_set_aside(self, lead_id: str, attributes: Sequence[str]) -> None:
-        for target in self.targets:
-            target.attributes_set_aside(lead_id, attributes)
+        self._each("attributes_set_aside", lead_id, attributes)
 
     def ingested(self, changes: int, rows_without_lead_id: int, rows_held_back: int) -> None:
-        for target in self.targets:
-            target.ingested(changes, rows_without_lead_id, rows_held_back)
+        self._each("ingested", changes, rows_without_lead_id, rows_held_back)
 
     def run_finished(self, status: str, counts: RunCounts, error: str | None) -> None:
-        for target in self.targets:
-            target.run_finished(status, counts, error)
+        self._each("run_finished", status, counts, error)
+
+    def _each(self, event: str, *args: object) -> None:
+        for target in list(self.targets):
+            try:
+                getattr(target, event)(*args)
+            except Exception as exc:  # noqa: BLE001 (a broken observer must not stop the sync)
+                log.warning(
+                    "instrumentation failed",
+                    extra={
+                        "instrumentation": type(target).__name__,
+                        "event": event,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
+                )
 
 
 class LoggingInstrumentation(Instrumentation):
