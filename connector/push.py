@@ -230,10 +230,10 @@ class Pusher:
 
     def _owned(self, leads: list[LeadState]) -> list[LeadState]:
         checked = self.queue.owned(leads, self.clock.now())
-        for _ in range(checked.shared):
-            self.events.lead_finished("", LeadOutcome.SHARED)
-        for _ in range(checked.detached):
-            self.events.lead_finished("", LeadOutcome.DETACHED)
+        for lead_id in checked.shared:
+            self.events.lead_finished(lead_id, LeadOutcome.SHARED)
+        for lead_id in checked.detached:
+            self.events.lead_finished(lead_id, LeadOutcome.DETACHED)
         return checked.to_push
 
     def _groups(self, leads: list[LeadState]) -> list[list[LeadState]]:
@@ -284,7 +284,7 @@ class Pusher:
                     continue  # the run is stopping (this may be why): no pause, no record
                 jitter = self.rng.random() if answer.kind in _TRY_LATER else 0.0
                 step = next_step(answer, attempt, elapsed=elapsed, retry=self.retry, jitter=jitter)
-                resend = self._carry_out(states[lead_id], attempt, step)
+                resend = self._carry_out(states[lead_id], step)
                 if resend is not None:
                     again[lead_id] = resend.attempt
                     pause = max(pause, resend.pause)
@@ -312,7 +312,7 @@ class Pusher:
                 self._unreachable_in_a_row = 0
         return answers
 
-    def _carry_out(self, state: LeadState, attempt: Attempt, step: Step) -> SendAgain | None:
+    def _carry_out(self, state: LeadState, step: Step) -> SendAgain | None:
         """Record what `step` says; the attempt to send again, if any."""
         now = self.clock.now()
         lead_id = state.lead_id
@@ -330,7 +330,7 @@ class Pusher:
                     "attributes set aside: LeadSquared does not know them",
                     extra={"lead_id": lead_id, "attributes": sorted(refused)},
                 )
-                return self._carry_out(state, attempt, then)
+                return self._carry_out(state, then)
             case Reject(error=error):
                 self.queue.record_failure(lead_id, state.desired, error, now, rejected=True)
                 self.events.lead_finished(lead_id, LeadOutcome.REJECTED)

@@ -64,10 +64,10 @@ class InMemoryLeadQueue:
         checked = Checked()
         for state in leads:
             if state.lead_id in self.detached:
-                checked.detached += 1
+                checked.detached.append(state.lead_id)
                 self._change(state.lead_id, pending=False, hold="detached")
             elif state.lead_id in self.shared:
-                checked.shared += 1
+                checked.shared.append(state.lead_id)
             else:
                 checked.to_push.append(state)
         return checked
