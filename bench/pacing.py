@@ -177,8 +177,10 @@ def measure_push(
             started = time.monotonic()
             report = connector.run_once()
             seconds = time.monotonic() - started
-            if report.leads_pushed != leads:
-                raise SystemExit(f"{label}: pushed {report.leads_pushed} of {leads}: {report}")
+            if report.counts.leads_pushed != leads:
+                raise SystemExit(
+                    f"{label}: pushed {report.counts.leads_pushed} of {leads}: {report}"
+                )
             backlog = [r for r in emulator.requests if r.api == "Lead.Update"]
             throttled = emulator.throttled_count
             for number in range(rounds):

@@ -34,6 +34,7 @@ from connector.errors import (
     ThrottledError,
     UnreachableError,
 )
+from connector.instrumentation import Instrumentation
 from connector.ratelimit import Slot
 from connector.responses import Classified, Expect, Outcome, classify
 from connector.values import to_payload
@@ -136,9 +137,11 @@ class LeadSquaredClient:
         stop: threading.Event | None = None,
         drain_seconds: float = 10.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        events: Instrumentation | None = None,
     ) -> None:
         """`stop`, once set, gives each call in flight `drain_seconds` more to be answered;
-        after that it is abandoned (CallAbandonedError) and its outcome ignored."""
+        after that it is abandoned (CallAbandonedError) and its outcome ignored. Every call
+        that goes out is reported to `events`."""
         _refuse_unsendable_keys(config)
         access_key = config.access_key.get_secret_value()
         secret_key = config.secret_key.get_secret_value()
@@ -155,6 +158,7 @@ class LeadSquaredClient:
         self._stop = stop
         self._drain_seconds = drain_seconds
         self._max_answer_bytes = max_answer_bytes
+        self._events = events or Instrumentation()
         timeouts = config.timeout_seconds
         self._connect_timeout = min(timeouts.connect, timeouts.total)
         self._total_timeout = timeouts.total
@@ -216,37 +220,29 @@ class LeadSquaredClient:
             if slot is None:
                 raise CallCancelledError(f"{api} not called: the connector is stopping")
             self._limiter.going_out(slot)
+        started = time.monotonic()
+        outcome = "error"
         try:
-            status, headers, text = self._until_drained(
-                api, lambda: self._exchange(method, api, params, payload)
-            )
-        except (httpx.TransportError, httpx.InvalidURL, UnicodeEncodeError) as exc:
-            raise self._translate(api, exc) from None
-        result = classify(status, headers, self.redact(text), expect=expect)
-        if result.outcome is Outcome.THROTTLED and self._limiter is not None:
-            self._limiter.throttled(result.retry_after)
-        log.debug(
-            "leadsquared call",
-            extra={"api": api, "status": result.status, "outcome": result.outcome.value},
-        )
-        message = self.redact(f"{api}: {result.message}")
-        match result.outcome:
-            case Outcome.SUCCESS:
-                return result
-            case Outcome.THROTTLED:
-                raise ThrottledError(message, delay=result.retry_after)
-            case Outcome.TRANSIENT:
-                raise RetriableError(message, delay=result.retry_after)
-            case Outcome.AMBIGUOUS:
-                raise AmbiguousError(message, delay=result.retry_after)
-            case Outcome.REJECTED:
-                raise LeadRejectedError(
-                    message,
-                    exception_type=result.exception_type,
-                    unknown_attributes=result.unknown_attributes,
+            try:
+                status, headers, text = self._until_drained(
+                    api, lambda: self._exchange(method, api, params, payload)
                 )
-            case Outcome.FATAL:
-                raise FatalRunError(message)
+            except (httpx.TransportError, httpx.InvalidURL, UnicodeEncodeError) as exc:
+                raise self._translate(api, exc) from None
+            result = classify(status, headers, self.redact(text), expect=expect)
+            outcome = result.outcome.value
+        except LeadSquaredError as exc:
+            outcome = _unanswered(exc)
+            raise
+        finally:
+            self._events.call_made(api, outcome, time.monotonic() - started)
+        if result.outcome is Outcome.THROTTLED:
+            if self._limiter is not None:
+                self._limiter.throttled(result.retry_after)
+            self._events.throttled(api, result.retry_after)
+        if result.outcome is Outcome.SUCCESS:
+            return result
+        raise _error_for(result, self.redact(f"{api}: {result.message}"))
 
     def _translate(
         self, api: str, exc: httpx.TransportError | httpx.InvalidURL | UnicodeEncodeError
@@ -401,6 +397,35 @@ def _written_forms(key: str) -> set[str]:
         json.dumps(key)[1:-1],
         json.dumps(key, ensure_ascii=False)[1:-1],
     }
+
+
+def _error_for(result: Classified, message: str) -> LeadSquaredError:
+    """The connector's error for an answer that is not a success."""
+    match result.outcome:
+        case Outcome.THROTTLED:
+            return ThrottledError(message, delay=result.retry_after)
+        case Outcome.AMBIGUOUS:
+            return AmbiguousError(message, delay=result.retry_after)
+        case Outcome.REJECTED:
+            return LeadRejectedError(
+                message,
+                exception_type=result.exception_type,
+                unknown_attributes=result.unknown_attributes,
+            )
+        case Outcome.FATAL:
+            return FatalRunError(message)
+    return RetriableError(message, delay=result.retry_after)
+
+
+def _unanswered(exc: LeadSquaredError) -> str:
+    """The outcome reported for a call that got no answer to classify."""
+    if isinstance(exc, CallAbandonedError):
+        return "abandoned"
+    if isinstance(exc, UnreachableError):
+        return "unreachable"
+    if isinstance(exc, FatalRunError):
+        return Outcome.FATAL.value
+    return Outcome.TRANSIENT.value
 
 
 def _socket_error(exc: BaseException) -> OSError | None:

@@ -13,21 +13,13 @@ from datetime import datetime
 from sqlalchemy.engine import Connection, Engine
 
 from connector.clock import Clock
+from connector.instrumentation import Instrumentation
 from connector.leads import RowProblem, fold_rows
 from connector.quarantine import isolate
 from connector.source import SourceTable
 from connector.store import START, ChangeBatch, ChangeCursor, Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    changes: int
-    rows_without_lead: int
-    # Rows held back: unreadable (lsq_sync_row_problem), or holding their lead back for a
-    # value that cannot be sent (lsq_sync_lead.hold).
-    rows_held_back: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,8 @@ def ingest(
     clock: Clock,
     batch_size: int,
     stop: threading.Event | None = None,
-) -> IngestResult:
+    events: Instrumentation | None = None,
+) -> None:
     """Read every committed change, batch by batch.
 
     Each batch folds the rows' current values into desired values and advances the cursor in
@@ -75,7 +68,8 @@ def ingest(
     they all committed covers them all: a key read during this call is not read again for
     changes committed before the call began.
     """
-    changes = without_lead = held_back = 0
+    events = events or Instrumentation()
+    changes = 0
     with engine.connect() as connection:
         snapshot = store.snapshot_bound(connection)
         # One run at a time per connector (the run lock), so the cursor only moves here.
@@ -113,9 +107,8 @@ def ingest(
             read_keys.clear()
         read_keys.update(keys)
         changes += len(batch.keys)
-        without_lead += written.rows_without_lead
-        held_back += written.rows_holding_lead + len(written.problems)
-        log.debug("ingested batch", extra={"changes": len(batch.keys), "read": len(keys)})
+        held_back = written.rows_holding_lead + len(written.problems)
+        events.ingested(len(batch.keys), written.rows_without_lead, held_back)
         undiscarded += len(batch.keys)
         if undiscarded >= DISCARD_AFTER_CHANGES:
             discarded = _discard(engine, store, discarded, position)
@@ -126,7 +119,6 @@ def ingest(
         with engine.begin() as connection:
             if store.leads_outgrew_statistics(connection):
                 store.analyze_leads(connection)
-    return IngestResult(changes, without_lead, held_back)
 
 
 def _forget_deleted_rows(engine: Engine, store: Store, source: SourceTable) -> None:

@@ -77,11 +77,11 @@ def detached_reason(state: LeadState, lead_ids_now: Mapping[str, str | None]) ->
 
 @dataclass
 class Checked:
-    """The leads to push, and how many were held back or detached instead."""
+    """The leads to push, and the ids of those held back or detached instead."""
 
     to_push: list[LeadState] = field(default_factory=list)
-    shared: int = 0
-    detached: int = 0
+    shared: list[str] = field(default_factory=list)
+    detached: list[str] = field(default_factory=list)
 
 
 def check_owners(
@@ -115,7 +115,7 @@ class _OwnerCheck:
             if look is Look.SEND:
                 self._push_unless_held(state)
             elif look is Look.SHARED:
-                self.checked.shared += 1
+                self.checked.shared.append(state.lead_id)
             elif look is Look.DETACHED:
                 self._detach(state, detached_reason(state, lead_ids_now))
             else:
@@ -145,7 +145,7 @@ class _OwnerCheck:
         for state in leads:
             keys_now = pointing.get(state.lead_id)
             if keys_now is None:  # a row of it cannot be read: hold on until it can
-                self.checked.shared += 1
+                self.checked.shared.append(state.lead_id)
                 continue
             settlement = settle(state, keys_now)
             if settlement.owner is None:
@@ -160,7 +160,7 @@ class _OwnerCheck:
 
     def _detach(self, state: LeadState, reason: str) -> None:
         self.store.detach_lead(self.connection, state.lead_id, reason, self.now)
-        self.checked.detached += 1
+        self.checked.detached.append(state.lead_id)
         log.warning("lead detached: no row has its lead id", extra={"lead_id": state.lead_id})
 
     def _resettle(self, state: LeadState, owner: str, other: str | None) -> None:
@@ -172,14 +172,14 @@ class _OwnerCheck:
             row = self._read_row(owner)
             if row is None or (isinstance(row, SourceRow) and row.lead_id != state.lead_id):
                 # Changed since it was counted: the next run counts again.
-                self.checked.shared += 1
+                self.checked.shared.append(state.lead_id)
                 return
             if isinstance(row, RowProblem):
                 self.store.note_row_problems(self.connection, [], [row], self.now, forget=False)
                 row = SourceRow(row.key, state.lead_id, state.desired, hold=row.described())
             settled = self.store.adopt_row(self.connection, state.lead_id, row, other, self.now)
         if settled.other_key is not None:
-            self.checked.shared += 1
+            self.checked.shared.append(state.lead_id)
         else:
             self._push_unless_held(settled)
 

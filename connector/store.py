@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from connector.counts import RunCounts
 from connector.database import among
 from connector.leads import DesiredChange, LeadState, RowProblem, SourceRow, after_push
 from connector.quarantine import is_data_error
@@ -54,14 +55,6 @@ class ChangeBatch:
     last: ChangeCursor
     # SQLite: keys that are not UTF-8 text, spelled with escapes; such a row cannot be read.
     unreadable_keys: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RunStats:
-    changes_ingested: int = 0
-    leads_pushed: int = 0
-    leads_failed: int = 0
-    calls: int = 0
 
 
 class Store:
@@ -680,7 +673,7 @@ class Store:
         return result.rowcount
 
     def finish_run(
-        self, run_id: int, now: datetime, status: str, stats: RunStats, error: str | None
+        self, run_id: int, now: datetime, status: str, counts: RunCounts, error: str | None
     ) -> None:
         with self.engine.begin() as connection:
             self.fence.check(connection)
@@ -691,10 +684,10 @@ class Store:
                     finished_at=now,
                     status=status,
                     error=error,
-                    changes_ingested=stats.changes_ingested,
-                    leads_pushed=stats.leads_pushed,
-                    leads_failed=stats.leads_failed,
-                    calls=stats.calls,
+                    changes_ingested=counts.changes_ingested,
+                    leads_pushed=counts.leads_pushed,
+                    leads_failed=counts.leads_rejected,
+                    calls=counts.calls_made,
                 )
             )
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import httpx
@@ -21,18 +23,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector import capture, installation, migrate, teardown
+from connector.calls import UpdateOneLead
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
+from connector.counts import RunCounts, Tally
 from connector.database import create_engine, translate_errors
 from connector.errors import CaptureError, LsqSyncError, RunLockLostError, SourceDatabaseError
-from connector.ingest import IngestResult, ingest
-from connector.push import Pusher, PushResult
+from connector.ingest import ingest
+from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
+from connector.leads import LeadState
+from connector.ownership import Checked, check_owners
+from connector.push import Pusher
 from connector.ratelimit import AccountLimiter
 from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
 from connector.schema import lease as lease_table
 from connector.source import SourceTable
-from connector.store import RunStats, Store
+from connector.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,58 +50,47 @@ RunStatus = Literal["ok", "stopped", "failed", "skipped"]
 class RunReport:
     run_id: int
     status: RunStatus
-    changes_ingested: int = 0
-    rows_without_lead: int = 0
-    rows_held_back: int = 0
-    changes_waiting: int = 0
-    leads_pushed: int = 0
-    leads_rejected: int = 0
-    leads_deferred: int = 0
-    attributes_set_aside: int = 0
-    leads_shared: int = 0
-    leads_detached: int = 0
-    calls: int = 0
-    throttled: int = 0
-    calls_abandoned: int = 0
+    counts: RunCounts = field(default_factory=RunCounts)
     error: str | None = None
 
     def summary(self) -> str:
         if self.status == "skipped":
             return f"run skipped: {self.error}"
+        c = self.counts
         text = (
-            f"run {self.run_id} {self.status}: {self.changes_ingested} changes ingested, "
-            f"{self.leads_pushed} leads pushed, {self.leads_rejected} rejected, "
-            f"{self.leads_deferred} deferred, {self.calls} calls"
+            f"run {self.run_id} {self.status}: {c.changes_ingested} changes ingested, "
+            f"{c.leads_pushed} leads pushed, {c.leads_rejected} rejected, "
+            f"{c.leads_deferred} deferred, {c.calls_made} calls"
         )
-        if self.throttled:
-            text += f" ({self.throttled} throttled)"
-        if self.calls_abandoned:
+        if c.calls_throttled:
+            text += f" ({c.calls_throttled} throttled)"
+        if c.leads_abandoned:
             text += (
-                f", {self.calls_abandoned} calls unanswered at the stop (their leads are sent "
+                f", {c.leads_abandoned} leads' calls unanswered at the stop (they are sent "
                 "again next run)"
             )
-        if self.attributes_set_aside:
-            text += f", {self.attributes_set_aside} attributes set aside as unknown to LeadSquared"
-        if self.rows_without_lead:
-            text += f", {self.rows_without_lead} changed rows have no lead id"
-        if self.leads_shared:
-            leads = "lead" if self.leads_shared == 1 else "leads"
+        if c.attributes_set_aside:
+            text += f", {c.attributes_set_aside} attributes set aside as unknown to LeadSquared"
+        if c.rows_without_lead_id:
+            text += f", {c.rows_without_lead_id} changed rows have no lead id"
+        if c.leads_held_shared:
+            leads = "lead" if c.leads_held_shared == 1 else "leads"
             text += (
-                f", {self.leads_shared} {leads} held back: several rows have its lead id (see "
+                f", {c.leads_held_shared} {leads} held back: several rows have its lead id (see "
                 "`lsq-sync status`)"
             )
-        if self.leads_detached:
-            leads = "lead" if self.leads_detached == 1 else "leads"
-            text += f", {self.leads_detached} {leads} detached: no row has its lead id any more"
-        if self.rows_held_back:
-            rows = "row" if self.rows_held_back == 1 else "rows"
+        if c.leads_detached:
+            leads = "lead" if c.leads_detached == 1 else "leads"
+            text += f", {c.leads_detached} {leads} detached: no row has its lead id any more"
+        if c.rows_held_back:
+            rows = "row" if c.rows_held_back == 1 else "rows"
             text += (
-                f", {self.rows_held_back} {rows} held back (a value that cannot be read or "
+                f", {c.rows_held_back} {rows} held back (a value that cannot be read or "
                 "sent; see `lsq-sync status`)"
             )
-        if self.changes_waiting:
+        if c.changes_waiting:
             text += (
-                f", {self.changes_waiting} changes left for the next run (committed during "
+                f", {c.changes_waiting} changes left for the next run (committed during "
                 "this one, or behind a transaction still open on the database server)"
             )
         return text + (f"; error: {self.error}" if self.error else "")
@@ -113,8 +109,13 @@ class Connector:
         clock: Clock | None = None,
         stop: threading.Event | None = None,
         lease_timing: LeaseTiming | None = None,
+        instrumentation: Instrumentation | None = None,
     ) -> None:
         self.config = config
+        # Every event goes to the log, to the caller's instrumentation, and during a run to
+        # the run's tally.
+        self.instrumentation = instrumentation or Instrumentation()
+        self._events = Fanout(LoggingInstrumentation(), self.instrumentation)
         self.lease_timing = lease_timing or LeaseTiming()
         self.config_source = config_source
         self.stop = stop or threading.Event()
@@ -148,14 +149,14 @@ class Connector:
     @property
     def pusher(self) -> Pusher:
         return Pusher(
-            store=self.store,
-            source=self.source,
-            client=self.client,
+            queue=_StoreQueue(self.store, self.source),
+            call=UpdateOneLead(self.client),
             attributes=frozenset(self.config.mapping.values()),
             clock=self.clock,
             stop=self.stop,
             retry=self.config.leadsquared.retry,
             max_in_flight=self.config.leadsquared.max_in_flight,
+            events=self._events,
         )
 
     @property
@@ -167,6 +168,7 @@ class Connector:
                 limiter=self.limiter,
                 stop=self.stop,
                 drain_seconds=self.config.sync.drain_seconds,
+                events=self._events,
             )
         return self._client
 
@@ -312,28 +314,27 @@ class Connector:
         with translate_errors("starting a run"):
             self.store.close_abandoned_runs(self.clock.now())
             run_id = self.store.start_run(self.clock.now())
-        ingested = IngestResult(0, 0)
-        # Filled in as calls happen, so a run that stops half-way still reports them.
-        pushing = PushResult()
-        waiting = 0
+        tally = Tally()
+        self._events.targets.append(tally)
         status: RunStatus = "failed"
         error: str | None = None
         try:
             with translate_errors("ingesting changes"):
-                ingested = ingest(
+                ingest(
                     self.engine,
                     store=self.store,
                     source=source,
                     clock=self.clock,
                     batch_size=self.config.sync.ingest_batch_size,
                     stop=self.stop,
+                    events=self._events,
                 )
                 with self.engine.connect() as connection:
-                    waiting = self.store.pending_changes(connection)
+                    tally.waiting(self.store.pending_changes(connection))
             with translate_errors("pushing leads"):
-                self.pusher.push_pending(self.config.sync.push_batch_size, pushing)
-            status = "stopped" if pushing.interrupted else "ok"
-            error = pushing.stop_reason
+                pushed = self.pusher.push_pending(self.config.sync.push_batch_size)
+            status = "stopped" if pushed.interrupted else "ok"
+            error = pushed.stop_reason
         except LsqSyncError as exc:
             error = str(exc)
             raise
@@ -342,38 +343,44 @@ class Connector:
             error = self.client.redact(f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            stats = RunStats(ingested.changes, pushing.pushed, pushing.rejected, pushing.calls)
-            self._finish_run(run_id, status, stats, error)
-        report = RunReport(
-            run_id,
-            status,
-            changes_ingested=ingested.changes,
-            rows_without_lead=ingested.rows_without_lead,
-            rows_held_back=ingested.rows_held_back,
-            changes_waiting=waiting,
-            leads_pushed=pushing.pushed,
-            leads_rejected=pushing.rejected,
-            leads_deferred=pushing.deferred,
-            attributes_set_aside=pushing.set_aside,
-            leads_shared=pushing.shared,
-            leads_detached=pushing.detached,
-            calls=pushing.calls,
-            throttled=pushing.throttled,
-            calls_abandoned=pushing.abandoned,
-            error=error,
-        )
+            self._events.targets.remove(tally)
+            self._finish_run(run_id, status, tally.counts(), error)
+        report = RunReport(run_id, status, tally.counts(), error)
         log.info("run finished", extra={"summary": report.summary()})
         return report
 
     def _finish_run(
-        self, run_id: int, status: RunStatus, stats: RunStats, error: str | None
+        self, run_id: int, status: RunStatus, counts: RunCounts, error: str | None
     ) -> None:
         """Record how the run ended. If it failed, a failure to record that is only logged:
         raised, it would replace the error that says which phase failed."""
         try:
             with translate_errors("recording the run"):
-                self.store.finish_run(run_id, self.clock.now(), status, stats, error)
+                self.store.finish_run(run_id, self.clock.now(), status, counts, error)
         except (SourceDatabaseError, RunLockLostError) as exc:
             if status != "failed":
                 raise
             log.error("the failed run could not be recorded", extra={"error": str(exc)})
+        finally:
+            self._events.run_finished(status, counts, error)
+
+
+class _StoreQueue:
+    """The connector's tables as push's LeadQueue."""
+
+    def __init__(self, store: Store, source: SourceTable) -> None:
+        self.store = store
+        self.source = source
+        self.record_pushed = store.record_pushed
+        self.record_failure = store.record_failure
+        self.set_aside = store.set_aside
+
+    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+        with self.store.engine.connect() as connection:
+            return self.store.pending_leads(connection, now, after, limit)
+
+    def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
+        with self.store.engine.begin() as connection:
+            # It may hold, share or rewrite leads: run state, fenced like every other write.
+            self.store.fence.check(connection)
+            return check_owners(connection, self.store, self.source, leads, now)

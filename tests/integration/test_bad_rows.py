@@ -86,7 +86,7 @@ def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
         report = sync.run_once()
         held = held_leads(sync)
 
-    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert sent_values(emulator) == [("L1", {"mx_Approx": "2.5", "mx_Exact": "1.5"})]
     assert held["L1"] is None
     assert held["L2"] == "row 2, column 'approx': infinite numbers cannot be sent to LeadSquared"
@@ -135,7 +135,7 @@ def test_a_date_in_year_10000_holds_back_only_its_row_until_it_changes(
 
     report = events.run_once()
 
-    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 2, 1)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 2, 1)
     assert "1 row held back" in report.summary()
     assert emulator.lead("L1") == {"mx_City": "Pune", "mx_Seen": "2020-01-02"}
     assert emulator.lead("L3") == {"mx_City": "Agra"}
@@ -148,7 +148,7 @@ def test_a_date_in_year_10000_holds_back_only_its_row_until_it_changes(
     execute(events.engine, "UPDATE events SET seen = '2021-03-04' WHERE id = 2")
     report = events.run_once()
 
-    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 1, 0)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 0)
     assert emulator.lead("L2") == {"mx_City": "Goa", "mx_Seen": "2021-03-04"}
     assert row_problems(events) == {}
 
@@ -170,7 +170,7 @@ def test_a_timestamp_of_infinity_holds_back_only_its_row(
         problems = row_problems(sync)
         status = status_of(sync, capsys)
 
-    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 1, 1)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 1)
     assert emulator.lead("L2") == {"mx_City": "Goa", "mx_Seen": "2020-01-02 03:04:05"}
     assert problems == {
         "1": ("L1", "seen", "timestamp too large (after year 10K): 'infinity'"),
@@ -194,7 +194,7 @@ def test_a_lead_id_too_long_to_be_a_prospect_id_holds_back_only_its_row(
 
     report = sync.run_once()
 
-    assert (report.status, report.rows_held_back) == ("ok", 1)
+    assert (report.status, report.counts.rows_held_back) == ("ok", 1)
     assert emulator.lead("L1") == {"mx_City": "Pune"}
     [(lead_id, column, reason)] = row_problems(sync).values()
     assert row_problems(sync).keys() == {"2"}
@@ -224,7 +224,7 @@ def test_sqlite_text_that_is_not_utf8_holds_back_only_its_row(
         report = sync.run_once()
         problems = row_problems(sync)
 
-    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 1, 2)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 2)
     assert emulator.lead("L1") == {"mx_T": "plain"}
     assert {key: problem[:2] for key, problem in problems.items()} == {
         "2": ("L2", "t"),
@@ -254,7 +254,11 @@ def test_poison_of_every_kind_never_stops_the_other_rows(db_url: str, emulator: 
         )
         report = sync.run_once()
 
-    assert (report.status, report.leads_pushed, report.rows_without_lead) == ("ok", 3, 1)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_without_lead_id) == (
+        "ok",
+        3,
+        1,
+    )
     assert emulator.lead("L1") == {"mx_T": "\x01\x1b[31m\r\n\t"}
     assert emulator.lead("L2") == {"mx_T": huge}
     assert emulator.lead("L3") == {"mx_T": "fine"}
@@ -313,7 +317,7 @@ def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
         report = sync.run_once()
         problems = row_problems(sync)
 
-    assert (report.status, report.leads_pushed, report.rows_held_back) == ("ok", 1, 1)
+    assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 1)
     assert emulator.lead("L1") == {"mx_T": "b"}
     assert problems == {
         "K\\xff": (None, "code", "the key is not UTF-8 text, so the row cannot be read")
@@ -332,7 +336,7 @@ def test_a_row_held_back_at_ingest_holds_back_the_lead_another_row_has(
     report = events.run_once()
 
     assert sent_values(emulator) == []
-    assert (report.leads_shared, report.rows_held_back) == (1, 1)
+    assert (report.counts.leads_held_shared, report.counts.rows_held_back) == (1, 1)
     assert "rows 1 and 2 both have lead id L1" in status_of(events, capsys)
 
     execute(events.engine, "UPDATE events SET seen = '2021-03-04', lead = 'L2' WHERE id = 2")
@@ -342,7 +346,7 @@ def test_a_row_held_back_at_ingest_holds_back_the_lead_another_row_has(
         ("L1", {"mx_City": "Pune"}),
         ("L2", {"mx_City": "Goa", "mx_Seen": "2021-03-04"}),
     ]
-    assert (report.leads_shared, row_problems(events)) == (0, {})
+    assert (report.counts.leads_held_shared, row_problems(events)) == (0, {})
 
 
 def test_a_row_held_back_in_an_earlier_run_holds_back_the_lead_a_new_row_takes(
@@ -355,7 +359,7 @@ def test_a_row_held_back_in_an_earlier_run_holds_back_the_lead_a_new_row_takes(
     report = events.run_once()
 
     assert sent_values(emulator) == []
-    assert report.leads_shared == 1
+    assert report.counts.leads_held_shared == 1
 
     execute(events.engine, "UPDATE events SET lead = NULL WHERE id = 2")
     events.run_once()
@@ -420,7 +424,7 @@ def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
         report = sync.run_once()
         held = held_leads(sync)
 
-    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert emulator.lead("L2") == {"mx_City": "Goa"}
     assert held["L1"] == "row 1, column 'parts': an array nested too deeply to be sent"
 
@@ -441,7 +445,7 @@ def test_a_lone_surrogate_in_an_array_of_json_holds_back_only_its_lead(
         report = sync.run_once()
         held = held_leads(sync)
 
-    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert emulator.lead("L2") == {"mx_Parts": '["é"]'}
     assert held["L1"] == (
         "row 1, column 'parts': an array holding a lone surrogate (\\ud800-\\udfff) cannot be sent"

@@ -324,7 +324,7 @@ def drifting(
             "INSERT INTO typed (id, city, plan, lead) VALUES (1, 'Pune', 'free', 'L1'), "
             "(2, 'Goa', 'free', 'L2')",
         )
-        assert run(sync).leads_pushed == 2
+        assert run(sync).counts.leads_pushed == 2
         yield sync, app
 
 
@@ -378,7 +378,7 @@ def test_postgresql_a_retype_that_still_compares_needs_no_init(
     )
     assert noted_errors(app) == []
     assert captured(app) == ["1"]
-    assert run(sync).leads_pushed == 1
+    assert run(sync).counts.leads_pushed == 1
     assert emulator.lead("L1")["mx_City"] == "Delhi"
 
 
@@ -507,7 +507,7 @@ def test_a_run_reports_the_trigger_error_when_the_columns_are_all_there(
     assert sync.init() == 0  # the keys were recorded: nothing to queue
     assert noted_errors(app) == []
     report = run(sync)
-    assert (report.status, report.leads_pushed) == ("ok", 1)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert emulator.lead("L1")["mx_City"] == "Delhi"
 
 
@@ -520,7 +520,7 @@ def test_init_after_keys_were_lost_queues_every_row(
     with Connector(load(fixed)) as renamed:
         assert renamed.init() == 2
         assert noted_errors(app) == []
-        assert run(renamed).leads_pushed == 2
+        assert run(renamed).counts.leads_pushed == 2
     assert emulator.lead("L1")["mx_City"] == emulator.lead("L2")["mx_City"] == "Agra"
 
 
@@ -553,7 +553,7 @@ def test_postgresql_init_queues_every_row_without_holding_up_the_application(
         assert renamed.init() == 2
         assert held_up == []
         assert noted_errors(app) == []
-        assert run(renamed).leads_pushed == 2
+        assert run(renamed).counts.leads_pushed == 2
     assert emulator.lead("L1") == {"mx_City": "Agra", "mx_Plan": "pro"}
 
 
@@ -579,7 +579,7 @@ def test_sqlite_capture_follows_a_renamed_column_and_a_run_says_it_is_gone(
     fixed = table_config(url, emulator, {"city": "mx_City", "tier": "mx_Plan"})
     with Connector(load(fixed)) as renamed:
         renamed.init()
-        assert run(renamed).leads_pushed == 1
+        assert run(renamed).counts.leads_pushed == 1
     assert emulator.lead("L1")["mx_Plan"] == "pro"
 
 
@@ -612,7 +612,7 @@ def test_a_mapped_generated_column_is_captured_when_what_it_is_made_of_changes(
         execute(engine, "UPDATE typed SET last = 'Rao'")  # no change
         assert captured(engine) == ["1", "1"]
         emulator.add_lead("L1")
-        assert run(sync).leads_pushed == 1
+        assert run(sync).counts.leads_pushed == 1
     assert emulator.lead("L1") == {"mx_Name": "Usha Rao"}
 
 
@@ -648,7 +648,7 @@ def test_a_run_refuses_a_table_dropped_and_recreated_without_init(
     sync.init()
     assert sync.backfill() == 1
     emulator.add_lead("L1")
-    assert run(sync).leads_pushed == 1
+    assert run(sync).counts.leads_pushed == 1
 
 
 def test_a_run_refuses_a_dropped_trigger(customers: tuple[Connector, sa.Engine]) -> None:
@@ -692,7 +692,7 @@ def test_init_after_capture_lapsed_queues_every_row(
     postgres = app.dialect.name == "postgresql"
     emulator.add_lead("L1")
     execute(app, "INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L1')")
-    assert run(sync).leads_pushed == 1
+    assert run(sync).counts.leads_pushed == 1
     if lapse == "uninstalled":
         sync.uninstall()
     else:
@@ -701,7 +701,7 @@ def test_init_after_capture_lapsed_queues_every_row(
     execute(app, "UPDATE typed SET city = 'Goa'")
     assert sync.init() == 1
     assert sync.init() == 0  # and only then
-    assert run(sync).leads_pushed == 1
+    assert run(sync).counts.leads_pushed == 1
     assert emulator.lead("L1")["mx_City"] == "Goa"
 
 
@@ -1053,7 +1053,7 @@ def test_uninstall_removes_capture_and_keeps_state(
     assert sync.uninstall().removed == []  # twice is harmless
     assert sync.init() == 2  # what was written meanwhile went uncaptured: every row is queued
     assert sorted(captured(app)) == ["1", "1", "2"]
-    assert run(sync).changes_ingested == 3
+    assert run(sync).counts.changes_ingested == 3
 
 
 def test_uninstall_drops_the_tables_with_the_last_connector_state(
@@ -1227,7 +1227,7 @@ def test_hostile_table_and_column_names_stay_names(
         execute(engine, f"UPDATE {quote(table)} SET \"City's\" = 'Goa'")
         assert captured(engine) == ["1", "1"]
         sync.init()  # reads back the table name it stored
-        assert run(sync).leads_pushed == 1
+        assert run(sync).counts.leads_pushed == 1
         assert installed_triggers(engine, table) == ["lsq_sync_test_ins", "lsq_sync_test_upd"]
         execute(engine, f"ALTER TABLE {quote(table)} RENAME COLUMN lead TO prospect")
         execute(engine, f"UPDATE {quote(table)} SET \"City's\" = 'Agra'")  # drift, on PostgreSQL

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import connector.ingest
 from connector import Connector
 from connector.clock import SystemClock
-from connector.ingest import IngestResult, ingest
+from connector.counts import RunCounts, Tally
+from connector.ingest import ingest
 from connector.leads import FoldResult, fold_rows
 from connector.schema import change, cursor, lead
 from connector.source import SourceTable
@@ -45,20 +46,30 @@ CREATE TABLE typed (
 TYPED_MAPPING = {"t": "mx_T", "v": "mx_V", "i": "mx_I", "b": "mx_B", "s": "mx_S", "f": "mx_F"}
 
 
-def run_ingest(sync: Connector, batch_size: int = 5000) -> IngestResult:
-    return ingest(
+def run_ingest(sync: Connector, batch_size: int = 5000) -> RunCounts:
+    """What ingest reported through its events."""
+    tally = Tally()
+    ingest(
         sync.engine,
         store=sync.store,
         source=sync.source,
         clock=SystemClock(),
         batch_size=batch_size,
+        events=tally,
+    )
+    return tally.counts()
+
+
+def ingested(changes: int, without_lead_id: int = 0, held_back: int = 0) -> RunCounts:
+    return RunCounts(
+        changes_ingested=changes, rows_without_lead_id=without_lead_id, rows_held_back=held_back
     )
 
 
-def expected_result(changes: int, folded: FoldResult) -> IngestResult:
+def expected_result(changes: int, folded: FoldResult) -> RunCounts:
     """What ingest reports for changed rows that the Python fold folds as `folded`."""
     held_back = folded.rows_holding_lead + len(folded.problems)
-    return IngestResult(changes, folded.rows_without_lead, held_back)
+    return ingested(changes, folded.rows_without_lead, held_back)
 
 
 def leads_by_id(engine: sa.Engine, name: str) -> dict[str, tuple[str, str]]:
@@ -192,7 +203,7 @@ def test_a_column_type_python_must_normalise_keeps_the_python_fold(
     ) as sync:
         assert sync.source.desired_query(["1"]) is None
         sync.backfill()
-        assert run_ingest(sync).changes == 1
+        assert run_ingest(sync).changes_ingested == 1
         assert leads_by_id(sync.engine, sync.config.name) == {"L1": ("1", '{"mx_Price":"2.5"}')}
 
 
@@ -336,7 +347,7 @@ def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values_and_the_others_
         "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
         "(1, 'Pune', 'L1'), (2, 'Goa', 'L1'), (3, 'Agra', '  '), (4, 'Delhi', NULL)",
     )
-    assert run_ingest(sync) == IngestResult(4, 2)
+    assert run_ingest(sync) == ingested(4, 2)
     source_key, desired = leads_by_id(app, sync.config.name)["L1"]
     city = {"1": "Pune", "2": "Goa"}[source_key]
     assert desired == dumps({"Phone": None, "mx_City": city, "mx_Plan": None, "mx_Score": None})
@@ -369,7 +380,7 @@ def test_a_batch_that_fails_writes_nothing_and_moves_no_cursor(
     assert leads_by_id(app, sync.config.name) == {}
     assert cursor_position(app, sync.config.name) == START
     assert change_positions(app) == pending
-    assert run_ingest(sync, batch_size=1).changes == 2
+    assert run_ingest(sync, batch_size=1).changes_ingested == 2
     assert set(leads_by_id(app, sync.config.name)) == {"L1", "L2"}
 
 
@@ -394,7 +405,7 @@ def test_consumed_change_rows_are_deleted_in_groups_and_at_the_end(
         discard(store, connection, after, through)
 
     monkeypatch.setattr(Store, "discard_consumed", spy)
-    assert run_ingest(sync, batch_size=2).changes == 7
+    assert run_ingest(sync, batch_size=2).changes_ingested == 7
 
     # Batches of 2: a DELETE after 4 and after 8 changes would do; 3 is reached after 4.
     assert len(discards) == 2
@@ -408,7 +419,7 @@ def test_rows_a_crash_left_behind_the_cursor_are_deleted_by_the_next_ingest(
     sync: Connector, app: sa.Engine
 ) -> None:
     execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
-    assert run_ingest(sync).changes == 1
+    assert run_ingest(sync).changes_ingested == 1
     at = cursor_position(app, sync.config.name)
     assert at != START
     # As if an ingest had committed its batch and died before deleting the batch's rows.
@@ -428,7 +439,7 @@ def test_rows_a_crash_left_behind_the_cursor_are_deleted_by_the_next_ingest(
     with app.connect() as connection:
         assert sync.store.pending_changes(connection) == 0  # passed, so not waiting
 
-    assert run_ingest(sync).changes == 0
+    assert run_ingest(sync).changes_ingested == 0
 
     assert change_positions(app) == []
     assert leads_by_id(app, sync.config.name) == before
@@ -449,16 +460,18 @@ def test_a_stopped_ingest_still_deletes_what_it_consumed(sync: Connector, app: s
             stop.set()
 
     stop = threading.Event()
-    result = ingest(
+    tally = Tally()
+    ingest(
         sync.engine,
         store=StopAfterOneBatch(sync.engine, sync.config.name),
         source=SourceTable(sync.engine, sync.config),
         clock=SystemClock(),
         batch_size=3,
         stop=stop,
+        events=tally,
     )
 
-    assert result.changes == 3
+    assert tally.counts().changes_ingested == 3
     with app.connect() as connection:
         left = connection.execute(sa.select(change.c.row_key).order_by(change.c.change_id))
         assert len(list(left)) == 1
@@ -558,7 +571,7 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_own_lead(
                     {"id": 2, "doc": None, "city": "Goa", "lead": "L2"},
                 ],
             )
-        assert run_ingest(sync) == IngestResult(2, 0, rows_held_back=1)
+        assert run_ingest(sync) == ingested(2, 0, held_back=1)
         with engine.connect() as connection:
             rows = connection.execute(
                 sa.select(lead.c.lead_id, lead.c.desired, lead.c.hold)
@@ -623,7 +636,7 @@ def test_sqlite_folds_a_mapping_of_many_columns(
         values = ", ".join(f"'{c}'" for c in columns)
         execute(sync.engine, f"INSERT INTO rows VALUES (1, 'L1', {values})")
         assert (sync.source.desired_query(["1"]) is not None) == (count <= 100)
-        assert run_ingest(sync).changes == 1
+        assert run_ingest(sync).changes_ingested == 1
         assert leads_by_id(sync.engine, sync.config.name) == {
             "L1": ("1", dumps({f"mx_{c}": c for c in columns}))
         }
@@ -645,7 +658,7 @@ def test_sqlite_text_that_is_not_utf8_is_never_stored(tmp_path: Path, emulator: 
             folded = connection.execute(sa.select(rows.c.source_key, rows.c.desired)).all()
         assert sorted(tuple(row) for row in folded) == [("1", None), ("2", None), ("3", None)]
         # Python cannot read them either: each row is held back alone, storing no lead.
-        assert run_ingest(sync) == IngestResult(3, 0, rows_held_back=3)
+        assert run_ingest(sync) == ingested(3, 0, held_back=3)
         assert leads_by_id(sync.engine, sync.config.name) == {}
 
 
@@ -662,14 +675,14 @@ def test_sqlite_keys_and_lead_ids_holding_nul_are_kept_whole(
                     {"code": "k2", "t": "é", "lead": "L\x00x"},  # past ASCII: Python folds it
                 ],
             )
-        assert run_ingest(sync).changes == 2
+        assert run_ingest(sync).changes_ingested == 2
         assert leads_by_id(sync.engine, sync.config.name) == {
             "L1": ("k\x001", '{"mx_T":"a"}'),
             "L\x00x": ("k2", '{"mx_T":"\\u00e9"}'),
         }
         # The same lead once the value is plain ASCII (a NUL still needs Python, on SQLite).
         execute(sync.engine, "UPDATE rows SET t = 'b' WHERE code = 'k2'")
-        assert run_ingest(sync).changes == 1
+        assert run_ingest(sync).changes_ingested == 1
         assert leads_by_id(sync.engine, sync.config.name)["L\x00x"] == ("k2", '{"mx_T":"b"}')
 
 
@@ -716,7 +729,7 @@ def test_sqlite_holds_back_a_row_with_a_blob_lead_id_instead_of_spelling_it(
             "INSERT INTO rows VALUES (1, 'a', x'4c31'), (2, 'b', 'b''L1'''), (3, 'c', 2.5)",
         )
 
-        assert run_ingest(sync) == IngestResult(3, 0, rows_held_back=2)
+        assert run_ingest(sync) == ingested(3, 0, held_back=2)
 
         assert lead_rows(sync) == {"b'L1'": ("2", '{"mx_T":"b"}', None)}
         with sync.engine.connect() as connection:

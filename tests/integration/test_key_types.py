@@ -97,7 +97,7 @@ def test_postgresql_a_key_of_this_type_is_found_again(
                     "ON CONFLICT (k) DO UPDATE SET city = excluded.city"
                 )
             report = sync.run_once()
-            assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
+            assert (report.status, report.counts.leads_pushed) == ("ok", 1), report.summary()
             assert emulator.lead("L1")["mx_City"] == city
 
 
@@ -116,7 +116,7 @@ def test_postgresql_a_recorded_key_that_does_not_read_back_holds_back_only_its_r
             f"VALUES ('{sync.config.name}', '30/11/2026', pg_current_xact_id()::text::bigint)",
         )
         report = sync.run_once()
-        assert (report.status, report.leads_pushed) == ("ok", 1), report.summary()
+        assert (report.status, report.counts.leads_pushed) == ("ok", 1), report.summary()
         assert [(p.key, p.column) for p in row_problems(sync)] == [("30/11/2026", "k")]
 
 
@@ -167,7 +167,7 @@ def test_postgresql_a_key_the_driver_cannot_load_is_read_as_text(
             "INSERT INTO keyed VALUES ('infinity', 'Pune', 'L1'), ('2026-11-30', 'Goa', 'L2')",
         )
         report = sync.run_once()
-        assert (report.status, report.leads_pushed) == ("ok", 2), report.summary()
+        assert (report.status, report.counts.leads_pushed) == ("ok", 2), report.summary()
         assert emulator.lead("L1")["mx_City"] == "Pune"
         assert row_problems(sync) == []
 
@@ -190,7 +190,7 @@ def test_postgresql_a_lead_whose_row_is_held_back_is_not_sent(
         )
         execute(app, "UPDATE keyed SET city = 'Goa', d = 'infinity'")
         report = sync.run_once()
-        assert report.leads_pushed == 0, report.summary()
+        assert report.counts.leads_pushed == 0, report.summary()
         assert "mx_City" not in emulator.lead("L1")
         assert [p.column for p in row_problems(sync)] == ["d"]
 

@@ -61,7 +61,7 @@ def test_two_rows_with_one_lead_id_in_one_batch_hold_the_lead_until_one_moves(
     report = sync.run_once()
 
     assert sent_values(emulator) == [("L3", {"mx_City": "Agra"})]
-    assert report.leads_shared == 1
+    assert report.counts.leads_held_shared == 1
     assert "1 lead held back: several rows have its lead id" in report.summary()
     status = status_of(sync, capsys)
     assert "lead L1 (row " in status
@@ -77,7 +77,7 @@ def test_two_rows_with_one_lead_id_in_one_batch_hold_the_lead_until_one_moves(
         ("L1", {"mx_City": "Pune"}),
         ("L2", {"mx_City": "Goa"}),
     ]
-    assert report.leads_shared == 0
+    assert report.counts.leads_held_shared == 0
     assert "L1" not in status_of(sync, capsys)
 
 
@@ -144,7 +144,7 @@ def test_three_rows_on_one_lead_hold_it_until_only_one_is_left(
     emulator.clear_requests()
 
     execute(sync.engine, "UPDATE customers SET lsq_prospect_id = NULL WHERE id = 2")
-    assert sync.run_once().leads_shared == 1  # rows 1 and 3 still
+    assert sync.run_once().counts.leads_held_shared == 1  # rows 1 and 3 still
     assert sent_values(emulator) == []
 
     execute(sync.engine, "UPDATE customers SET lsq_prospect_id = 'L3' WHERE id = 3")
@@ -172,7 +172,7 @@ def test_retry_never_sends_a_row_to_the_lead_it_left(
         sync.engine, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L9')"
     )
     report = sync.run_once()
-    assert report.leads_rejected == 1  # L9 is not a lead LeadSquared knows
+    assert report.counts.leads_rejected == 1  # L9 is not a lead LeadSquared knows
     execute(sync.engine, "UPDATE customers SET lsq_prospect_id = 'L2' WHERE id = 1")
     sync.run_once()
     assert emulator.lead("L2") == {"mx_City": "Pune"}
@@ -182,7 +182,7 @@ def test_retry_never_sends_a_row_to_the_lead_it_left(
     report = sync.run_once()
 
     assert sent_values(emulator) == []
-    assert report.leads_detached == 1
+    assert report.counts.leads_detached == 1
     status = status_of(sync, capsys)
     assert (
         "lead L9 (row 1): held back by the connector, nothing sent: detached: row 1 now has "
@@ -201,7 +201,7 @@ def test_a_lead_deferred_before_its_row_moved_is_not_sent_the_rows_values(
         sync.init()
         execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
         emulator.fail_next(1, "503")
-        assert sync.run_once().leads_deferred == 1
+        assert sync.run_once().counts.leads_deferred == 1
         with sync.engine.begin() as connection:  # as if its retry delay were over
             connection.execute(sa.text("UPDATE lsq_sync_lead SET next_attempt_at = NULL"))
         emulator.clear_requests()
@@ -210,7 +210,7 @@ def test_a_lead_deferred_before_its_row_moved_is_not_sent_the_rows_values(
         report = sync.run_once()
 
     assert sent_values(emulator) == [("L2", {"mx_City": "Pune"})]
-    assert report.leads_detached == 1
+    assert report.counts.leads_detached == 1
 
 
 # Each example starts from empty tables, so sharing the fixture's table is safe.
@@ -261,7 +261,7 @@ def test_sqlite_rows_with_one_lead_id_as_an_integer_and_as_text_share_it(
         report = sync.run_once()
 
         assert sent_values(emulator) == [(huge, {"mx_City": "Goa"})]
-        assert report.leads_shared == 1
+        assert report.counts.leads_held_shared == 1
         emulator.clear_requests()
 
         execute(sync.engine, "UPDATE customers SET lead = NULL WHERE id = 2")

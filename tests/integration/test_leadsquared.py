@@ -30,7 +30,7 @@ from connector.client import MAX_ANSWER_BYTES, LeadSquaredClient
 from connector.clock import SystemClock
 from connector.errors import FatalRunError, RetriableError
 from connector.leads import LeadState
-from connector.push import RETRY_CAP
+from connector.outcomes import RETRY_CAP
 from connector.schema import lead as lead_table
 from connector.schema import run as run_table
 from connector.sync import RunReport
@@ -210,7 +210,7 @@ def test_a_fifth_of_calls_failing_converges_over_a_few_runs(db_url: str, app: sa
     assert all(report.status == "ok" for report in reports), reports
     assert not [s.lead_id for s in states.values() if s.pending], f"not converged: {reports}"
     assert not [s.lead_id for s in states.values() if s.rejected]
-    assert sum(report.leads_rejected for report in reports) == 0
+    assert sum(report.counts.leads_rejected for report in reports) == 0
     assert held_by(account) == expected_in_leadsquared(db_url)
 
 
@@ -241,8 +241,10 @@ def test_throttling_below_the_configured_limit_is_absorbed_without_giving_up(
 
     assert throttled > 0, "the emulator must have throttled some calls"
     # Every throttled answer, in whichever form, was seen as throttling.
-    assert sum(report.throttled for report in reports) == throttled
-    assert sum(report.leads_rejected + report.leads_deferred for report in reports) == 0
+    assert sum(report.counts.calls_throttled for report in reports) == throttled
+    assert (
+        sum(report.counts.leads_rejected + report.counts.leads_deferred for report in reports) == 0
+    )
     assert not [s for s in states.values() if s.pending or s.rejected or s.last_error]
     assert held_by(account) == expected_in_leadsquared(db_url)
     # Each throttled call was sent again, and that later call went through.
@@ -271,7 +273,11 @@ def test_no_call_arrives_before_retry_after_has_passed(db_url: str, app: sa.Engi
         requests = account.requests
 
     assert account.throttled_count > 0, "the emulator must have throttled a call"
-    assert (report.leads_pushed, report.leads_deferred, report.leads_rejected) == (6, 0, 0)
+    assert (
+        report.counts.leads_pushed,
+        report.counts.leads_deferred,
+        report.counts.leads_rejected,
+    ) == (6, 0, 0)
     for index, request in enumerate(requests[:-1]):
         if request.outcome == "throttled":
             gap = requests[index + 1].arrived_at - request.arrived_at
@@ -374,8 +380,8 @@ def test_a_permanent_error_fails_only_its_lead_until_the_source_fixes_it(
             third = sync.run_once()
             states = lead_states(sync)
 
-    assert (first.status, first.leads_pushed, first.leads_rejected) == ("ok", 3, 1)
-    assert first.leads_deferred == 0
+    assert (first.status, first.counts.leads_pushed, first.counts.leads_rejected) == ("ok", 3, 1)
+    assert first.counts.leads_deferred == 0
     assert failed.rejected
     assert failed.pending
     assert failed.last_error is not None
@@ -383,8 +389,8 @@ def test_a_permanent_error_fails_only_its_lead_until_the_source_fixes_it(
     assert tries == 1, "a permanent error is not retried"
     assert others == {k: v for k, v in expected_in_leadsquared(db_url).items() if k in good}
     # While the values stay the ones refused, no run calls for that lead (nor for any other).
-    assert (second.status, second.calls, calls_while_unchanged) == ("ok", 0, [])
-    assert (third.leads_pushed, third.leads_rejected) == (1, 0)
+    assert (second.status, second.counts.calls_made, calls_while_unchanged) == ("ok", 0, [])
+    assert (third.counts.leads_pushed, third.counts.leads_rejected) == (1, 0)
     assert held_by(account)[case.fixed_lead] == expected_in_leadsquared(db_url)[case.fixed_lead]
     assert not states[case.fixed_lead].pending
     assert states[case.fixed_lead].last_error is None
@@ -421,8 +427,12 @@ def test_an_unknown_attribute_is_set_aside_and_the_rest_of_the_lead_is_pushed(
             after_change = lead_states(sync)["L1"]
         known = partial.leads()
 
-    assert (first.status, first.leads_pushed, first.attributes_set_aside) == ("ok", 2, 1)
-    assert (first.leads_rejected, first.leads_deferred) == (0, 0)
+    assert (first.status, first.counts.leads_pushed, first.counts.attributes_set_aside) == (
+        "ok",
+        2,
+        1,
+    )
+    assert (first.counts.leads_rejected, first.counts.leads_deferred) == (0, 0)
     assert after_first["L1"].set_aside == {"mx_Plan": "pro"}
     assert after_first["L2"].set_aside == {}
     assert not after_first["L1"].pending
@@ -437,9 +447,9 @@ def test_an_unknown_attribute_is_set_aside_and_the_rest_of_the_lead_is_pushed(
         "L1": {"Phone": "111", "mx_City": "Pune", "mx_Score": "7"},
         "L2": {"Phone": "222", "mx_City": "Goa", "mx_Score": "3"},
     }
-    assert (unchanged.calls, calls_while_unchanged) == (0, [])
+    assert (unchanged.counts.calls_made, calls_while_unchanged) == (0, [])
     assert retried == [{"mx_Plan": "max"}]
-    assert changed.attributes_set_aside == 1
+    assert changed.counts.attributes_set_aside == 1
     assert after_change.set_aside == {"mx_Plan": "max"}
 
     # The field is added in LeadSquared; a retry pushes what was set aside.
@@ -447,13 +457,13 @@ def test_an_unknown_attribute_is_set_aside_and_the_rest_of_the_lead_is_pushed(
         for lead_id, values in known.items():
             full.add_lead(lead_id, **values)
         with connector(db_url, full) as sync:
-            assert sync.run_once().calls == 0, "set aside until a retry is asked for"
+            assert sync.run_once().counts.calls_made == 0, "set aside until a retry is asked for"
             assert sync.retry() == 1
             report = sync.run_once()
             states = lead_states(sync)
         assert [(r.lead_id, sent(r)) for r in full.requests] == [("L1", {"mx_Plan": "max"})]
         assert held_by(full) == expected_in_leadsquared(db_url)
-    assert (report.leads_pushed, report.attributes_set_aside) == (1, 0)
+    assert (report.counts.leads_pushed, report.counts.attributes_set_aside) == (1, 0)
     assert (states["L1"].set_aside, states["L1"].pending, states["L1"].last_error) == (
         {},
         False,
@@ -492,7 +502,7 @@ def test_refused_keys_stop_the_run_after_one_call_and_lose_nothing(
 
     with connector(db_url, emulator, max_in_flight=4) as fixed:
         report = fixed.run_once()
-    assert (report.status, report.leads_pushed, report.calls) == ("ok", 8, 8)
+    assert (report.status, report.counts.leads_pushed, report.counts.calls_made) == ("ok", 8, 8)
     assert held_by(emulator) == expected_in_leadsquared(db_url)
 
 
@@ -518,7 +528,11 @@ def test_pacing_at_the_accounts_own_limit_is_never_throttled(db_url: str, app: s
             report = sync.run_once()
         arrivals = [r.arrived_at for r in account.requests]
 
-    assert (report.leads_pushed, report.throttled, account.throttled_count) == (25, 0, 0)
+    assert (report.counts.leads_pushed, report.counts.calls_throttled, account.throttled_count) == (
+        25,
+        0,
+        0,
+    )
     assert len(arrivals) == 25
     assert_window(arrivals, calls, window)
     assert held_by(account) == expected_in_leadsquared(db_url)
@@ -560,7 +574,7 @@ def test_two_connectors_sharing_the_keys_keep_together_to_one_limit(
                 reports = list(pool.map(run, [first, second]))
         requests = account.requests
 
-    assert [(r.status, r.leads_pushed) for r in reports] == [("ok", 12), ("ok", 12)]
+    assert [(r.status, r.counts.leads_pushed) for r in reports] == [("ok", 12), ("ok", 12)]
     assert account.throttled_count == 0
     assert_window([r.arrived_at for r in requests], calls, window)
     assert held_by(account) == {
@@ -590,7 +604,7 @@ def test_a_run_started_right_after_another_keeps_to_the_window(db_url: str, app:
             second = sync.run_once()
         requests = account.requests
 
-    assert (first.leads_pushed, second.leads_pushed) == (5, 5)
+    assert (first.counts.leads_pushed, second.counts.leads_pushed) == (5, 5)
     # The premise: the second run began while the first run's calls still filled the window.
     assert second_started - requests[0].arrived_at < window
     assert account.throttled_count == 0
@@ -629,8 +643,13 @@ def test_the_daily_budget_stops_the_run_cleanly_and_loses_nothing(
         with sync.engine.connect() as connection:
             runs = [(r.status, r.error) for r in sync.store.runs(connection)]
 
-    assert (first.status, first.calls, first.leads_pushed, calls_first) == ("stopped", 3, 3, 3)
-    assert (second.status, second.calls, calls_second) == ("stopped", 0, 0)
+    assert (first.status, first.counts.calls_made, first.counts.leads_pushed, calls_first) == (
+        "stopped",
+        3,
+        3,
+        3,
+    )
+    assert (second.status, second.counts.calls_made, calls_second) == ("stopped", 0, 0)
     assert [status for status, _ in runs] == ["stopped", "stopped"]
     for _, error in runs:
         assert error is not None
@@ -645,7 +664,7 @@ def test_the_daily_budget_stops_the_run_cleanly_and_loses_nothing(
     more = {"calls": 1000, "window_seconds": 1, "daily_budget": 10}
     with connector(db_url, emulator, rate_limit=more) as sync:
         third = sync.run_once()
-    assert (third.status, third.leads_pushed, third.calls) == ("ok", 2, 2)
+    assert (third.status, third.counts.leads_pushed, third.counts.calls_made) == ("ok", 2, 2)
     assert held_by(emulator) == expected_in_leadsquared(db_url)
 
 
@@ -690,7 +709,11 @@ def test_an_answer_that_trickles_in_is_abandoned_at_the_total_timeout(
     dripped = emulator.requests[0].lead_id
     assert dripped is not None
     assert [r.outcome for r in updates_to(emulator, dripped)] == ["fault", "success"]
-    assert (report.leads_pushed, report.leads_deferred, report.calls) == (2, 0, 3)
+    assert (report.counts.leads_pushed, report.counts.leads_deferred, report.counts.calls_made) == (
+        2,
+        0,
+        3,
+    )
     assert elapsed < drip, f"the run waited {elapsed:.1f} s: the whole drip"
     assert not [s for s in states.values() if s.pending or s.last_error]
     assert held_by(emulator) == expected_in_leadsquared(db_url)
@@ -712,7 +735,7 @@ def test_a_call_that_timed_out_is_sent_again(
     attempts = updates_to(emulator, "L1")
     assert [r.outcome for r in attempts] == ["fault", "success"]
     assert sent(attempts[0]) == sent(attempts[1]) == {"mx_City": "Pune"}
-    assert (report.leads_pushed, report.leads_deferred) == (1, 0)
+    assert (report.counts.leads_pushed, report.counts.leads_deferred) == (1, 0)
     assert (state.pending, state.last_error) == (False, None)
     assert emulator.lead("L1") == {"mx_City": "Pune"}
 
@@ -738,7 +761,7 @@ def test_an_update_that_landed_but_whose_answer_was_lost_is_sent_again(
     attempts = updates_to(emulator, "L1")
     assert len(attempts) >= 2
     assert all(sent(r) == {"mx_City": "Pune"} for r in attempts), "the same absolute values"
-    assert (report.leads_pushed, report.leads_deferred) == (1, 0)
+    assert (report.counts.leads_pushed, report.counts.leads_deferred) == (1, 0)
     assert (state.pending, state.last_error) == (False, None)
     assert emulator.lead("L1") == {"mx_City": "Pune"}
 
@@ -762,14 +785,14 @@ def test_a_deferred_lead_that_changes_again_ends_at_its_newest_value(
         newest = sync.run_once()
         (state,) = lead_states(sync).values()
 
-    assert (deferring.leads_deferred, deferring.leads_pushed) == (1, 0)
+    assert (deferring.counts.leads_deferred, deferring.counts.leads_pushed) == (1, 0)
     assert deferred.pending
     assert deferred.next_attempt_at is not None
     assert deferred.next_attempt_at > datetime.now(UTC)
     assert deferred.last_error is not None
     assert "HTTP 503" in deferred.last_error
-    assert waiting.calls == 0, "the lead waits for its next attempt"
-    assert (newest.leads_pushed, newest.calls) == (1, 1)
+    assert waiting.counts.calls_made == 0, "the lead waits for its next attempt"
+    assert (newest.counts.leads_pushed, newest.counts.calls_made) == (1, 1)
     assert [(r.status, sent(r)) for r in updates_to(emulator, "L1")] == [
         (503, {"mx_City": "Pune"}),
         (200, {"mx_City": "Delhi"}),
@@ -821,7 +844,7 @@ def test_keys_with_url_characters_work_and_never_show(
         held = held_by(account)
 
     assert statuses == [503, 200, 401], "a fault, a success with these keys, and a 401"
-    assert (first.leads_pushed, first.leads_deferred) == (1, 1)
+    assert (first.counts.leads_pushed, first.counts.leads_deferred) == (1, 1)
     assert sorted(map(len, held.values())) == [0, 1], "the success reached LeadSquared"
     engine = sa.create_engine(db_url)
     with engine.connect() as connection:
@@ -893,7 +916,7 @@ def test_keys_echoed_back_in_any_encoding_or_a_redirect_never_show(
         statuses = [r.status for r in account.requests]
 
     assert statuses == [500, 200, 301]
-    assert (first.leads_rejected, first.leads_deferred) == (1, 1)
+    assert (first.counts.leads_rejected, first.counts.leads_deferred) == (1, 1)
     assert "redirected to https://elsewhere.example (HTTP 301)" in str(raised.value)
     engine = sa.create_engine(db_url)
     with engine.connect() as connection:
@@ -921,7 +944,7 @@ def test_an_error_message_that_cannot_be_stored_as_text_fails_only_its_lead(
         report = sync.run_once()
         states = lead_states(sync)
 
-    assert (report.status, report.leads_pushed, report.leads_rejected) == ("ok", 1, 1)
+    assert (report.status, report.counts.leads_pushed, report.counts.leads_rejected) == ("ok", 1, 1)
     (rejected,) = [state for state in states.values() if state.rejected]
     assert rejected.last_error is not None
     assert "MXInvalidInputException: bad value" in rejected.last_error
@@ -953,12 +976,16 @@ def test_a_200_without_status_success_is_not_counted_as_pushed(
         (state,) = lead_states(sync).values()
 
     assert [r.status for r in updates_to(emulator, "L1")] == [200, 200, 200]
-    assert (first.leads_pushed, first.leads_deferred) == (0, 1)
+    assert (first.counts.leads_pushed, first.counts.leads_deferred) == (0, 1)
     assert unsure.pending
     assert unsure.pushed == {}, "an answer without Status: Success is not a push"
     assert unsure.last_error is not None
     assert "without an object with Status: Success" in unsure.last_error
-    assert (second.leads_pushed, state.pending, state.pushed) == (1, False, {"mx_City": "Pune"})
+    assert (second.counts.leads_pushed, state.pending, state.pushed) == (
+        1,
+        False,
+        {"mx_City": "Pune"},
+    )
     assert emulator.lead("L1") == {"mx_City": "Pune"}
 
 
@@ -974,7 +1001,7 @@ def test_a_bare_mx_exception_is_retried_like_a_transient_failure(
         (state,) = lead_states(sync).values()
 
     assert [r.status for r in updates_to(emulator, "L1")] == [500, 500, 200]
-    assert (report.leads_pushed, report.leads_rejected) == (1, 0)
+    assert (report.counts.leads_pushed, report.counts.leads_rejected) == (1, 0)
     assert (state.pending, state.rejected, state.last_error) == (False, False, None)
     assert emulator.lead("L1") == {"mx_City": "Pune"}
 
@@ -1000,13 +1027,17 @@ def test_a_bare_mx_exception_that_persists_parks_the_lead_until_a_retry(
         retried = sync.run_once()
         (state, _) = lead_states(sync).values()
 
-    assert (parking.leads_pushed, parking.leads_rejected, parking.calls) == (0, 1, 3)
+    assert (
+        parking.counts.leads_pushed,
+        parking.counts.leads_rejected,
+        parking.counts.calls_made,
+    ) == (0, 1, 3)
     assert (parked.rejected, parked.pushed) == (True, {})
     assert parked.last_error is not None
     assert "MXException: There was an error processing the request." in parked.last_error
     assert "after 3 tries" in parked.last_error
-    assert (others.leads_pushed, calls_while_parked) == (1, [])
-    assert (retried.leads_pushed, state.lead_id, state.pending, state.rejected) == (
+    assert (others.counts.leads_pushed, calls_while_parked) == (1, [])
+    assert (retried.counts.leads_pushed, state.lead_id, state.pending, state.rejected) == (
         1,
         "L1",
         False,
@@ -1028,7 +1059,11 @@ def test_an_answer_too_large_to_hold_is_abandoned_and_the_call_retried(
         (state,) = lead_states(sync).values()
 
     assert [r.outcome for r in updates_to(emulator, "L1")] == ["fault", "success"]
-    assert (report.leads_pushed, report.leads_deferred, report.calls) == (1, 0, 2)
+    assert (report.counts.leads_pushed, report.counts.leads_deferred, report.counts.calls_made) == (
+        1,
+        0,
+        2,
+    )
     assert (state.pending, state.last_error) == (False, None)
 
 

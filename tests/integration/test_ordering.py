@@ -111,7 +111,7 @@ def test_transaction_committing_late_is_neither_waited_for_nor_skipped(
 
     # Nothing is left behind for a third run.
     emulator.clear_requests()
-    assert pg_sync.run_once().changes_ingested == 0
+    assert pg_sync.run_once().counts.changes_ingested == 0
     assert emulator.requests == []
 
 
@@ -245,7 +245,11 @@ def test_names_needing_quotes_work_end_to_end(
         QUOTED_INSERT,
     )
     report = quoted_sync.run_once()
-    assert (report.status, report.changes_ingested, report.leads_pushed) == ("ok", 2, 2)
+    assert (report.status, report.counts.changes_ingested, report.counts.leads_pushed) == (
+        "ok",
+        2,
+        2,
+    )
     assert emulator.leads() == {
         "L1": {"mx_City": "Pune", "mx_Select": "yes", "mx_Odd": "it's"},
         "L2": {"mx_City": "Goa"},
@@ -258,6 +262,6 @@ def test_names_needing_quotes_work_end_to_end(
         'UPDATE "Order Items" SET "select" = \'no\' WHERE "Item ID" = 2',
     )
     report = quoted_sync.run_once()
-    assert report.changes_ingested == 1
+    assert report.counts.changes_ingested == 1
     assert lead_updates(emulator, "L2") == [{"mx_Select": "no"}]
     assert lead_updates(emulator, "L1") == []

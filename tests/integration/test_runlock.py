@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from connector import Connector
 from connector.clock import SystemClock
+from connector.counts import RunCounts
 from connector.database import create_engine, lock_session_engine
 from connector.errors import LsqSyncError, RunLockLostError
 from connector.ingest import ingest
@@ -34,7 +35,6 @@ from connector.runlock import (
     lock_file_path,
 )
 from connector.schema import lease, run
-from connector.store import RunStats
 from connector.testing.emulator import Emulator
 from tests.support import (
     config_dict,
@@ -382,7 +382,7 @@ def test_a_run_whose_lease_was_taken_over_records_nothing(
     with make_connector(db_url, emulator) as sync:
         sync.init()
         add_leads(app, emulator, 3)
-        assert sync.run_once().leads_pushed == 3
+        assert sync.run_once().counts.leads_pushed == 3
         execute(app, "UPDATE customers SET city = 'moved' WHERE id = 1")
         with sync._run_lock().hold() as held:
             assert isinstance(held, Lease)
@@ -395,7 +395,7 @@ def test_a_run_whose_lease_was_taken_over_records_nothing(
                 lambda: sync.store.record_pushed("L0002", {"mx_City": "x"}, frozenset(), now),
                 lambda: sync.store.record_failure("L0002", {}, "boom", now, rejected=True),
                 lambda: sync.store.set_aside("L0002", {"mx_City": "x"}, "unknown", now),
-                lambda: sync.store.finish_run(run_id, now, "ok", RunStats(), None),
+                lambda: sync.store.finish_run(run_id, now, "ok", RunCounts(), None),
                 lambda: sync.store.close_abandoned_runs(now),
                 lambda: ingest(
                     sync.engine,
@@ -641,7 +641,7 @@ def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
             assert not first_run.done()
             report = second.run_once()
             assert report.status == "skipped", report.summary()
-            assert first_run.result(timeout=WAIT).leads_pushed == 60
+            assert first_run.result(timeout=WAIT).counts.leads_pushed == 60
     finally:
         app.dispose()
     assert_no_update_sent_twice(emulator)

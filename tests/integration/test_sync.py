@@ -83,7 +83,7 @@ def test_value_set_back_before_a_run_sends_nothing(
         "UPDATE customers SET city = 'Pune' WHERE id = 1",
     )
     report = sync.run_once()
-    assert report.changes_ingested == 2
+    assert report.counts.changes_ingested == 2
     assert updates(emulator) == []
 
 
@@ -98,7 +98,7 @@ def test_unmapped_and_no_op_updates_capture_nothing(
         "UPDATE customers SET notes = 'n', name = 'Ada' WHERE id = 1",
         "UPDATE customers SET city = 'Pune' WHERE id = 1",
     )
-    assert sync.run_once().changes_ingested == 0
+    assert sync.run_once().counts.changes_ingested == 0
 
 
 def test_row_without_lead_id_waits_until_it_gets_one(
@@ -107,7 +107,7 @@ def test_row_without_lead_id_waits_until_it_gets_one(
     emulator.add_lead("L9")
     execute(app, "INSERT INTO customers (id, city) VALUES (1, 'Pune')")
     report = sync.run_once()
-    assert (report.rows_without_lead, report.calls) == (1, 0)
+    assert (report.counts.rows_without_lead_id, report.counts.calls_made) == (1, 0)
     execute(app, "UPDATE customers SET lsq_prospect_id = 'L9' WHERE id = 1")
     sync.run_once()
     assert emulator.lead("L9") == {"mx_City": "Pune"}
@@ -123,7 +123,7 @@ def test_rejected_lead_is_kept_with_its_error_and_not_retried(
         "(1, 'Pune', 'L1'), (2, 'Goa', 'MISSING')",
     )
     report = sync.run_once()
-    assert (report.leads_pushed, report.leads_rejected) == (1, 1)
+    assert (report.counts.leads_pushed, report.counts.leads_rejected) == (1, 1)
     with sync.engine.connect() as connection:
         state = sync.store.load_leads(connection, ["MISSING"])["MISSING"]
     assert state.pending
@@ -131,7 +131,7 @@ def test_rejected_lead_is_kept_with_its_error_and_not_retried(
     assert state.last_error is not None
     assert "MXInvalidEntityException" in state.last_error
     emulator.clear_requests()
-    assert sync.run_once().calls == 0
+    assert sync.run_once().counts.calls_made == 0
     # New values deserve a new try.
     emulator.add_lead("MISSING")
     execute(app, "UPDATE customers SET city = 'Agra' WHERE id = 2")
@@ -177,8 +177,8 @@ def test_a_second_concurrent_run_is_skipped_without_calls(
     with other.hold() as held:
         assert isinstance(held, Lease)
         report = sync.run_once()
-    assert (report.status, report.calls, emulator.requests) == ("skipped", 0, [])
-    assert sync.run_once().leads_pushed == 1
+    assert (report.status, report.counts.calls_made, emulator.requests) == ("skipped", 0, [])
+    assert sync.run_once().counts.leads_pushed == 1
 
 
 def test_backfill_queues_rows_written_before_init(
@@ -193,12 +193,12 @@ def test_backfill_queues_rows_written_before_init(
     )
     with Connector(load(config_dict(db_url, emulator))) as connector:
         connector.init()
-        assert connector.run_once().calls == 0
+        assert connector.run_once().counts.calls_made == 0
         assert connector.backfill() == 2
-        assert connector.run_once().leads_pushed == 2
+        assert connector.run_once().counts.leads_pushed == 2
         # A second backfill finds nothing that differs: no call.
         connector.backfill()
-        assert connector.run_once().calls == 0
+        assert connector.run_once().counts.calls_made == 0
     assert emulator.leads() == {"L1": {"mx_City": "Pune"}, "L2": {"mx_City": "Goa"}}
 
 
@@ -222,7 +222,11 @@ def test_pacing_keeps_within_the_account_limit(db_url: str, app: sa.Engine) -> N
             )
             report = connector.run_once()
         arrivals = [r.arrived_at for r in account.requests]
-    assert (report.leads_pushed, report.throttled, account.throttled_count) == (12, 0, 0)
+    assert (report.counts.leads_pushed, report.counts.calls_throttled, account.throttled_count) == (
+        12,
+        0,
+        0,
+    )
     for first, later in zip(arrivals, arrivals[calls:], strict=False):
         assert later - first >= window
 
@@ -243,7 +247,7 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
                 [{"i": 1, "c": "Pune", "l": "L1"}, {"i": 2, "c": b"\x00\xff", "l": "L2"}],
             )
         report = sync.run_once()
-        assert (report.status, report.leads_pushed) == ("ok", 1)
+        assert (report.status, report.counts.leads_pushed) == ("ok", 1)
         with sync.engine.connect() as connection:
             held = sync.store.load_leads(connection, ["L2"])["L2"]
         assert not held.rejected
@@ -308,5 +312,5 @@ def test_many_changes_across_small_batches_end_at_the_latest_values(
         execute(app, *(f"UPDATE customers SET city = 'c{i}' WHERE id = 1" for i in range(1, 8)))
         report = connector.run_once()
     # Nine change rows in five batches: one call per lead, with its latest values.
-    assert (report.changes_ingested, report.calls) == (9, 2)
+    assert (report.counts.changes_ingested, report.counts.calls_made) == (9, 2)
     assert emulator.leads() == {"L1": {"mx_City": "c7"}, "L2": {"mx_City": "d0"}}

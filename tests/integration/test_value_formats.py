@@ -167,7 +167,7 @@ def test_sqlite_json_columns_are_sent_as_json_text_and_nul_in_text_is_held_back(
         report = sync.run_once()
         held = leads_held(sync)
 
-    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 2)
     assert emulator.lead("L1") == {"mx_Prefs": '{"a":"é","b":1}', "mx_Note": "x"}
     assert emulator.lead("L2") == {"mx_Prefs": '"abc"'}
     assert emulator.lead("L3") == emulator.lead("L4") == {}
@@ -195,7 +195,7 @@ def test_sqlite_booleans_are_sent_only_when_stored_as_0_or_1(
         report = sync.run_once()
         held = leads_held(sync)
 
-    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 2)
     assert emulator.lead("L1") == {"mx_Active": "true"}
     assert emulator.lead("L2") == {"mx_Active": "false"}
     assert emulator.lead("L3") == emulator.lead("L4") == emulator.lead("L5") == {}
@@ -239,7 +239,7 @@ def test_postgresql_arrays_of_domains_enums_and_json_keep_every_element_and_digi
         )
         report = sync.run_once()
 
-    assert (report.status, report.leads_pushed) == ("ok", 2)
+    assert (report.status, report.counts.leads_pushed) == ("ok", 2)
     assert emulator.lead("L1") == {
         "mx_Labels": '["a,b","c"]',
         "mx_Scores": '["1.5",null]',
@@ -269,7 +269,7 @@ def test_a_timestamptz_at_the_ends_of_the_calendar_is_sent_whatever_the_servers_
         execute(sync.engine, f"INSERT INTO stays VALUES (1, '{moment}+00', 'L1')")
         report = sync.run_once()
 
-    assert (report.status, report.rows_held_back) == ("ok", 0)
+    assert (report.status, report.counts.rows_held_back) == ("ok", 0)
     assert emulator.lead("L1") == {"mx_Until": moment}
 
 

@@ -1,0 +1,163 @@
+"""In-memory stand-ins for push's ports, for unit tests of `connector.push.Pusher`: the lead
+queue (the connector's tables), the kind of call (LeadSquared) and the clock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from connector.errors import LsqSyncError
+from connector.leads import LeadState, after_push
+from connector.outcomes import SUCCESS, Answer
+from connector.ownership import Checked
+from connector.values import Values
+
+
+class FakeClock:
+    """Time moves only when slept through; `sleep` returns False once `stop` is set."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self.start = datetime(2026, 1, 1, tzinfo=UTC)
+        self.seconds = 0.0
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def sleep(self, seconds: float) -> bool:
+        with self._lock:
+            self.slept.append(seconds)
+            self.seconds += seconds
+        return not self.stop.is_set()
+
+
+class InMemoryLeadQueue:
+    """The lead table as push sees it, with the same rules as the real one."""
+
+    def __init__(self, *states: LeadState) -> None:
+        self.leads = {state.lead_id: state for state in states}
+        # Lead ids whose rows no longer point to them, or point to them twice.
+        self.detached: set[str] = set()
+        self.shared: set[str] = set()
+        self._lock = threading.Lock()
+
+    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+        with self._lock:
+            due = [
+                state
+                for lead_id, state in sorted(self.leads.items())
+                if state.pending
+                and not state.rejected
+                and (state.next_attempt_at is None or state.next_attempt_at <= now)
+                and (after is None or lead_id > after)
+            ]
+        return due[:limit]
+
+    def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
+        checked = Checked()
+        for state in leads:
+            if state.lead_id in self.detached:
+                checked.detached.append(state.lead_id)
+                self._change(state.lead_id, pending=False, hold="detached")
+            elif state.lead_id in self.shared:
+                checked.shared.append(state.lead_id)
+            else:
+                checked.to_push.append(state)
+        return checked
+
+    def record_pushed(
+        self,
+        lead_id: str,
+        update: Values,
+        attributes: frozenset[str],
+        now: datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        state = self.leads[lead_id]
+        pushed, aside, pending = after_push(
+            state.desired, state.pushed, update, attributes, state.set_aside
+        )
+        self._change(
+            lead_id,
+            pushed=pushed,
+            set_aside=aside,
+            pending=pending,
+            attempts=0,
+            last_error=error if aside else None,
+            next_attempt_at=None,
+            pushed_at=now,
+        )
+
+    def record_failure(
+        self,
+        lead_id: str,
+        desired: Values,
+        error: str,
+        now: datetime,
+        *,
+        rejected: bool,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        state = self.leads[lead_id]
+        still_same = state.desired == desired
+        self._change(
+            lead_id,
+            attempts=state.attempts + 1,
+            last_error=error,
+            rejected=rejected and still_same,
+            next_attempt_at=next_attempt_at if still_same else None,
+        )
+
+    def set_aside(self, lead_id: str, refused: Values, error: str, now: datetime) -> None:
+        state = self.leads[lead_id]
+        self._change(lead_id, set_aside={**state.set_aside, **refused}, last_error=error)
+
+    def desire(self, lead_id: str, **desired: str | None) -> None:
+        """Ingest writes new desired values for the lead (say, while its call is in flight)."""
+        state = self.leads[lead_id]
+        self._change(lead_id, desired={**state.desired, **desired}, pending=True)
+
+    def _change(self, lead_id: str, **fields: object) -> None:
+        with self._lock:
+            self.leads[lead_id] = replace(self.leads[lead_id], **fields)  # type: ignore[arg-type]
+
+
+Reply = Answer | LsqSyncError | Callable[[], Answer]
+
+
+class ScriptedCall:
+    """A kind of call, one lead per call by default, answering from a script per lead
+    (success once the script is used up); it records every call it was asked to make."""
+
+    def __init__(self, leads_per_call: int = 1, **script: Sequence[Reply]) -> None:
+        self.leads_per_call = leads_per_call
+        self.script = {lead_id: list(replies) for lead_id, replies in script.items()}
+        self.sent: list[dict[str, Values]] = []
+        self._lock = threading.Lock()
+
+    def send(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
+        answers: dict[str, Answer] = {}
+        with self._lock:
+            self.sent.append(dict(updates))
+            replies = {
+                lead_id: self.script.get(lead_id, []).pop(0)
+                if self.script.get(lead_id)
+                else SUCCESS
+                for lead_id in updates
+            }
+        for lead_id, reply in replies.items():
+            if isinstance(reply, LsqSyncError):
+                raise reply
+            answers[lead_id] = reply() if callable(reply) else reply
+        return answers
+
+    def calls_for(self, lead_id: str) -> list[Values]:
+        return [updates[lead_id] for updates in self.sent if lead_id in updates]
