@@ -36,6 +36,7 @@ import sqlalchemy as sa
 import connector
 from connector.clock import SystemClock
 from connector.config import Config
+from connector.counts import Tally
 from connector.database import create_engine
 from connector.ingest import ingest
 from connector.schema import change, lead
@@ -357,19 +358,21 @@ def run_ingest(
     start = time.perf_counter()
     if timer:
         timer.start()
+    tally = Tally()
     try:
-        result = ingest(
+        ingest(
             engine,
             store=store,
             source=source,
             clock=SystemClock(stop),
             batch_size=config.sync.ingest_batch_size,
             stop=stop,
+            events=tally,
         )
     finally:
         if timer:
             timer.cancel()
-    return result.changes, time.perf_counter() - start
+    return tally.counts().changes_ingested, time.perf_counter() - start
 
 
 @dataclass
