@@ -12,12 +12,13 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
 
+from connector.changelog import START, ChangeBatch, ChangeCursor
 from connector.clock import Clock
 from connector.instrumentation import Instrumentation
 from connector.leads import RowProblem, fold_rows
 from connector.quarantine import isolate
 from connector.source import SourceTable
-from connector.store import START, ChangeBatch, ChangeCursor, Store
+from connector.tables import ConnectorTables
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ DISCARD_AFTER_CHANGES = 500_000
 def ingest(
     engine: Engine,
     *,
-    store: Store,
+    tables: ConnectorTables,
     source: SourceTable,
     clock: Clock,
     batch_size: int,
@@ -71,37 +72,37 @@ def ingest(
     events = events or Instrumentation()
     changes = 0
     with engine.connect() as connection:
-        snapshot = store.snapshot_bound(connection)
+        snapshot = tables.changes.snapshot_bound(connection)
         # One run at a time per connector (the run lock), so the cursor only moves here.
-        position = store.load_cursor(connection)
+        position = tables.changes.load_cursor(connection)
         # Checked once: while there are none, ingest spends nothing on forgetting them.
-        problems_noted = store.has_row_problems(connection)
+        problems_noted = tables.problems.has_row_problems(connection)
     if problems_noted:
-        _forget_deleted_rows(engine, store, source)
+        _forget_deleted_rows(engine, tables, source)
     discarded = START
     undiscarded = 0
     read_keys: set[str] = set()
     while stop is None or not stop.is_set():
-        store.fence.ensure_held()
+        tables.fence.ensure_held()
         with engine.begin() as connection:
-            store.commit_without_waiting(connection)
-            batch = store.read_changes(connection, position, batch_size)
+            tables.changes.commit_without_waiting(connection)
+            batch = tables.changes.read_changes(connection, position, batch_size)
             if batch is None:
                 break
             # A run that lost the run lock writes no desired values and moves no cursor. Not
             # before the read: the check's row lock takes a transaction id, and changes
             # committed by transactions younger than that would wait for the next batch.
-            store.fence.check(connection)
+            tables.fence.check(connection)
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
-            written = _write_desired(connection, store, source, keys, now)
+            written = _write_desired(connection, tables, source, keys, now)
             written += _unreadable_keys(batch, source)
             if written.problems or problems_noted:
-                store.note_row_problems(
+                tables.problems.note_row_problems(
                     connection, keys, written.problems, now, forget=problems_noted
                 )
                 problems_noted = True
-            store.consume(connection, batch, now)
+            tables.changes.consume(connection, batch, now)
         position = batch.last
         if len(read_keys) > MAX_REMEMBERED_KEYS:
             read_keys.clear()
@@ -111,28 +112,28 @@ def ingest(
         events.ingested(len(batch.keys), written.rows_without_lead, held_back)
         undiscarded += len(batch.keys)
         if undiscarded >= DISCARD_AFTER_CHANGES:
-            discarded = _discard(engine, store, discarded, position)
+            discarded = _discard(engine, tables, discarded, position)
             undiscarded = 0
     if position != discarded:
-        _discard(engine, store, discarded, position)
+        _discard(engine, tables, discarded, position)
     if changes >= ANALYZE_AFTER_CHANGES:
         with engine.begin() as connection:
-            if store.leads_outgrew_statistics(connection):
-                store.analyze_leads(connection)
+            if tables.desired.leads_outgrew_statistics(connection):
+                tables.desired.analyze_leads(connection)
 
 
-def _forget_deleted_rows(engine: Engine, store: Store, source: SourceTable) -> None:
+def _forget_deleted_rows(engine: Engine, tables: ConnectorTables, source: SourceTable) -> None:
     """Forget the rows held back at ingest that have since been deleted: deletes are not
     captured, so nothing else would. A row whose key could not be read cannot be looked up
     by it, and stays."""
     with engine.begin() as connection:
         keys = [
             problem.key
-            for problem in store.row_problems(connection)
+            for problem in tables.problems.row_problems(connection)
             if problem.column != source.key_column.name
         ]
         present = source.keys_present(connection, keys)
-        store.forget_row_problems(connection, [key for key in keys if key not in present])
+        tables.problems.forget_row_problems(connection, [key for key in keys if key not in present])
 
 
 def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) -> list[str]:
@@ -145,7 +146,11 @@ def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) 
 
 
 def _write_desired(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+    connection: Connection,
+    tables: ConnectorTables,
+    source: SourceTable,
+    keys: list[str],
+    now: datetime,
 ) -> _Written:
     """Fold the rows with these keys into desired values.
 
@@ -157,7 +162,7 @@ def _write_desired(
         return _Written()
 
     def attempt(part: Sequence[str]) -> _Written:
-        return _write_keys(connection, store, source, list(part), now)
+        return _write_keys(connection, tables, source, list(part), now)
 
     isolated = isolate(connection, keys, attempt)
     written = functools.reduce(operator.add, isolated.results, _Written())
@@ -180,32 +185,40 @@ def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
 
 
 def _write_keys(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+    connection: Connection,
+    tables: ConnectorTables,
+    source: SourceTable,
+    keys: list[str],
+    now: datetime,
 ) -> _Written:
     query = source.desired_query(keys)
     if query is None:
-        return _fold_in_python(connection, store, source, keys, now)
-    without_lead, left = store.write_desired_from(connection, query, now)
+        return _fold_in_python(connection, tables, source, keys, now)
+    without_lead, left = tables.desired.write_desired_from(connection, query, now)
     written = _Written(rows_without_lead=without_lead)
     if left:
-        written += _fold_in_python(connection, store, source, left, now)
+        written += _fold_in_python(connection, tables, source, left, now)
     return written
 
 
 def _fold_in_python(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
+    connection: Connection,
+    tables: ConnectorTables,
+    source: SourceTable,
+    keys: list[str],
+    now: datetime,
 ) -> _Written:
     folded = fold_rows(source.read(connection, keys))
-    store.write_desired(connection, folded.changes, now)
+    tables.desired.write_desired(connection, folded.changes, now)
     return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
 
 
 def _discard(
-    engine: Engine, store: Store, after: ChangeCursor, through: ChangeCursor
+    engine: Engine, tables: ConnectorTables, after: ChangeCursor, through: ChangeCursor
 ) -> ChangeCursor:
     """Delete the consumed change rows in (after, through]; returns the new `after`."""
     with engine.begin() as connection:
-        store.commit_without_waiting(connection)
-        store.fence.check(connection)
-        store.discard_consumed(connection, after, through)
+        tables.changes.commit_without_waiting(connection)
+        tables.fence.check(connection)
+        tables.changes.discard_consumed(connection, after, through)
     return through

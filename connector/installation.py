@@ -22,6 +22,7 @@ from connector import catalogue
 from connector.capture import Names
 from connector.catalogue import TableRef
 from connector.config import Config
+from connector.database import upsert
 from connector.errors import ConfigError
 from connector.schema import capture_error, capture_state
 
@@ -51,6 +52,30 @@ class Install:
 def stored_name(connection: Connection, table: TableRef) -> str:
     """How `init` records the table: both parts quoted, so the record parses back exactly."""
     return table.regclass
+
+
+def save(
+    connection: Connection, connector_name: str, table: TableRef, signature: str, now: datetime
+) -> None:
+    """Record what `init` installed: on which table, and the signature of the config."""
+    upsert(
+        connection,
+        capture_state,
+        {
+            "connector": connector_name,
+            "source_table": stored_name(connection, table),
+            "signature": signature,
+            "installed_at": now,
+        },
+        ["connector"],
+    )
+
+
+def signature(connection: Connection, connector_name: str) -> str | None:
+    """The signature `init` recorded (UNINSTALLED after `uninstall`); None before any init."""
+    return connection.execute(
+        sa.select(capture_state.c.signature).where(capture_state.c.connector == connector_name)
+    ).scalar_one_or_none()
 
 
 def load(connection: Connection, connector_name: str) -> Install | None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 import httpx
@@ -32,14 +30,12 @@ from connector.database import create_engine, translate_errors
 from connector.errors import CaptureError, LsqSyncError, RunLockLostError, SourceDatabaseError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
-from connector.leads import LeadState
-from connector.ownership import Checked, check_owners
 from connector.push import Pusher
 from connector.ratelimit import AccountLimiter
 from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
 from connector.schema import lease as lease_table
 from connector.source import SourceTable
-from connector.store import Store
+from connector.tables import ConnectorTables
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +117,7 @@ class Connector:
         self.stop = stop or threading.Event()
         self.clock = clock or SystemClock(self.stop)
         self.engine = engine or create_engine(config.database.url.get_secret_value())
-        self.store = Store(self.engine, config.name)
+        self.tables = ConnectorTables(self.engine, config.name)
         self._transport = transport
         self._client: LeadSquaredClient | None = None
         self._source: SourceTable | None = None
@@ -149,7 +145,7 @@ class Connector:
     @property
     def pusher(self) -> Pusher:
         return Pusher(
-            queue=_StoreQueue(self.store, self.source),
+            queue=self.tables.queue(self.source),
             call=UpdateOneLead(self.client),
             attributes=frozenset(self.config.mapping.values()),
             clock=self.clock,
@@ -187,9 +183,10 @@ class Connector:
             table = installation.fit_for_capture(connection, self.config, self.config_source)
             lapsed = installation.capture_lapsed(connection, self.config.name, table)
             capture.install(connection, self.config.name, source, table)
-            self.store.save_capture(
+            installation.save(
                 connection,
-                installation.stored_name(connection, table),
+                self.config.name,
+                table,
                 capture.signature(self.config),
                 self.clock.now(),
             )
@@ -238,8 +235,8 @@ class Connector:
         """Push failed leads again on the next run: those LeadSquared rejected, those with
         attributes set aside, and those waiting out a retry delay. All of them, or these."""
         self.check_ready()
-        with translate_errors("marking leads for retry"):
-            return self.store.retry(lead_ids, self.clock.now())
+        with translate_errors("marking leads for retry"), self.engine.begin() as connection:
+            return self.tables.leads.retry(connection, lead_ids, self.clock.now())
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
@@ -250,7 +247,7 @@ class Connector:
                 "the connector's tables are missing or out of date: run `lsq-sync init` first"
             )
         with translate_errors("checking change capture"), self.engine.connect() as connection:
-            installed = self.store.capture_signature(connection)
+            installed = installation.signature(connection, self.config.name)
         if installed is None:
             raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
         if installed == installation.UNINSTALLED:
@@ -298,12 +295,12 @@ class Connector:
 
     def _run_fenced(self, lease: Lease) -> RunReport:
         """Every write of run state, and every call, first checks the lease is still ours."""
-        self.store.fence = lease
+        self.tables.fence.current = lease
         self.limiter.gate = lease.call_delay
         try:
             return self._run_locked()
         finally:
-            self.store.fence = UNFENCED
+            self.tables.fence.current = UNFENCED
             self.limiter.gate = None
 
     def _run_locked(self) -> RunReport:
@@ -312,8 +309,8 @@ class Connector:
         self._source = None
         source = self.source
         with translate_errors("starting a run"):
-            self.store.close_abandoned_runs(self.clock.now())
-            run_id = self.store.start_run(self.clock.now())
+            self.tables.runs.close_abandoned_runs(self.clock.now())
+            run_id = self.tables.runs.start_run(self.clock.now())
         tally = Tally()
         self._events.targets.append(tally)
         status: RunStatus = "failed"
@@ -322,7 +319,7 @@ class Connector:
             with translate_errors("ingesting changes"):
                 ingest(
                     self.engine,
-                    store=self.store,
+                    tables=self.tables,
                     source=source,
                     clock=self.clock,
                     batch_size=self.config.sync.ingest_batch_size,
@@ -330,7 +327,7 @@ class Connector:
                     events=self._events,
                 )
                 with self.engine.connect() as connection:
-                    tally.waiting(self.store.pending_changes(connection))
+                    tally.waiting(self.tables.changes.pending_changes(connection))
             with translate_errors("pushing leads"):
                 pushed = self.pusher.push_pending(self.config.sync.push_batch_size)
             status = "stopped" if pushed.interrupted else "ok"
@@ -356,31 +353,10 @@ class Connector:
         raised, it would replace the error that says which phase failed."""
         try:
             with translate_errors("recording the run"):
-                self.store.finish_run(run_id, self.clock.now(), status, counts, error)
+                self.tables.runs.finish_run(run_id, self.clock.now(), status, counts, error)
         except (SourceDatabaseError, RunLockLostError) as exc:
             if status != "failed":
                 raise
             log.error("the failed run could not be recorded", extra={"error": str(exc)})
         finally:
             self._events.run_finished(status, counts, error)
-
-
-class _StoreQueue:
-    """The connector's tables as push's LeadQueue."""
-
-    def __init__(self, store: Store, source: SourceTable) -> None:
-        self.store = store
-        self.source = source
-        self.record_pushed = store.record_pushed
-        self.record_failure = store.record_failure
-        self.set_aside = store.set_aside
-
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        with self.store.engine.connect() as connection:
-            return self.store.pending_leads(connection, now, after, limit)
-
-    def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
-        with self.store.engine.begin() as connection:
-            # It may hold, share or rewrite leads: run state, fenced like every other write.
-            self.store.fence.check(connection)
-            return check_owners(connection, self.store, self.source, leads, now)
