@@ -27,7 +27,7 @@ from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.counts import RunCounts, Tally
 from connector.database import create_engine, translate_errors
-from connector.errors import CaptureError, LsqSyncError, RunLockLostError, SourceDatabaseError
+from connector.errors import LsqSyncError, RunLockLostError, SourceDatabaseError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
 from connector.push import Pusher
@@ -240,31 +240,7 @@ class Connector:
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
-        with translate_errors("checking the connector's tables"):
-            current = migrate.current_revision(self.engine)
-        if current != migrate.head_revision():
-            raise LsqSyncError(
-                "the connector's tables are missing or out of date: run `lsq-sync init` first"
-            )
-        with translate_errors("checking change capture"), self.engine.connect() as connection:
-            installed = installation.signature(connection, self.config.name)
-        if installed is None:
-            raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
-        if installed == installation.UNINSTALLED:
-            raise LsqSyncError(
-                "change capture was removed by `lsq-sync uninstall`: run `lsq-sync init` to "
-                "install it again, then `lsq-sync backfill`"
-            )
-        if installed != capture.signature(self.config):
-            raise LsqSyncError(
-                "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
-                "installed change capture, or lsq-sync was upgraded: run `lsq-sync init` again "
-                "(then `lsq-sync backfill` if you mapped new columns)"
-            )
-        with translate_errors("checking change capture"), self.engine.connect() as connection:
-            problems = installation.problems(connection, self.config)
-        if problems:
-            raise CaptureError("\n".join(problems))
+        installation.check_ready(self.engine, self.config)
 
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.
