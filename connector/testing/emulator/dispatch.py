@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+from connector.testing.emulator.admin import ADMIN_PREFIX, Admin
 from connector.testing.emulator.faults import Faults, Throttle
 from connector.testing.emulator.state import LeadStore, RecordedRequest, RequestLog
 from connector.testing.emulator.wire import API_PREFIX, Answer, Incoming, error, parse_json
@@ -33,6 +34,11 @@ class Dispatcher:
         clock: Callable[[], float],
     ) -> None:
         self._lock = lock
+        self._admin = Admin(store, log, keys)
+        self._endpoints = dict(_ENDPOINTS)
+        # Without a schema there is nothing to describe, so the call stays unknown, as before.
+        if store.schema is not None:
+            self._endpoints["GET", "LeadsMetaData.Get"] = LeadStore.metadata
         self._store = store
         self._log = log
         self._throttle = throttle
@@ -41,7 +47,11 @@ class Dispatcher:
         self._clock = clock
 
     def serve(self, incoming: Incoming) -> Answer:
-        """Process and log one request, then wait as configured before it is answered."""
+        """Process and log one request, then wait as configured before it is answered.
+
+        Admin requests are answered at once, unlogged, past every limit and fault."""
+        if incoming.path.startswith(ADMIN_PREFIX):
+            return self._admin.answer(incoming)
         with self._lock:
             arrived = self._clock()
             api = incoming.path.rsplit("/", 1)[-1]
@@ -65,7 +75,7 @@ class Dispatcher:
     def _decide(self, incoming: Incoming, api: str, arrived: float) -> Answer:
         endpoint = None
         if incoming.path == API_PREFIX + api:
-            endpoint = _ENDPOINTS.get((incoming.method, api))
+            endpoint = self._endpoints.get((incoming.method, api))
         if endpoint is None:
             return error(404, "MXInvalidAPIException", "API not found")
         if not self._authenticated(incoming):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from connector.testing.emulator.dispatch import Dispatcher
 from connector.testing.emulator.faults import FaultControls
+from connector.testing.emulator.schema import LeadSchema
 from connector.testing.emulator.server import EmulatorServer
 from connector.testing.emulator.state import (
     LeadStore,
@@ -25,6 +26,12 @@ from connector.testing.emulator.state import (
 
 DEFAULT_ACCESS_KEY: Final = "emulator-access-key"
 DEFAULT_SECRET_KEY: Final = "emulator-secret-key"  # noqa: S105 (a fake key for a test double)
+
+
+def _as_schema(schema: LeadSchema | Mapping[str, Any] | None) -> LeadSchema | None:
+    if schema is None or isinstance(schema, LeadSchema):
+        return schema
+    return LeadSchema.from_mapping(schema)
 
 
 class Emulator(FaultControls):
@@ -42,6 +49,7 @@ class Emulator(FaultControls):
         throttle_status: int = 429,
         retry_after: float | None = None,
         attributes: Iterable[str] | None = None,
+        schema: LeadSchema | Mapping[str, Any] | None = None,
         unique_attributes: Iterable[str] = (),
         auto_create_leads: bool = False,
         missing_lead_error: MissingLeadError = "MXInvalidEntityException",
@@ -52,7 +60,10 @@ class Emulator(FaultControls):
 
         `rate_limit`, `throttle_status` and `retry_after` are as in `set_rate_limit`, with
         None for no limit. `attributes`, when given, is the lead schema: updates naming
-        anything else are rejected whole. `unique_attributes` (e.g. ``{"EmailAddress",
+        anything else are rejected whole. `schema` (a `LeadSchema`, or a mapping in the shape
+        of a schema file, see `connector.testing.emulator.schema`) is a typed one in its stead:
+        it also refuses values its fields do not accept, and is served by
+        ``LeadsMetaData.Get``. `unique_attributes` (e.g. ``{"EmailAddress",
         "Phone"}``) may not hold the same non-empty value on two leads, ignoring case:
         an update giving a lead a value another lead holds is rejected whole with
         ``MXDuplicateEntryException`` (`add_lead` does not check). With `auto_create_leads`,
@@ -65,6 +76,7 @@ class Emulator(FaultControls):
         self._store = LeadStore(
             self._state,
             attributes=attributes,
+            schema=_as_schema(schema),
             unique_attributes=unique_attributes,
             auto_create_leads=auto_create_leads,
             missing_lead_error=missing_lead_error,
@@ -157,6 +169,12 @@ class Emulator(FaultControls):
         """Reject (HTTP 500, `exception_type`) updates setting `attribute` to a value for
         which `predicate` is true; the whole update is then rejected, as LeadSquared does."""
         self._store.reject_values(attribute, predicate, exception_type)
+
+    def reset(self, *, requests_only: bool = False) -> None:
+        """Forget every lead and empty the request log; with `requests_only`, just the log."""
+        if not requests_only:
+            self._store.clear()
+        self._log.clear()
 
     # Request log
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from connector.testing.emulator.schema import LeadSchema
 from connector.testing.emulator.wire import (
     SUCCESS,
     Answer,
@@ -94,12 +95,18 @@ class LeadStore:
         lock: threading.Condition,
         *,
         attributes: Iterable[str] | None,
+        schema: LeadSchema | None,
         unique_attributes: Iterable[str],
         auto_create_leads: bool,
         missing_lead_error: MissingLeadError,
     ) -> None:
         check_missing_lead_error(missing_lead_error)
+        if schema is not None and attributes is not None:
+            raise ValueError("give the lead fields as a schema or as attributes, not both")
         self._lock = lock
+        self._schema = schema
+        if schema is not None:
+            attributes = schema.names
         self._attributes = None if attributes is None else frozenset(attributes)
         self._unique_attributes = frozenset(unique_attributes)
         self._auto_create_leads = auto_create_leads
@@ -123,6 +130,10 @@ class LeadStore:
     def clear(self) -> None:
         with self._lock:
             self._leads.clear()
+
+    @property
+    def schema(self) -> LeadSchema | None:
+        return self._schema
 
     def reject_values(
         self, attribute: str, predicate: Callable[[str], bool], exception_type: str
@@ -151,6 +162,14 @@ class LeadStore:
         found = [] if values is None else [{"ProspectID": lead_id, **values}]
         return json_answer(200, found, "success")
 
+    def metadata(self, incoming: Incoming) -> Answer:
+        """``LeadsMetaData.Get``: every field, or the one `schemaName` names (none: ``[]``)."""
+        fields = () if self._schema is None else self._schema.fields
+        wanted = incoming.query.get("schemaname")
+        with_options = incoming.query.get("excludeoptionsets", "") not in ("1", "true")
+        found = [f.metadata(with_options) for f in fields if wanted in (None, f.name)]
+        return json_answer(200, found, "success")
+
     def _rejection(self, lead_id: str, fields: dict[str, str]) -> Answer | None:
         """The error for an update this lead's state or schema refuses; None to apply it."""
         if lead_id not in self._leads and not self._auto_create_leads:
@@ -164,6 +183,9 @@ class LeadStore:
                     "MXUnknownAttributeException",
                     "Attribute(s) does not exist - " + ", ".join(unknown),
                 )
+        invalid = self._invalid_value(fields)
+        if invalid is not None:
+            return invalid
         for attribute, value in fields.items():
             for predicate, exception_type in self._rejections.get(attribute, []):
                 if predicate(value):
@@ -173,6 +195,16 @@ class LeadStore:
             return error(
                 500, "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
             )
+        return None
+
+    def _invalid_value(self, fields: dict[str, str]) -> Answer | None:
+        """The error for the first value the schema refuses, as LeadSquared words it."""
+        for attribute, value in fields.items():
+            lead_field = None if self._schema is None else self._schema.field(attribute)
+            problem = None if lead_field is None else lead_field.problem(value)
+            if problem is not None:
+                message = f"Invalid value for attribute {attribute}: {problem}"
+                return error(500, "MXInvalidInputException", message)
         return None
 
     def _duplicated_attribute(self, lead_id: str, fields: dict[str, str]) -> str | None:
