@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "emulator",
         help="serve the bundled LeadSquared emulator for your own tests",
         description="Serve the LeadSquared emulator on loopback until Ctrl-C. Takes the "
-        "options of `python -m connector.testing.emulator` (--port, --lead, --rate-limit, "
-        "--throttle-status, --retry-after, ...; see its --help).",
+        "options of `python -m connector.testing.emulator` (--port, --lead, --schema, "
+        "--rate-limit, --throttle-status, --fault-rate, --latency, ...; see its --help).",
         add_help=False,
     )
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -12,12 +13,22 @@ import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from connector.testing.emulator import API_PREFIX, Emulator, MissingLeadError
+from connector.testing.emulator import (
+    ADMIN_PREFIX,
+    API_PREFIX,
+    Emulator,
+    LeadField,
+    LeadSchema,
+    MissingLeadError,
+    SchemaError,
+    main,
+)
 
 ACCESS_KEY = "u$ac/ce+ss=key"
 SECRET_KEY = "s$ec/re+t=key"
@@ -820,7 +831,7 @@ def command_line_emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
     )
     try:
         assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(3)]
+        banner = [process.stdout.readline() for _ in range(4)]
         yield banner[0].rsplit(" ", 1)[-1].strip(), banner
     finally:
         process.send_signal(signal.SIGINT)
@@ -859,3 +870,393 @@ def test_command_line_sets_retry_after_unique_attributes_and_missing_lead_error(
     assert_error(missing, 500, "MXInvalidEntityReferenceException")
     assert_error(throttled, 429, "MXAPIRateLimitExceededException")
     assert throttled.headers["Retry-After"] == "2.5"
+
+
+# Lead schema, LeadsMetaData.Get
+
+SCHEMA = {
+    "fields": {
+        "FirstName": {"type": "Text", "max_length": 5},
+        "EmailAddress": {"type": "Email", "display_name": "Email"},
+        "mx_Plan": {"type": "Select", "options": ["Free", "Pro"], "mandatory": True},
+        "mx_Seats": {"type": "Number"},
+        "mx_Since": {"type": "Date"},
+        "mx_At": {"type": "Time"},
+        "mx_Active": {"type": "Boolean"},
+        "Phone": {"type": "Phone"},
+        "Website": {"type": "Website"},
+    }
+}
+
+
+@pytest.fixture
+def typed(emulator_with_schema: Emulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator_with_schema.url + API_PREFIX, timeout=5.0) as http:
+        yield http
+
+
+@pytest.fixture
+def emulator_with_schema() -> Iterator[Emulator]:
+    with Emulator(
+        access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=None, schema=SCHEMA
+    ) as running:
+        running.add_lead("L1", FirstName="Ada")
+        yield running
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("FirstName", "Grace", "Gracie", "longer than 5 characters"),
+        ("EmailAddress", "ada@example.com", "ada@example", "not an email address"),
+        ("mx_Plan", "Pro", "pro", "not one of the field's options"),
+        ("mx_Seats", "-12.5", "12a", "not a number"),
+        ("mx_Since", "2026-02-28 14:15:00", "2026-02-30", "not a date"),
+        ("mx_At", "23:59:59", "24:00", "not a time"),
+        ("mx_Active", "False", "yes", "not true or false"),
+        ("Phone", "+91 (80) 1234-5678", "call me", "not a phone number"),
+        ("Website", "https://example.com/a", "example", "not a website"),
+    ],
+)
+def test_schema_refuses_an_invalid_value_and_the_whole_update(
+    emulator_with_schema: Emulator, typed: httpx.Client, case: tuple[str, str, str, str]
+) -> None:
+    attribute, good, bad, reason = case
+    refused = update(typed, "L1", {"mx_Seats": "3", attribute: bad})
+    message = assert_error(refused, 500, "MXInvalidInputException")
+    assert message.startswith(f"Invalid value for attribute {attribute}: {reason}")
+    assert bad not in message
+    assert emulator_with_schema.lead("L1") == {"FirstName": "Ada"}
+
+    accepted = update(typed, "L1", {attribute: good})
+    cleared = update(typed, "L1", {"mx_Plan": ""})
+
+    assert (accepted.json(), cleared.json()) == (SUCCESS, SUCCESS)
+    # A later key wins: for FirstName, `good` replaces "Ada".
+    assert emulator_with_schema.lead("L1") == {"FirstName": "Ada", attribute: good, "mx_Plan": ""}
+
+
+def test_schema_names_the_only_attributes(typed: httpx.Client) -> None:
+    response = update(typed, "L1", {"mx_City": "Paris", "FirstName": "Bo"})
+
+    message = assert_error(response, 500, "MXUnknownAttributeException")
+    assert message == "Attribute(s) does not exist - mx_City"
+
+
+def test_leads_metadata_get_describes_the_schema(typed: httpx.Client) -> None:
+    every = typed.get("LeadsMetaData.Get", params=KEYS)
+    one = typed.get("LeadsMetaData.Get", params={**KEYS, "schemaName": "mx_Plan"})
+    bare = typed.get(
+        "LeadsMetaData.Get", params={**KEYS, "schemaName": "mx_Plan", "excludeOptionSets": "1"}
+    )
+    unknown = typed.get("LeadsMetaData.Get", params={**KEYS, "schemaName": "mx_Nope"})
+    no_keys = typed.get("LeadsMetaData.Get")
+
+    assert every.status_code == 200
+    assert [field["SchemaName"] for field in every.json()] == list(SCHEMA["fields"])
+    assert every.json()[0] == {
+        "SchemaName": "FirstName",
+        "DisplayName": "FirstName",
+        "DataType": "Text",
+        "IsMandatory": False,
+        "MaxLength": "5",
+    }
+    assert every.json()[1]["DisplayName"] == "Email"
+    plan = {
+        "SchemaName": "mx_Plan",
+        "DisplayName": "mx_Plan",
+        "DataType": "Select",
+        "IsMandatory": True,
+        "MaxLength": "",
+    }
+    assert one.json() == [{**plan, "Options": [{"Value": "Free"}, {"Value": "Pro"}]}]
+    assert bare.json() == [plan]
+    assert unknown.json() == []
+    assert_error(no_keys, 401, "MXUnAuthorizedAccessException")
+
+
+def test_without_a_schema_nothing_changes(emulator: Emulator, client: httpx.Client) -> None:
+    metadata = client.get("LeadsMetaData.Get", params=KEYS)
+    anything = update(client, "L1", {"mx_Anything": "x" * 500})
+
+    assert_error(metadata, 404, "MXInvalidAPIException")
+    assert anything.json() == SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"fields": {"mx_A": {"type": "Text"}}, "extra": 1}, "one key, 'fields'"),
+        ({"fields": {}}, "'fields' must map"),
+        ({"fields": {"mx_A": {"type": "Integer"}}}, "fields.mx_A.type: must be one of"),
+        ({"fields": {"mx_A": {"max_length": 0}}}, "fields.mx_A.max_length"),
+        ({"fields": {"mx_A": {"max_length": True}}}, "fields.mx_A.max_length"),
+        ({"fields": {"mx_A": {"type": "Select"}}}, "needs at least one option"),
+        ({"fields": {"mx_A": {"options": ["x"]}}}, "only a Select field has options"),
+        ({"fields": {"mx_A": {"mandatory": "yes"}}}, "fields.mx_A.mandatory"),
+        ({"fields": {"mx_A": {"colour": "red"}}}, "fields.mx_A.colour: unknown property"),
+        ({"fields": {"mx_A": []}}, "fields.mx_A: must be a mapping"),
+    ],
+)
+def test_a_bad_schema_is_refused_naming_the_place(schema: object, problem: str) -> None:
+    with pytest.raises(SchemaError, match=re.escape(problem)):
+        LeadSchema.from_mapping(schema)
+
+
+def test_a_bad_schema_reports_every_problem_at_once() -> None:
+    schema = {"fields": {"mx_A": {"type": "Nope"}, "mx_B": {"max_length": -1}}}
+
+    with pytest.raises(SchemaError) as raised:
+        LeadSchema.from_mapping(schema)
+
+    assert "fields.mx_A.type" in str(raised.value)
+    assert "fields.mx_B.max_length" in str(raised.value)
+
+
+def test_schema_and_attributes_are_one_or_the_other() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        Emulator(attributes=["mx_A"], schema=SCHEMA)
+
+
+def test_a_schema_object_serves_as_well_as_a_mapping() -> None:
+    schema = LeadSchema((LeadField("mx_Plan", "Select", options=("Free",)),))
+    with Emulator(rate_limit=None, schema=schema) as running:
+        running.add_lead("L1")
+        with httpx.Client(base_url=running.url + API_PREFIX) as http:
+            refused = update_with(http, DEFAULT_KEYS, "L1", {"mx_Plan": "Pro"})
+    assert_error(refused, 500, "MXInvalidInputException")
+
+
+def update_with(
+    client: httpx.Client, keys: dict[str, str], lead_id: str, fields: dict[str, str]
+) -> httpx.Response:
+    body = [{"Attribute": name, "Value": value} for name, value in fields.items()]
+    return client.post("Lead.Update", params={**keys, "leadId": lead_id}, json=body)
+
+
+# The admin endpoint
+
+
+@pytest.fixture
+def admin(emulator: Emulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator.url + ADMIN_PREFIX, timeout=5.0) as http:
+        yield http
+
+
+def test_admin_reads_every_lead_and_one(
+    emulator: Emulator, client: httpx.Client, admin: httpx.Client
+) -> None:
+    emulator.add_lead("L/2")
+    update(client, "L1", {"mx_City": "Rome"})
+
+    every = admin.get("leads")
+    one = admin.get("leads/L1")
+    slashed = admin.get("leads/L%2F2")
+    missing = admin.get("leads/NOPE")
+
+    assert every.json() == {"L1": {"FirstName": "Ada", "mx_City": "Rome"}, "L/2": {}}
+    assert one.json() == {"FirstName": "Ada", "mx_City": "Rome"}
+    assert (slashed.status_code, slashed.json()) == (200, {})
+    assert (missing.status_code, missing.json()) == (404, {"error": "no lead 'NOPE'"})
+
+
+def test_admin_puts_a_lead(emulator: Emulator, admin: httpx.Client) -> None:
+    put = admin.put("leads/L9", json={"FirstName": "Bo"})
+    refused = admin.put("leads/L9", json={"Seats": 3})
+
+    assert (put.status_code, put.json()) == (200, {"FirstName": "Bo"})
+    assert refused.status_code == 400
+    assert emulator.lead("L9") == {"FirstName": "Bo"}
+
+
+def test_admin_reads_the_request_log_without_any_key(
+    emulator: Emulator, client: httpx.Client, admin: httpx.Client
+) -> None:
+    update(client, "L1", {"mx_City": "Rome", "mx_Note": f"pasted {SECRET_KEY} here"})
+    client.get("Leads.GetById", params={**KEYS, "id": "L1"})
+    client.get("Leads.GetById", headers={"x-LSQ-AccessKey": ACCESS_KEY, "x-LSQ-SecretKey": "k"})
+
+    log = admin.get("requests")
+
+    assert log.status_code == 200
+    first, second, third = log.json()
+    assert first["api"] == "Lead.Update"
+    assert first["lead_id"] == "L1"
+    assert (first["status"], first["outcome"]) == (200, "success")
+    assert first["body"][1] == {"Attribute": "mx_Note", "Value": "pasted [redacted] here"}
+    assert (second["api"], second["status"]) == ("Leads.GetById", 200)
+    assert (third["status"], third["outcome"]) == (401, "unauthorized")
+    for secret in (SECRET_KEY, ACCESS_KEY, "secretKey", "s%24ec"):
+        assert secret not in log.text
+
+
+def test_admin_requests_are_not_logged_throttled_or_faulted(
+    emulator: Emulator, admin: httpx.Client
+) -> None:
+    emulator.set_rate_limit(1, 60.0)
+    emulator.fail_next(5, "503")
+
+    answers = [admin.get("leads").status_code for _ in range(3)]
+
+    assert answers == [200, 200, 200]
+    assert emulator.requests == []
+
+
+def test_admin_resets_the_log_only_or_leads_too(
+    emulator: Emulator, client: httpx.Client, admin: httpx.Client
+) -> None:
+    update(client, "L1", {"mx_City": "Rome"})
+
+    log_only = admin.post("reset", params={"only": "requests"})
+    assert log_only.status_code == 200
+    assert emulator.requests == []
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Rome"}
+
+    update(client, "L1", {"mx_City": "Oslo"})
+    everything = admin.post("reset")
+    assert everything.status_code == 200
+    assert (emulator.requests, emulator.leads()) == ([], {})
+
+    assert admin.post("reset", params={"only": "leads"}).status_code == 400
+    assert admin.get("reset").status_code == 404
+    assert admin.delete("leads/L1").status_code == 405
+
+
+def test_reset_from_python(emulator: Emulator, client: httpx.Client) -> None:
+    update(client, "L1", {"mx_City": "Rome"})
+
+    emulator.reset(requests_only=True)
+    assert (emulator.requests, list(emulator.leads())) == ([], ["L1"])
+
+    emulator.reset()
+    assert emulator.leads() == {}
+
+
+# The new command-line flags
+
+
+def test_command_line_serves_a_schema_file_and_the_admin_endpoint(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("fields:\n  mx_Plan: {type: Select, options: [Free, Pro]}\n")
+    with (
+        command_line_emulator("--schema", str(schema), "--lead", "L1") as (url, banner),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        refused = update_with(client, DEFAULT_KEYS, "L1", {"mx_Plan": "Gold"})
+        accepted = update_with(client, DEFAULT_KEYS, "L1", {"mx_Plan": "Pro"})
+        metadata = client.get("LeadsMetaData.Get", params=DEFAULT_KEYS)
+        leads = httpx.get(url + ADMIN_PREFIX + "leads")
+        log = httpx.get(url + ADMIN_PREFIX + "requests")
+
+    assert_error(refused, 500, "MXInvalidInputException")
+    assert accepted.json() == SUCCESS
+    assert [field["SchemaName"] for field in metadata.json()] == ["mx_Plan"]
+    assert leads.json() == {"L1": {"mx_Plan": "Pro"}}
+    assert [entry["status"] for entry in log.json()] == [500, 200, 200]
+    assert "emulator-secret-key" not in log.text
+    assert banner[3] == f"admin: {url}{ADMIN_PREFIX}\n"
+
+
+def test_command_line_reads_a_json_schema_and_attributes(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"fields": {"mx_Seats": {"type": "Number"}}}))
+    with (
+        command_line_emulator("--schema", str(schema), "--lead", "L1") as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        refused = update_with(client, DEFAULT_KEYS, "L1", {"mx_Seats": "many"})
+    with (
+        command_line_emulator("--attribute", "mx_A", "--lead", "L1") as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        unknown = update_with(client, DEFAULT_KEYS, "L1", {"mx_B": "x"})
+
+    assert_error(refused, 500, "MXInvalidInputException")
+    assert_error(unknown, 500, "MXUnknownAttributeException")
+
+
+def test_command_line_fault_rate_and_latency() -> None:
+    options = ["--lead", "L1", "--rate-limit", "0", "--fault-rate", "1", "--fault-kind", "mx500"]
+    with (
+        command_line_emulator(*options, "--latency", "0.3", "0.4") as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        started = time.monotonic()
+        faulted = client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+        elapsed = time.monotonic() - started
+
+    assert_error(faulted, 500, "MXException")
+    assert elapsed >= 0.3
+
+
+def test_command_line_throttle_status() -> None:
+    options = ["--lead", "L1", "--rate-limit", "1", "--window", "60", "--throttle-status", "403"]
+    with (
+        command_line_emulator(*options) as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        responses = [
+            client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"}) for _ in range(2)
+        ]
+
+    assert responses[0].status_code == 200
+    assert_error(responses[1], 403, "MXAPIRateLimitExceededException")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--fault-rate", "1.5", "--fault-kind", "503"], "argument --fault-rate"),
+        (["--fault-rate", "0.5"], "argument --fault-rate: needs at least one --fault-kind"),
+        (["--fault-kind", "boom"], "argument --fault-kind"),
+        (["--latency", "-1"], "argument --latency"),
+        (["--latency", "2", "1"], "argument --latency"),
+        (["--latency", "1", "2", "3"], "argument --latency"),
+        (["--retry-after", "nan"], "argument --retry-after"),
+        (["--window", "0"], "argument --window"),
+        (["--rate-limit", "-3"], "argument --rate-limit"),
+        (["--port", "70000"], "argument --port"),
+        (["--throttle-status", "500"], "argument --throttle-status"),
+        (["--fault-huge-bytes", "lots"], "argument --fault-huge-bytes"),
+        (["--schema", "/nonexistent/schema.yaml"], "argument --schema: cannot read"),
+        (["--schema", "SCHEMA", "--attribute", "mx_A"], "argument --attribute"),
+    ],
+)
+def test_command_line_refuses_a_bad_value_naming_its_flag(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("fields:\n  mx_A: {type: Text}\n")
+    argv = ["--port", "0", *[str(schema) if part == "SCHEMA" else part for part in options]]
+
+    process = subprocess.run(
+        [sys.executable, "-m", "connector", "emulator", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert process.returncode == 2
+    assert named in process.stderr
+    assert "Traceback" not in process.stderr
+    assert process.stdout == ""
+
+
+def test_command_line_refuses_a_bad_schema_file_naming_the_field(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("fields:\n  mx_A: {type: Integer}\n")
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", "--schema", str(schema)])
+
+    assert exited.value.code == 2
+
+
+def test_command_line_port_in_use_is_an_error_not_a_traceback(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = emulator.url.rsplit(":", 1)[-1]
+
+    assert main(["--port", port]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""What travels between a client and the emulator: a request as parsed, the answer to send,
+and LeadSquared's standard answer bodies.
+
+Pure data and parsing; no sockets, no state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+API_PREFIX: Final = "/v2/LeadManagement.svc/"
+
+RequestOutcome = Literal["success", "throttled", "fault", "error", "unauthorized"]
+"""How the emulator answered a request (not `connector.responses.Outcome`, the client's view)."""
+
+Action = Literal["answer", "drop", "timeout", "drip", "drip-head", "huge", "huge-chunked"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One request as it arrived. Holds the secret key: never log or keep it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    """Parameter names lower-cased, values URL-decoded."""
+    header_access_key: str | None
+    header_secret_key: str | None
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to send back, and how (`action`: at once, or as one of the faults)."""
+
+    status: int
+    outcome: RequestOutcome
+    body: bytes = b""
+    content_type: str = "application/json; charset=utf-8"
+    action: Action = "answer"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_answer(status: int, payload: object, outcome: RequestOutcome) -> Answer:
+    return Answer(status=status, outcome=outcome, body=json.dumps(payload).encode())
+
+
+SUCCESS: Final = json_answer(200, {"Status": "Success", "Message": {"AffectedRows": 1}}, "success")
+
+
+def error(
+    status: int, exception_type: str, message: str, outcome: RequestOutcome = "error"
+) -> Answer:
+    """LeadSquared's error envelope."""
+    envelope = {"Status": "Error", "ExceptionType": exception_type, "ExceptionMessage": message}
+    return json_answer(status, envelope, outcome)
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or None when there is none or it is not JSON."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+def _parse_fields(body: bytes) -> dict[str, str] | None:
+    """The attribute values of a Lead.Update body, or None when it is not per the spec."""
+    payload = parse_json(body)
+    if not isinstance(payload, list):
+        return None
+    fields: dict[str, str] = {}
+    for item in payload:
+        if not isinstance(item, dict) or "Value" not in item:
+            return None
+        attribute = item.get("Attribute")
+        value = _as_text(item["Value"])
+        if not isinstance(attribute, str) or not attribute or value is None:
+            return None
+        fields[attribute] = value
+    return fields
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def parse_update(incoming: Incoming) -> tuple[str, dict[str, str]] | Answer:
+    """The lead id and values of a Lead.Update request, or the error for a malformed one."""
+    if _media_type(incoming.content_type) != "application/json":
+        return error(400, "MXInvalidRequestException", "Content-Type must be application/json")
+    fields = _parse_fields(incoming.body)
+    if fields is None:
+        return error(
+            400,
+            "MXInvalidRequestException",
+            "The request body must be a JSON list of Attribute/Value objects",
+        )
+    lead_id = incoming.query.get("leadid", "")
+    if not lead_id:
+        return error(500, "MXMandatoryAttributeMissingException", "leadId is mandatory")
+    return lead_id, fields
