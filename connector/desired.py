@@ -44,16 +44,7 @@ class DesiredValues:
         """Store new desired values, flagging the lead for the push phase."""
         if not changes:
             return
-        rows = [
-            {
-                "lead_id": c.lead_id,
-                "source_key": c.source_key,
-                "desired": dumps(c.desired),
-                "hold": c.hold,
-                "other_key": c.other_key,
-            }
-            for c in changes
-        ]
+        rows = [_row(c) for c in changes]
         # One statement and one JSON parameter, not a round trip or bound row per lead.
         incoming = self._json_rows(rows)
         constants = self._constants(now)
@@ -167,6 +158,16 @@ class DesiredValues:
         )
 
 
+def _row(change: DesiredChange) -> dict[str, Any]:
+    return {
+        "lead_id": change.lead_id,
+        "source_key": change.source_key,
+        "desired": dumps(change.desired),
+        "hold": change.hold,
+        "other_key": change.other_key,
+    }
+
+
 def _left_to_python(rows: Any) -> sa.ScalarSelect[Any]:
     """The leads with a row whose desired values Python must fold."""
     python_rows = rows.alias("python_rows")
@@ -250,17 +251,7 @@ class SqliteDesiredValues(DesiredValues):
             return
         # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
         same = {"connector": self.connector, "pending": True, "updated_at": now}
-        bound = [
-            {
-                **same,
-                "lead_id": c.lead_id,
-                "source_key": c.source_key,
-                "desired": dumps(c.desired),
-                "hold": c.hold,
-                "other_key": c.other_key,
-            }
-            for c in changes
-        ]
+        bound = [{**same, **_row(c)} for c in changes]
         connection.execute(self._when_desired_moved(sqlite.insert(lead)), bound)
 
     def write_desired_from(

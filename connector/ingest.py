@@ -6,7 +6,6 @@ import functools
 import logging
 import operator
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.changelog import START, ChangeBatch, ChangeCursor
 from connector.clock import Clock
+from connector.desired import DesiredValues
 from connector.instrumentation import Instrumentation
 from connector.leads import RowProblem, fold_rows
 from connector.quarantine import isolate
@@ -95,7 +95,7 @@ def ingest(
             tables.fence.check(connection)
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
-            written = _write_desired(connection, tables, source, keys, now)
+            written = _BatchWriter(connection, tables.desired, source, now).write(keys)
             written += _unreadable_keys(batch, source)
             if written.problems or problems_noted:
                 tables.problems.note_row_problems(
@@ -145,36 +145,51 @@ def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) 
     return list(set(batch.keys))
 
 
-def _write_desired(
-    connection: Connection,
-    tables: ConnectorTables,
-    source: SourceTable,
-    keys: list[str],
-    now: datetime,
-) -> _Written:
-    """Fold the rows with these keys into desired values.
+@dataclass(frozen=True)
+class _BatchWriter:
+    """Writes one batch's desired values, in the batch's transaction."""
 
-    A row that cannot be read or stored fails the statement it is in; the keys are then
-    split until each such row stands alone (connector.quarantine), and it is diagnosed and
-    returned as a problem while every other row is written.
-    """
-    if not keys:
-        return _Written()
+    connection: Connection
+    desired: DesiredValues
+    source: SourceTable
+    now: datetime
 
-    def attempt(part: Sequence[str]) -> _Written:
-        return _write_keys(connection, tables, source, list(part), now)
+    def write(self, keys: list[str]) -> _Written:
+        """Fold the rows with these keys into desired values.
 
-    isolated = isolate(connection, keys, attempt)
-    written = functools.reduce(operator.add, isolated.results, _Written())
-    problems = tuple(
-        source.diagnose(connection, key, error) for key, error in isolated.failed.items()
-    )
-    for problem in problems:
-        log.warning(
-            "row held back: it cannot be ingested",
-            extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
+        A row that cannot be read or stored fails the statement it is in; the keys are then
+        split until each such row stands alone (connector.quarantine), and it is diagnosed and
+        returned as a problem while every other row is written.
+        """
+        if not keys:
+            return _Written()
+        isolated = isolate(self.connection, keys, lambda part: self._write_keys(list(part)))
+        written = functools.reduce(operator.add, isolated.results, _Written())
+        problems = tuple(
+            self.source.diagnose(self.connection, key, error)
+            for key, error in isolated.failed.items()
         )
-    return written + _Written(problems=problems)
+        for problem in problems:
+            log.warning(
+                "row held back: it cannot be ingested",
+                extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
+            )
+        return written + _Written(problems=problems)
+
+    def _write_keys(self, keys: list[str]) -> _Written:
+        query = self.source.desired_query(keys)
+        if query is None:
+            return self._fold_in_python(keys)
+        without_lead, left = self.desired.write_desired_from(self.connection, query, self.now)
+        written = _Written(rows_without_lead=without_lead)
+        if left:
+            written += self._fold_in_python(left)
+        return written
+
+    def _fold_in_python(self, keys: list[str]) -> _Written:
+        folded = fold_rows(self.source.read(self.connection, keys))
+        self.desired.write_desired(self.connection, folded.changes, self.now)
+        return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
 
 
 def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
@@ -182,35 +197,6 @@ def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
     column = source.key_column.name
     problems = tuple(RowProblem(key, reason, column=column) for key in batch.unreadable_keys)
     return _Written(problems=problems)
-
-
-def _write_keys(
-    connection: Connection,
-    tables: ConnectorTables,
-    source: SourceTable,
-    keys: list[str],
-    now: datetime,
-) -> _Written:
-    query = source.desired_query(keys)
-    if query is None:
-        return _fold_in_python(connection, tables, source, keys, now)
-    without_lead, left = tables.desired.write_desired_from(connection, query, now)
-    written = _Written(rows_without_lead=without_lead)
-    if left:
-        written += _fold_in_python(connection, tables, source, left, now)
-    return written
-
-
-def _fold_in_python(
-    connection: Connection,
-    tables: ConnectorTables,
-    source: SourceTable,
-    keys: list[str],
-    now: datetime,
-) -> _Written:
-    folded = fold_rows(source.read(connection, keys))
-    tables.desired.write_desired(connection, folded.changes, now)
-    return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
 
 
 def _discard(

@@ -60,36 +60,43 @@ class RunReport:
         )
         if c.calls_throttled:
             text += f" ({c.calls_throttled} throttled)"
-        if c.leads_abandoned:
-            text += (
-                f", {c.leads_abandoned} leads' calls unanswered at the stop (they are sent "
-                "again next run)"
-            )
-        if c.attributes_set_aside:
-            text += f", {c.attributes_set_aside} attributes set aside as unknown to LeadSquared"
-        if c.rows_without_lead_id:
-            text += f", {c.rows_without_lead_id} changed rows have no lead id"
-        if c.leads_held_shared:
-            leads = "lead" if c.leads_held_shared == 1 else "leads"
-            text += (
-                f", {c.leads_held_shared} {leads} held back: several rows have its lead id (see "
-                "`lsq-sync status`)"
-            )
-        if c.leads_detached:
-            leads = "lead" if c.leads_detached == 1 else "leads"
-            text += f", {c.leads_detached} {leads} detached: no row has its lead id any more"
-        if c.rows_held_back:
-            rows = "row" if c.rows_held_back == 1 else "rows"
-            text += (
-                f", {c.rows_held_back} {rows} held back (a value that cannot be read or "
-                "sent; see `lsq-sync status`)"
-            )
-        if c.changes_waiting:
-            text += (
-                f", {c.changes_waiting} changes left for the next run (committed during "
-                "this one, or behind a transaction still open on the database server)"
-            )
+        notes = [
+            (
+                c.leads_abandoned,
+                f"{c.leads_abandoned} leads' calls unanswered at the stop (they are sent again "
+                "next run)",
+            ),
+            (
+                c.attributes_set_aside,
+                f"{c.attributes_set_aside} attributes set aside as unknown to LeadSquared",
+            ),
+            (c.rows_without_lead_id, f"{c.rows_without_lead_id} changed rows have no lead id"),
+            (
+                c.leads_held_shared,
+                f"{_leads(c.leads_held_shared)} held back: several rows have its lead id (see "
+                "`lsq-sync status`)",
+            ),
+            (
+                c.leads_detached,
+                f"{_leads(c.leads_detached)} detached: no row has its lead id any more",
+            ),
+            (
+                c.rows_held_back,
+                f"{c.rows_held_back} {'row' if c.rows_held_back == 1 else 'rows'} held back (a "
+                "value that cannot be read or sent; see `lsq-sync status`)",
+            ),
+            (
+                c.changes_waiting,
+                f"{c.changes_waiting} changes left for the next run (committed during this "
+                "one, or behind a transaction still open on the database server)",
+            ),
+        ]
+        text += "".join(f", {note}" for count, note in notes if count)
         return text + (f"; error: {self.error}" if self.error else "")
+
+
+def _leads(count: int) -> str:
+    return f"{count} {'lead' if count == 1 else 'leads'}"
 
 
 class Connector:
