@@ -34,6 +34,7 @@ import repo_root  # noqa: F401  (before tests.*: puts the checkout on sys.path)
 import sqlalchemy as sa
 
 import connector
+from connector.changelog import change_log
 from connector.clock import SystemClock
 from connector.config import Config
 from connector.counts import Tally
@@ -41,8 +42,8 @@ from connector.database import create_engine
 from connector.ingest import ingest
 from connector.schema import change, lead
 from connector.source import SourceTable
-from connector.store import Store
 from connector.sync import Connector
+from connector.tables import ConnectorTables
 from tests.support import PG_URL, execute, load, postgres_schema, wait_until_readable
 
 CONNECTOR = "bench"
@@ -97,7 +98,10 @@ MEASURED_MODULES = (
     "schema",
     "source",
     "sqlfold",
-    "store",
+    "changelog",
+    "desired",
+    "rowproblems",
+    "tables",
     "values",
 )
 
@@ -329,7 +333,7 @@ def build_backlog(
     # first run finds them (never analyzed), see measure_ingest.
     maintenance.settle(CAPTURED, change.name, *([lead.name] if analyze_leads else []))
     with engine.connect() as connection:
-        pending = Store(engine, CONNECTOR).pending_changes(connection)
+        pending = change_log(engine, CONNECTOR).pending_changes(connection)
     if pending != size:
         raise RuntimeError(f"backlog has {pending} change rows, expected {size}")
     # Ingest reads only changes older than every running transaction, cluster-wide: another
@@ -351,7 +355,6 @@ def run_ingest(
     engine: sa.Engine, config: Config, time_limit: float | None = None
 ) -> tuple[int, float]:
     """Changes ingested and seconds taken; past `time_limit` ingest stops after its batch."""
-    store = Store(engine, CONNECTOR)
     source = SourceTable(engine, config)
     stop = threading.Event()
     timer = threading.Timer(time_limit, stop.set) if time_limit else None
@@ -362,7 +365,7 @@ def run_ingest(
     try:
         ingest(
             engine,
-            store=store,
+            tables=ConnectorTables(engine, CONNECTOR),
             source=source,
             clock=SystemClock(stop),
             batch_size=config.sync.ingest_batch_size,
@@ -467,14 +470,13 @@ def child(mode: str, url: str) -> None:
     cursor. Prints its own peak RSS, so the parent compares like with like."""
     config = make_config(url)
     engine = create_engine(url)
-    store = Store(engine, CONNECTOR)
     source = SourceTable(engine, config)
     changes = 0
     if mode == "ingest":
         changes, _ = run_ingest(engine, config)
     else:
         with engine.connect() as connection:
-            store.load_cursor(connection)
+            change_log(engine, CONNECTOR).load_cursor(connection)
     engine.dispose()
     print(json.dumps({"changes": changes, "peak_kib": peak_rss_kib(), "table": source.table.name}))
 

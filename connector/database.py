@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -157,6 +157,28 @@ def _serialise_sqlite_writers(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine_or_connection: Engine | sa.Connection) -> bool:
+    return engine_or_connection.dialect.name == "postgresql"
+
+
+def insert(connection: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT that can take ON CONFLICT, in the connection's dialect."""
+    return (postgresql.insert if is_postgres(connection) else sqlite.insert)(table)
+
+
+def upsert(
+    connection: sa.Connection, table: sa.Table, values: dict[str, Any], keys: list[str]
+) -> None:
+    """Insert the row, or update its other columns where its `keys` are taken."""
+    statement = insert(connection, table).values(values)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={k: statement.excluded[k] for k in values if k not in keys},
+        )
+    )
 
 
 def among(

@@ -182,7 +182,7 @@ def _run(connector: Connector, emulator: Emulator) -> None:
 def _summarise(connector: Connector, emulator: Emulator) -> None:
     say("\n7. Where every row stands:")
     with connector.engine.connect() as connection:
-        states = {s.source_key: s for s in connector.store.all_leads(connection)}
+        states = {s.source_key: s for s in connector.tables.leads.all_leads(connection)}
     for row in CUSTOMERS:
         row_id, name, lead_id = str(row[0]), row[1], row[6]
         state = states.get(row_id)

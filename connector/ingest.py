@@ -6,18 +6,19 @@ import functools
 import logging
 import operator
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
 
+from connector.changelog import START, ChangeBatch, ChangeCursor
 from connector.clock import Clock
+from connector.desired import DesiredValues
 from connector.instrumentation import Instrumentation
 from connector.leads import RowProblem, fold_rows
 from connector.quarantine import isolate
 from connector.source import SourceTable
-from connector.store import START, ChangeBatch, ChangeCursor, Store
+from connector.tables import ConnectorTables
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ DISCARD_AFTER_CHANGES = 500_000
 def ingest(
     engine: Engine,
     *,
-    store: Store,
+    tables: ConnectorTables,
     source: SourceTable,
     clock: Clock,
     batch_size: int,
@@ -71,37 +72,37 @@ def ingest(
     events = events or Instrumentation()
     changes = 0
     with engine.connect() as connection:
-        snapshot = store.snapshot_bound(connection)
+        snapshot = tables.changes.snapshot_bound(connection)
         # One run at a time per connector (the run lock), so the cursor only moves here.
-        position = store.load_cursor(connection)
+        position = tables.changes.load_cursor(connection)
         # Checked once: while there are none, ingest spends nothing on forgetting them.
-        problems_noted = store.has_row_problems(connection)
+        problems_noted = tables.problems.has_row_problems(connection)
     if problems_noted:
-        _forget_deleted_rows(engine, store, source)
+        _forget_deleted_rows(engine, tables, source)
     discarded = START
     undiscarded = 0
     read_keys: set[str] = set()
     while stop is None or not stop.is_set():
-        store.fence.ensure_held()
+        tables.fence.ensure_held()
         with engine.begin() as connection:
-            store.commit_without_waiting(connection)
-            batch = store.read_changes(connection, position, batch_size)
+            tables.changes.commit_without_waiting(connection)
+            batch = tables.changes.read_changes(connection, position, batch_size)
             if batch is None:
                 break
             # A run that lost the run lock writes no desired values and moves no cursor. Not
             # before the read: the check's row lock takes a transaction id, and changes
             # committed by transactions younger than that would wait for the next batch.
-            store.fence.check(connection)
+            tables.fence.check(connection)
             keys = _keys_to_read(batch, read_keys, snapshot)
             now = clock.now()
-            written = _write_desired(connection, store, source, keys, now)
+            written = _BatchWriter(connection, tables.desired, source, now).write(keys)
             written += _unreadable_keys(batch, source)
             if written.problems or problems_noted:
-                store.note_row_problems(
+                tables.problems.note_row_problems(
                     connection, keys, written.problems, now, forget=problems_noted
                 )
                 problems_noted = True
-            store.consume(connection, batch, now)
+            tables.changes.consume(connection, batch, now)
         position = batch.last
         if len(read_keys) > MAX_REMEMBERED_KEYS:
             read_keys.clear()
@@ -111,28 +112,28 @@ def ingest(
         events.ingested(len(batch.keys), written.rows_without_lead, held_back)
         undiscarded += len(batch.keys)
         if undiscarded >= DISCARD_AFTER_CHANGES:
-            discarded = _discard(engine, store, discarded, position)
+            discarded = _discard(engine, tables, discarded, position)
             undiscarded = 0
     if position != discarded:
-        _discard(engine, store, discarded, position)
+        _discard(engine, tables, discarded, position)
     if changes >= ANALYZE_AFTER_CHANGES:
         with engine.begin() as connection:
-            if store.leads_outgrew_statistics(connection):
-                store.analyze_leads(connection)
+            if tables.desired.leads_outgrew_statistics(connection):
+                tables.desired.analyze_leads(connection)
 
 
-def _forget_deleted_rows(engine: Engine, store: Store, source: SourceTable) -> None:
+def _forget_deleted_rows(engine: Engine, tables: ConnectorTables, source: SourceTable) -> None:
     """Forget the rows held back at ingest that have since been deleted: deletes are not
     captured, so nothing else would. A row whose key could not be read cannot be looked up
     by it, and stays."""
     with engine.begin() as connection:
         keys = [
             problem.key
-            for problem in store.row_problems(connection)
+            for problem in tables.problems.row_problems(connection)
             if problem.column != source.key_column.name
         ]
         present = source.keys_present(connection, keys)
-        store.forget_row_problems(connection, [key for key in keys if key not in present])
+        tables.problems.forget_row_problems(connection, [key for key in keys if key not in present])
 
 
 def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) -> list[str]:
@@ -144,32 +145,51 @@ def _keys_to_read(batch: ChangeBatch, read_keys: set[str], bound: ChangeCursor) 
     return list(set(batch.keys))
 
 
-def _write_desired(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
-) -> _Written:
-    """Fold the rows with these keys into desired values.
+@dataclass(frozen=True)
+class _BatchWriter:
+    """Writes one batch's desired values, in the batch's transaction."""
 
-    A row that cannot be read or stored fails the statement it is in; the keys are then
-    split until each such row stands alone (connector.quarantine), and it is diagnosed and
-    returned as a problem while every other row is written.
-    """
-    if not keys:
-        return _Written()
+    connection: Connection
+    desired: DesiredValues
+    source: SourceTable
+    now: datetime
 
-    def attempt(part: Sequence[str]) -> _Written:
-        return _write_keys(connection, store, source, list(part), now)
+    def write(self, keys: list[str]) -> _Written:
+        """Fold the rows with these keys into desired values.
 
-    isolated = isolate(connection, keys, attempt)
-    written = functools.reduce(operator.add, isolated.results, _Written())
-    problems = tuple(
-        source.diagnose(connection, key, error) for key, error in isolated.failed.items()
-    )
-    for problem in problems:
-        log.warning(
-            "row held back: it cannot be ingested",
-            extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
+        A row that cannot be read or stored fails the statement it is in; the keys are then
+        split until each such row stands alone (connector.quarantine), and it is diagnosed and
+        returned as a problem while every other row is written.
+        """
+        if not keys:
+            return _Written()
+        isolated = isolate(self.connection, keys, lambda part: self._write_keys(list(part)))
+        written = functools.reduce(operator.add, isolated.results, _Written())
+        problems = tuple(
+            self.source.diagnose(self.connection, key, error)
+            for key, error in isolated.failed.items()
         )
-    return written + _Written(problems=problems)
+        for problem in problems:
+            log.warning(
+                "row held back: it cannot be ingested",
+                extra={"row": problem.key, "column": problem.column, "reason": problem.reason},
+            )
+        return written + _Written(problems=problems)
+
+    def _write_keys(self, keys: list[str]) -> _Written:
+        query = self.source.desired_query(keys)
+        if query is None:
+            return self._fold_in_python(keys)
+        without_lead, left = self.desired.write_desired_from(self.connection, query, self.now)
+        written = _Written(rows_without_lead=without_lead)
+        if left:
+            written += self._fold_in_python(left)
+        return written
+
+    def _fold_in_python(self, keys: list[str]) -> _Written:
+        folded = fold_rows(self.source.read(self.connection, keys))
+        self.desired.write_desired(self.connection, folded.changes, self.now)
+        return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
 
 
 def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
@@ -179,33 +199,12 @@ def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
     return _Written(problems=problems)
 
 
-def _write_keys(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
-) -> _Written:
-    query = source.desired_query(keys)
-    if query is None:
-        return _fold_in_python(connection, store, source, keys, now)
-    without_lead, left = store.write_desired_from(connection, query, now)
-    written = _Written(rows_without_lead=without_lead)
-    if left:
-        written += _fold_in_python(connection, store, source, left, now)
-    return written
-
-
-def _fold_in_python(
-    connection: Connection, store: Store, source: SourceTable, keys: list[str], now: datetime
-) -> _Written:
-    folded = fold_rows(source.read(connection, keys))
-    store.write_desired(connection, folded.changes, now)
-    return _Written(folded.rows_without_lead, folded.rows_holding_lead, tuple(folded.problems))
-
-
 def _discard(
-    engine: Engine, store: Store, after: ChangeCursor, through: ChangeCursor
+    engine: Engine, tables: ConnectorTables, after: ChangeCursor, through: ChangeCursor
 ) -> ChangeCursor:
     """Delete the consumed change rows in (after, through]; returns the new `after`."""
     with engine.begin() as connection:
-        store.commit_without_waiting(connection)
-        store.fence.check(connection)
-        store.discard_consumed(connection, after, through)
+        tables.changes.commit_without_waiting(connection)
+        tables.fence.check(connection)
+        tables.changes.discard_consumed(connection, after, through)
     return through

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from connector import catalogue
+from connector import capture, catalogue, migrate
 from connector.capture import Names
 from connector.catalogue import TableRef
 from connector.config import Config
-from connector.errors import ConfigError
+from connector.database import translate_errors, upsert
+from connector.errors import CaptureError, ConfigError, LsqSyncError
 from connector.schema import capture_error, capture_state
 
 # The signature of an install that `uninstall` removed: a run refuses it like any other
@@ -51,6 +52,30 @@ class Install:
 def stored_name(connection: Connection, table: TableRef) -> str:
     """How `init` records the table: both parts quoted, so the record parses back exactly."""
     return table.regclass
+
+
+def save(
+    connection: Connection, connector_name: str, table: TableRef, signature: str, now: datetime
+) -> None:
+    """Record what `init` installed: on which table, and the signature of the config."""
+    upsert(
+        connection,
+        capture_state,
+        {
+            "connector": connector_name,
+            "source_table": stored_name(connection, table),
+            "signature": signature,
+            "installed_at": now,
+        },
+        ["connector"],
+    )
+
+
+def signature(connection: Connection, connector_name: str) -> str | None:
+    """The signature `init` recorded (UNINSTALLED after `uninstall`); None before any init."""
+    return connection.execute(
+        sa.select(capture_state.c.signature).where(capture_state.c.connector == connector_name)
+    ).scalar_one_or_none()
 
 
 def load(connection: Connection, connector_name: str) -> Install | None:
@@ -278,3 +303,32 @@ def _describe_errors(noted: NotedErrors, table: TableRef) -> str:
         f"statement(s) since {noted.first_at:%Y-%m-%d %H:%M:%S} UTC: {noted.last_message}. "
         f"Fix the table or the config and run `lsq-sync init`; {queued}"
     )
+
+
+def check_ready(engine: Engine, config: Config) -> None:
+    """Refuse a run on missing or old tables, or on capture that no longer matches `config`."""
+    with translate_errors("checking the connector's tables"):
+        current = migrate.current_revision(engine)
+    if current != migrate.head_revision():
+        raise LsqSyncError(
+            "the connector's tables are missing or out of date: run `lsq-sync init` first"
+        )
+    with translate_errors("checking change capture"), engine.connect() as connection:
+        installed = signature(connection, config.name)
+    if installed is None:
+        raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
+    if installed == UNINSTALLED:
+        raise LsqSyncError(
+            "change capture was removed by `lsq-sync uninstall`: run `lsq-sync init` to "
+            "install it again, then `lsq-sync backfill`"
+        )
+    if installed != capture.signature(config):
+        raise LsqSyncError(
+            "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
+            "installed change capture, or lsq-sync was upgraded: run `lsq-sync init` again "
+            "(then `lsq-sync backfill` if you mapped new columns)"
+        )
+    with translate_errors("checking change capture"), engine.connect() as connection:
+        found = problems(connection, config)
+    if found:
+        raise CaptureError("\n".join(found))

@@ -117,3 +117,21 @@ def after_push(
     now_pushed = {**pushed, **sent}
     still_aside = {a: v for a, v in (set_aside or {}).items() if a not in sent}
     return now_pushed, still_aside, bool(plan_update(desired, now_pushed, attributes, still_aside))
+
+
+def after_failure(
+    desired_now: Values,
+    failed_with: Values,
+    attempts: int,
+    *,
+    rejected: bool,
+    next_attempt_at: datetime | None,
+) -> tuple[int, bool, datetime | None]:
+    """A failed push's tries, rejection and retry time, as recorded.
+
+    `desired_now` is re-read at record time. A rejection or a retry delay holds only for the
+    values that failed (`failed_with`): values ingest wrote while the call was in flight were
+    never sent, so they go at the next chance.
+    """
+    still_same = desired_now == failed_with
+    return attempts + 1, rejected and still_same, next_attempt_at if still_same else None

@@ -21,10 +21,11 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
+from connector.leadrows import LeadRows
 from connector.leads import LeadState, RowProblem, SourceRow
 from connector.quarantine import isolate
+from connector.rowproblems import RowProblems
 from connector.source import SourceTable
-from connector.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +87,29 @@ class Checked:
 
 def check_owners(
     connection: Connection,
-    store: Store,
+    *,
+    rows: LeadRows,
+    problems: RowProblems,
     source: SourceTable,
     leads: Sequence[LeadState],
     now: datetime,
 ) -> Checked:
     """Decide for each lead whether it is pushed, and record what changed on the way."""
-    return _OwnerCheck(connection, store, source, now).run(leads)
+    return _OwnerCheck(connection, rows, problems, source, now).run(leads)
 
 
 class _OwnerCheck:
     def __init__(
-        self, connection: Connection, store: Store, source: SourceTable, now: datetime
+        self,
+        connection: Connection,
+        rows: LeadRows,
+        problems: RowProblems,
+        source: SourceTable,
+        now: datetime,
     ) -> None:
         self.connection = connection
-        self.store = store
+        self.rows = rows
+        self.problems = problems
         self.source = source
         self.now = now
         self.checked = Checked()
@@ -129,12 +138,12 @@ class _OwnerCheck:
         row's values are unknown, but it has the lead id too (first_look checks it still
         does). Whichever was ingested first, the lead is not sent while both point to it."""
         unshared = [s.lead_id for s in leads if s.other_key is None]
-        held_back = self.store.rows_held_back_with(self.connection, unshared)
+        held_back = self.problems.rows_held_back_with(self.connection, unshared)
         claimed = []
         for state in leads:
             key = held_back.get(state.lead_id)
             if state.other_key is None and key is not None and key != state.source_key:
-                self.store.share_lead(self.connection, state.lead_id, key, self.now)
+                self.rows.share_lead(self.connection, state.lead_id, key, self.now)
                 claimed.append(replace(state, other_key=key))
             else:
                 claimed.append(state)
@@ -159,14 +168,14 @@ class _OwnerCheck:
             self.checked.to_push.append(state)
 
     def _detach(self, state: LeadState, reason: str) -> None:
-        self.store.detach_lead(self.connection, state.lead_id, reason, self.now)
+        self.rows.detach_lead(self.connection, state.lead_id, reason, self.now)
         self.checked.detached.append(state.lead_id)
         log.warning("lead detached: no row has its lead id", extra={"lead_id": state.lead_id})
 
     def _resettle(self, state: LeadState, owner: str, other: str | None) -> None:
         """Record a lead's counted owner; push it when it is no longer shared."""
         if owner == state.source_key:
-            self.store.share_lead(self.connection, state.lead_id, other, self.now)
+            self.rows.share_lead(self.connection, state.lead_id, other, self.now)
             settled = replace(state, other_key=other)
         else:
             row = self._read_row(owner)
@@ -175,9 +184,9 @@ class _OwnerCheck:
                 self.checked.shared.append(state.lead_id)
                 return
             if isinstance(row, RowProblem):
-                self.store.note_row_problems(self.connection, [], [row], self.now, forget=False)
+                self.problems.note_row_problems(self.connection, [], [row], self.now, forget=False)
                 row = SourceRow(row.key, state.lead_id, state.desired, hold=row.described())
-            settled = self.store.adopt_row(self.connection, state.lead_id, row, other, self.now)
+            settled = self.rows.adopt_row(self.connection, state.lead_id, row, other, self.now)
         if settled.other_key is not None:
             self.checked.shared.append(state.lead_id)
         else:

@@ -41,12 +41,12 @@ def describe_row_problem(problem: RowProblem) -> str:
 
 def print_status(connector: Connector) -> None:
     connector.check_ready()
-    store = connector.store
+    tables = connector.tables
     with connector.engine.connect() as connection:
-        leads = store.all_leads(connection)
-        runs = store.runs(connection, limit=5)
-        backlog = store.pending_changes(connection)
-        problems = store.row_problems(connection)
+        leads = tables.leads.all_leads(connection)
+        backlog = tables.changes.pending_changes(connection)
+        problems = tables.problems.row_problems(connection)
+    runs = tables.runs.recent_runs(limit=5)
     not_in_sync = [
         s for s in leads if s.pending or s.rejected or s.set_aside or s.hold or s.other_key
     ]

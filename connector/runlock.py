@@ -133,6 +133,26 @@ class Unfenced:
 UNFENCED = Unfenced()
 
 
+class FenceHolder:
+    """The fence every table of run state checks, shared by them all: the run's lease while a
+    run holds the run lock (`current`), UNFENCED otherwise."""
+
+    def __init__(self) -> None:
+        self.current: Fence = UNFENCED
+
+    def ensure_held(self) -> None:
+        self.current.ensure_held()
+
+    def check(self, connection: Connection) -> None:
+        self.current.check(connection)
+
+    def epoch_column(self) -> sa.ColumnElement[Any]:
+        return self.current.epoch_column()
+
+    def verify(self, epoch: int | None) -> None:
+        self.current.verify(epoch)
+
+
 def advisory_key(scope: str, connector: str) -> int:
     """The connector's advisory lock key (`pg_locks` shows it split into classid and objid)."""
     digest = hashlib.sha256(f"lsq-sync:{scope}:{connector}".encode()).digest()

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 import httpx
@@ -29,17 +27,15 @@ from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.counts import RunCounts, Tally
 from connector.database import create_engine, translate_errors
-from connector.errors import CaptureError, LsqSyncError, RunLockLostError, SourceDatabaseError
+from connector.errors import LsqSyncError, RunLockLostError, SourceDatabaseError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
-from connector.leads import LeadState
-from connector.ownership import Checked, check_owners
 from connector.push import Pusher
 from connector.ratelimit import AccountLimiter
 from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
 from connector.schema import lease as lease_table
 from connector.source import SourceTable
-from connector.store import Store
+from connector.tables import ConnectorTables
 
 log = logging.getLogger(__name__)
 
@@ -64,36 +60,43 @@ class RunReport:
         )
         if c.calls_throttled:
             text += f" ({c.calls_throttled} throttled)"
-        if c.leads_abandoned:
-            text += (
-                f", {c.leads_abandoned} leads' calls unanswered at the stop (they are sent "
-                "again next run)"
-            )
-        if c.attributes_set_aside:
-            text += f", {c.attributes_set_aside} attributes set aside as unknown to LeadSquared"
-        if c.rows_without_lead_id:
-            text += f", {c.rows_without_lead_id} changed rows have no lead id"
-        if c.leads_held_shared:
-            leads = "lead" if c.leads_held_shared == 1 else "leads"
-            text += (
-                f", {c.leads_held_shared} {leads} held back: several rows have its lead id (see "
-                "`lsq-sync status`)"
-            )
-        if c.leads_detached:
-            leads = "lead" if c.leads_detached == 1 else "leads"
-            text += f", {c.leads_detached} {leads} detached: no row has its lead id any more"
-        if c.rows_held_back:
-            rows = "row" if c.rows_held_back == 1 else "rows"
-            text += (
-                f", {c.rows_held_back} {rows} held back (a value that cannot be read or "
-                "sent; see `lsq-sync status`)"
-            )
-        if c.changes_waiting:
-            text += (
-                f", {c.changes_waiting} changes left for the next run (committed during "
-                "this one, or behind a transaction still open on the database server)"
-            )
+        notes = [
+            (
+                c.leads_abandoned,
+                f"{c.leads_abandoned} leads' calls unanswered at the stop (they are sent again "
+                "next run)",
+            ),
+            (
+                c.attributes_set_aside,
+                f"{c.attributes_set_aside} attributes set aside as unknown to LeadSquared",
+            ),
+            (c.rows_without_lead_id, f"{c.rows_without_lead_id} changed rows have no lead id"),
+            (
+                c.leads_held_shared,
+                f"{_leads(c.leads_held_shared)} held back: several rows have its lead id (see "
+                "`lsq-sync status`)",
+            ),
+            (
+                c.leads_detached,
+                f"{_leads(c.leads_detached)} detached: no row has its lead id any more",
+            ),
+            (
+                c.rows_held_back,
+                f"{c.rows_held_back} {'row' if c.rows_held_back == 1 else 'rows'} held back (a "
+                "value that cannot be read or sent; see `lsq-sync status`)",
+            ),
+            (
+                c.changes_waiting,
+                f"{c.changes_waiting} changes left for the next run (committed during this "
+                "one, or behind a transaction still open on the database server)",
+            ),
+        ]
+        text += "".join(f", {note}" for count, note in notes if count)
         return text + (f"; error: {self.error}" if self.error else "")
+
+
+def _leads(count: int) -> str:
+    return f"{count} {'lead' if count == 1 else 'leads'}"
 
 
 class Connector:
@@ -121,7 +124,7 @@ class Connector:
         self.stop = stop or threading.Event()
         self.clock = clock or SystemClock(self.stop)
         self.engine = engine or create_engine(config.database.url.get_secret_value())
-        self.store = Store(self.engine, config.name)
+        self.tables = ConnectorTables(self.engine, config.name)
         self._transport = transport
         self._client: LeadSquaredClient | None = None
         self._source: SourceTable | None = None
@@ -149,7 +152,7 @@ class Connector:
     @property
     def pusher(self) -> Pusher:
         return Pusher(
-            queue=_StoreQueue(self.store, self.source),
+            queue=self.tables.queue(self.source),
             call=UpdateOneLead(self.client),
             attributes=frozenset(self.config.mapping.values()),
             clock=self.clock,
@@ -187,9 +190,10 @@ class Connector:
             table = installation.fit_for_capture(connection, self.config, self.config_source)
             lapsed = installation.capture_lapsed(connection, self.config.name, table)
             capture.install(connection, self.config.name, source, table)
-            self.store.save_capture(
+            installation.save(
                 connection,
-                installation.stored_name(connection, table),
+                self.config.name,
+                table,
                 capture.signature(self.config),
                 self.clock.now(),
             )
@@ -238,36 +242,12 @@ class Connector:
         """Push failed leads again on the next run: those LeadSquared rejected, those with
         attributes set aside, and those waiting out a retry delay. All of them, or these."""
         self.check_ready()
-        with translate_errors("marking leads for retry"):
-            return self.store.retry(lead_ids, self.clock.now())
+        with translate_errors("marking leads for retry"), self.engine.begin() as connection:
+            return self.tables.leads.retry(connection, lead_ids, self.clock.now())
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
-        with translate_errors("checking the connector's tables"):
-            current = migrate.current_revision(self.engine)
-        if current != migrate.head_revision():
-            raise LsqSyncError(
-                "the connector's tables are missing or out of date: run `lsq-sync init` first"
-            )
-        with translate_errors("checking change capture"), self.engine.connect() as connection:
-            installed = self.store.capture_signature(connection)
-        if installed is None:
-            raise LsqSyncError("change capture is not installed: run `lsq-sync init` first")
-        if installed == installation.UNINSTALLED:
-            raise LsqSyncError(
-                "change capture was removed by `lsq-sync uninstall`: run `lsq-sync init` to "
-                "install it again, then `lsq-sync backfill`"
-            )
-        if installed != capture.signature(self.config):
-            raise LsqSyncError(
-                "the source table, key, lead_id column or mapping changed since `lsq-sync init` "
-                "installed change capture, or lsq-sync was upgraded: run `lsq-sync init` again "
-                "(then `lsq-sync backfill` if you mapped new columns)"
-            )
-        with translate_errors("checking change capture"), self.engine.connect() as connection:
-            problems = installation.problems(connection, self.config)
-        if problems:
-            raise CaptureError("\n".join(problems))
+        installation.check_ready(self.engine, self.config)
 
     def run_once(self) -> RunReport:
         """One full cycle: ingest every committed change, then push every pending lead.
@@ -298,12 +278,12 @@ class Connector:
 
     def _run_fenced(self, lease: Lease) -> RunReport:
         """Every write of run state, and every call, first checks the lease is still ours."""
-        self.store.fence = lease
+        self.tables.fence.current = lease
         self.limiter.gate = lease.call_delay
         try:
             return self._run_locked()
         finally:
-            self.store.fence = UNFENCED
+            self.tables.fence.current = UNFENCED
             self.limiter.gate = None
 
     def _run_locked(self) -> RunReport:
@@ -312,8 +292,8 @@ class Connector:
         self._source = None
         source = self.source
         with translate_errors("starting a run"):
-            self.store.close_abandoned_runs(self.clock.now())
-            run_id = self.store.start_run(self.clock.now())
+            self.tables.runs.close_abandoned_runs(self.clock.now())
+            run_id = self.tables.runs.start_run(self.clock.now())
         tally = Tally()
         self._events.targets.append(tally)
         status: RunStatus = "failed"
@@ -322,7 +302,7 @@ class Connector:
             with translate_errors("ingesting changes"):
                 ingest(
                     self.engine,
-                    store=self.store,
+                    tables=self.tables,
                     source=source,
                     clock=self.clock,
                     batch_size=self.config.sync.ingest_batch_size,
@@ -330,7 +310,7 @@ class Connector:
                     events=self._events,
                 )
                 with self.engine.connect() as connection:
-                    tally.waiting(self.store.pending_changes(connection))
+                    tally.waiting(self.tables.changes.pending_changes(connection))
             with translate_errors("pushing leads"):
                 pushed = self.pusher.push_pending(self.config.sync.push_batch_size)
             status = "stopped" if pushed.interrupted else "ok"
@@ -356,31 +336,10 @@ class Connector:
         raised, it would replace the error that says which phase failed."""
         try:
             with translate_errors("recording the run"):
-                self.store.finish_run(run_id, self.clock.now(), status, counts, error)
+                self.tables.runs.finish_run(run_id, self.clock.now(), status, counts, error)
         except (SourceDatabaseError, RunLockLostError) as exc:
             if status != "failed":
                 raise
             log.error("the failed run could not be recorded", extra={"error": str(exc)})
         finally:
             self._events.run_finished(status, counts, error)
-
-
-class _StoreQueue:
-    """The connector's tables as push's LeadQueue."""
-
-    def __init__(self, store: Store, source: SourceTable) -> None:
-        self.store = store
-        self.source = source
-        self.record_pushed = store.record_pushed
-        self.record_failure = store.record_failure
-        self.set_aside = store.set_aside
-
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        with self.store.engine.connect() as connection:
-            return self.store.pending_leads(connection, now, after, limit)
-
-    def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
-        with self.store.engine.begin() as connection:
-            # It may hold, share or rewrite leads: run state, fenced like every other write.
-            self.store.fence.check(connection)
-            return check_owners(connection, self.store, self.source, leads, now)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from connector.errors import LsqSyncError
-from connector.leads import LeadState, after_push
+from connector.leads import LeadState, after_failure, after_push
 from connector.outcomes import SUCCESS, Answer
 from connector.ownership import Checked
 from connector.values import Values
@@ -107,13 +107,19 @@ class InMemoryLeadQueue:
         next_attempt_at: datetime | None = None,
     ) -> None:
         state = self.leads[lead_id]
-        still_same = state.desired == desired
+        attempts, still_rejected, retry_at = after_failure(
+            state.desired,
+            desired,
+            state.attempts,
+            rejected=rejected,
+            next_attempt_at=next_attempt_at,
+        )
         self._change(
             lead_id,
-            attempts=state.attempts + 1,
+            attempts=attempts,
             last_error=error,
-            rejected=rejected and still_same,
-            next_attempt_at=next_attempt_at if still_same else None,
+            rejected=still_rejected,
+            next_attempt_at=retry_at,
         )
 
     def set_aside(self, lead_id: str, refused: Values, error: str, now: datetime) -> None:

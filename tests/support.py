@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +23,10 @@ import yaml
 from connector.config import Config, parse_config
 from connector.runlock import advisory_key
 from connector.testing.emulator import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
+
+if TYPE_CHECKING:
+    from connector.leads import LeadState
+    from connector.sync import Connector
 
 PG_URL = os.environ.get("LSQ_SYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -220,3 +224,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
             return
         event.wait(0.05)  # polling a database for a condition; not standing in for one
     raise AssertionError(f"{condition} did not become true within {timeout} s")
+
+
+def lead_states(sync: Connector) -> dict[str, LeadState]:
+    """Every lead the connector knows, by lead id, as stored now."""
+    with sync.engine.connect() as connection:
+        return {state.lead_id: state for state in sync.tables.leads.all_leads(connection)}
+
+
+def lead_state(sync: Connector, lead_id: str) -> LeadState:
+    return lead_states(sync)[lead_id]

@@ -1,0 +1,1 @@
+"""Test doubles that ship with lsq-sync, for your own tests: the LeadSquared emulator."""

@@ -61,7 +61,7 @@ def test_status_says_the_connector_held_back_a_lead_with_binary_data(
 def held_leads(sync: Connector) -> dict[str, str | None]:
     """lead id -> why the connector holds it back, for every lead it knows."""
     with sync.engine.connect() as connection:
-        return {state.lead_id: state.hold for state in sync.store.all_leads(connection)}
+        return {state.lead_id: state.hold for state in sync.tables.leads.all_leads(connection)}
 
 
 def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
@@ -105,7 +105,10 @@ def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
 def row_problems(sync: Connector) -> dict[str, tuple[str | None, str | None, str]]:
     """source key -> (lead id, column, reason) of every row held back at ingest."""
     with sync.engine.connect() as connection:
-        return {p.key: (p.lead_id, p.column, p.reason) for p in sync.store.row_problems(connection)}
+        return {
+            p.key: (p.lead_id, p.column, p.reason)
+            for p in sync.tables.problems.row_problems(connection)
+        }
 
 
 def status_of(sync: Connector, capsys: pytest.CaptureFixture[str]) -> str:
@@ -272,7 +275,7 @@ def test_a_table_gone_during_ingest_fails_it_and_holds_back_no_row(events: Conne
     with pytest.raises(sa.exc.DBAPIError, match="events"):
         ingest(
             events.engine,
-            store=events.store,
+            tables=events.tables,
             source=source,
             clock=SystemClock(),
             batch_size=100,
@@ -280,7 +283,7 @@ def test_a_table_gone_during_ingest_fails_it_and_holds_back_no_row(events: Conne
 
     assert row_problems(events) == {}
     with events.engine.connect() as connection:
-        assert events.store.pending_changes(connection) == 1
+        assert events.tables.changes.pending_changes(connection) == 1
 
 
 def test_a_lost_connection_is_not_taken_for_a_bad_row(pg_url: str) -> None:

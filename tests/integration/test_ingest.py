@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import connector.ingest
 from connector import Connector
+from connector.changelog import START, ChangeCursor, ChangeLog, change_log
 from connector.clock import SystemClock
 from connector.counts import RunCounts, Tally
 from connector.ingest import ingest
@@ -25,7 +26,7 @@ from connector.leads import FoldResult, fold_rows
 from connector.schema import change, cursor, lead
 from connector.source import SourceTable
 from connector.sqlfold import PYTHON_WHITESPACE
-from connector.store import START, ChangeCursor, Store
+from connector.tables import ConnectorTables
 from connector.testing.emulator import Emulator
 from connector.values import dumps
 from tests.support import config_dict, create_customers, execute, load
@@ -51,7 +52,7 @@ def run_ingest(sync: Connector, batch_size: int = 5000) -> RunCounts:
     tally = Tally()
     ingest(
         sync.engine,
-        store=sync.store,
+        tables=sync.tables,
         source=sync.source,
         clock=SystemClock(),
         batch_size=batch_size,
@@ -98,7 +99,7 @@ def change_positions(engine: sa.Engine) -> list[tuple[int, int]]:
 
 def cursor_position(engine: sa.Engine, name: str) -> ChangeCursor:
     with engine.connect() as connection:
-        return Store(engine, name).load_cursor(connection)
+        return change_log(engine, name).load_cursor(connection)
 
 
 def table_connector(
@@ -352,7 +353,7 @@ def test_rows_of_one_lead_in_one_batch_leave_one_of_their_values_and_the_others_
     city = {"1": "Pune", "2": "Goa"}[source_key]
     assert desired == dumps({"Phone": None, "mx_City": city, "mx_Plan": None, "mx_Score": None})
     with app.connect() as connection:
-        [state] = sync.store.all_leads(connection)
+        [state] = sync.tables.leads.all_leads(connection)
     assert state.other_key == {"1": "2", "2": "1"}[source_key]
 
 
@@ -373,7 +374,7 @@ def test_a_batch_that_fails_writes_nothing_and_moves_no_cursor(
         raise RuntimeError("killed between the write and the cursor advance")
 
     with monkeypatch.context() as patched:
-        patched.setattr(Store, "consume", fail)
+        patched.setattr(ChangeLog, "consume", fail)
         with pytest.raises(RuntimeError):
             run_ingest(sync, batch_size=1)
 
@@ -396,15 +397,15 @@ def test_consumed_change_rows_are_deleted_in_groups_and_at_the_end(
         ),
     )
     discards: list[tuple[ChangeCursor, ChangeCursor]] = []
-    discard = Store.discard_consumed
+    discard = ChangeLog.discard_consumed
 
     def spy(
-        store: Store, connection: sa.Connection, after: ChangeCursor, through: ChangeCursor
+        log: ChangeLog, connection: sa.Connection, after: ChangeCursor, through: ChangeCursor
     ) -> None:
         discards.append((after, through))
-        discard(store, connection, after, through)
+        discard(log, connection, after, through)
 
-    monkeypatch.setattr(Store, "discard_consumed", spy)
+    monkeypatch.setattr(ChangeLog, "discard_consumed", spy)
     assert run_ingest(sync, batch_size=2).changes_ingested == 7
 
     # Batches of 2: a DELETE after 4 and after 8 changes would do; 3 is reached after 4.
@@ -437,7 +438,7 @@ def test_rows_a_crash_left_behind_the_cursor_are_deleted_by_the_next_ingest(
         )
     before = leads_by_id(app, sync.config.name)
     with app.connect() as connection:
-        assert sync.store.pending_changes(connection) == 0  # passed, so not waiting
+        assert sync.tables.changes.pending_changes(connection) == 0  # passed, so not waiting
 
     assert run_ingest(sync).changes_ingested == 0
 
@@ -454,16 +455,19 @@ def test_a_stopped_ingest_still_deletes_what_it_consumed(sync: Connector, app: s
         ),
     )
 
-    class StopAfterOneBatch(Store):
-        def consume(self, *args: Any, **kwargs: Any) -> None:
-            super().consume(*args, **kwargs)
-            stop.set()
+    tables = ConnectorTables(sync.engine, sync.config.name)
+    consume = tables.changes.consume
 
+    def consume_then_stop(*args: Any, **kwargs: Any) -> None:
+        consume(*args, **kwargs)
+        stop.set()
+
+    tables.changes.consume = consume_then_stop  # type: ignore[method-assign]
     stop = threading.Event()
     tally = Tally()
     ingest(
         sync.engine,
-        store=StopAfterOneBatch(sync.engine, sync.config.name),
+        tables=tables,
         source=SourceTable(sync.engine, sync.config),
         clock=SystemClock(),
         batch_size=3,
@@ -733,7 +737,7 @@ def test_sqlite_holds_back_a_row_with_a_blob_lead_id_instead_of_spelling_it(
 
         assert lead_rows(sync) == {"b'L1'": ("2", '{"mx_T":"b"}', None)}
         with sync.engine.connect() as connection:
-            problems = sync.store.row_problems(connection)
+            problems = sync.tables.problems.row_problems(connection)
     assert [(p.key, p.column, p.reason) for p in problems] == [
         ("1", "lead", "a lead id of type 'bytes' cannot be a ProspectId"),
         ("3", "lead", "a lead id of type 'float' cannot be a ProspectId"),

@@ -76,7 +76,7 @@ def in_another_time_zone(pg_url: str) -> str:
 
 def row_problems(sync: Connector) -> list[RowProblem]:
     with sync.engine.connect() as connection:
-        return sync.store.row_problems(connection)
+        return sync.tables.problems.row_problems(connection)
 
 
 @pytest.mark.parametrize("session", list(SESSIONS))
@@ -186,7 +186,7 @@ def test_postgresql_a_lead_whose_row_is_held_back_is_not_sent(
         )
         # Ingested, not yet pushed: the lead is pending with the row's first values.
         ingest(
-            sync.engine, store=sync.store, source=sync.source, clock=SystemClock(), batch_size=100
+            sync.engine, tables=sync.tables, source=sync.source, clock=SystemClock(), batch_size=100
         )
         execute(app, "UPDATE keyed SET city = 'Goa', d = 'infinity'")
         report = sync.run_once()

@@ -153,7 +153,7 @@ def test_three_rows_on_one_lead_hold_it_until_only_one_is_left(
     assert sorted(sent_values(emulator)) == [("L3", {"mx_City": "Agra"})]
     assert emulator.lead("L1") == {"mx_City": "Pune"}
     with sync.engine.connect() as connection:
-        [state] = [s for s in sync.store.all_leads(connection) if s.lead_id == "L1"]
+        [state] = [s for s in sync.tables.leads.all_leads(connection) if s.lead_id == "L1"]
     assert (state.source_key, state.other_key, state.hold, state.pending) == (
         "1",
         None,
@@ -231,7 +231,7 @@ def test_both_folds_agree_on_which_leads_several_rows_share(
     run_ingest(sync)
 
     with sync.engine.connect() as connection:
-        stored = {s.lead_id: s for s in sync.store.all_leads(connection)}
+        stored = {s.lead_id: s for s in sync.tables.leads.all_leads(connection)}
     rows_of = {lead: {str(r["id"]) for r in rows if r["lead"] == lead} for lead in stored}
     assert set(stored) == {lead for lead in leads if lead is not None}
     for lead_id, state in stored.items():

@@ -40,6 +40,7 @@ from tests.support import (
     CUSTOMERS_DDL,
     config_dict,
     execute,
+    lead_states,
     load,
     source_values,
 )
@@ -105,11 +106,6 @@ def updates_to(emulator: Emulator, lead_id: str) -> list[RecordedRequest]:
 
 def sent(request: RecordedRequest) -> dict[str, str]:
     return {item["Attribute"]: item["Value"] for item in request.body}
-
-
-def lead_states(sync: Connector) -> dict[str, LeadState]:
-    with sync.engine.connect() as connection:
-        return {state.lead_id: state for state in sync.store.all_leads(connection)}
 
 
 def assert_untouched(state: LeadState) -> None:
@@ -487,8 +483,7 @@ def test_refused_keys_stop_the_run_after_one_call_and_lose_nothing(
         with pytest.raises(FatalRunError, match="401") as raised:
             refused.run_once()
         states = lead_states(refused)
-        with refused.engine.connect() as connection:
-            (run,) = refused.store.runs(connection)
+        (run,) = refused.tables.runs.recent_runs()
 
     assert "access_key" in str(raised.value)
     assert "secret_key" in str(raised.value)
@@ -640,8 +635,7 @@ def test_the_daily_budget_stops_the_run_cleanly_and_loses_nothing(
         second = sync.run_once()
         calls_second = len(emulator.requests) - calls_first
         states = lead_states(sync)
-        with sync.engine.connect() as connection:
-            runs = [(r.status, r.error) for r in sync.store.runs(connection)]
+        runs = [(r.status, r.error) for r in sync.tables.runs.recent_runs()]
 
     assert (first.status, first.counts.calls_made, first.counts.leads_pushed, calls_first) == (
         "stopped",

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from connector import Connector
 from connector.schema import change as change_table
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, execute, load, source_values
+from tests.support import config_dict, execute, lead_state, load, source_values
 
 
 @pytest.fixture
@@ -189,8 +189,7 @@ def test_key_changing_update_is_captured_on_postgresql(
     execute(pg_app, "UPDATE customers SET city = 'Goa' WHERE id = 10")
     assert pg_sync.run_once().status == "ok"
     assert emulator.lead("L1") == {"mx_City": "Goa"}
-    with pg_sync.engine.connect() as connection:
-        assert pg_sync.store.load_leads(connection, ["L1"])["L1"].source_key == "10"
+    assert lead_state(pg_sync, "L1").source_key == "10"
 
 
 # -- names that need quoting (both databases) -------------------------------------------------

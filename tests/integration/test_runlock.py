@@ -386,20 +386,22 @@ def test_a_run_whose_lease_was_taken_over_records_nothing(
         execute(app, "UPDATE customers SET city = 'moved' WHERE id = 1")
         with sync._run_lock().hold() as held:
             assert isinstance(held, Lease)
-            run_id = sync.store.start_run(sync.clock.now())
-            sync.store.fence = held
+            run_id = sync.tables.runs.start_run(sync.clock.now())
+            sync.tables.fence.current = held
             with sync.engine.begin() as connection:  # what a run that takes over does
                 connection.execute(sa.update(lease).values(epoch=held.epoch + 1))
             now = sync.clock.now()
+            queue = sync.tables.queue(sync.source)
             attempts: list[Callable[[], object]] = [
-                lambda: sync.store.record_pushed("L0002", {"mx_City": "x"}, frozenset(), now),
-                lambda: sync.store.record_failure("L0002", {}, "boom", now, rejected=True),
-                lambda: sync.store.set_aside("L0002", {"mx_City": "x"}, "unknown", now),
-                lambda: sync.store.finish_run(run_id, now, "ok", RunCounts(), None),
-                lambda: sync.store.close_abandoned_runs(now),
+                lambda: queue.record_pushed("L0002", {"mx_City": "x"}, frozenset(), now),
+                lambda: queue.record_failure("L0002", {}, "boom", now, rejected=True),
+                lambda: queue.set_aside("L0002", {"mx_City": "x"}, "unknown", now),
+                lambda: queue.owned([], now),
+                lambda: sync.tables.runs.finish_run(run_id, now, "ok", RunCounts(), None),
+                lambda: sync.tables.runs.close_abandoned_runs(now),
                 lambda: ingest(
                     sync.engine,
-                    store=sync.store,
+                    tables=sync.tables,
                     source=sync.source,
                     clock=sync.clock,
                     batch_size=10,
@@ -409,10 +411,10 @@ def test_a_run_whose_lease_was_taken_over_records_nothing(
             for attempt in attempts:
                 with pytest.raises(RunLockLostError, match="another run took over"):
                     attempt()
-            sync.store.fence = UNFENCED
+            sync.tables.fence.current = UNFENCED
         with sync.engine.connect() as connection:
-            leads = {s.lead_id: s for s in sync.store.all_leads(connection)}
-            waiting = sync.store.pending_changes(connection)
+            leads = {s.lead_id: s for s in sync.tables.leads.all_leads(connection)}
+            waiting = sync.tables.changes.pending_changes(connection)
         assert [status for status, _ in run_statuses(sync.engine)] == ["ok", "running"]
     assert waiting == 1, "the change was not ingested"
     assert leads["L0002"].pushed == {"mx_City": "c2", "mx_Score": "2"}

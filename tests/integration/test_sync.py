@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from connector import Connector, LsqSyncError
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, create_customers, execute, load, source_values
+from tests.support import config_dict, create_customers, execute, lead_state, load, source_values
 
 
 @pytest.fixture
@@ -124,8 +124,7 @@ def test_rejected_lead_is_kept_with_its_error_and_not_retried(
     )
     report = sync.run_once()
     assert (report.counts.leads_pushed, report.counts.leads_rejected) == (1, 1)
-    with sync.engine.connect() as connection:
-        state = sync.store.load_leads(connection, ["MISSING"])["MISSING"]
+    state = lead_state(sync, "MISSING")
     assert state.pending
     assert state.rejected
     assert state.last_error is not None
@@ -248,8 +247,7 @@ def test_a_value_that_cannot_be_sent_holds_back_only_its_lead(
             )
         report = sync.run_once()
         assert (report.status, report.counts.leads_pushed) == ("ok", 1)
-        with sync.engine.connect() as connection:
-            held = sync.store.load_leads(connection, ["L2"])["L2"]
+        held = lead_state(sync, "L2")
         assert not held.rejected
         assert held.hold is not None
         assert "row 2, column 'city'" in held.hold
@@ -288,7 +286,7 @@ def test_a_run_refuses_to_start_when_capture_was_never_installed(
 def test_a_run_that_died_is_marked_abandoned_by_the_next(app: sa.Engine, sync: Connector) -> None:
     from connector.schema import run  # noqa: PLC0415
 
-    dead_run = sync.store.start_run(sync.clock.now())
+    dead_run = sync.tables.runs.start_run(sync.clock.now())
     sync.run_once()
     with sync.engine.connect() as connection:
         statuses = dict(connection.execute(sa.select(run.c.run_id, run.c.status)).all())

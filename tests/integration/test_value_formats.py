@@ -89,7 +89,7 @@ def test_a_change_in_the_last_digit_of_38_is_sent(priced: Connector, emulator: E
 
 def leads_held(sync: Connector) -> dict[str, str | None]:
     with sync.engine.connect() as connection:
-        return {state.lead_id: state.hold for state in sync.store.all_leads(connection)}
+        return {state.lead_id: state.hold for state in sync.tables.leads.all_leads(connection)}
 
 
 def test_postgresql_arrays_json_and_addresses_are_sent_in_their_documented_form(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connector.leads import DesiredChange, SourceRow, after_push, fold_rows
+from connector.leads import DesiredChange, SourceRow, after_failure, after_push, fold_rows
 
 ATTRIBUTES = frozenset({"Phone", "mx_City"})
 
@@ -91,6 +94,30 @@ def test_sent_value_that_desired_moved_back_to_is_not_pending() -> None:
         desired={"mx_City": "Goa"}, pushed={}, sent={"mx_City": "Goa"}, attributes=ATTRIBUTES
     )
     assert (pushed, pending) == ({"mx_City": "Goa"}, False)
+
+
+# -- after_failure --------------------------------------------------------------------------
+
+LATER = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("rejected", [True, False])
+def test_a_failure_of_the_values_still_desired_sticks(rejected: bool) -> None:
+    desired = {"mx_City": "Goa"}
+    retry_at = None if rejected else LATER
+    assert after_failure(
+        desired, dict(desired), 2, rejected=rejected, next_attempt_at=retry_at
+    ) == (3, rejected, retry_at)
+
+
+@pytest.mark.parametrize("rejected", [True, False])
+def test_a_failure_of_values_ingest_has_since_replaced_does_not_hold_the_new_ones(
+    rejected: bool,
+) -> None:
+    retry_at = None if rejected else LATER
+    assert after_failure(
+        {"mx_City": "Agra"}, {"mx_City": "Goa"}, 0, rejected=rejected, next_attempt_at=retry_at
+    ) == (1, False, None)
 
 
 values_st = st.dictionaries(

@@ -1,0 +1,146 @@
+"""The connector's lead table as push's LeadQueue (connector.push): the leads due, which of
+them their rows still own, and what each push came to.
+
+Each method is a transaction of its own, fenced: a run that lost the run lock records nothing.
+What a push's outcome does to a lead is decided in the pure core (connector.leads); here the
+lead's row is read under a lock, and the decision written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from connector.leadrows import LeadRows, lead_row, lead_state, locked_lead
+from connector.leads import LeadState, after_failure, after_push
+from connector.ownership import Checked, check_owners
+from connector.rowproblems import RowProblems
+from connector.runlock import Fence
+from connector.schema import lead
+from connector.source import SourceTable
+from connector.values import Values, dumps, loads
+
+
+class SqlLeadQueue:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        connector: str,
+        fence: Fence,
+        source: SourceTable,
+        rows: LeadRows,
+        problems: RowProblems,
+    ) -> None:
+        self.engine = engine
+        self.connector = connector
+        self.fence = fence
+        self.source = source
+        self.rows = rows
+        self.problems = problems
+
+    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+        query = (
+            sa.select(lead)
+            .where(
+                lead.c.connector == self.connector,
+                lead.c.pending,
+                sa.not_(lead.c.rejected),
+                # A held lead comes too, never to be sent: the push phase checks that its rows
+                # still have its lead id, and settles or detaches it (connector.ownership).
+                sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
+            )
+            .order_by(lead.c.lead_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(lead.c.lead_id > after)
+        with self.engine.connect() as connection:
+            return [lead_state(row) for row in connection.execute(query)]
+
+    def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
+        with self.engine.begin() as connection:
+            # It may hold, share or rewrite leads: run state, fenced like every other write.
+            self.fence.check(connection)
+            return check_owners(
+                connection,
+                rows=self.rows,
+                problems=self.problems,
+                source=self.source,
+                leads=leads,
+                now=now,
+            )
+
+    def record_pushed(
+        self,
+        lead_id: str,
+        update: Values,
+        attributes: frozenset[str],
+        now: datetime,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Record exactly the attributes sent. `error` says why attributes were set aside on
+        the way; it stays while they do."""
+        with self.engine.begin() as connection:
+            row = locked_lead(connection, self.connector, self.fence, lead_id)
+            pushed, set_aside, pending = after_push(
+                loads(row.desired), loads(row.pushed), update, attributes, loads(row.set_aside)
+            )
+            connection.execute(
+                lead_row(self.connector, lead_id).values(
+                    pushed=dumps(pushed),
+                    set_aside=dumps(set_aside),
+                    pending=pending,
+                    attempts=0,
+                    last_error=error if set_aside else None,
+                    next_attempt_at=None,
+                    pushed_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def record_failure(
+        self,
+        lead_id: str,
+        desired: Values,
+        error: str,
+        now: datetime,
+        *,
+        rejected: bool,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Keep the lead pending with its error (connector.leads.after_failure)."""
+        with self.engine.begin() as connection:
+            row = locked_lead(connection, self.connector, self.fence, lead_id)
+            attempts, still_rejected, retry_at = after_failure(
+                loads(row.desired),
+                desired,
+                row.attempts,
+                rejected=rejected,
+                next_attempt_at=next_attempt_at,
+            )
+            connection.execute(
+                lead_row(self.connector, lead_id).values(
+                    attempts=attempts,
+                    last_error=error,
+                    rejected=still_rejected,
+                    next_attempt_at=retry_at,
+                    updated_at=now,
+                )
+            )
+
+    def set_aside(self, lead_id: str, refused: Values, error: str, now: datetime) -> None:
+        """Hold back attributes LeadSquared does not know, for the values it refused."""
+        with self.engine.begin() as connection:
+            row = locked_lead(connection, self.connector, self.fence, lead_id)
+            connection.execute(
+                lead_row(self.connector, lead_id).values(
+                    set_aside=dumps({**loads(row.set_aside), **refused}),
+                    last_error=error,
+                    updated_at=now,
+                )
+            )

@@ -1,0 +1,136 @@
+"""Lead rows as the connector's own steps rewrite them, in the caller's transaction: which row
+owns a lead (connector.ownership), retries a user asks for, and reading leads back.
+
+Also the helpers every module that writes lead rows shares: the UPDATE of one lead, the lead
+row locked behind the run's fence, and a row read back as a LeadState.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from connector.database import among, is_postgres
+from connector.leads import LeadState, SourceRow
+from connector.runlock import Fence
+from connector.schema import lead
+from connector.values import dumps, loads
+
+# Lead ids or keys per IN list: well below every database's limit on bound parameters.
+IDS_PER_QUERY = 2000
+
+
+class LeadRows:
+    def __init__(self, connector: str, fence: Fence) -> None:
+        self.connector = connector
+        self.fence = fence
+
+    def all_leads(self, connection: Connection) -> list[LeadState]:
+        query = sa.select(lead).where(lead.c.connector == self.connector).order_by(lead.c.lead_id)
+        return [lead_state(row) for row in connection.execute(query)]
+
+    def detach_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
+        """Hold back a lead no row has the id of, until ingest rewrites it: no longer
+        pending, since only a row taking its lead id again can change that."""
+        connection.execute(
+            lead_row(self.connector, lead_id).values(
+                hold=reason, other_key=None, pending=False, updated_at=now
+            )
+        )
+
+    def share_lead(
+        self, connection: Connection, lead_id: str, other_key: str | None, now: datetime
+    ) -> None:
+        """Record the other row that has the lead's id too, or (None) that none does."""
+        connection.execute(
+            lead_row(self.connector, lead_id).values(other_key=other_key, updated_at=now)
+        )
+
+    def adopt_row(
+        self,
+        connection: Connection,
+        lead_id: str,
+        row: SourceRow,
+        other_key: str | None,
+        now: datetime,
+    ) -> LeadState:
+        """Store a lead from another of its rows, as ingest of that row alone would."""
+        connection.execute(
+            lead_row(self.connector, lead_id).values(
+                source_key=row.key,
+                desired=dumps(row.values),
+                hold=row.hold,
+                other_key=other_key,
+                pending=True,
+                rejected=False,
+                attempts=0,
+                last_error=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        return lead_state(locked_lead(connection, self.connector, self.fence, lead_id))
+
+    def retry(self, connection: Connection, lead_ids: Sequence[str] | None, now: datetime) -> int:
+        """Make failed leads (all, or these) pending again, as if their values had changed.
+
+        Clears rejections, set-aside attributes and retry delays; returns how many leads. A
+        lead the connector holds back waits for its row, not for LeadSquared: left alone.
+        """
+        failed = sa.or_(
+            lead.c.rejected, lead.c.set_aside != "{}", lead.c.next_attempt_at.is_not(None)
+        )
+        query = sa.update(lead).where(
+            lead.c.connector == self.connector, failed, lead.c.hold.is_(None)
+        )
+        if lead_ids is not None:
+            query = query.where(among(lead.c.lead_id, list(lead_ids), connection))
+        result = connection.execute(
+            query.values(
+                rejected=False,
+                set_aside="{}",
+                next_attempt_at=None,
+                attempts=0,
+                pending=True,
+                updated_at=now,
+            )
+        )
+        return result.rowcount
+
+
+def lead_row(connector: str, lead_id: str) -> sa.Update:
+    """An UPDATE of one lead's row."""
+    return sa.update(lead).where(lead.c.connector == connector, lead.c.lead_id == lead_id)
+
+
+def locked_lead(connection: Connection, connector: str, fence: Fence, lead_id: str) -> sa.Row[Any]:
+    """The lead's row, locked for this transaction, once the fence let it be written."""
+    epoch = fence.epoch_column().label("fence_epoch")
+    query = sa.select(lead, epoch).where(lead.c.connector == connector, lead.c.lead_id == lead_id)
+    if is_postgres(connection):
+        query = query.with_for_update(of=lead)
+    row = connection.execute(query).one()
+    fence.verify(row.fence_epoch)
+    return row
+
+
+def lead_state(row: sa.Row[Any]) -> LeadState:
+    return LeadState(
+        lead_id=row.lead_id,
+        source_key=row.source_key,
+        desired=loads(row.desired),
+        pushed=loads(row.pushed),
+        pending=row.pending,
+        rejected=row.rejected,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at,
+        pushed_at=row.pushed_at,
+        set_aside=loads(row.set_aside),
+        hold=row.hold,
+        other_key=row.other_key,
+    )
