@@ -101,6 +101,10 @@ MEASURED_MODULES = (
     "changelog",
     "desired",
     "rowproblems",
+    "leadrows",
+    "leadqueue",
+    "runlog",
+    "runlock",
     "tables",
     "values",
 )

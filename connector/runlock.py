@@ -93,7 +93,7 @@ class NotHeld:
 
 
 class Fence(Protocol):
-    """What the store asks before it writes run state."""
+    """What the connector's tables ask before they write run state."""
 
     def ensure_held(self) -> None:
         """Raise RunLockLostError when the run knows it lost its lock (no query)."""
@@ -115,7 +115,7 @@ class Fence(Protocol):
 
 
 class Unfenced:
-    """Outside a run (`init`, `retry`, tests of the store alone): there is nothing to check."""
+    """Outside a run (`init`, `retry`, tests of the tables alone): there is nothing to check."""
 
     def ensure_held(self) -> None:
         return None

@@ -33,7 +33,7 @@ PYTHON_WHITESPACE = (
 )
 # A row's desired value saying that the whole batch must be folded in Python. Never JSON.
 BATCH_FOR_PYTHON = "!"
-# For aggregate FILTER clauses, which Store.write_desired_from uses.
+# For aggregate FILTER clauses, which DesiredValues.write_desired_from uses.
 _SQLITE_FILTER = (3, 30, 0)
 # For `AS MATERIALIZED`; before it, the fold is slower, not different.
 _SQLITE_MATERIALIZED = (3, 35, 0)
