@@ -231,14 +231,15 @@ class LeadSquaredClient:
                 raise self._translate(api, exc) from None
             result = classify(status, headers, self.redact(text), expect=expect)
             outcome = result.outcome.value
+            # Before any event: the whole account holds back at once, however slow a hook is.
+            if result.outcome is Outcome.THROTTLED and self._limiter is not None:
+                self._limiter.throttled(result.retry_after)
         except LeadSquaredError as exc:
             outcome = _unanswered(exc)
             raise
         finally:
             self._events.call_made(api, outcome, time.monotonic() - started)
         if result.outcome is Outcome.THROTTLED:
-            if self._limiter is not None:
-                self._limiter.throttled(result.retry_after)
             self._events.throttled(api, result.retry_after)
         if result.outcome is Outcome.SUCCESS:
             return result

@@ -60,12 +60,13 @@ class Instrumentation:
 class Fanout(Instrumentation):
     """Passes every event to each of several instrumentations, in order.
 
-    An instrumentation that raises is logged and skipped: observing the sync must never
-    break it.
+    An instrumentation that raises is logged (once per event) and skipped: observing the sync
+    must never break it.
     """
 
     def __init__(self, *targets: Instrumentation) -> None:
         self.targets = list(targets)
+        self._warned: set[tuple[int, str]] = set()
 
     def call_made(self, endpoint: str, outcome: str, seconds: float) -> None:
         self._each("call_made", endpoint, outcome, seconds)
@@ -92,6 +93,9 @@ class Fanout(Instrumentation):
             try:
                 getattr(target, event)(*args)
             except Exception as exc:  # noqa: BLE001 (a broken observer must not stop the sync)
+                if (id(target), event) in self._warned:
+                    continue  # once per observer and event, or a broken one floods the log
+                self._warned.add((id(target), event))
                 log.warning(
                     "instrumentation failed",
                     extra={

@@ -277,6 +277,7 @@ class Pusher:
             answers = first_call.call(functools.partial(self._send, updates, halt))
             elapsed = self.clock.monotonic() - started
             again: dict[str, Attempt] = {}
+            errors: dict[str, str] = {}
             pause = 0.0
             for lead_id, attempt in attempts.items():
                 answer = answers[lead_id]
@@ -287,13 +288,11 @@ class Pusher:
                 resend = self._carry_out(states[lead_id], step)
                 if resend is not None:
                     again[lead_id] = resend.attempt
+                    errors[lead_id] = answer.error
                     pause = max(pause, resend.pause)
             attempts = again
             if attempts and pause > 0:
-                log.info(
-                    "transient failure; retrying",
-                    extra={"leads": sorted(attempts), "pause": pause},
-                )
+                log.info("transient failure; retrying", extra={"errors": errors, "pause": pause})
                 if not self.clock.sleep(pause):
                     return
 

@@ -11,6 +11,7 @@ Library use::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -117,8 +118,7 @@ class Connector:
         self.config = config
         # Every event goes to the log, to the caller's instrumentation, and during a run to
         # the run's tally.
-        self.instrumentation = instrumentation or Instrumentation()
-        self._events = Fanout(LoggingInstrumentation(), self.instrumentation)
+        self._events = Fanout(LoggingInstrumentation(), instrumentation or Instrumentation())
         self.lease_timing = lease_timing or LeaseTiming()
         self.config_source = config_source
         self.stop = stop or threading.Event()
@@ -323,7 +323,8 @@ class Connector:
             error = self.client.redact(f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            self._events.targets.remove(tally)
+            with contextlib.suppress(ValueError):  # the run's record matters more
+                self._events.targets.remove(tally)
             self._finish_run(run_id, status, tally.counts(), error)
         report = RunReport(run_id, status, tally.counts(), error)
         log.info("run finished", extra={"summary": report.summary()})
