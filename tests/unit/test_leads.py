@@ -55,45 +55,48 @@ def test_a_rows_hold_travels_with_its_lead() -> None:
 # -- after_push -----------------------------------------------------------------------------
 
 
-def test_after_push_records_exactly_what_was_sent() -> None:
-    pushed, _, pending = after_push(
-        desired={"Phone": "222", "mx_City": "Goa"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa", "Phone": "222"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "222", "mx_City": "Goa"}
-    assert pending is False
-
-
-def test_after_push_keeps_attributes_not_sent() -> None:
-    pushed, _, pending = after_push(
-        desired={"Phone": "111", "mx_City": "Goa"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "111", "mx_City": "Goa"}
-    assert pending is False
-
-
-def test_desired_moved_on_during_the_call_stays_pending() -> None:
+AFTER_PUSH = {
+    "records-exactly-what-was-sent": (
+        {"Phone": "222", "mx_City": "Goa"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa", "Phone": "222"},
+        ({"Phone": "222", "mx_City": "Goa"}, False),
+    ),
+    "keeps-attributes-not-sent": (
+        {"Phone": "111", "mx_City": "Goa"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa"},
+        ({"Phone": "111", "mx_City": "Goa"}, False),
+    ),
     # The plan sent Goa; meanwhile ingest recorded Agra as the new desired value.
-    pushed, _, pending = after_push(
-        desired={"Phone": "111", "mx_City": "Agra"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "111", "mx_City": "Goa"}
-    assert pending is True
+    "desired-moved-on-during-the-call-stays-pending": (
+        {"Phone": "111", "mx_City": "Agra"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa"},
+        ({"Phone": "111", "mx_City": "Goa"}, True),
+    ),
+    "sent-value-that-desired-moved-back-to-is-not-pending": (
+        {"mx_City": "Goa"},
+        {},
+        {"mx_City": "Goa"},
+        ({"mx_City": "Goa"}, False),
+    ),
+}
 
 
-def test_sent_value_that_desired_moved_back_to_is_not_pending() -> None:
-    pushed, _, pending = after_push(
-        desired={"mx_City": "Goa"}, pushed={}, sent={"mx_City": "Goa"}, attributes=ATTRIBUTES
+@pytest.mark.parametrize(
+    ("desired", "pushed", "sent", "expected"), AFTER_PUSH.values(), ids=AFTER_PUSH.keys()
+)
+def test_after_push_records_what_was_sent_and_stays_pending_only_if_desired_moved_on(
+    desired: dict[str, str],
+    pushed: dict[str, str],
+    sent: dict[str, str],
+    expected: tuple[dict[str, str], bool],
+) -> None:
+    now_pushed, _, pending = after_push(
+        desired=desired, pushed=pushed, sent=sent, attributes=ATTRIBUTES
     )
-    assert (pushed, pending) == ({"mx_City": "Goa"}, False)
+    assert (now_pushed, pending) == expected
 
 
 # -- after_failure --------------------------------------------------------------------------
