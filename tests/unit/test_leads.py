@@ -137,27 +137,23 @@ def test_pushing_the_whole_plan_leaves_nothing_pending(
     assert pending is False
 
 
-def test_an_attribute_set_aside_for_its_current_value_leaves_nothing_pending() -> None:
-    pushed, aside, pending = after_push(
-        desired={"Phone": "222", "mx_Gone": "x"},
+SET_ASIDE = {
+    "for-its-current-value-leaves-nothing-pending": ({"mx_Gone": "x"}, False),
+    "with-a-new-value-is-pending-again": ({"mx_Gone": "y"}, True),
+}
+
+
+@pytest.mark.parametrize(("desired_gone", "pending"), SET_ASIDE.values(), ids=SET_ASIDE.keys())
+def test_an_attribute_set_aside_stays_aside_and_is_pending_only_for_a_new_value(
+    desired_gone: dict[str, str], pending: bool
+) -> None:
+    assert after_push(
+        desired={"Phone": "222", **desired_gone},
         pushed={},
         sent={"Phone": "222"},
         attributes=frozenset({"Phone", "mx_Gone"}),
         set_aside={"mx_Gone": "x"},
-    )
-    assert (pushed, aside, pending) == ({"Phone": "222"}, {"mx_Gone": "x"}, False)
-
-
-def test_a_new_value_for_a_set_aside_attribute_is_pending_again() -> None:
-    _, aside, pending = after_push(
-        desired={"Phone": "222", "mx_Gone": "y"},
-        pushed={},
-        sent={"Phone": "222"},
-        attributes=frozenset({"Phone", "mx_Gone"}),
-        set_aside={"mx_Gone": "x"},
-    )
-    assert aside == {"mx_Gone": "x"}
-    assert pending is True
+    ) == ({"Phone": "222"}, {"mx_Gone": "x"}, pending)
 
 
 def test_an_accepted_attribute_is_no_longer_set_aside() -> None:
