@@ -79,6 +79,7 @@ def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
         f"INSERT INTO measured VALUES (1, 1.5, 2.5, 'L1'), (2, 1, {infinite}, 'L2'), "
         f"(3, 1, 1e300, 'L3'), (4, 1, {minus_infinite}, 'L4')"
         + (", (5, 'NaN', 1, 'L5'), (6, 1, 'NaN', 'L6')" if postgres else ""),
+        read=leads_held,
     )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)
@@ -213,14 +214,16 @@ def test_sqlite_text_that_is_not_utf8_holds_back_only_its_row(
     emulator.add_lead("L1")
     url = f"sqlite:///{tmp_path / 'latin1.db'}"
     ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
-    with table_connector(url, emulator, "rows", {"t": "mx_T"}, ddl) as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO rows VALUES (1, 'plain', 'L1'), (2, CAST(x'4a6f73e9' AS TEXT), 'L2'), "
-            "(3, 'x', CAST(x'4ce9' AS TEXT))",
-        )
-        report = sync.run_once()
-        problems = row_problems(sync)
+    report, problems = one_run(
+        url,
+        emulator,
+        "rows",
+        {"t": "mx_T"},
+        ddl,
+        "INSERT INTO rows VALUES (1, 'plain', 'L1'), (2, CAST(x'4a6f73e9' AS TEXT), 'L2'), "
+        "(3, 'x', CAST(x'4ce9' AS TEXT))",
+        read=row_problems,
+    )
 
     assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 2)
     assert emulator.lead("L1") == {"mx_T": "plain"}
@@ -307,13 +310,16 @@ def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
     emulator.add_lead("L1")
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     ddl = "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)"
-    with table_connector(url, emulator, "rows", {"t": "mx_T"}, ddl, key="code") as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
-        )
-        report = sync.run_once()
-        problems = row_problems(sync)
+    report, problems = one_run(
+        url,
+        emulator,
+        "rows",
+        {"t": "mx_T"},
+        ddl,
+        "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
+        read=row_problems,
+        key="code",
+    )
 
     assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 1)
     assert emulator.lead("L1") == {"mx_T": "b"}
@@ -421,6 +427,7 @@ def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
         ddl,
         f"INSERT INTO docs VALUES (1, ARRAY['{deep}'::jsonb], 'Pune', 'L1'), "
         "(2, NULL, 'Goa', 'L2')",
+        read=leads_held,
     )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)
@@ -443,6 +450,7 @@ def test_a_lone_surrogate_in_an_array_of_json_holds_back_only_its_lead(
         ddl,
         "INSERT INTO docs VALUES (1, ARRAY['\"\\ud800\"'::json], 'L1'), "
         "(2, ARRAY['\"\\u00e9\"'::json], 'L2')",
+        read=leads_held,
     )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)

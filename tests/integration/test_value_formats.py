@@ -3,9 +3,9 @@ formats the README's table promises, and values held back rather than sent wrong
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +15,8 @@ from connector.sync import RunReport
 from connector.testing.emulator import Emulator
 from tests.integration.test_ingest import table_connector
 from tests.support import execute
+
+T = TypeVar("T")
 
 THIRTY_EIGHT_DIGITS = "1234567890123456789012345678901234.5678"
 
@@ -95,13 +97,20 @@ def leads_held(sync: Connector) -> dict[str, str | None]:
 
 
 def one_run(
-    url: str, emulator: Emulator, table: str, mapping: dict[str, str], ddl: str, *writes: str
-) -> tuple[RunReport, dict[str, str | None]]:
+    url: str,
+    emulator: Emulator,
+    table: str,
+    mapping: dict[str, str],
+    ddl: str,
+    *writes: str,
+    read: Callable[[Connector], T],
+    key: str = "id",
+) -> tuple[RunReport, T]:
     """One run over a new `table` (made by `ddl`, lead id column `lead`) after the
-    application's `writes`: its report, and `leads_held` as it left them."""
-    with table_connector(url, emulator, table, mapping, ddl) as sync:
+    application's `writes`: its report, and what `read` finds once it is over."""
+    with table_connector(url, emulator, table, mapping, ddl, key=key) as sync:
         execute(sync.engine, *writes)
-        return sync.run_once(), leads_held(sync)
+        return sync.run_once(), read(sync)
 
 
 def test_postgresql_arrays_json_and_addresses_are_sent_in_their_documented_form(
@@ -206,6 +215,7 @@ def test_sqlite_booleans_are_sent_only_when_stored_as_0_or_1(
         ddl,
         "INSERT INTO flags VALUES (1, 1, 'L1'), (2, 0, 'L2'), (3, 'f', 'L3'), "
         "(4, 'false', 'L4'), (5, 2, 'L5')",
+        read=leads_held,
     )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 2)
