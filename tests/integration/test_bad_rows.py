@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from connector import Connector
+from connector import Connector, RunReport
 from connector.clock import SystemClock
 from connector.ingest import ingest
 from connector.quarantine import isolate
@@ -208,21 +208,25 @@ def test_a_lead_id_too_long_to_be_a_prospect_id_holds_back_only_its_row(
     assert row_problems(sync) == {}
 
 
+def sqlite_run(
+    tmp_path: Path, emulator: Emulator, ddl: str, insert: str, key: str = "id"
+) -> tuple[RunReport, dict[str, tuple[str | None, str | None, str]]]:
+    """One run over a SQLite table `rows` (made by `ddl`, column `t` mapped) after `insert`,
+    with lead L1 in LeadSquared: its report and `row_problems`."""
+    emulator.add_lead("L1")
+    url = f"sqlite:///{tmp_path / 'rows.db'}"
+    return one_run(url, emulator, "rows", {"t": "mx_T"}, ddl, insert, read=row_problems, key=key)
+
+
 def test_sqlite_text_that_is_not_utf8_holds_back_only_its_row(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    url = f"sqlite:///{tmp_path / 'latin1.db'}"
-    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
-    report, problems = one_run(
-        url,
+    report, problems = sqlite_run(
+        tmp_path,
         emulator,
-        "rows",
-        {"t": "mx_T"},
-        ddl,
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)",
         "INSERT INTO rows VALUES (1, 'plain', 'L1'), (2, CAST(x'4a6f73e9' AS TEXT), 'L2'), "
         "(3, 'x', CAST(x'4ce9' AS TEXT))",
-        read=row_problems,
     )
 
     assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 2)
@@ -307,17 +311,11 @@ def test_a_lost_connection_is_not_taken_for_a_bad_row(pg_url: str) -> None:
 def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    ddl = "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)"
-    report, problems = one_run(
-        url,
+    report, problems = sqlite_run(
+        tmp_path,
         emulator,
-        "rows",
-        {"t": "mx_T"},
-        ddl,
+        "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)",
         "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
-        read=row_problems,
         key="code",
     )
 
