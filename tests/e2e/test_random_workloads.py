@@ -125,12 +125,17 @@ class Workload:
         values = {column: self.rng.choice(CHOICES[column]) for column in columns}
         self._set(connection, self._random_row(connection), values)
 
-    def _no_op_update(self, connection: sa.Connection) -> None:
+    def _random_cell(self, connection: sa.Connection) -> tuple[int, str, Any]:
+        """A random row, one of its mapped columns, and the value that column holds now."""
         row_id = self._random_row(connection)
         column = self.rng.choice(sorted(CHOICES))
         current = connection.execute(
             sa.text(f"SELECT {column} FROM customers WHERE id = :id"), {"id": row_id}
         ).scalar_one()
+        return row_id, column, current
+
+    def _no_op_update(self, connection: sa.Connection) -> None:
+        row_id, column, current = self._random_cell(connection)
         self._set(connection, row_id, {column: current})
 
     def _update_unmapped(self, connection: sa.Connection) -> None:
@@ -139,11 +144,7 @@ class Workload:
         self._set(connection, self._random_row(connection), {column: value})
 
     def _change_and_change_back(self, connection: sa.Connection) -> None:
-        row_id = self._random_row(connection)
-        column = self.rng.choice(sorted(CHOICES))
-        current = connection.execute(
-            sa.text(f"SELECT {column} FROM customers WHERE id = :id"), {"id": row_id}
-        ).scalar_one()
+        row_id, column, current = self._random_cell(connection)
         other = self.rng.choice([v for v in CHOICES[column] if v != current])
         self._set(connection, row_id, {column: other})
         self._set(connection, row_id, {column: current})

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from connector import Connector
+from connector import Connector, RunReport
 from connector.clock import SystemClock
 from connector.ingest import ingest
 from connector.quarantine import isolate
 from connector.report import print_status
 from connector.testing.emulator import Emulator
 from tests.integration.test_ingest import table_connector
-from tests.integration.test_value_formats import insert, sent_values
+from tests.integration.test_value_formats import insert, leads_held, one_run, sent_values
 from tests.support import config_dict, execute, load
 
 
@@ -58,12 +58,6 @@ def test_status_says_the_connector_held_back_a_lead_with_binary_data(
     ) in status
 
 
-def held_leads(sync: Connector) -> dict[str, str | None]:
-    """lead id -> why the connector holds it back, for every lead it knows."""
-    with sync.engine.connect() as connection:
-        return {state.lead_id: state.hold for state in sync.tables.leads.all_leads(connection)}
-
-
 def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
     db_url: str, emulator: Emulator
 ) -> None:
@@ -76,15 +70,17 @@ def test_a_number_leadsquared_cannot_store_holds_back_only_its_lead(
     )
     mapping = {"exact": "mx_Exact", "approx": "mx_Approx"}
     infinite, minus_infinite = ("'Infinity'", "'-Infinity'") if postgres else ("9e999", "-9e999")
-    with table_connector(db_url, emulator, "measured", mapping, ddl) as sync:
-        execute(
-            sync.engine,
-            f"INSERT INTO measured VALUES (1, 1.5, 2.5, 'L1'), (2, 1, {infinite}, 'L2'), "
-            f"(3, 1, 1e300, 'L3'), (4, 1, {minus_infinite}, 'L4')"
-            + (", (5, 'NaN', 1, 'L5'), (6, 1, 'NaN', 'L6')" if postgres else ""),
-        )
-        report = sync.run_once()
-        held = held_leads(sync)
+    report, held = one_run(
+        db_url,
+        emulator,
+        "measured",
+        mapping,
+        ddl,
+        f"INSERT INTO measured VALUES (1, 1.5, 2.5, 'L1'), (2, 1, {infinite}, 'L2'), "
+        f"(3, 1, 1e300, 'L3'), (4, 1, {minus_infinite}, 'L4')"
+        + (", (5, 'NaN', 1, 'L5'), (6, 1, 'NaN', 'L6')" if postgres else ""),
+        read=leads_held,
+    )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert sent_values(emulator) == [("L1", {"mx_Approx": "2.5", "mx_Exact": "1.5"})]
@@ -212,20 +208,26 @@ def test_a_lead_id_too_long_to_be_a_prospect_id_holds_back_only_its_row(
     assert row_problems(sync) == {}
 
 
+def sqlite_run(
+    tmp_path: Path, emulator: Emulator, ddl: str, insert: str, key: str = "id"
+) -> tuple[RunReport, dict[str, tuple[str | None, str | None, str]]]:
+    """One run over a SQLite table `rows` (made by `ddl`, column `t` mapped) after `insert`,
+    with lead L1 in LeadSquared: its report and `row_problems`."""
+    emulator.add_lead("L1")
+    url = f"sqlite:///{tmp_path / 'rows.db'}"
+    return one_run(url, emulator, "rows", {"t": "mx_T"}, ddl, insert, read=row_problems, key=key)
+
+
 def test_sqlite_text_that_is_not_utf8_holds_back_only_its_row(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    url = f"sqlite:///{tmp_path / 'latin1.db'}"
-    ddl = "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)"
-    with table_connector(url, emulator, "rows", {"t": "mx_T"}, ddl) as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO rows VALUES (1, 'plain', 'L1'), (2, CAST(x'4a6f73e9' AS TEXT), 'L2'), "
-            "(3, 'x', CAST(x'4ce9' AS TEXT))",
-        )
-        report = sync.run_once()
-        problems = row_problems(sync)
+    report, problems = sqlite_run(
+        tmp_path,
+        emulator,
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, t TEXT, lead TEXT)",
+        "INSERT INTO rows VALUES (1, 'plain', 'L1'), (2, CAST(x'4a6f73e9' AS TEXT), 'L2'), "
+        "(3, 'x', CAST(x'4ce9' AS TEXT))",
+    )
 
     assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 2)
     assert emulator.lead("L1") == {"mx_T": "plain"}
@@ -309,16 +311,13 @@ def test_a_lost_connection_is_not_taken_for_a_bad_row(pg_url: str) -> None:
 def test_sqlite_a_key_that_is_not_utf8_holds_back_only_its_row(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    url = f"sqlite:///{tmp_path / 'keys.db'}"
-    ddl = "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)"
-    with table_connector(url, emulator, "rows", {"t": "mx_T"}, ddl, key="code") as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
-        )
-        report = sync.run_once()
-        problems = row_problems(sync)
+    report, problems = sqlite_run(
+        tmp_path,
+        emulator,
+        "CREATE TABLE rows (code TEXT PRIMARY KEY, t TEXT, lead TEXT)",
+        "INSERT INTO rows VALUES (CAST(x'4bff' AS TEXT), 'a', 'L2'), ('k1', 'b', 'L1')",
+        key="code",
+    )
 
     assert (report.status, report.counts.leads_pushed, report.counts.rows_held_back) == ("ok", 1, 1)
     assert emulator.lead("L1") == {"mx_T": "b"}
@@ -397,7 +396,7 @@ def test_what_a_bad_row_held_back_clears_once_the_row_is_fixed_elsewhere_or_dele
 
     assert sent_values(emulator) == [("L3", {"mx_City": "Goa", "mx_Seen": "2021-03-04"})]
     assert row_problems(events) == {}
-    assert held_leads(events) == {
+    assert leads_held(events) == {
         "L1": "detached: row 1 was deleted or has no usable lead id; no row has this lead id, "
         "so nothing is sent to it",
         "L2": "detached: row 2 now has lead id L3; no row has this lead id, so nothing is sent "
@@ -418,14 +417,16 @@ def test_json_nested_deep_in_an_array_holds_back_only_its_lead(
     deep = "[" * 500 + "]" * 500
     ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSONB[], city TEXT, lead TEXT)"
     mapping = {"parts": "mx_Parts", "city": "mx_City"}
-    with table_connector(pg_url, emulator, "docs", mapping, ddl) as sync:
-        execute(
-            sync.engine,
-            f"INSERT INTO docs VALUES (1, ARRAY['{deep}'::jsonb], 'Pune', 'L1'), "
-            "(2, NULL, 'Goa', 'L2')",
-        )
-        report = sync.run_once()
-        held = held_leads(sync)
+    report, held = one_run(
+        pg_url,
+        emulator,
+        "docs",
+        mapping,
+        ddl,
+        f"INSERT INTO docs VALUES (1, ARRAY['{deep}'::jsonb], 'Pune', 'L1'), "
+        "(2, NULL, 'Goa', 'L2')",
+        read=leads_held,
+    )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert emulator.lead("L2") == {"mx_City": "Goa"}
@@ -439,14 +440,16 @@ def test_a_lone_surrogate_in_an_array_of_json_holds_back_only_its_lead(
     emulator.add_lead("L1")
     emulator.add_lead("L2")
     ddl = "CREATE TABLE docs (id INTEGER PRIMARY KEY, parts JSON[], lead TEXT)"
-    with table_connector(pg_url, emulator, "docs", {"parts": "mx_Parts"}, ddl) as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO docs VALUES (1, ARRAY['\"\\ud800\"'::json], 'L1'), "
-            "(2, ARRAY['\"\\u00e9\"'::json], 'L2')",
-        )
-        report = sync.run_once()
-        held = held_leads(sync)
+    report, held = one_run(
+        pg_url,
+        emulator,
+        "docs",
+        {"parts": "mx_Parts"},
+        ddl,
+        "INSERT INTO docs VALUES (1, ARRAY['\"\\ud800\"'::json], 'L1'), "
+        "(2, ARRAY['\"\\u00e9\"'::json], 'L2')",
+        read=leads_held,
+    )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 1)
     assert emulator.lead("L2") == {"mx_Parts": '["é"]'}

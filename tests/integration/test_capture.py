@@ -813,11 +813,16 @@ def test_postgresql_captures_rows_written_in_replica_mode(
     synced."""
     app = pg_engine
     with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS):
-        with app.begin() as connection:
-            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-            connection.exec_driver_sql("INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L')")
-            connection.exec_driver_sql("UPDATE typed SET city = 'Goa'")
+        insert_and_update_row_1(app, "session_replication_role = replica")
         assert captured(app) == ["1", "1"]
+
+
+def insert_and_update_row_1(app: sa.Engine, setting: str) -> None:
+    """Inserts row 1 into `typed` and updates it, in one transaction under `SET LOCAL setting`."""
+    with app.begin() as connection:
+        connection.exec_driver_sql(f"SET LOCAL {setting}")
+        connection.exec_driver_sql("INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L')")
+        connection.exec_driver_sql("UPDATE typed SET city = 'Goa'")
 
 
 # -- who may use the trigger functions ----------------------------------------------------
@@ -838,40 +843,38 @@ def role(pg_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def test_only_the_connector_can_attach_its_trigger_functions(
-    pg_url: str, emulator: Emulator, role: str, pg_engine: sa.Engine
-) -> None:
-    app = pg_engine
+@pytest.fixture
+def schema_user(pg_url: str, emulator: Emulator, role: str, pg_engine: sa.Engine) -> Iterator[str]:
+    """`role`, with usage of the test's schema, where the connector has installed capture on
+    `typed`; the connector stays open until the test ends."""
     with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS):
-        schema = qualified(app, "")[:-1]
-        execute(app, f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO "{role}"')
-        with app.connect() as connection:
-            connection.exec_driver_sql(f'SET ROLE "{role}"')
-            connection.exec_driver_sql("CREATE TABLE intruder (id INTEGER PRIMARY KEY)")
-            with pytest.raises(sa.exc.ProgrammingError, match="permission denied for function"):
-                connection.exec_driver_sql(
-                    "CREATE TRIGGER spy AFTER INSERT ON intruder REFERENCING NEW TABLE AS "
-                    "new_rows FOR EACH STATEMENT EXECUTE FUNCTION lsq_sync_test_capture_ins()"
-                )
-            connection.rollback()
+        execute(pg_engine, f'GRANT USAGE ON SCHEMA "{qualified(pg_engine, "")[:-1]}" TO "{role}"')
+        yield role
+
+
+def test_only_the_connector_can_attach_its_trigger_functions(
+    schema_user: str, pg_engine: sa.Engine
+) -> None:
+    app, role = pg_engine, schema_user
+    execute(app, f'GRANT CREATE ON SCHEMA "{qualified(app, "")[:-1]}" TO "{role}"')
+    with app.connect() as connection:
+        connection.exec_driver_sql(f'SET ROLE "{role}"')
+        connection.exec_driver_sql("CREATE TABLE intruder (id INTEGER PRIMARY KEY)")
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for function"):
+            connection.exec_driver_sql(
+                "CREATE TRIGGER spy AFTER INSERT ON intruder REFERENCING NEW TABLE AS "
+                "new_rows FOR EACH STATEMENT EXECUTE FUNCTION lsq_sync_test_capture_ins()"
+            )
+        connection.rollback()
 
 
 def test_a_role_with_rights_on_the_source_table_alone_is_still_captured(
-    pg_url: str, emulator: Emulator, role: str, pg_engine: sa.Engine
+    schema_user: str, pg_engine: sa.Engine
 ) -> None:
-    app = pg_engine
-    with make_connector(pg_url, emulator, CITY_AND_PLAN, CUSTOMERS):
-        schema = qualified(app, "")[:-1]
-        execute(
-            app,
-            f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
-            f'GRANT SELECT, INSERT, UPDATE ON typed TO "{role}"',
-        )
-        with app.begin() as connection:
-            connection.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
-            connection.exec_driver_sql("INSERT INTO typed (id, city, lead) VALUES (1, 'Pune', 'L')")
-            connection.exec_driver_sql("UPDATE typed SET city = 'Goa'")
-        assert captured(app) == ["1", "1"]
+    app, role = pg_engine, schema_user
+    execute(app, f'GRANT SELECT, INSERT, UPDATE ON typed TO "{role}"')
+    insert_and_update_row_1(app, f'ROLE "{role}"')
+    assert captured(app) == ["1", "1"]
 
 
 # -- keys that are not unique ---------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,20 @@ def update(
         query["leadId"] = lead_id
     body = [{"Attribute": name, "Value": value} for name, value in fields.items()]
     return client.post("Lead.Update", params=query, json=body)
+
+
+def update_stream(client: httpx.Client) -> AbstractContextManager[httpx.Response]:
+    """A Lead.Update setting L1's city to Rome, its answer to be read as it arrives."""
+    query = {**KEYS, "leadId": "L1"}
+    body = [{"Attribute": "mx_City", "Value": "Rome"}]
+    return client.stream("POST", "Lead.Update", params=query, json=body)
+
+
+def assert_one_fault_left_l1_alone(emulator: Emulator, status: int) -> None:
+    """The only request so far was a fault answered with `status`, and L1 did not change."""
+    [recorded] = emulator.requests
+    assert (recorded.status, recorded.outcome) == (status, "fault")
+    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
 
 
 def assert_error(response: httpx.Response, status: int, exception_type: str) -> str:
@@ -478,9 +492,7 @@ def test_drop_fault_closes_the_connection_without_an_answer(
     with pytest.raises(httpx.RemoteProtocolError):
         update(client, "L1", {"mx_City": "Rome"})
 
-    [recorded] = emulator.requests
-    assert (recorded.status, recorded.outcome) == (0, "fault")
-    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert_one_fault_left_l1_alone(emulator, 0)
     assert update(client, "L1", {"mx_City": "Rome"}).status_code == 200
 
 
@@ -505,9 +517,7 @@ def test_drip_fault_outlasts_the_client_budget_without_a_read_timeout(
     # Every read would time out after 0.5 s, yet the whole body takes longer than that.
     with httpx.Client(base_url=emulator.url + API_PREFIX, timeout=0.5) as client:
         started = time.monotonic()
-        query = {**KEYS, "leadId": "L1"}
-        body = [{"Attribute": "mx_City", "Value": "Rome"}]
-        with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+        with update_stream(client) as response:
             pieces = list(response.iter_raw())
         elapsed = time.monotonic() - started
 
@@ -515,9 +525,7 @@ def test_drip_fault_outlasts_the_client_budget_without_a_read_timeout(
         assert json.loads(b"".join(pieces)) == SUCCESS
         assert len(pieces) >= 2
         assert elapsed >= 0.55
-        [recorded] = emulator.requests
-        assert (recorded.status, recorded.outcome) == (200, "fault")
-        assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+        assert_one_fault_left_l1_alone(emulator, 200)
 
         # The connection is still usable, and a retry applies the update.
         assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
@@ -531,9 +539,7 @@ def test_drip_head_fault_drips_the_status_line_and_headers(emulator: Emulator) -
     # Every read would time out after 0.5 s, yet the head alone takes longer than that.
     with httpx.Client(base_url=emulator.url + API_PREFIX, timeout=0.5) as client:
         started = time.monotonic()
-        query = {**KEYS, "leadId": "L1"}
-        body = [{"Attribute": "mx_City", "Value": "Rome"}]
-        with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+        with update_stream(client) as response:
             headed = time.monotonic() - started
             content = response.read()
 
@@ -541,9 +547,7 @@ def test_drip_head_fault_drips_the_status_line_and_headers(emulator: Emulator) -
     assert response.status_code == 200
     assert response.headers["X-Drip"].startswith("aaa")
     assert json.loads(content) == SUCCESS
-    [recorded] = emulator.requests
-    assert (recorded.status, recorded.outcome) == (200, "fault")
-    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert_one_fault_left_l1_alone(emulator, 200)
 
 
 def test_client_giving_up_on_a_drip_then_retrying_applies_once(
@@ -551,12 +555,10 @@ def test_client_giving_up_on_a_drip_then_retrying_applies_once(
 ) -> None:
     emulator.fault_drip_seconds = 0.6
     emulator.set_fault_rate(1.0, ["drip"], seed=1)
-    query = {**KEYS, "leadId": "L1"}
-    body = [{"Attribute": "mx_City", "Value": "Rome"}]
 
     deadline = time.monotonic() + 0.1
     gave_up = False
-    with client.stream("POST", "Lead.Update", params=query, json=body) as response:
+    with update_stream(client) as response:
         for _ in response.iter_raw():
             if time.monotonic() > deadline:
                 gave_up = True  # the total budget is spent; closing abandons the answer
@@ -600,11 +602,9 @@ def test_fault_rate_with_every_request_failing(emulator: Emulator, client: httpx
 def streamed_update(client: httpx.Client, chunk_size: int) -> tuple[httpx.Headers, int, bytes]:
     """A Lead.Update whose answer is read chunk by chunk and dropped: its headers, its size,
     and its first and last few bytes."""
-    body = [{"Attribute": "mx_City", "Value": "Rome"}]
     edges = b""
     size = 0
-    params = {**KEYS, "leadId": "L1"}
-    with client.stream("POST", "Lead.Update", params=params, json=body) as response:
+    with update_stream(client) as response:
         for chunk in response.iter_raw(chunk_size):
             if size == 0:
                 edges = chunk[:40]
@@ -630,9 +630,7 @@ def test_huge_faults_stream_a_success_body_of_the_size_asked(
     else:
         assert "Content-Length" not in headers
         assert headers["Transfer-Encoding"] == "chunked"
-    [recorded] = emulator.requests
-    assert (recorded.status, recorded.outcome) == (200, "fault")
-    assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "Paris"}
+    assert_one_fault_left_l1_alone(emulator, 200)
     assert update(client, "L1", {"mx_City": "Rome"}).json() == SUCCESS
 
 
@@ -656,9 +654,7 @@ def test_a_client_that_stops_reading_a_huge_body_leaves_the_emulator_serving(
     emulator: Emulator, client: httpx.Client
 ) -> None:
     emulator.fail_next(1, "huge")
-    params = {**KEYS, "leadId": "L1"}
-    body = [{"Attribute": "mx_City", "Value": "Rome"}]
-    with client.stream("POST", "Lead.Update", params=params, json=body) as response:
+    with update_stream(client) as response:
         assert response.headers["Content-Length"] == str(1 << 30)
         next(response.iter_raw(1024))
 

@@ -14,8 +14,9 @@ import random
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,6 +81,19 @@ def insert_rows(
             for key, city, lead in rows
         ),
     )
+
+
+@contextmanager
+def one_lead_queued(
+    db_url: str, app: sa.Engine, emulator: Emulator, **leadsquared: Any
+) -> Iterator[Connector]:
+    """An initialised connector (these `leadsquared` settings) with one row queued: city Pune
+    for lead L1, which LeadSquared holds."""
+    emulator.add_lead("L1")
+    with connector(db_url, emulator, **leadsquared) as sync:
+        sync.init()
+        insert_rows(app, [(1, "Pune", "L1")])
+        yield sync
 
 
 def expected_in_leadsquared(url: str) -> dict[str, dict[str, str]]:
@@ -717,11 +731,8 @@ def test_a_call_that_timed_out_is_sent_again(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
     emulator.fault_timeout_seconds = 5.0
-    emulator.add_lead("L1")
     timeouts = {"connect": 1, "read": 0.3, "total": 5}
-    with connector(db_url, emulator, timeout_seconds=timeouts) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, timeout_seconds=timeouts) as sync:
         emulator.fail_next(1, "timeout")
         report = sync.run_once()
         (state,) = lead_states(sync).values()
@@ -737,11 +748,8 @@ def test_a_call_that_timed_out_is_sent_again(
 def test_an_update_that_landed_but_whose_answer_was_lost_is_sent_again(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
     timeouts = {"connect": 1, "read": 0.3, "total": 5}
-    with connector(db_url, emulator, timeout_seconds=timeouts) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, timeout_seconds=timeouts) as sync:
         emulator.hold()  # the update is applied, its answer does not come
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(sync.run_once)
@@ -766,10 +774,7 @@ def test_an_update_that_landed_but_whose_answer_was_lost_is_sent_again(
 def test_a_deferred_lead_that_changes_again_ends_at_its_newest_value(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    with connector(db_url, emulator, retry={"attempts": 1, "max_seconds": 5}) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, retry={"attempts": 1, "max_seconds": 5}) as sync:
         emulator.fail_next(1, "503")
         deferring = sync.run_once()
         (deferred,) = lead_states(sync).values()
@@ -955,12 +960,9 @@ NOT_A_SUCCESS = {"list": "[]", "object": "{}", "pending": '{"Status":"Pending"}'
 def test_a_200_without_status_success_is_not_counted_as_pushed(
     db_url: str, app: sa.Engine, emulator: Emulator, body: str
 ) -> None:
-    emulator.add_lead("L1")
     clock = LaterClock()
     retry = {"attempts": 2, "max_seconds": 5}
-    with connector(db_url, emulator, retry=retry, clock=clock) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, retry=retry, clock=clock) as sync:
         emulator.answer_next(2, 200, body)
         first = sync.run_once()
         (unsure,) = lead_states(sync).values()
@@ -986,10 +988,7 @@ def test_a_200_without_status_success_is_not_counted_as_pushed(
 def test_a_bare_mx_exception_is_retried_like_a_transient_failure(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
-    with connector(db_url, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
         emulator.fail_next(2, "mx500")
         report = sync.run_once()
         (state,) = lead_states(sync).values()
@@ -1003,11 +1002,8 @@ def test_a_bare_mx_exception_is_retried_like_a_transient_failure(
 def test_a_bare_mx_exception_that_persists_parks_the_lead_until_a_retry(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
-    emulator.add_lead("L1")
     emulator.add_lead("L2")
-    with connector(db_url, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator, retry={"attempts": 3, "max_seconds": 10}) as sync:
         emulator.fail_next(3, "mx500")
         parking = sync.run_once()
         (parked,) = lead_states(sync).values()
@@ -1044,10 +1040,7 @@ def test_a_bare_mx_exception_that_persists_parks_the_lead_until_a_retry(
 def test_an_answer_too_large_to_hold_is_abandoned_and_the_call_retried(
     db_url: str, app: sa.Engine, emulator: Emulator, kind: str
 ) -> None:
-    emulator.add_lead("L1")
-    with connector(db_url, emulator) as sync:
-        sync.init()
-        insert_rows(app, [(1, "Pune", "L1")])
+    with one_lead_queued(db_url, app, emulator) as sync:
         emulator.fail_next(1, kind)
         report = sync.run_once()
         (state,) = lead_states(sync).values()

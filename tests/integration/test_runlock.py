@@ -12,7 +12,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connector import Connector
+from connector import Connector, RunReport
 from connector.clock import SystemClock
 from connector.counts import RunCounts
 from connector.database import create_engine, lock_session_engine
@@ -120,6 +120,18 @@ def add_leads(app: sa.Engine, emulator: Emulator, count: int = LEADS) -> None:
     )
 
 
+def run_under_way(
+    sync: Connector, app: sa.Engine, emulator: Emulator, pool: Executor, *, leads: int, calls: int
+) -> Future[RunReport]:
+    """Installs capture with `sync`, queues `leads` leads and starts its run in `pool`;
+    returns once `calls` of the run's calls have arrived."""
+    sync.init()
+    add_leads(app, emulator, leads)
+    running = pool.submit(sync.run_once)
+    emulator.wait_for_requests(calls, timeout=WAIT)
+    return running
+
+
 def take_the_lock_away(sync: Connector) -> None:
     """What a DBA, a proxy or a clean-up job does to a held lock."""
     if sync.engine.dialect.name == "postgresql":
@@ -175,10 +187,7 @@ def test_a_run_that_loses_its_lock_starts_no_call_after_noticing_and_fails(
 
     log_events._on_record = count_at_loss
     with make_connector(db_url, emulator) as sync, ThreadPoolExecutor(1) as pool:
-        sync.init()
-        add_leads(app, emulator)
-        running = pool.submit(sync.run_once)
-        emulator.wait_for_requests(10, timeout=WAIT)
+        running = run_under_way(sync, app, emulator, pool, leads=LEADS, calls=10)
         take_the_lock_away(sync)
         with pytest.raises(RunLockLostError, match="another run may now hold it"):
             running.result(timeout=WAIT)
@@ -206,10 +215,7 @@ def test_the_run_that_takes_the_lock_waits_for_the_one_that_lost_it_to_drain(
         make_connector(db_url, emulator) as second,
         ThreadPoolExecutor(2) as pool,
     ):
-        first.init()
-        add_leads(app, emulator, 60)
-        first_run = pool.submit(first.run_once)
-        emulator.wait_for_requests(8, timeout=WAIT)
+        first_run = run_under_way(first, app, emulator, pool, leads=60, calls=8)
         emulator.hold()  # the first run's calls are now in flight, unanswered
         second_run: Future[Any] | None = None
         try:
@@ -636,10 +642,7 @@ def test_one_sqlite_file_reached_by_two_paths_has_one_run_lock(
             make_connector(other_url, emulator) as second,
             ThreadPoolExecutor(1) as pool,
         ):
-            first.init()
-            add_leads(app, emulator, 60)
-            first_run = pool.submit(first.run_once)
-            emulator.wait_for_requests(4, timeout=WAIT)
+            first_run = run_under_way(first, app, emulator, pool, leads=60, calls=4)
             assert not first_run.done()
             report = second.run_once()
             assert report.status == "skipped", report.summary()

@@ -3,17 +3,20 @@ formats the README's table promises, and values held back rather than sent wrong
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
 
 from connector import Connector
+from connector.sync import RunReport
 from connector.testing.emulator import Emulator
 from tests.integration.test_ingest import table_connector
 from tests.support import execute
+
+T = TypeVar("T")
 
 THIRTY_EIGHT_DIGITS = "1234567890123456789012345678901234.5678"
 
@@ -88,8 +91,26 @@ def test_a_change_in_the_last_digit_of_38_is_sent(priced: Connector, emulator: E
 
 
 def leads_held(sync: Connector) -> dict[str, str | None]:
+    """lead id -> why the connector holds it back, for every lead it knows."""
     with sync.engine.connect() as connection:
         return {state.lead_id: state.hold for state in sync.tables.leads.all_leads(connection)}
+
+
+def one_run(
+    url: str,
+    emulator: Emulator,
+    table: str,
+    mapping: dict[str, str],
+    ddl: str,
+    *writes: str,
+    read: Callable[[Connector], T],
+    key: str = "id",
+) -> tuple[RunReport, T]:
+    """One run over a new `table` (made by `ddl`, lead id column `lead`) after the
+    application's `writes`: its report, and what `read` finds once it is over."""
+    with table_connector(url, emulator, table, mapping, ddl, key=key) as sync:
+        execute(sync.engine, *writes)
+        return sync.run_once(), read(sync)
 
 
 def test_postgresql_arrays_json_and_addresses_are_sent_in_their_documented_form(
@@ -186,14 +207,16 @@ def test_sqlite_booleans_are_sent_only_when_stored_as_0_or_1(
         emulator.add_lead(lead_id)
     url = f"sqlite:///{tmp_path / 'flags.db'}"
     ddl = "CREATE TABLE flags (id INTEGER PRIMARY KEY, active BOOLEAN, lead TEXT)"
-    with table_connector(url, emulator, "flags", {"active": "mx_Active"}, ddl) as sync:
-        execute(
-            sync.engine,
-            "INSERT INTO flags VALUES (1, 1, 'L1'), (2, 0, 'L2'), (3, 'f', 'L3'), "
-            "(4, 'false', 'L4'), (5, 2, 'L5')",
-        )
-        report = sync.run_once()
-        held = leads_held(sync)
+    report, held = one_run(
+        url,
+        emulator,
+        "flags",
+        {"active": "mx_Active"},
+        ddl,
+        "INSERT INTO flags VALUES (1, 1, 'L1'), (2, 0, 'L2'), (3, 'f', 'L3'), "
+        "(4, 'false', 'L4'), (5, 2, 'L5')",
+        read=leads_held,
+    )
 
     assert (report.status, report.counts.leads_pushed) == ("ok", 2)
     assert emulator.lead("L1") == {"mx_Active": "true"}

@@ -15,7 +15,8 @@ import traceback
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
@@ -569,37 +570,35 @@ class Blocking:
         return httpx.Response(200, json=SUCCESS)
 
 
-def stoppable_client(handler: Handler, stop: threading.Event, drain: float) -> LeadSquaredClient:
-    config = LeadSquaredConfig(host=HOST, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
-    return LeadSquaredClient(
-        config, transport=httpx.MockTransport(handler), stop=stop, drain_seconds=drain
-    )
-
-
-def test_a_call_unanswered_when_the_drain_ends_is_abandoned() -> None:
+@contextmanager
+def stopped_mid_call(drain: float) -> Iterator[tuple[Future[None], Blocking]]:
+    """A Lead.Update its server holds when the stop comes, with `drain` seconds left to be
+    answered; the server is released at the end if the test has not released it."""
     stop, handler = threading.Event(), Blocking()
+    config = LeadSquaredConfig(host=HOST, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     with (
-        stoppable_client(handler, stop, drain=0.2) as client,
+        LeadSquaredClient(
+            config, transport=httpx.MockTransport(handler), stop=stop, drain_seconds=drain
+        ) as client,
         ThreadPoolExecutor(1) as pool,
     ):
         calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
         assert handler.arrived.wait(10)
         stop.set()
-        with pytest.raises(CallAbandonedError) as raised:
-            calling.result(timeout=30)
-        handler.release.set()
+        try:
+            yield calling, handler
+        finally:
+            handler.release.set()
+
+
+def test_a_call_unanswered_when_the_drain_ends_is_abandoned() -> None:
+    with stopped_mid_call(drain=0.2) as (calling, _), pytest.raises(CallAbandonedError) as raised:
+        calling.result(timeout=30)
     assert "sync.drain_seconds (0.2 s)" in str(raised.value)
 
 
 def test_a_call_answered_within_the_drain_completes() -> None:
-    stop, handler = threading.Event(), Blocking()
-    with (
-        stoppable_client(handler, stop, drain=60) as client,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        calling = pool.submit(client.update_lead, "L1", {"mx_City": "Pune"})
-        assert handler.arrived.wait(10)
-        stop.set()
+    with stopped_mid_call(drain=60) as (calling, handler):
         handler.release.set()
         assert calling.result(timeout=30) is None
 

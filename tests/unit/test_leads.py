@@ -55,45 +55,48 @@ def test_a_rows_hold_travels_with_its_lead() -> None:
 # -- after_push -----------------------------------------------------------------------------
 
 
-def test_after_push_records_exactly_what_was_sent() -> None:
-    pushed, _, pending = after_push(
-        desired={"Phone": "222", "mx_City": "Goa"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa", "Phone": "222"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "222", "mx_City": "Goa"}
-    assert pending is False
-
-
-def test_after_push_keeps_attributes_not_sent() -> None:
-    pushed, _, pending = after_push(
-        desired={"Phone": "111", "mx_City": "Goa"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "111", "mx_City": "Goa"}
-    assert pending is False
-
-
-def test_desired_moved_on_during_the_call_stays_pending() -> None:
+AFTER_PUSH = {
+    "records-exactly-what-was-sent": (
+        {"Phone": "222", "mx_City": "Goa"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa", "Phone": "222"},
+        ({"Phone": "222", "mx_City": "Goa"}, False),
+    ),
+    "keeps-attributes-not-sent": (
+        {"Phone": "111", "mx_City": "Goa"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa"},
+        ({"Phone": "111", "mx_City": "Goa"}, False),
+    ),
     # The plan sent Goa; meanwhile ingest recorded Agra as the new desired value.
-    pushed, _, pending = after_push(
-        desired={"Phone": "111", "mx_City": "Agra"},
-        pushed={"Phone": "111", "mx_City": "Pune"},
-        sent={"mx_City": "Goa"},
-        attributes=ATTRIBUTES,
-    )
-    assert pushed == {"Phone": "111", "mx_City": "Goa"}
-    assert pending is True
+    "desired-moved-on-during-the-call-stays-pending": (
+        {"Phone": "111", "mx_City": "Agra"},
+        {"Phone": "111", "mx_City": "Pune"},
+        {"mx_City": "Goa"},
+        ({"Phone": "111", "mx_City": "Goa"}, True),
+    ),
+    "sent-value-that-desired-moved-back-to-is-not-pending": (
+        {"mx_City": "Goa"},
+        {},
+        {"mx_City": "Goa"},
+        ({"mx_City": "Goa"}, False),
+    ),
+}
 
 
-def test_sent_value_that_desired_moved_back_to_is_not_pending() -> None:
-    pushed, _, pending = after_push(
-        desired={"mx_City": "Goa"}, pushed={}, sent={"mx_City": "Goa"}, attributes=ATTRIBUTES
+@pytest.mark.parametrize(
+    ("desired", "pushed", "sent", "expected"), AFTER_PUSH.values(), ids=AFTER_PUSH.keys()
+)
+def test_after_push_records_what_was_sent_and_stays_pending_only_if_desired_moved_on(
+    desired: dict[str, str],
+    pushed: dict[str, str],
+    sent: dict[str, str],
+    expected: tuple[dict[str, str], bool],
+) -> None:
+    now_pushed, _, pending = after_push(
+        desired=desired, pushed=pushed, sent=sent, attributes=ATTRIBUTES
     )
-    assert (pushed, pending) == ({"mx_City": "Goa"}, False)
+    assert (now_pushed, pending) == expected
 
 
 # -- after_failure --------------------------------------------------------------------------
@@ -134,27 +137,23 @@ def test_pushing_the_whole_plan_leaves_nothing_pending(
     assert pending is False
 
 
-def test_an_attribute_set_aside_for_its_current_value_leaves_nothing_pending() -> None:
-    pushed, aside, pending = after_push(
-        desired={"Phone": "222", "mx_Gone": "x"},
+SET_ASIDE = {
+    "for-its-current-value-leaves-nothing-pending": ({"mx_Gone": "x"}, False),
+    "with-a-new-value-is-pending-again": ({"mx_Gone": "y"}, True),
+}
+
+
+@pytest.mark.parametrize(("desired_gone", "pending"), SET_ASIDE.values(), ids=SET_ASIDE.keys())
+def test_an_attribute_set_aside_stays_aside_and_is_pending_only_for_a_new_value(
+    desired_gone: dict[str, str], pending: bool
+) -> None:
+    assert after_push(
+        desired={"Phone": "222", **desired_gone},
         pushed={},
         sent={"Phone": "222"},
         attributes=frozenset({"Phone", "mx_Gone"}),
         set_aside={"mx_Gone": "x"},
-    )
-    assert (pushed, aside, pending) == ({"Phone": "222"}, {"mx_Gone": "x"}, False)
-
-
-def test_a_new_value_for_a_set_aside_attribute_is_pending_again() -> None:
-    _, aside, pending = after_push(
-        desired={"Phone": "222", "mx_Gone": "y"},
-        pushed={},
-        sent={"Phone": "222"},
-        attributes=frozenset({"Phone", "mx_Gone"}),
-        set_aside={"mx_Gone": "x"},
-    )
-    assert aside == {"mx_Gone": "x"}
-    assert pending is True
+    ) == ({"Phone": "222"}, {"mx_Gone": "x"}, pending)
 
 
 def test_an_accepted_attribute_is_no_longer_set_aside() -> None:
