@@ -34,6 +34,7 @@ def desired_values(engine: Engine, connector: str) -> DesiredValues:
 
 class DesiredValues:
     _insert: Any  # the dialect's INSERT, which takes ON CONFLICT
+    _aggregate: Any  # the dialect's aggregate into a JSON array
 
     def __init__(self, connector: str) -> None:
         self.connector = connector
@@ -119,8 +120,6 @@ class DesiredValues:
                 rows.c.lead_id.in_(for_python)
             ),
         )
-
-    _aggregate: Any  # the dialect's aggregate into a JSON array
 
     def _when_desired_moved(self, insert: Any) -> Any:
         """The upsert of desired values that leaves leads whose values did not move alone.

@@ -21,7 +21,7 @@ What each kind of answer leads to:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from connector.config import RetryConfig
@@ -91,7 +91,7 @@ class SetAside:
 
     refused: Values
     error: str
-    next: Record | SendAgain = field(default_factory=lambda: Record({}))
+    next: Record | SendAgain
 
 
 @dataclass(frozen=True)

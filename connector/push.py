@@ -302,7 +302,8 @@ class Pusher:
         # exactly MAX_CONSECUTIVE_UNREACHABLE calls.
         kinds = {answer.kind for answer in answers.values()}
         if AnswerKind.UNREACHABLE in kinds:
-            self._unreachable(next(iter(answers.values())), halt)
+            unreachable = (a for a in answers.values() if a.kind is AnswerKind.UNREACHABLE)
+            self._unreachable(next(unreachable), halt)
         elif AnswerKind.THROTTLED in kinds:
             self._throttled(sorted(updates), halt)
         else:
