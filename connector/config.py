@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -79,13 +80,29 @@ class DatabaseConfig(_Model):
         return url
 
 
-class RateLimitConfig(_Model):
+class WindowConfig(_Model):
     calls: int = Field(25, ge=1, description="calls allowed in any window")
     window_seconds: float = Field(5.0, gt=0)
     # Added to the window: covers the time between taking a slot and the call reaching
     # LeadSquared, so that the account's own window never sees one call too many.
     margin_seconds: float = Field(0.05, ge=0, le=60)
+
+
+class RateLimitConfig(WindowConfig):
     daily_budget: int | None = Field(None, ge=1, description="calls per UTC day; none = no cap")
+
+
+# LeadSquared's bulk endpoints have a limit of their own, lower than the account's.
+_BULK_WINDOW = WindowConfig(calls=5, window_seconds=5.0)
+
+
+class BulkConfig(_Model):
+    """When pushes go through Lead/Bulk/UpdateV2, 25 leads per call."""
+
+    mode: Literal["auto", "always", "off"] = "auto"
+    min_leads: int = Field(50, ge=1, description="auto: bulk when this many leads are pending")
+    # On top of the account's window: each bulk call takes a slot in both.
+    rate_limit: WindowConfig = _BULK_WINDOW
 
 
 class TimeoutConfig(_Model):
@@ -111,6 +128,10 @@ class LeadSquaredConfig(_Model):
     max_in_flight: int = Field(4, ge=1, le=32)
     timeout_seconds: TimeoutConfig = TimeoutConfig()
     retry: RetryConfig = RetryConfig()
+    bulk: BulkConfig = BulkConfig()
+    # How long the account's field list (LeadsMetaData.Get), kept in the connector's tables,
+    # is trusted before a run reads it again.
+    metadata_ttl_seconds: float = Field(3600.0, gt=0)
 
     @field_validator("host")
     @classmethod
@@ -170,6 +191,24 @@ class SourceConfig(_Model):
     table: str = Field(min_length=1)
     schema_: str | None = Field(None, alias="schema", min_length=1)
     key: str = Field(min_length=1, description="the table's primary-key column")
+    # The zone a date-time without one (a `timestamp` column, naive text) is read in.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{name!r} is not a time zone name (an IANA name such as UTC, Europe/London "
+                "or Asia/Kolkata)"
+            ) from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("table")
     @classmethod
@@ -181,8 +220,23 @@ class SourceConfig(_Model):
         return table
 
 
+Match = Literal["ProspectId", "EmailAddress", "Phone"]
+
+
 class LeadIdConfig(_Model):
-    column: str = Field(min_length=1, description="source column holding the ProspectId")
+    column: str = Field(min_length=1, description="source column that identifies the lead")
+    # What the column holds: the lead's ProspectId, or a value LeadSquared finds it by.
+    match: Match = "ProspectId"
+
+
+class FieldMapping(_Model):
+    """The long form of a mapping entry, for choices per field."""
+
+    attribute: str = Field(min_length=1)
+    # Cut a value longer than the field's MaxLength to fit, instead of holding it back.
+    truncate: bool = False
+    # "skip": a NULL (or empty) source value leaves the field in LeadSquared as it is.
+    empty: Literal["clear", "skip"] = "clear"
 
 
 class SyncConfig(_Model):
@@ -200,8 +254,29 @@ class Config(_Model):
     leadsquared: LeadSquaredConfig
     source: SourceConfig
     lead_id: LeadIdConfig
-    mapping: dict[str, str] = Field(description="source column -> LeadSquared schema name")
+    mapping: dict[str, str | FieldMapping] = Field(
+        description="source column -> LeadSquared schema name, or {attribute, truncate, empty}"
+    )
     sync: SyncConfig = SyncConfig()
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Source column -> LeadSquared schema name."""
+        return {column: _attribute(entry) for column, entry in self.mapping.items()}
+
+    @property
+    def truncated(self) -> frozenset[str]:
+        """Attributes whose values are cut to the field's MaxLength rather than held back."""
+        return frozenset(
+            _attribute(entry) for entry in self.mapping.values() if _options(entry).truncate
+        )
+
+    @property
+    def kept_when_empty(self) -> frozenset[str]:
+        """Attributes an empty source value leaves as they are in LeadSquared."""
+        return frozenset(
+            _attribute(entry) for entry in self.mapping.values() if _options(entry).empty == "skip"
+        )
 
     @field_validator("name")
     @classmethod
@@ -214,14 +289,17 @@ class Config(_Model):
 
     @field_validator("mapping")
     @classmethod
-    def _valid_mapping(cls, mapping: dict[str, str]) -> dict[str, str]:
+    def _valid_mapping(
+        cls, mapping: dict[str, str | FieldMapping]
+    ) -> dict[str, str | FieldMapping]:
         if not mapping:
             raise ValueError("must map at least one column to a LeadSquared attribute")
-        bad = [a for a in mapping.values() if not _ATTRIBUTE_NAME.match(a)]
+        attributes = {column: _attribute(entry) for column, entry in mapping.items()}
+        bad = [a for a in attributes.values() if not _ATTRIBUTE_NAME.match(a)]
         if bad:
             raise ValueError(f"not a LeadSquared schema name: {', '.join(map(repr, bad))}")
         seen: dict[str, str] = {}
-        for column, attribute in mapping.items():
+        for column, attribute in attributes.items():
             if attribute in seen:
                 raise ValueError(
                     f"columns {seen[attribute]!r} and {column!r} both map to {attribute!r}"
@@ -231,9 +309,25 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _lead_column_is_not_mapped(self) -> Config:
+        # With EmailAddress or Phone, the column is how the lead is found: a new value there
+        # finds another lead (or none), so it can never be the value to give the old one.
         if self.lead_id.column in self.mapping:
-            raise ValueError(f"lead_id.column {self.lead_id.column!r} cannot also be in mapping")
+            raise ValueError(
+                f"lead_id.column {self.lead_id.column!r} cannot also be in mapping: it "
+                "identifies the lead, and is never sent as a value"
+            )
         return self
+
+
+def _attribute(entry: str | FieldMapping) -> str:
+    return entry if isinstance(entry, str) else entry.attribute
+
+
+_SHORT_FORM = FieldMapping(attribute="_")
+
+
+def _options(entry: str | FieldMapping) -> FieldMapping:
+    return _SHORT_FORM if isinstance(entry, str) else entry
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -67,6 +67,6 @@ def print_status(connector: Connector) -> None:
         print(
             f"  #{run.run_id} {run.status:<8} finished {finished}  "
             f"ingested {run.changes_ingested}, pushed {run.leads_pushed}, "
-            f"rejected {run.leads_failed}, calls {run.calls}"
+            f"rejected {run.leads_rejected}, calls {run.calls}"
             + (f"  error: {run.error}" if run.error else "")
         )

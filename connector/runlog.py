@@ -66,7 +66,7 @@ class RunLog:
                     error=error,
                     changes_ingested=counts.changes_ingested,
                     leads_pushed=counts.leads_pushed,
-                    leads_failed=counts.leads_rejected,
+                    leads_rejected=counts.leads_rejected,
                     calls=counts.calls_made,
                 )
             )

@@ -84,12 +84,16 @@ cursor = sa.Table(
 
 # LeadSquared's ProspectId is a GUID; a longer lead id is a row's mistake, not a lead.
 MAX_LEAD_ID_LENGTH = 100
+# A lead found by email address or phone number is kept under that value: an address has at
+# most 254 characters.
+MAX_LEAD_KEY_LENGTH = 254
 
 lead = sa.Table(
     f"{PREFIX}lead",
     metadata,
     sa.Column("connector", sa.String(40), primary_key=True),
-    sa.Column("lead_id", sa.String(MAX_LEAD_ID_LENGTH), primary_key=True),
+    # The ProspectId, or with lead_id.match the email address or phone number.
+    sa.Column("lead_id", sa.String(MAX_LEAD_KEY_LENGTH), primary_key=True),
     sa.Column("source_key", sa.Text(), nullable=False),
     # JSON objects {attribute: normalised value}: what the source holds now, and what
     # LeadSquared was last told, attribute by attribute.
@@ -156,9 +160,7 @@ run = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("changes_ingested", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("leads_pushed", sa.Integer(), nullable=False, server_default="0"),
-    # RunCounts.leads_rejected. Renaming the column would make every install run
-    # `lsq-sync init` again; it waits for the next migration that has to be made anyway.
-    sa.Column("leads_failed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("leads_rejected", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("calls", sa.Integer(), nullable=False, server_default="0"),  # calls_made
     sa.Column("error", sa.Text()),
     sa.Index(None, "connector", "started_at"),
@@ -209,4 +211,27 @@ lease = sa.Table(
     sa.Column("connector", sa.String(40), primary_key=True),
     sa.Column("epoch", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("heartbeat_at", UtcDateTime()),
+)
+
+
+# The ProspectId each lead was found to have, for a connector that finds leads by email
+# address or phone number: looked up once per value, not once per change. Dropped when
+# LeadSquared says the lead is gone (merged, deleted), so that the value is looked up again.
+match = sa.Table(
+    f"{PREFIX}match",
+    metadata,
+    sa.Column("connector", sa.String(40), primary_key=True),
+    sa.Column("lead_id", sa.String(MAX_LEAD_KEY_LENGTH), primary_key=True),
+    sa.Column("prospect_id", sa.String(MAX_LEAD_ID_LENGTH), nullable=False),
+    sa.Column("found_at", UtcDateTime(), nullable=False),
+)
+
+# The account's lead fields as LeadsMetaData.Get last described them (JSON), per account like
+# the pacing rows: the types values are shaped for, and what pre-flight holds back.
+field_list = sa.Table(
+    f"{PREFIX}field_list",
+    metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("fields", sa.Text(), nullable=False),
+    sa.Column("fetched_at", UtcDateTime(), nullable=False),
 )

@@ -7,22 +7,24 @@ import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import NoSuchTableError
 
-from connector.config import Config
+from connector.config import Config, Match
 from connector.database import among, spell_keys_as_capture_does
 from connector.errors import ConfigError, ConfigLocation, ConfigProblem, UnreadableRowsError
 from connector.leads import RowProblem, SourceRow
 from connector.quarantine import data_errors, isolate, reason_of
-from connector.schema import MAX_LEAD_ID_LENGTH
+from connector.schema import MAX_LEAD_ID_LENGTH, MAX_LEAD_KEY_LENGTH
 from connector.sqlfold import Rows, fold_for
 from connector.values import (
     UnsendableValueError,
     Values,
+    in_zone,
     normalise,
     normalise_json,
     normalise_json_array,
@@ -38,7 +40,8 @@ class SourceTable:
 
     def __init__(self, engine: Engine, config: Config, config_source: str = "config") -> None:
         self.config = config
-        self.mapping = config.mapping
+        self.mapping = config.attributes
+        self._match = config.lead_id.match
         source = config.source
         try:
             with warnings.catch_warnings():
@@ -71,7 +74,8 @@ class SourceTable:
         self._lead_type = _python_type(self.lead_column, also=(UUID,))
         sqlite = self._sqlite = engine.dialect.name == "sqlite"
         mapped = self._mapped = [self.table.c[c] for c in self.mapping]
-        readings = [_reading(column, sqlite=sqlite) for column in mapped]
+        zone = config.source.zone
+        readings = [_reading(column, sqlite=sqlite, zone=zone) for column in mapped]
         self._reads = [read for read, _ in readings]
         self._normalisers = [normaliser for _, normaliser in readings]
         # A key as the triggers record it: on PostgreSQL its text, spelled as capture spells
@@ -130,7 +134,10 @@ class SourceTable:
             query = sa.select(self._key_read, self.lead_column).where(
                 among(self.key_column, typed, connection)
             )
-            return {str(key): _usable_lead_id(lead) for key, lead in _fetch(connection, query)}
+            return {
+                str(key): _usable_lead_id(lead, self._match)
+                for key, lead in _fetch(connection, query)
+            }
 
         spell_keys_as_capture_does(connection)
         found: dict[str, str | None] = {}
@@ -167,7 +174,7 @@ class SourceTable:
             )
             pointing: dict[str, list[str]] = {lead_id: [] for lead_id in part}
             for key, lead in _fetch(connection, query):
-                lead_id = _usable_lead_id(lead)
+                lead_id = _usable_lead_id(lead, self._match)
                 if lead_id in pointing:  # a case-insensitive collation matches more
                     pointing[lead_id].append(str(key))
             return pointing
@@ -233,7 +240,7 @@ class SourceTable:
         # Positions follow self._select: key, lead id, then the mapped columns in order.
         key = str(row[0])
         try:
-            lead_id = lead_id_of(row[1])
+            lead_id = lead_id_of(row[1], self._match)
         except UnsendableValueError as exc:
             lead = _shortened(_readable_lead_id(row[1]))
             return RowProblem(key, str(exc), lead, self.lead_column.name)
@@ -259,22 +266,33 @@ class SourceTable:
         return SourceRow(key, lead_id, values, hold="; ".join(problems))
 
 
-def lead_id_of(value: Any) -> str | None:
-    """A row's lead id as the text sent to LeadSquared; None when the row has none (NULL or
-    blank). Raises UnsendableValueError for a value that cannot be a ProspectId."""
+def lead_id_of(value: Any, match: Match = "ProspectId") -> str | None:
+    """A row's lead id (its ProspectId, or the value `match` finds the lead by) as the text
+    sent to LeadSquared; None when the row has none (NULL or blank). Raises
+    UnsendableValueError for a value that cannot be one."""
     if value is None:
         return None
     if type(value) is str:
         if not value.strip():
             return None
-        if len(value) > MAX_LEAD_ID_LENGTH:
+        limit = MAX_LEAD_ID_LENGTH if match == "ProspectId" else MAX_LEAD_KEY_LENGTH
+        if len(value) > limit:
             raise UnsendableValueError(
-                f"a lead id longer than {MAX_LEAD_ID_LENGTH} characters cannot be a ProspectId"
+                f"a lead id longer than {limit} characters cannot be {_WHAT_IS_MATCHED[match]}"
             )
         return value
     if isinstance(value, int | UUID) and not isinstance(value, bool):
         return str(value)
-    raise UnsendableValueError(f"a lead id of type {type(value).__name__!r} cannot be a ProspectId")
+    raise UnsendableValueError(
+        f"a lead id of type {type(value).__name__!r} cannot be {_WHAT_IS_MATCHED[match]}"
+    )
+
+
+_WHAT_IS_MATCHED: dict[Match, str] = {
+    "ProspectId": "a ProspectId",
+    "EmailAddress": "an email address",
+    "Phone": "a phone number",
+}
 
 
 def _sqlite_integer(text: str) -> int | None:
@@ -295,9 +313,9 @@ def _readable_lead_id(value: Any) -> str | None:
 
 
 def _shortened(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_LEAD_ID_LENGTH:
+    if text is None or len(text) <= MAX_LEAD_KEY_LENGTH:
         return text
-    return text[: MAX_LEAD_ID_LENGTH - 1] + "…"
+    return text[: MAX_LEAD_KEY_LENGTH - 1] + "…"
 
 
 def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
@@ -314,7 +332,9 @@ def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...
 Normaliser = Callable[[Any], str | None]
 
 
-def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[Any], Normaliser]:
+def _reading(
+    column: sa.Column[Any], *, sqlite: bool, zone: ZoneInfo
+) -> tuple[sa.ColumnElement[Any], Normaliser]:
     """How a mapped column is read, and how its values are then spelled: by its declared
     type, domains resolved, so that every value of a JSON column is sent as JSON, a JSON
     string included.
@@ -326,9 +346,12 @@ def _reading(column: sa.Column[Any], *, sqlite: bool) -> tuple[sa.ColumnElement[
     are read as their text, whose numbers keep every digit (the driver would parse them
     into floats); a timestamptz in UTC, as it is sent, since in the session's time zone
     9999-12-31 or 0001-01-01 UTC may fall outside the calendar the driver can load; and
-    arrays as `_array_reading` says; hstore as its text.
+    arrays as `_array_reading` says; hstore as its text. A date-time without a time zone
+    (timestamp, SQLite's DATETIME) is read in `zone`, source.timezone.
     """
     kind = _underlying(column.type)
+    if isinstance(kind, sa.DateTime) and not kind.timezone and zone.key != "UTC":
+        return column, in_zone(zone)
     if sqlite:
         as_stored = sa.type_coerce(column, sa.types.NullType())
         if isinstance(kind, sa.JSON):
@@ -386,9 +409,9 @@ def _python_type(column: sa.Column[Any], also: tuple[type, ...] = ()) -> Any:
     return python_type if python_type in (int, str, *also) else str
 
 
-def _usable_lead_id(value: Any) -> str | None:
+def _usable_lead_id(value: Any, match: Match) -> str | None:
     try:
-        return lead_id_of(value)
+        return lead_id_of(value, match)
     except UnsendableValueError:
         return None
 

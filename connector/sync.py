@@ -154,7 +154,7 @@ class Connector:
         return Pusher(
             queue=self.tables.queue(self.source),
             call=UpdateOneLead(self.client),
-            attributes=frozenset(self.config.mapping.values()),
+            attributes=frozenset(self.config.attributes.values()),
             clock=self.clock,
             stop=self.stop,
             retry=self.config.leadsquared.retry,

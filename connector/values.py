@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -89,6 +89,19 @@ def _structured(value: Any) -> str:
     raise UnsendableValueError(
         f"values of type {type(value).__name__!r} cannot be sent to LeadSquared"
     )
+
+
+def in_zone(zone: tzinfo) -> Callable[[Any], str | None]:
+    """normalise() for a column of date-times without a time zone, which hold the time in
+    `zone`: each is sent in UTC. A local time that a clock change skips or repeats is read
+    as the earlier of its readings (fold 0)."""
+
+    def normalise_local(value: Any) -> str | None:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=zone)
+        return normalise(value)
+
+    return normalise_local
 
 
 def _text(value: str) -> str:

@@ -72,6 +72,8 @@ def test_own_tables_all_carry_the_prefix() -> None:
             "lease",
             "row_problem",
             "run",
+            "match",
+            "field_list",
         )
     } == OWN_TABLES
 
