@@ -22,7 +22,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 from pydantic import SecretStr
 
-from connector.config import LeadSquaredConfig, key_problem
+from connector.bulk import BULK_API
+from connector.config import LeadSquaredConfig, Match, key_problem
 from connector.errors import (
     AmbiguousError,
     CallAbandonedError,
@@ -42,6 +43,7 @@ from connector.values import to_payload
 log = logging.getLogger(__name__)
 
 USER_AGENT = "lsq-sync/0.1"
+
 # LeadSquared's answers are a few hundred bytes; a bigger one is a fault, and reading it whole
 # would let a broken proxy or a hostile host fill the process's memory.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -134,6 +136,7 @@ class LeadSquaredClient:
         *,
         transport: httpx.BaseTransport | None = None,
         limiter: Limiter | None = None,
+        bulk_limiter: Limiter | None = None,
         stop: threading.Event | None = None,
         drain_seconds: float = 10.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
@@ -155,6 +158,8 @@ class LeadSquaredClient:
         self._host = self.redact(config.host)
         self._post_updated_lead = config.post_updated_lead
         self._limiter = limiter
+        self._bulk_limiter = bulk_limiter
+        self._base = config.host
         self._stop = stop
         self._drain_seconds = drain_seconds
         self._max_answer_bytes = max_answer_bytes
@@ -208,32 +213,89 @@ class LeadSquaredClient:
             params["postUpdatedLead"] = "true"
         self._call("POST", "Lead.Update", params, to_payload(update), Expect.STATUS_SUCCESS)
 
+    def find_leads(self, match: Match, value: str) -> list[str]:
+        """The ProspectIds of the leads whose `match` attribute is `value` (none, one, more)."""
+        if match == "EmailAddress":
+            api, params = "Leads.GetByEmailaddress", {"emailaddress": value}
+        elif match == "Phone":
+            api, params = "RetrieveLeadByPhoneNumber", {"phone": value}
+        else:
+            raise ValueError(f"leads are not looked up by {match}")
+        found = self._call("GET", api, params, None, Expect.LIST).body
+        ids = [_prospect_id(lead) for lead in found]
+        if None in ids:
+            raise RetriableError(f"{api}: a lead in the answer has no ProspectID")
+        return sorted({lead_id for lead_id in ids if lead_id is not None})
+
+    def lead_fields(self) -> Any:
+        """LeadsMetaData.Get's answer: the account's lead fields, as a JSON list."""
+        return self._call("GET", "LeadsMetaData.Get", {}, None, Expect.LIST).body
+
+    def account_host(self) -> str | None:
+        """The API host UserByAccessKey.Get names for these keys' account, if it names one."""
+        url = f"{self._base}/v2/Authentication.svc/UserByAccessKey.Get"
+        body = self._call("GET", url, {}, None, Expect.OBJECT, api="UserByAccessKey.Get").body
+        urls = body.get("LSQCommonServiceURLs")
+        host = urls.get("api") if isinstance(urls, dict) else None
+        return host if isinstance(host, str) and host.strip() else None
+
+    def bulk_update(self, search_by: str, updates: Mapping[str, Mapping[str, str | None]]) -> Any:
+        """Lead/Bulk/UpdateV2: each lead, found by its `search_by` value (the key of
+        `updates`), gets its own attributes. The answer's body, read by connector.bulk."""
+        leads = [
+            {"Fields": [{"Attribute": search_by, "Value": key}, *to_payload(update)]}
+            for key, update in updates.items()
+        ]
+        payload = {
+            "SearchByKey": search_by,
+            # A lead that does not exist is reported, never created.
+            "Options": {"PushNonExistentLeadsToUnProcessedList": True},
+            "LeadPropertiesList": leads,
+        }
+        return self._call("POST", BULK_API, {}, payload, Expect.BULK_REPORT).body
+
     def redact(self, text: str) -> str:
         """`text` with every way a key can be written (raw, URL-encoded, escaped) masked."""
         return self._secrets.sub("***", text)
 
     def _call(
-        self, method: str, api: str, params: dict[str, str], payload: Any, expect: Expect
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        payload: Any,
+        expect: Expect,
+        *,
+        api: str | None = None,
     ) -> Classified:
-        if self._limiter is not None:
-            slot = self._limiter.acquire()
+        """`path` relative to LeadManagement.svc, or a whole URL; `api` names it in messages
+        and events (the path by default)."""
+        api = api or path
+        limiters = [self._limiter] if self._limiter is not None else []
+        if path == BULK_API and self._bulk_limiter is not None:
+            # The bulk window first: a slot in the account's window is not held while
+            # waiting for one in the bulk window, which is the scarcer.
+            limiters.insert(0, self._bulk_limiter)
+        for limiter in limiters:
+            slot = limiter.acquire()
             if slot is None:
                 raise CallCancelledError(f"{api} not called: the connector is stopping")
-            self._limiter.going_out(slot)
+            limiter.going_out(slot)
         started = time.monotonic()
         outcome = "error"
         try:
             try:
                 status, headers, text = self._until_drained(
-                    api, lambda: self._exchange(method, api, params, payload)
+                    api, lambda: self._exchange(method, path, api, params, payload)
                 )
             except (httpx.TransportError, httpx.InvalidURL, UnicodeEncodeError) as exc:
                 raise self._translate(api, exc) from None
             result = classify(status, headers, self.redact(text), expect=expect)
             outcome = result.outcome.value
             # Before any event: the whole account holds back at once, however slow a hook is.
-            if result.outcome is Outcome.THROTTLED and self._limiter is not None:
-                self._limiter.throttled(result.retry_after)
+            if result.outcome is Outcome.THROTTLED:
+                for limiter in limiters:
+                    limiter.throttled(result.retry_after)
         except LeadSquaredError as exc:
             outcome = _unanswered(exc)
             raise
@@ -315,14 +377,16 @@ class LeadSquaredClient:
                 )
         return call.outcome()
 
-    def _exchange(self, method: str, api: str, params: dict[str, str], payload: Any) -> _Answer:
+    def _exchange(
+        self, method: str, path: str, api: str, params: dict[str, str], payload: Any
+    ) -> _Answer:
         """One request, bounded in total time as well as per connect and per read, and in size.
 
         httpx's timeouts bound each wait, so an answer that trickles in a few bytes at a time
         would never end; the body is read in chunks against a deadline instead.
         """
         deadline = time.monotonic() + self._total_timeout
-        with self._http.stream(method, api, params=params, json=payload) as response:
+        with self._http.stream(method, path, params=params, json=payload) as response:
             declared = _declared_length(response.headers)
             if declared is not None and declared > self._max_answer_bytes:
                 raise self._too_large(api, f"{declared:,} bytes announced")
@@ -374,6 +438,14 @@ class _InFlight:
         if isinstance(self._result, BaseException):
             raise self._result
         return self._result
+
+
+def _prospect_id(lead: Any) -> str | None:
+    """A lookup's lead: LeadSquared spells the key ProspectID, and ProspectId elsewhere."""
+    if not isinstance(lead, dict):
+        return None
+    value = lead.get("ProspectID", lead.get("ProspectId"))
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _refuse_unsendable_keys(config: LeadSquaredConfig) -> None:

@@ -15,7 +15,9 @@ What each kind of answer leads to:
 - unreachable (refused, DNS, TLS): retried the same way; after that it is left as it was,
   since it is not the lead's fault;
 - rejected: the lead waits for new values or a user's retry; if LeadSquared named unknown
-  attributes, those alone are set aside, and the rest is sent.
+  attributes, those alone are set aside, and the rest is sent;
+- not found, or several found (a lead looked up by email address or phone number): rejected
+  the same way, as the row's to fix; the connector never creates a lead, nor guesses one.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class AnswerKind(enum.Enum):
     AMBIGUOUS = "ambiguous"
     UNREACHABLE = "unreachable"
     REJECTED = "rejected"
+    # No lead in LeadSquared has the row's email address or phone number (or ProspectId).
+    NOT_FOUND = "not found"
+    # Several leads have it: the connector does not guess which one the row means.
+    SEVERAL_FOUND = "several found"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Answer:
     delay: float | None = None
     # Attributes LeadSquared named as unknown, for a rejection.
     unknown_attributes: frozenset[str] = frozenset()
+    # LeadSquared's ExceptionType, for a rejection.
+    exception_type: str | None = None
 
 
 SUCCESS = Answer(AnswerKind.SUCCESS)
@@ -132,6 +140,8 @@ def next_step(
             return SendAgain(attempt)
         case AnswerKind.REJECTED:
             return _rejected(answer, attempt)
+        case AnswerKind.NOT_FOUND | AnswerKind.SEVERAL_FOUND:
+            return Reject(answer.error)
     failures = attempt.failures + 1
     pause = max(answer.delay or 0.0, backoff_seconds(failures, jitter))
     if failures < retry.attempts and elapsed + pause <= retry.max_seconds:

@@ -33,11 +33,18 @@ class Expect(Enum):
     """What a successful answer of an endpoint looks like; anything else is not a success."""
 
     STATUS_SUCCESS = "an object with Status: Success"  # Lead.Update and other writes
-    LIST = "a JSON list"  # Leads.GetById and other lookups ([] when nothing matches)
+    LIST = "a JSON list"  # lookups and LeadsMetaData.Get ([] when nothing matches)
+    OBJECT = "a JSON object"  # UserByAccessKey.Get
+    # Lead/Bulk/UpdateV2: counts under Status, and the leads that did not pass under Details.
+    BULK_REPORT = "an object with Status counts"
 
     def matches(self, body: Any) -> bool:
         if self is Expect.LIST:
             return isinstance(body, list)
+        if self is Expect.OBJECT:
+            return isinstance(body, dict)
+        if self is Expect.BULK_REPORT:
+            return isinstance(body, dict) and isinstance(body.get("Status"), dict)
         return isinstance(body, dict) and body.get("Status") == "Success"
 
 
@@ -129,13 +136,19 @@ def _error_answer(result: Any, exception_type: str | None, message: str, status:
     generic type that names no cause."""
     unknown: tuple[str, ...] = ()
     if exception_type == _UNKNOWN_ATTRIBUTE_TYPE:
-        match = _UNKNOWN_ATTRIBUTES.search(message)
-        if match:
-            unknown = tuple(a.strip() for a in match.group(1).split(",") if a.strip())
+        unknown = unknown_attributes_in(message)
     text = f"{exception_type}: {message}" if exception_type else f"HTTP {status}: {message}"
     outcome = Outcome.AMBIGUOUS if exception_type == _GENERIC_TYPE else Outcome.REJECTED
     classified: Classified = result(outcome, text, unknown_attributes=unknown)
     return classified
+
+
+def unknown_attributes_in(message: str) -> tuple[str, ...]:
+    """The attributes an "Attribute(s) does not exist - mx_A, mx_B" message names."""
+    match = _UNKNOWN_ATTRIBUTES.search(message)
+    if not match:
+        return ()
+    return tuple(a.strip() for a in match.group(1).split(",") if a.strip())
 
 
 def _redirect_message(status: int, headers: Mapping[str, str]) -> str:

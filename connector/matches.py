@@ -1,0 +1,49 @@
+"""The ProspectId each email address or phone number was found to have (`lsq_sync_match`).
+
+A connector with `lead_id.match: EmailAddress` or `Phone` keeps its leads under the row's
+value; a single update needs the ProspectId, which a lookup call finds. It is kept here, so
+that each value is looked up once, not once per change. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from connector.database import upsert
+from connector.schema import match
+
+
+class MatchCache:
+    def __init__(self, engine: Engine, connector: str) -> None:
+        self.engine = engine
+        self.connector = connector
+
+    def _row(self, lead_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(match.c.connector == self.connector, match.c.lead_id == lead_id)
+
+    def get(self, lead_id: str) -> str | None:
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(match.c.prospect_id).where(self._row(lead_id)))
+            return found.scalar_one_or_none()
+
+    def save(self, lead_id: str, prospect_id: str, now: datetime) -> None:
+        values = {
+            "connector": self.connector,
+            "lead_id": lead_id,
+            "prospect_id": prospect_id,
+            "found_at": now,
+        }
+        with self.engine.begin() as connection:
+            upsert(connection, match, values, ["connector", "lead_id"])
+
+    def drop(self, lead_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(match).where(self._row(lead_id)))
+
+    def count(self) -> int:
+        with self.engine.connect() as connection:
+            query = sa.select(sa.func.count()).where(match.c.connector == self.connector)
+            return connection.execute(query).scalar_one()
