@@ -66,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create or upgrade the connector's own tables (Alembic), then install or "
         "regenerate the change-capture triggers on the source table. Safe to run again.",
     )
+    validate = commands.add_parser(
+        "validate",
+        help="check everything a first run depends on, and report every problem at once",
+        description="Check the config; that the database is reachable; that the source "
+        "table, key and columns exist and the key is unique; that change capture is "
+        "installed and matches the config; that LeadSquared accepts the keys and "
+        "leadsquared.host is the account's own host; that each mapped attribute exists and "
+        "fits its column; and, on a sample of rows, which values pre-flight would hold back. "
+        "Exits 0 when the connector can run, 1 when it cannot.",
+    )
+    validate.add_argument("--json", action="store_true", help="print the result as JSON")
+    validate.add_argument(
+        "--sample",
+        type=int,
+        default=1000,
+        metavar="ROWS",
+        help="source rows whose values are checked (default 1000)",
+    )
     commands.add_parser(
         "run",
         help="run one sync cycle and exit (for cron)",
@@ -97,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--lead", action="append", metavar="ID", help="a lead id (repeatable)")
     which.add_argument("--all", action="store_true", help="every failed lead")
+    resync = commands.add_parser(
+        "resync",
+        help="send leads' current values again on the next run, whatever was last pushed",
+        description="Forget what was last pushed to these leads (or to all), for these "
+        "attributes (or all mapped ones), so that the next run sends their current values "
+        "again: for leads someone edited by hand in LeadSquared. With many leads, the next "
+        "run sends them through bulk calls (leadsquared.bulk).",
+    )
+    leads = resync.add_mutually_exclusive_group(required=True)
+    leads.add_argument("--lead", action="append", metavar="ID", help="a lead id (repeatable)")
+    leads.add_argument("--all", action="store_true", help="every lead")
+    resync.add_argument(
+        "--attribute", action="append", metavar="A", help="a LeadSquared attribute (repeatable)"
+    )
     uninstall = commands.add_parser(
         "uninstall",
         help="remove change capture (triggers and functions) from the source table",
@@ -170,6 +202,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from connector.sync import Connector  # noqa: PLC0415
 
+    if args.command == "validate":
+        return _validate(args)
     path, config = _config(args.config)
     with Connector(config, config_source=path) as connector:
         if args.command == "init":
@@ -195,6 +229,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             count = connector.retry(None if args.all else args.lead)
             print(f"{config.name}: {count} leads will be pushed again by the next run")
             return EXIT_OK
+        if args.command == "resync":
+            count = connector.resync(None if args.all else args.lead, args.attribute)
+            print(f"{config.name}: {count} leads will be sent their current values by the next run")
+            return EXIT_OK
         if args.command == "run":
             with StopSignals(connector.stop) as signals:
                 report = connector.run_once()
@@ -210,6 +248,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         with StopSignals(connector.stop):
             connector.check_ready()
             return run_daemon(connector)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from connector import validate  # noqa: PLC0415
+    from connector.sync import Connector  # noqa: PLC0415
+
+    if args.sample < 1:
+        raise ConfigError(
+            [ConfigProblem(ConfigLocation("lsq-sync validate"), "--sample must be at least 1")]
+        )
+    try:
+        path, config = _config(args.config)
+    except ConfigError as exc:
+        found = validate.config_problems(exc)
+    else:
+        with Connector(config, config_source=path) as connector:
+            found = validate.validate(
+                config,
+                connector.engine,
+                connector.client_paced_by,
+                config_source=path,
+                sample_rows=args.sample,
+            )
+    print(found.as_json() if args.json else found.as_text())
+    return EXIT_OK if found.ok else EXIT_RUN_FAILED
 
 
 def _print_uninstalled(name: str, done: Uninstalled) -> None:

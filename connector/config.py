@@ -375,7 +375,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(interpolated)
     except ValidationError as exc:
-        invalid = [_describe(error, source) for error in exc.errors()]
+        errors = _one_per_mapping_entry(exc.errors())
+        invalid = [_describe(error, source) for error in errors]
     problems = [*unset, *not_reported(invalid, unset)]
     if problems:
         raise ConfigError(problems)
@@ -443,6 +444,33 @@ def _interpolate(
         return environ[name]
 
     return _ENV_REFERENCE.sub(substitute, value)
+
+
+def _one_per_mapping_entry(errors: Iterable[Any]) -> list[Any]:
+    """A mapping entry is a name or a {attribute, ...} form: pydantic reports it against
+    each, under keys of its own making. Report the form's own problems when the entry is a
+    form, and one problem when it is neither."""
+    kept: list[Any] = []
+    by_entry: dict[Any, list[Any]] = {}
+    for error in errors:
+        where = error["loc"]
+        if len(where) >= 3 and where[0] == "mapping" and where[2] in ("str", "FieldMapping"):
+            by_entry.setdefault(where[1], []).append(error)
+        else:
+            kept.append(error)
+    for column, entry_errors in by_entry.items():
+        in_form = [
+            {**error, "loc": ("mapping", column, *error["loc"][3:])}
+            for error in entry_errors
+            if error["loc"][2] == "FieldMapping" and len(error["loc"]) > 3
+        ]
+        kept.extend(in_form)
+        if not in_form:
+            message = (
+                "must be a LeadSquared schema name, or {attribute: ..., truncate: ..., empty: ...}"
+            )
+            kept.append({"loc": ("mapping", column), "type": "value_error", "msg": message})
+    return kept
 
 
 def _describe(error: Any, source: str) -> ConfigProblem:

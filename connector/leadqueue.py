@@ -42,20 +42,24 @@ class SqlLeadQueue:
         self.rows = rows
         self.problems = problems
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        query = (
-            sa.select(lead)
-            .where(
-                lead.c.connector == self.connector,
-                lead.c.pending,
-                sa.not_(lead.c.rejected),
-                # A held lead comes too, never to be sent: the push phase checks that its rows
-                # still have its lead id, and settles or detaches it (connector.ownership).
-                sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
-            )
-            .order_by(lead.c.lead_id)
-            .limit(limit)
+    def _due(self, now: datetime) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            lead.c.connector == self.connector,
+            lead.c.pending,
+            sa.not_(lead.c.rejected),
+            # A held lead comes too, never to be sent: the push phase checks that its rows
+            # still have its lead id, and settles or detaches it (connector.ownership).
+            sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
         )
+
+    def due_count(self, now: datetime, up_to: int) -> int:
+        """How many leads are due for a push, counted up to `up_to` (enough to decide on)."""
+        due = sa.select(lead.c.lead_id).where(self._due(now)).limit(up_to).subquery()
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
+
+    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+        query = sa.select(lead).where(self._due(now)).order_by(lead.c.lead_id).limit(limit)
         if after is not None:
             query = query.where(lead.c.lead_id > after)
         with self.engine.connect() as connection:
@@ -88,7 +92,12 @@ class SqlLeadQueue:
         with self.engine.begin() as connection:
             row = locked_lead(connection, self.connector, self.fence, lead_id)
             pushed, set_aside, pending = after_push(
-                loads(row.desired), loads(row.pushed), update, attributes, loads(row.set_aside)
+                loads(row.desired),
+                loads(row.pushed),
+                update,
+                attributes,
+                loads(row.set_aside),
+                kept_when_empty=self.source.config.kept_when_empty,
             )
             connection.execute(
                 lead_row(self.connector, lead_id).values(

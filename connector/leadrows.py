@@ -101,6 +101,44 @@ class LeadRows:
         )
         return result.rowcount
 
+    def resync(
+        self,
+        connection: Connection,
+        lead_ids: Sequence[str] | None,
+        attributes: Sequence[str] | None,
+        now: datetime,
+    ) -> int:
+        """Forget what was pushed to these leads (all of them, or these), for these
+        attributes (all, or these), so that the next run sends their current values again:
+        for leads someone edited by hand in LeadSquared. Returns how many leads."""
+        scope = [lead.c.connector == self.connector]
+        if lead_ids is not None:
+            scope.append(among(lead.c.lead_id, list(lead_ids), connection))
+        touched = dict(pending=True, attempts=0, next_attempt_at=None, updated_at=now)
+        if attributes is None:
+            result = connection.execute(
+                sa.update(lead).where(*scope).values(pushed="{}", **touched)
+            )
+            return result.rowcount
+        forgotten = set(attributes)
+        count = 0
+        after: str | None = None
+        while True:
+            # In pages, by lead id: a table of a million leads is never held in memory.
+            query = sa.select(lead.c.lead_id, lead.c.pushed).where(*scope)
+            if after is not None:
+                query = query.where(lead.c.lead_id > after)
+            page = connection.execute(query.order_by(lead.c.lead_id).limit(IDS_PER_QUERY)).all()
+            if not page:
+                return count
+            after = page[-1].lead_id
+            for lead_id, pushed in page:
+                kept = {a: v for a, v in loads(pushed).items() if a not in forgotten}
+                connection.execute(
+                    lead_row(self.connector, lead_id).values(pushed=dumps(kept), **touched)
+                )
+            count += len(page)
+
 
 def lead_row(connector: str, lead_id: str) -> sa.Update:
     """An UPDATE of one lead's row."""

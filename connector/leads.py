@@ -108,6 +108,8 @@ def after_push(
     sent: Mapping[str, str | None],
     attributes: frozenset[str],
     set_aside: Mapping[str, str | None] | None = None,
+    *,
+    kept_when_empty: frozenset[str] = frozenset(),
 ) -> tuple[Values, Values, bool]:
     """What LeadSquared now holds, what stays set aside, and whether the lead needs a push.
 
@@ -116,7 +118,10 @@ def after_push(
     """
     now_pushed = {**pushed, **sent}
     still_aside = {a: v for a, v in (set_aside or {}).items() if a not in sent}
-    return now_pushed, still_aside, bool(plan_update(desired, now_pushed, attributes, still_aside))
+    pending = plan_update(
+        desired, now_pushed, attributes, still_aside, kept_when_empty=kept_when_empty
+    )
+    return now_pushed, still_aside, bool(pending)
 
 
 def after_failure(

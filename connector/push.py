@@ -54,6 +54,7 @@ from connector.outcomes import (
     retry_delay,
 )
 from connector.ownership import Checked
+from connector.preflight import AsSpelled, Shaped, Shaper
 from connector.values import Values, plan_update
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,15 @@ class PushEnd:
 
     interrupted: bool = False
     stop_reason: str | None = None
+
+
+# LeadSquared's answer to a value its field does not accept.
+_INVALID_VALUE = "MXInvalidInputException"
+
+
+def _doubts_the_fields(answer: Answer) -> bool:
+    """Whether LeadSquared refused what the field list let through."""
+    return bool(answer.unknown_attributes) or answer.exception_type == _INVALID_VALUE
 
 
 class _Halt:
@@ -192,7 +202,12 @@ class Pusher:
         max_in_flight: int,
         events: Instrumentation,
         rng: random.Random | None = None,
+        shaper: Shaper | None = None,
+        kept_when_empty: frozenset[str] = frozenset(),
     ) -> None:
+        """`shaper` shapes each update for its fields' types and holds back what LeadSquared
+        would refuse (connector.preflight); `kept_when_empty` are the attributes an empty
+        value never clears."""
         self.queue = queue
         self.call = call
         self.attributes = attributes
@@ -202,6 +217,8 @@ class Pusher:
         self.max_in_flight = max_in_flight
         self.events = events
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self.shaper: Shaper = shaper or AsSpelled()
+        self.kept_when_empty = kept_when_empty
         self._throttles_in_a_row = 0
         self._unreachable_in_a_row = 0
         self._counts_lock = threading.Lock()
@@ -264,16 +281,18 @@ class Pusher:
     def _push_group(self, group: list[LeadState], halt: _Halt, first_call: _FirstCallAlone) -> None:
         states = {state.lead_id: state for state in group}
         attempts: dict[str, Attempt] = {}
+        wires: dict[str, Values] = {}
         for state in group:
-            update = plan_update(state.desired, state.pushed, self.attributes, state.set_aside)
-            if update:
-                attempts[state.lead_id] = Attempt(update)
-            else:
-                # Nothing differs any more (say the mapping shrank): clear the flag, no call.
-                self.queue.record_pushed(state.lead_id, {}, self.attributes, self.clock.now())
+            planned = self._planned(state)
+            if planned is None:
+                continue
+            attempts[state.lead_id], wires[state.lead_id] = planned
         started = self.clock.monotonic()
         while attempts and not halt.is_set() and not self.stop.is_set():
-            updates = {lead_id: attempt.update for lead_id, attempt in attempts.items()}
+            updates = {
+                lead_id: {name: wires[lead_id][name] for name in attempt.update}
+                for lead_id, attempt in attempts.items()
+            }
             answers = first_call.call(functools.partial(self._send, updates, halt))
             elapsed = self.clock.monotonic() - started
             again: dict[str, Attempt] = {}
@@ -296,8 +315,40 @@ class Pusher:
                 if not self.clock.sleep(pause):
                     return
 
+    def _planned(self, state: LeadState) -> tuple[Attempt, Values] | None:
+        """What to send the lead, as the source spells it and as it goes on the wire; None
+        when there is nothing to send, which is then recorded."""
+        update = plan_update(
+            state.desired,
+            state.pushed,
+            self.attributes,
+            state.set_aside,
+            kept_when_empty=self.kept_when_empty,
+        )
+        shaped = self.shaper.shape(state, update) if update else Shaped({})
+        held_error = None
+        if shaped.held:
+            held = {name: update[name] for name in sorted(shaped.held)}
+            held_error = "; ".join(shaped.held[name] for name in held)
+            self.queue.set_aside(state.lead_id, held, held_error, self.clock.now())
+            self.events.attributes_set_aside(state.lead_id, sorted(held))
+            log.warning(
+                "attributes held back by pre-flight",
+                extra={"lead_id": state.lead_id, "reasons": held_error},
+            )
+            update = {name: value for name, value in update.items() if name not in held}
+        if not update:
+            # Nothing differs any more (say the mapping shrank), or nothing may be sent.
+            self.queue.record_pushed(
+                state.lead_id, {}, self.attributes, self.clock.now(), error=held_error
+            )
+            return None
+        return Attempt(update, aside_error=held_error), shaped.wire
+
     def _send(self, updates: Mapping[str, Values], halt: _Halt) -> dict[str, Answer]:
         answers = self.call.send(updates)
+        if any(_doubts_the_fields(answer) for answer in answers.values()):
+            self.shaper.doubted()
         # Counted here, while the first call still goes alone, so that a dead host costs
         # exactly MAX_CONSECUTIVE_UNREACHABLE calls.
         kinds = {answer.kind for answer in answers.values()}

@@ -74,14 +74,20 @@ class AccountLimiter:
         config: LeadSquaredConfig,
         clock: Clock,
         stop: threading.Event,
+        *,
+        bulk: bool = False,
     ) -> None:
+        """With `bulk`, the limiter of the account's bulk calls (leadsquared.bulk.rate_limit),
+        which also take a slot from the account's own limiter."""
         self.engine = engine
-        self.account = account_id(config.host, config.access_key.get_secret_value())
-        rate = config.rate_limit
+        host = f"{config.host} bulk" if bulk else config.host
+        self.account = account_id(host, config.access_key.get_secret_value())
+        rate = config.bulk.rate_limit if bulk else config.rate_limit
         self.configured_calls = rate.calls
         self.window = timedelta(seconds=rate.window_seconds + rate.margin_seconds)
         self.margin = rate.margin_seconds
-        self.daily_budget = rate.daily_budget
+        # The bulk calls are counted in the account's own budget.
+        self.daily_budget = None if bulk else config.rate_limit.daily_budget
         self.clock = clock
         self.stop = stop
         self._postgres = engine.dialect.name == "postgresql"

@@ -221,7 +221,7 @@ class SourceTable:
             except UnreadableRowsError as exc:
                 return RowProblem(key, str(exc), lead_id, column.name)
             if column is self.lead_column and value:
-                lead_id = _shortened(_readable_lead_id(value[0][0]))
+                lead_id = _shortened(_readable_lead_id(value[0][0]), self._match)
         return RowProblem(key, error, lead_id)
 
     def _columns_as_read(self) -> Iterator[tuple[sa.Column[Any], sa.ColumnElement[Any]]]:
@@ -242,7 +242,7 @@ class SourceTable:
         try:
             lead_id = lead_id_of(row[1], self._match)
         except UnsendableValueError as exc:
-            lead = _shortened(_readable_lead_id(row[1]))
+            lead = _shortened(_readable_lead_id(row[1]), self._match)
             return RowProblem(key, str(exc), lead, self.lead_column.name)
         try:
             # Run once per changed row in a large ingest: the plain case in one expression.
@@ -275,7 +275,7 @@ def lead_id_of(value: Any, match: Match = "ProspectId") -> str | None:
     if type(value) is str:
         if not value.strip():
             return None
-        limit = MAX_LEAD_ID_LENGTH if match == "ProspectId" else MAX_LEAD_KEY_LENGTH
+        limit = _limit(match)
         if len(value) > limit:
             raise UnsendableValueError(
                 f"a lead id longer than {limit} characters cannot be {_WHAT_IS_MATCHED[match]}"
@@ -312,10 +312,15 @@ def _readable_lead_id(value: Any) -> str | None:
     return str(value) if isinstance(value, int | UUID) else None
 
 
-def _shortened(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_LEAD_KEY_LENGTH:
+def _shortened(text: str | None, match: Match) -> str | None:
+    limit = _limit(match)
+    if text is None or len(text) <= limit:
         return text
-    return text[: MAX_LEAD_KEY_LENGTH - 1] + "…"
+    return text[: limit - 1] + "…"
+
+
+def _limit(match: Match) -> int:
+    return MAX_LEAD_ID_LENGTH if match == "ProspectId" else MAX_LEAD_KEY_LENGTH
 
 
 def _fetch(connection: Connection, query: sa.Select[Any]) -> list[tuple[Any, ...]]:

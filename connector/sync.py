@@ -15,6 +15,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 import httpx
@@ -22,15 +23,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector import capture, installation, migrate, teardown
-from connector.calls import UpdateOneLead
+from connector.calls import BulkUpdate, LeadCall, UpdateFoundLead, UpdateOneLead
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.counts import RunCounts, Tally
 from connector.database import create_engine, translate_errors
-from connector.errors import LsqSyncError, RunLockLostError, SourceDatabaseError
+from connector.errors import (
+    LeadSquaredError,
+    LsqSyncError,
+    RunLockLostError,
+    SourceDatabaseError,
+)
+from connector.fieldlist import FieldList, RunFields
+from connector.fields import MetadataError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
+from connector.preflight import Preflight
 from connector.push import Pusher
 from connector.ratelimit import AccountLimiter
 from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
@@ -130,6 +139,9 @@ class Connector:
         self._source: SourceTable | None = None
         # Lives as long as the connector, so a daemon's cycles keep what throttling taught.
         self.limiter = AccountLimiter(self.engine, config.leadsquared, self.clock, self.stop)
+        self.bulk_limiter = AccountLimiter(
+            self.engine, config.leadsquared, self.clock, self.stop, bulk=True
+        )
 
     def __enter__(self) -> Connector:
         return self
@@ -149,31 +161,66 @@ class Connector:
                 self._source = SourceTable(self.engine, self.config, self.config_source)
         return self._source
 
-    @property
-    def pusher(self) -> Pusher:
+    def pusher(self, pending_leads: int = 0) -> Pusher:
+        """The run's pusher; with `pending_leads` leads to push, bulk calls may carry them."""
+        config = self.config
+        columns = {attribute: column for column, attribute in config.attributes.items()}
         return Pusher(
             queue=self.tables.queue(self.source),
-            call=UpdateOneLead(self.client),
-            attributes=frozenset(self.config.attributes.values()),
+            call=self._call_kind(pending_leads),
+            attributes=frozenset(config.attributes.values()),
             clock=self.clock,
             stop=self.stop,
-            retry=self.config.leadsquared.retry,
-            max_in_flight=self.config.leadsquared.max_in_flight,
+            retry=config.leadsquared.retry,
+            max_in_flight=config.leadsquared.max_in_flight,
             events=self._events,
+            shaper=Preflight(
+                RunFields(
+                    self.field_list,
+                    self.client,
+                    self.clock,
+                    timedelta(seconds=config.leadsquared.metadata_ttl_seconds),
+                ),
+                columns=columns,
+                truncate=config.truncated,
+                zone=config.source.zone,
+            ),
+            kept_when_empty=config.kept_when_empty,
         )
 
+    def _call_kind(self, pending_leads: int) -> LeadCall:
+        bulk = self.config.leadsquared.bulk
+        match = self.config.lead_id.match
+        if bulk.mode == "always" or (bulk.mode == "auto" and pending_leads >= bulk.min_leads):
+            return BulkUpdate(self.client, match)
+        if match == "ProspectId":
+            return UpdateOneLead(self.client)
+        return UpdateFoundLead(self.client, self.tables.matches, match, self.clock)
+
     @property
-    def client(self) -> LeadSquaredClient:
+    def field_list(self) -> FieldList:
+        return FieldList(self.engine, self.limiter.account)
+
+    def client_paced_by(
+        self, limiter: AccountLimiter | None, bulk_limiter: AccountLimiter | None = None
+    ) -> LeadSquaredClient:
+        """The connector's client, made paced by `limiter` (None: not paced) on first use:
+        `validate` may run before the connector's tables, which pacing writes to, exist."""
         if self._client is None:
             self._client = LeadSquaredClient(
                 self.config.leadsquared,
                 transport=self._transport,
-                limiter=self.limiter,
+                limiter=limiter,
+                bulk_limiter=bulk_limiter,
                 stop=self.stop,
                 drain_seconds=self.config.sync.drain_seconds,
                 events=self._events,
             )
         return self._client
+
+    @property
+    def client(self) -> LeadSquaredClient:
+        return self.client_paced_by(self.limiter, self.bulk_limiter)
 
     def init(self) -> int:
         """Create or upgrade the connector's tables, then (re)install change capture.
@@ -207,7 +254,23 @@ class Connector:
             if lapsed or (noted is not None and noted.keys_lost):
                 queued = capture.record_all_rows(connection, self.config.name, source)
         log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
+        self._read_fields()
         return queued
+
+    def _read_fields(self) -> None:
+        """Keep the account's lead fields, which values are shaped and checked by. Without
+        them values go as the source spells them: `init` does not fail for that."""
+        try:
+            with translate_errors("keeping the account's lead fields"):
+                fields = self.field_list.fetch(self.client, self.clock.now())
+        except (LeadSquaredError, MetadataError) as exc:
+            log.warning(
+                "the account's lead fields could not be read: values are sent as the source "
+                "spells them, and nothing is checked before it is sent",
+                extra={"error": str(exc)},
+            )
+            return
+        log.info("lead fields read", extra={"fields": len(fields)})
 
     def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
         """Remove this connector's triggers and functions; with `drop_state`, also its rows in
@@ -245,6 +308,21 @@ class Connector:
         with translate_errors("marking leads for retry"), self.engine.begin() as connection:
             return self.tables.leads.retry(connection, lead_ids, self.clock.now())
 
+    def resync(self, lead_ids: list[str] | None, attributes: list[str] | None = None) -> int:
+        """Make the next run send these leads' (or all leads') current values of these
+        attributes (or all mapped ones) again, whatever was last pushed."""
+        self.check_ready()
+        if attributes is not None:
+            mapped = set(self.config.attributes.values())
+            unknown = sorted(set(attributes) - mapped)
+            if unknown:
+                raise LsqSyncError(
+                    f"not a mapped attribute: {', '.join(unknown)} (mapped: "
+                    f"{', '.join(sorted(mapped))})"
+                )
+        with translate_errors("marking leads for a resync"), self.engine.begin() as connection:
+            return self.tables.leads.resync(connection, lead_ids, attributes, self.clock.now())
+
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
         installation.check_ready(self.engine, self.config)
@@ -279,12 +357,12 @@ class Connector:
     def _run_fenced(self, lease: Lease) -> RunReport:
         """Every write of run state, and every call, first checks the lease is still ours."""
         self.tables.fence.current = lease
-        self.limiter.gate = lease.call_delay
+        self.limiter.gate = self.bulk_limiter.gate = lease.call_delay
         try:
             return self._run_locked()
         finally:
             self.tables.fence.current = UNFENCED
-            self.limiter.gate = None
+            self.limiter.gate = self.bulk_limiter.gate = None
 
     def _run_locked(self) -> RunReport:
         # Read the source table's columns afresh: in a daemon, a column's type may have
@@ -312,7 +390,9 @@ class Connector:
                 with self.engine.connect() as connection:
                     tally.waiting(self.tables.changes.pending_changes(connection))
             with translate_errors("pushing leads"):
-                pushed = self.pusher.push_pending(self.config.sync.push_batch_size)
+                bulk = self.config.leadsquared.bulk
+                due = self.tables.queue(source).due_count(self.clock.now(), bulk.min_leads)
+                pushed = self.pusher(due).push_pending(self.config.sync.push_batch_size)
             status = "stopped" if pushed.interrupted else "ok"
             error = pushed.stop_reason
         except LsqSyncError as exc:

@@ -9,6 +9,7 @@ fence: the one place that builds them for a database.
 | `leads`    | connector.leadrows     | the caller's       |
 | `queue()`  | connector.leadqueue    | its own, per call  |
 | `runs`     | connector.runlog       | its own, per call  |
+| `matches`  | connector.matches      | its own, per call  |
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from connector.changelog import change_log
 from connector.desired import desired_values
 from connector.leadqueue import SqlLeadQueue
 from connector.leadrows import LeadRows
+from connector.matches import MatchCache
 from connector.rowproblems import RowProblems
 from connector.runlock import FenceHolder
 from connector.runlog import RunLog
@@ -37,6 +39,7 @@ class ConnectorTables:
         self.problems = RowProblems(connector)
         self.leads = LeadRows(connector, self.fence)
         self.runs = RunLog(engine, connector, self.fence)
+        self.matches = MatchCache(engine, connector)
 
     def queue(self, source: SourceTable) -> SqlLeadQueue:
         """The lead table as push's queue, checking ownership against `source`."""

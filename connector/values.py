@@ -60,9 +60,9 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, float):
         # repr is the shortest text that round-trips, and Decimal reads it without rounding
         # (NaN and the infinities included).
-        return _decimal(Decimal(repr(value)))
+        return plain_decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
-        return _decimal(value)
+        return plain_decimal(value)
     if isinstance(value, str):  # an enum or other subclass: its text, not its str()
         return _text(str.__str__(value)) or None
     return _structured(value)
@@ -278,8 +278,9 @@ def _first_words(exc: BaseException) -> str:
     return str(exc).split(":", 1)[0] if str(exc) else type(exc).__name__
 
 
-def _decimal(value: Decimal) -> str:
-    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent.
+def plain_decimal(value: Decimal) -> str:
+    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent;
+    UnsendableValueError for NaN, the infinities and numbers of more than MAX_DIGITS digits.
 
     Built from the digits themselves: Decimal arithmetic (normalize, quantize) rounds to the
     context's precision, which any code in the process may have lowered.
@@ -318,11 +319,15 @@ def plan_update(
     pushed: Mapping[str, str | None],
     attributes: frozenset[str],
     set_aside: Mapping[str, str | None] | None = None,
+    *,
+    kept_when_empty: frozenset[str] = frozenset(),
 ) -> Values:
     """The mapped attributes whose desired value differs from the one last pushed.
 
-    An attribute LeadSquared refused as unknown is left out while its desired value is still
-    the one refused (`set_aside`); a new value gets it tried again.
+    An attribute set aside (refused by LeadSquared, or held back by pre-flight) is left out
+    while its desired value is still the one refused (`set_aside`); a new value gets it tried
+    again. An empty value of an attribute in `kept_when_empty` (mapping `empty: skip`) is
+    never sent: the field keeps what it holds.
     """
     refused = set_aside or {}
     return {
@@ -331,6 +336,7 @@ def plan_update(
         if attribute in attributes
         and value != pushed.get(attribute)
         and not (attribute in refused and refused[attribute] == value)
+        and not (value is None and attribute in kept_when_empty)
     }
 
 

@@ -41,8 +41,9 @@ class FakeClock:
 class InMemoryLeadQueue:
     """The lead table as push sees it, with the same rules as the real one."""
 
-    def __init__(self, *states: LeadState) -> None:
+    def __init__(self, *states: LeadState, kept_when_empty: frozenset[str] = frozenset()) -> None:
         self.leads = {state.lead_id: state for state in states}
+        self.kept_when_empty = kept_when_empty
         # Lead ids whose rows no longer point to them, or point to them twice.
         self.detached: set[str] = set()
         self.shared: set[str] = set()
@@ -83,7 +84,12 @@ class InMemoryLeadQueue:
     ) -> None:
         state = self.leads[lead_id]
         pushed, aside, pending = after_push(
-            state.desired, state.pushed, update, attributes, state.set_aside
+            state.desired,
+            state.pushed,
+            update,
+            attributes,
+            state.set_aside,
+            kept_when_empty=self.kept_when_empty,
         )
         self._change(
             lead_id,

@@ -476,3 +476,76 @@ def test_a_key_that_is_not_ascii_is_refused_in_headers_only() -> None:
     assert "leadsquared.access_key" in line
     assert "ASCII" in line
     assert "Ak9" not in str(raised.value)
+
+
+def test_real_table_keys_default_to_todays_behaviour() -> None:
+    config = parse(VALID)
+    assert config.lead_id.match == "ProspectId"
+    assert config.source.timezone == "UTC"
+    assert config.attributes == {"phone": "Phone", "city": "mx_City", "plan": "mx_Plan"}
+    assert config.truncated == frozenset()
+    assert config.kept_when_empty == frozenset()
+    bulk = config.leadsquared.bulk
+    assert (bulk.mode, bulk.min_leads) == ("auto", 50)
+    assert (bulk.rate_limit.calls, bulk.rate_limit.window_seconds) == (5, 5.0)
+    assert config.leadsquared.metadata_ttl_seconds == 3600
+
+
+def test_the_long_mapping_form_gives_choices_per_field() -> None:
+    raw = valid_dict()
+    raw["lead_id"] = {"column": "email", "match": "EmailAddress"}
+    raw["source"]["timezone"] = "Asia/Kolkata"
+    raw["mapping"] = {
+        "phone": "Phone",
+        "notes": {"attribute": "mx_Notes", "truncate": True},
+        "plan": {"attribute": "mx_Plan", "empty": "skip"},
+    }
+    raw["leadsquared"]["bulk"] = {"mode": "always", "rate_limit": {"calls": 2}}
+    config = parse(raw)
+    assert config.lead_id.match == "EmailAddress"
+    assert config.source.zone.key == "Asia/Kolkata"
+    assert config.attributes == {"phone": "Phone", "notes": "mx_Notes", "plan": "mx_Plan"}
+    assert config.truncated == {"mx_Notes"}
+    assert config.kept_when_empty == {"mx_Plan"}
+    assert config.leadsquared.bulk.mode == "always"
+    assert config.leadsquared.bulk.rate_limit.calls == 2
+
+
+def test_every_mistake_in_the_new_keys_is_reported_at_once() -> None:
+    raw = valid_dict()
+    raw["lead_id"] = {"column": "lsq_prospect_id", "match": "Email"}
+    raw["source"]["timezone"] = "Mars/Olympus"
+    raw["mapping"] = {
+        "phone": {"attribute": "Phone", "truncate": "sometimes"},
+        "plan": {"attribute": "mx Plan"},
+        "city": {"attribute": "mx_City", "empty": "nothing", "color": "red"},
+        "town": 7,
+    }
+    raw["leadsquared"]["bulk"] = {"mode": "sometimes", "min_leads": 0}
+    raw["leadsquared"]["metadata_ttl_seconds"] = 0
+    found = "\n".join(problems(raw))
+    for expected in (
+        "lead_id.match:",
+        "source.timezone: 'Mars/Olympus' is not a time zone name",
+        "mapping.phone.truncate:",
+        "mapping.city.empty:",
+        "mapping.city.color: unknown key",
+        "mapping.town: must be a LeadSquared schema name, or {attribute",
+        "leadsquared.bulk.mode:",
+        "leadsquared.bulk.min_leads:",
+        "leadsquared.metadata_ttl_seconds:",
+    ):
+        assert expected in found, found
+
+
+def test_a_hostile_schema_name_in_the_long_form_is_refused() -> None:
+    raw = valid_dict()
+    raw["mapping"] = {"plan": {"attribute": "mx_Plan'; DROP TABLE x"}}
+    assert any("not a LeadSquared schema name" in line for line in problems(raw))
+
+
+def test_the_lead_id_column_cannot_also_be_mapped_in_the_long_form() -> None:
+    raw = valid_dict()
+    raw["lead_id"] = {"column": "email", "match": "EmailAddress"}
+    raw["mapping"]["email"] = {"attribute": "EmailAddress"}
+    assert any("identifies the lead" in line for line in problems(raw))
