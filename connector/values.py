@@ -60,9 +60,9 @@ def normalise(value: Any) -> str | None:
     if isinstance(value, float):
         # repr is the shortest text that round-trips, and Decimal reads it without rounding
         # (NaN and the infinities included).
-        return _decimal(Decimal(repr(value)))
+        return plain_decimal(Decimal(repr(value)))
     if isinstance(value, Decimal):
-        return _decimal(value)
+        return plain_decimal(value)
     if isinstance(value, str):  # an enum or other subclass: its text, not its str()
         return _text(str.__str__(value)) or None
     return _structured(value)
@@ -265,8 +265,9 @@ def _first_words(exc: BaseException) -> str:
     return str(exc).split(":", 1)[0] if str(exc) else type(exc).__name__
 
 
-def _decimal(value: Decimal) -> str:
-    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent.
+def plain_decimal(value: Decimal) -> str:
+    """The plain decimal spelling of `value`, exactly, without trailing zeros or an exponent;
+    UnsendableValueError for NaN, the infinities and numbers of more than MAX_DIGITS digits.
 
     Built from the digits themselves: Decimal arithmetic (normalize, quantize) rounds to the
     context's precision, which any code in the process may have lowered.
