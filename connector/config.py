@@ -129,8 +129,11 @@ class LeadSquaredConfig(_Model):
     timeout_seconds: TimeoutConfig = TimeoutConfig()
     retry: RetryConfig = RetryConfig()
     bulk: BulkConfig = BulkConfig()
-    # How long the account's field list (LeadsMetaData.Get), kept in the connector's tables,
-    # is trusted before a run reads it again.
+    # Read the account's field list (LeadsMetaData.Get) to shape values by type and hold back
+    # what LeadSquared would refuse; false sends values as the source spells them.
+    check_fields: bool = True
+    # How long the field list, kept in the connector's tables, is trusted before a run reads
+    # it again.
     metadata_ttl_seconds: float = Field(3600.0, gt=0)
 
     @field_validator("host")

@@ -39,7 +39,7 @@ from connector.fieldlist import FieldList, RunFields
 from connector.fields import MetadataError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
-from connector.preflight import Preflight
+from connector.preflight import AsSpelled, Preflight, Shaper
 from connector.push import Pusher
 from connector.ratelimit import AccountLimiter
 from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
@@ -165,6 +165,17 @@ class Connector:
         """The run's pusher; with `pending_leads` leads to push, bulk calls may carry them."""
         config = self.config
         columns = {attribute: column for column, attribute in config.attributes.items()}
+        shaper: Shaper = AsSpelled()
+        if config.leadsquared.check_fields:
+            fields = RunFields(
+                self.field_list,
+                self.client,
+                self.clock,
+                timedelta(seconds=config.leadsquared.metadata_ttl_seconds),
+            )
+            shaper = Preflight(
+                fields, columns=columns, truncate=config.truncated, zone=config.source.zone
+            )
         return Pusher(
             queue=self.tables.queue(self.source),
             call=self._call_kind(pending_leads),
@@ -174,17 +185,7 @@ class Connector:
             retry=config.leadsquared.retry,
             max_in_flight=config.leadsquared.max_in_flight,
             events=self._events,
-            shaper=Preflight(
-                RunFields(
-                    self.field_list,
-                    self.client,
-                    self.clock,
-                    timedelta(seconds=config.leadsquared.metadata_ttl_seconds),
-                ),
-                columns=columns,
-                truncate=config.truncated,
-                zone=config.source.zone,
-            ),
+            shaper=shaper,
             kept_when_empty=config.kept_when_empty,
         )
 
@@ -254,7 +255,8 @@ class Connector:
             if lapsed or (noted is not None and noted.keys_lost):
                 queued = capture.record_all_rows(connection, self.config.name, source)
         log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
-        self._read_fields()
+        if self.config.leadsquared.check_fields:
+            self._read_fields()
         return queued
 
     def _read_fields(self) -> None:

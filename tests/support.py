@@ -120,9 +120,10 @@ def config_dict(
             "access_key": DEFAULT_ACCESS_KEY,
             "secret_key": DEFAULT_SECRET_KEY,
             "rate_limit": {"calls": 1000, "window_seconds": 1},
-            # One Lead.Update per lead, whatever the backlog: the tests of bulk calls turn
-            # them on themselves.
+            # One Lead.Update per lead, whatever the backlog, and no LeadsMetaData.Get: the
+            # tests of bulk calls and field types (test_real_tables.py) turn them on.
             "bulk": {"mode": "off"},
+            "check_fields": False,
         },
         "source": {"table": "customers", "key": "id"},
         "lead_id": {"column": "lsq_prospect_id"},
