@@ -748,6 +748,106 @@ def test_get_by_id_of_a_missing_lead_is_an_empty_list(
     assert emulator.requests[0].lead_id == "NOPE"
 
 
+# Finding leads by email and by phone
+
+
+@pytest.fixture
+def findable(emulator: Emulator) -> Emulator:
+    """L1 (no email, no phone) and three more: two share an email, written differently, and
+    a phone number, as Phone on one and Mobile on the other."""
+    emulator.add_lead("L2", EmailAddress="Ada@Example.com", Phone="+91 80 1234")
+    emulator.add_lead("L3", EmailAddress=" ada@example.com ", Mobile="+91 80 1234")
+    emulator.add_lead("L4", EmailAddress="grace@example.com", Phone="+91801234")
+    return emulator
+
+
+@pytest.mark.parametrize("asked", ["ADA@example.COM", " ada@example.com", "Ada@Example.com"])
+def test_get_by_email_finds_every_lead_with_it_ignoring_case_and_spaces(
+    findable: Emulator, client: httpx.Client, asked: str
+) -> None:
+    response = client.get("Leads.GetByEmailaddress", params={**KEYS, "emailaddress": asked})
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"ProspectID": "L2", "EmailAddress": "Ada@Example.com", "Phone": "+91 80 1234"},
+        {"ProspectID": "L3", "EmailAddress": " ada@example.com ", "Mobile": "+91 80 1234"},
+    ]
+    [recorded] = findable.requests
+    assert (recorded.api, recorded.lead_id, recorded.outcome) == (
+        "Leads.GetByEmailaddress",
+        None,
+        "success",
+    )
+
+
+@pytest.mark.parametrize(
+    ("phone", "found"),
+    [("+91 80 1234", ["L2", "L3"]), ("+91801234", ["L4"]), ("91 80 1234", []), ("1234", [])],
+    ids=["phone-and-mobile", "as-written", "no-plus", "a-part"],
+)
+def test_retrieve_by_phone_matches_phone_or_mobile_exactly_as_written(
+    findable: Emulator, client: httpx.Client, phone: str, found: list[str]
+) -> None:
+    response = client.get("RetrieveLeadByPhoneNumber", params={**KEYS, "phone": phone})
+
+    assert response.status_code == 200
+    leads = findable.leads()
+    assert response.json() == [{"ProspectID": lead_id, **leads[lead_id]} for lead_id in found]
+    assert findable.requests[0].api == "RetrieveLeadByPhoneNumber"
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {"emailaddress": "nobody@example.com"}),
+        ("RetrieveLeadByPhoneNumber", {"phone": "+44 20 0000"}),
+    ],
+)
+def test_finding_nothing_is_an_empty_list(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**KEYS, **params})
+
+    assert (response.status_code, response.json()) == (200, [])
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {}),
+        ("Leads.GetByEmailaddress", {"emailaddress": " "}),
+        ("RetrieveLeadByPhoneNumber", {}),
+        ("RetrieveLeadByPhoneNumber", {"phone": ""}),
+        ("Leads.GetById", {}),
+    ],
+    ids=["no-email", "blank-email", "no-phone", "empty-phone", "no-id"],
+)
+def test_a_lookup_without_its_parameter_is_a_mandatory_attribute_error(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**KEYS, **params})
+
+    message = assert_error(response, 500, "MXMandatoryAttributeMissingException")
+    assert message.endswith("is mandatory")
+    assert findable.requests[0].outcome == "error"
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {"emailaddress": "ada@example.com"}),
+        ("RetrieveLeadByPhoneNumber", {"phone": "+91801234"}),
+    ],
+)
+def test_a_lookup_with_bad_keys_is_a_401(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**params, "accessKey": ACCESS_KEY, "secretKey": "wrong"})
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert findable.requests[0].outcome == "unauthorized"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -1,11 +1,12 @@
 """A LeadSquared API emulator: a real HTTP server on loopback, for tests and the demo.
 
-It answers ``Lead.Update``, ``Leads.GetById`` (and, given a lead schema, ``LeadsMetaData.Get``)
-under ``/v2/LeadManagement.svc/`` the way LeadSquared does, including the ways LeadSquared
-fails: 401 for bad keys, throttling as 429, 200 or 403, permanent ``MX*`` errors as HTTP 500,
-gateway pages without JSON, dropped connections, hangs, answers too big to hold, and any answer
-a test scripts itself. Tests drive it through real sockets, so the client under test runs
-unpatched::
+It answers ``Lead.Update``, ``Leads.GetById``, ``Leads.GetByEmailaddress`` (ignoring case),
+``RetrieveLeadByPhoneNumber`` (Phone or Mobile, exactly as written) and, given a lead schema,
+``LeadsMetaData.Get``, under ``/v2/LeadManagement.svc/``, the way LeadSquared does, including
+the ways LeadSquared fails: 401 for bad keys, throttling as 429, 200 or 403, permanent ``MX*``
+errors as HTTP 500, gateway pages without JSON, dropped connections, hangs, answers too big to
+hold, and any answer a test scripts itself. Tests drive it through real sockets, so the client
+under test runs unpatched::
 
     with Emulator(rate_limit=(3, 1.0)) as emulator:
         emulator.add_lead("L1", FirstName="Ada")

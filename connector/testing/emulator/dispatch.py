@@ -16,6 +16,8 @@ from connector.testing.emulator.wire import API_PREFIX, Answer, Incoming, error,
 _ENDPOINTS: Final[dict[tuple[str, str], Callable[[LeadStore, Incoming], Answer]]] = {
     ("POST", "Lead.Update"): LeadStore.lead_update,
     ("GET", "Leads.GetById"): LeadStore.get_by_id,
+    ("GET", "Leads.GetByEmailaddress"): LeadStore.get_by_email,
+    ("GET", "RetrieveLeadByPhoneNumber"): LeadStore.get_by_phone,
 }
 
 

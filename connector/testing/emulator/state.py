@@ -38,7 +38,9 @@ class RecordedRequest:
 
     method: str
     api: str
-    """``Lead.Update``, ``Leads.GetById``, or the last path segment of an unknown API."""
+    """The API called: ``Lead.Update``, ``Leads.GetById``, ``Leads.GetByEmailaddress``,
+    ``RetrieveLeadByPhoneNumber``, ``LeadsMetaData.Get``; or the last path segment of an
+    unknown API."""
     lead_id: str | None
     """The ``leadId`` (or ``id``) query parameter, if any."""
     body: Any
@@ -85,6 +87,10 @@ def check_missing_lead_error(name: str) -> None:
         raise ValueError(
             f"missing_lead_error must be one of {sorted(MISSING_LEAD_MESSAGES)}, got {name!r}"
         )
+
+
+def _mandatory(parameter: str) -> Answer:
+    return error(500, "MXMandatoryAttributeMissingException", f"{parameter} is mandatory")
 
 
 class LeadStore:
@@ -157,10 +163,43 @@ class LeadStore:
     def get_by_id(self, incoming: Incoming) -> Answer:
         lead_id = incoming.query.get("id", "")
         if not lead_id:
-            return error(500, "MXMandatoryAttributeMissingException", "id is mandatory")
-        values = self._leads.get(lead_id)
-        found = [] if values is None else [{"ProspectID": lead_id, **values}]
-        return json_answer(200, found, "success")
+            return _mandatory("id")
+        return self._found(self.matching("ProspectId", lead_id))
+
+    def get_by_email(self, incoming: Incoming) -> Answer:
+        """``Leads.GetByEmailaddress``: every lead with that email, ignoring case."""
+        email = incoming.query.get("emailaddress", "")
+        if not email.strip():
+            return _mandatory("emailaddress")
+        return self._found(self.matching("EmailAddress", email))
+
+    def get_by_phone(self, incoming: Incoming) -> Answer:
+        """``RetrieveLeadByPhoneNumber``: every lead whose Phone or Mobile is exactly that."""
+        phone = incoming.query.get("phone", "")
+        if not phone:
+            return _mandatory("phone")
+        # LeadSquared compares phone numbers as written: "+91 80" is not "+9180".
+        found = [
+            lead_id
+            for lead_id, values in self._leads.items()
+            if phone in (values.get("Phone"), values.get("Mobile"))
+        ]
+        return self._found(found)
+
+    def matching(self, key: str, value: str) -> list[str]:
+        """The ids of the leads `value` identifies by `key` (``ProspectId``, or an attribute;
+        ``EmailAddress`` ignoring case and surrounding spaces), oldest first."""
+        if key == "ProspectId":
+            return [value] if value in self._leads else []
+        if key == "EmailAddress":
+            wanted = value.strip().casefold()
+            # No email is not a match: many leads have none.
+            return [
+                lead_id
+                for lead_id, values in self._leads.items()
+                if wanted and values.get(key, "").strip().casefold() == wanted
+            ]
+        return [lead_id for lead_id, values in self._leads.items() if values.get(key) == value]
 
     def metadata(self, incoming: Incoming) -> Answer:
         """``LeadsMetaData.Get``: every field, or the one `schemaName` names (none: ``[]``)."""
@@ -168,6 +207,11 @@ class LeadStore:
         wanted = incoming.query.get("schemaname")
         with_options = incoming.query.get("excludeoptionsets", "") not in ("1", "true")
         found = [f.metadata(with_options) for f in fields if wanted in (None, f.name)]
+        return json_answer(200, found, "success")
+
+    def _found(self, lead_ids: list[str]) -> Answer:
+        """The leads as LeadSquared lists them: a JSON list, ``[]`` when none."""
+        found = [{"ProspectID": lead_id, **self._leads[lead_id]} for lead_id in lead_ids]
         return json_answer(200, found, "success")
 
     def _rejection(self, lead_id: str, fields: dict[str, str]) -> Answer | None:
