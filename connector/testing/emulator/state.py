@@ -89,6 +89,19 @@ def check_missing_lead_error(name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why LeadSquared refuses an update: its ``ExceptionType`` and message, kept as data so
+    that ``Lead.Update`` answers it as an error and a bulk update lists it per lead."""
+
+    exception_type: str
+    message: str
+
+    def answer(self) -> Answer:
+        """The refusal as ``Lead.Update`` answers it: HTTP 500, permanent."""
+        return error(500, self.exception_type, self.message)
+
+
 def _mandatory(parameter: str) -> Answer:
     return error(500, "MXMandatoryAttributeMissingException", f"{parameter} is mandatory")
 
@@ -154,10 +167,12 @@ class LeadStore:
         if isinstance(update, Answer):
             return update
         lead_id, fields = update
-        rejection = self._rejection(lead_id, fields)
-        if rejection is not None:
-            return rejection
-        self._leads.setdefault(lead_id, {}).update(fields)
+        if lead_id not in self._leads and not self._auto_create_leads:
+            return self.missing_lead.answer()
+        refusal = self.refusal(lead_id, fields)
+        if refusal is not None:
+            return refusal.answer()
+        self.apply(lead_id, fields)
         return SUCCESS
 
     def get_by_id(self, incoming: Incoming) -> Answer:
@@ -214,16 +229,20 @@ class LeadStore:
         found = [{"ProspectID": lead_id, **self._leads[lead_id]} for lead_id in lead_ids]
         return json_answer(200, found, "success")
 
-    def _rejection(self, lead_id: str, fields: dict[str, str]) -> Answer | None:
-        """The error for an update this lead's state or schema refuses; None to apply it."""
-        if lead_id not in self._leads and not self._auto_create_leads:
-            missing = self._missing_lead_error
-            return error(500, missing, MISSING_LEAD_MESSAGES[missing])
+    # Judging an update (called with the lock held)
+
+    @property
+    def missing_lead(self) -> Refusal:
+        """How an update to a lead that does not exist is refused."""
+        return Refusal(self._missing_lead_error, MISSING_LEAD_MESSAGES[self._missing_lead_error])
+
+    def refusal(self, lead_id: str, fields: dict[str, str]) -> Refusal | None:
+        """Why LeadSquared refuses to set `fields` on `lead_id` (whether or not it exists);
+        None when the update may be applied. One refusal rejects the whole update."""
         if self._attributes is not None:
             unknown = [name for name in fields if name not in self._attributes]
             if unknown:
-                return error(
-                    500,
+                return Refusal(
                     "MXUnknownAttributeException",
                     "Attribute(s) does not exist - " + ", ".join(unknown),
                 )
@@ -233,22 +252,26 @@ class LeadStore:
         for attribute, value in fields.items():
             for predicate, exception_type in self._rejections.get(attribute, []):
                 if predicate(value):
-                    return error(500, exception_type, f"Invalid value for attribute {attribute}")
+                    return Refusal(exception_type, f"Invalid value for attribute {attribute}")
         duplicate = self._duplicated_attribute(lead_id, fields)
         if duplicate is not None:
-            return error(
-                500, "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
+            return Refusal(
+                "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
             )
         return None
 
-    def _invalid_value(self, fields: dict[str, str]) -> Answer | None:
-        """The error for the first value the schema refuses, as LeadSquared words it."""
+    def apply(self, lead_id: str, fields: dict[str, str]) -> None:
+        """Set `fields` on `lead_id`, creating it if need be; `refusal` has let them pass."""
+        self._leads.setdefault(lead_id, {}).update(fields)
+
+    def _invalid_value(self, fields: dict[str, str]) -> Refusal | None:
+        """The refusal of the first value the schema refuses, as LeadSquared words it."""
         for attribute, value in fields.items():
             lead_field = None if self._schema is None else self._schema.field(attribute)
             problem = None if lead_field is None else lead_field.problem(value)
             if problem is not None:
                 message = f"Invalid value for attribute {attribute}: {problem}"
-                return error(500, "MXInvalidInputException", message)
+                return Refusal("MXInvalidInputException", message)
         return None
 
     def _duplicated_attribute(self, lead_id: str, fields: dict[str, str]) -> str | None:
