@@ -848,6 +848,359 @@ def test_a_lookup_with_bad_keys_is_a_401(
     assert findable.requests[0].outcome == "unauthorized"
 
 
+# Lead/Bulk/UpdateV2
+
+BULK_SCHEMA = {
+    "fields": {
+        "FirstName": {"type": "Text"},
+        "EmailAddress": {"type": "Email"},
+        "Phone": {"type": "Phone"},
+        "mx_City": {"type": "Text"},
+        "mx_Seats": {"type": "Number"},
+    }
+}
+
+
+def bulk_body(search_key: str, leads: list[dict[str, Any]], push: bool = True) -> dict[str, Any]:
+    return {
+        "SearchByKey": search_key,
+        "Options": {"PushNonExistentLeadsToUnProcessedList": push},
+        "LeadPropertiesList": [
+            {"Fields": [{"Attribute": name, "Value": value} for name, value in lead.items()]}
+            for lead in leads
+        ],
+    }
+
+
+def bulk(
+    client: httpx.Client, search_key: str, leads: list[dict[str, Any]], push: bool = True
+) -> httpx.Response:
+    return client.post("Lead/Bulk/UpdateV2", params=KEYS, json=bulk_body(search_key, leads, push))
+
+
+@pytest.fixture
+def bulk_emulator() -> Iterator[Emulator]:
+    with Emulator(
+        access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=None, schema=BULK_SCHEMA
+    ) as running:
+        running.add_lead("L1", FirstName="Ada", EmailAddress="ada@example.com")
+        # Two leads with one email, as an account that does not enforce its uniqueness has.
+        running.add_lead("L2", EmailAddress="twin@example.com")
+        running.add_lead("L3", EmailAddress="TWIN@example.com")
+        running.add_lead("L4", Phone="+91 80 1234")
+        yield running
+
+
+@pytest.fixture
+def bulk_client(bulk_emulator: Emulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=bulk_emulator.url + API_PREFIX, timeout=5.0) as http:
+        yield http
+
+
+def test_bulk_judges_each_lead_on_its_own_and_counts_the_outcomes(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    before = bulk_emulator.leads()
+
+    response = bulk(
+        bulk_client,
+        "ProspectId",
+        [
+            {"ProspectId": "L1", "mx_City": "Rome", "mx_Seats": 3},
+            {"ProspectId": "L2", "mx_City": "Oslo", "mx_Colour": "red", "mx_Size": "L"},
+            {"ProspectId": "L3", "mx_City": "Oslo", "mx_Seats": "many"},
+            {"ProspectId": "NOPE", "mx_City": "Lima"},
+            {"ProspectId": "L4", "mx_City": "Pune"},
+        ],
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "Status": {"TotalCount": 5, "SuccessCount": 2, "FailureCount": 2, "UnProcessedCount": 1},
+        "Details": {
+            "FailedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "L2",
+                    "Reason": "Attribute(s) does not exist - mx_Colour, mx_Size",
+                    "ExceptionType": "MXUnknownAttributeException",
+                },
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "L3",
+                    "Reason": "Invalid value for attribute mx_Seats: not a number",
+                    "ExceptionType": "MXInvalidInputException",
+                },
+            ],
+            "UnProcessedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "NOPE",
+                    "Reason": "Lead does not exist",
+                }
+            ],
+        },
+    }
+    assert bulk_emulator.leads() == {
+        **before,
+        "L1": {**before["L1"], "mx_City": "Rome", "mx_Seats": "3"},
+        "L4": {**before["L4"], "mx_City": "Pune"},
+    }
+
+
+def test_bulk_by_email_fails_a_value_several_leads_share(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    response = bulk(
+        bulk_client,
+        "EmailAddress",
+        [
+            {"EmailAddress": "twin@example.com", "mx_City": "Oslo"},
+            {"EmailAddress": " ADA@example.com", "mx_City": "Rome"},
+        ],
+    )
+
+    assert response.json()["Status"] == {
+        "TotalCount": 2,
+        "SuccessCount": 1,
+        "FailureCount": 1,
+        "UnProcessedCount": 0,
+    }
+    [failed] = response.json()["Details"]["FailedLeads"]
+    assert failed["IdentifierValue"] == "twin@example.com"
+    assert failed["ExceptionType"] == "MXDuplicateEntryException"
+    assert failed["Reason"] == "2 leads have this EmailAddress; it must identify exactly one lead"
+    # The search key identifies the lead: it is not written, even in another case.
+    assert bulk_emulator.lead("L1") == {
+        "FirstName": "Ada",
+        "EmailAddress": "ada@example.com",
+        "mx_City": "Rome",
+    }
+    assert "mx_City" not in (bulk_emulator.lead("L2") or {})
+
+
+def test_bulk_by_phone_matches_the_phone_as_written(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    response = bulk(
+        bulk_client,
+        "Phone",
+        [{"Phone": "+91 80 1234", "mx_City": "Pune"}, {"Phone": "+91801234", "mx_City": "Goa"}],
+    )
+
+    assert response.json()["Status"]["SuccessCount"] == 1
+    assert response.json()["Details"]["UnProcessedLeads"] == [
+        {"Identifier": "Phone", "IdentifierValue": "+91801234", "Reason": "Lead does not exist"}
+    ]
+    assert bulk_emulator.lead("L4") == {"Phone": "+91 80 1234", "mx_City": "Pune"}
+
+
+@pytest.mark.parametrize("options", [{"PushNonExistentLeadsToUnProcessedList": False}, {}, None])
+def test_bulk_without_the_option_fails_a_lead_not_found(
+    bulk_emulator: Emulator, bulk_client: httpx.Client, options: dict[str, bool] | None
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "NOPE", "mx_City": "Lima"}])
+    if options is None:
+        del body["Options"]
+    else:
+        body["Options"] = options
+
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert response.json() == {
+        "Status": {"TotalCount": 1, "SuccessCount": 0, "FailureCount": 1, "UnProcessedCount": 0},
+        "Details": {
+            "FailedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "NOPE",
+                    "Reason": "Lead does not exist in the system",
+                    "ExceptionType": "MXInvalidEntityException",
+                }
+            ],
+            "UnProcessedLeads": [],
+        },
+    }
+
+
+def test_bulk_checks_rejected_values_unique_attributes_and_a_missing_identifier() -> None:
+    with (
+        Emulator(rate_limit=None, unique_attributes=["Phone"]) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1", Phone="111")
+        emulator.add_lead("L2", Phone="222")
+        emulator.reject_values("mx_Date", lambda value: value == "never", "MXCustomException")
+        response = client.post(
+            "Lead/Bulk/UpdateV2",
+            params=DEFAULT_KEYS,
+            json=bulk_body(
+                "ProspectId",
+                [
+                    {"ProspectId": "L2", "Phone": "111"},
+                    {"ProspectId": "L2", "mx_Date": "never"},
+                    {"mx_Date": "2026-01-01"},
+                    {"ProspectId": "", "mx_Date": "2026-01-01"},
+                    {"ProspectId": "L2", "mx_Date": "2026-01-01"},
+                ],
+            ),
+        )
+
+        failed = response.json()["Details"]["FailedLeads"]
+        assert [(f["IdentifierValue"], f["ExceptionType"], f["Reason"]) for f in failed] == [
+            ("L2", "MXDuplicateEntryException", "A Lead with same Phone already exists."),
+            ("L2", "MXCustomException", "Invalid value for attribute mx_Date"),
+            ("", "MXMandatoryAttributeMissingException", "ProspectId is mandatory"),
+            ("", "MXMandatoryAttributeMissingException", "ProspectId is mandatory"),
+        ]
+        assert emulator.leads() == {
+            "L1": {"Phone": "111"},
+            "L2": {"Phone": "222", "mx_Date": "2026-01-01"},
+        }
+
+
+def test_bulk_never_creates_a_lead_even_with_auto_create_leads() -> None:
+    with (
+        Emulator(rate_limit=None, auto_create_leads=True) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        body = bulk_body("ProspectId", [{"ProspectId": "NEW", "mx_City": "Lima"}])
+        response = client.post("Lead/Bulk/UpdateV2", params=DEFAULT_KEYS, json=body)
+
+        assert response.json()["Status"]["UnProcessedCount"] == 1
+        assert emulator.leads() == {}
+
+
+def test_bulk_of_25_leads_is_taken_and_of_26_refused_whole(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    refused = bulk(bulk_client, "ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 26)
+    message = assert_error(refused, 400, "MXInvalidRequestException")
+    assert message == "At most 25 leads can be updated in one call, got 26"
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+    taken = bulk(bulk_client, "ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 25)
+    assert taken.json()["Status"]["SuccessCount"] == 25
+
+
+@pytest.mark.parametrize(
+    ("search_key", "status", "exception_type"),
+    [
+        ("mx_City", 500, "MXInvalidInputException"),
+        ("prospectid", 500, "MXInvalidInputException"),
+        ("FirstName", 500, "MXInvalidInputException"),
+        ("", 500, "MXMandatoryAttributeMissingException"),
+        (None, 500, "MXMandatoryAttributeMissingException"),
+        (7, 400, "MXInvalidRequestException"),
+    ],
+)
+def test_bulk_by_another_search_key_is_refused_whole(
+    bulk_emulator: Emulator,
+    bulk_client: httpx.Client,
+    search_key: object,
+    status: int,
+    exception_type: str,
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+    body["SearchByKey"] = search_key
+    if search_key is None:
+        del body["SearchByKey"]
+
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert_error(response, status, exception_type)
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+GOOD_FIELDS = [{"Attribute": "ProspectId", "Value": "L1"}, {"Attribute": "mx_City", "Value": "X"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"Fields": GOOD_FIELDS}],
+        {"SearchByKey": "ProspectId"},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": {"Fields": GOOD_FIELDS}},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [GOOD_FIELDS]},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [{"Fields": GOOD_FIELDS}, {}]},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [{"Fields": [{"Attribute": "A"}]}]},
+        {"SearchByKey": "ProspectId", "Options": [], "LeadPropertiesList": []},
+        {
+            "SearchByKey": "ProspectId",
+            "Options": {"PushNonExistentLeadsToUnProcessedList": "yes"},
+            "LeadPropertiesList": [],
+        },
+    ],
+    ids=[
+        "a-list",
+        "no-leads",
+        "leads-not-a-list",
+        "no-fields-key",
+        "one-lead-bad",
+        "no-value",
+        "options-not-an-object",
+        "option-not-a-boolean",
+    ],
+)
+def test_malformed_bulk_is_a_400_and_applies_nothing(
+    bulk_emulator: Emulator, bulk_client: httpx.Client, body: object
+) -> None:
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert_error(response, 400, "MXInvalidRequestException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+def test_bulk_must_be_sent_as_json(bulk_emulator: Emulator, bulk_client: httpx.Client) -> None:
+    body = json.dumps(bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}]))
+
+    response = bulk_client.post(
+        "Lead/Bulk/UpdateV2", params=KEYS, content=body, headers={"Content-Type": "text/plain"}
+    )
+
+    assert_error(response, 400, "MXInvalidRequestException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+def test_bulk_of_no_leads_counts_nothing(bulk_client: httpx.Client) -> None:
+    response = bulk(bulk_client, "ProspectId", [])
+
+    assert response.json()["Status"] == {
+        "TotalCount": 0,
+        "SuccessCount": 0,
+        "FailureCount": 0,
+        "UnProcessedCount": 0,
+    }
+
+
+def test_bulk_calls_are_logged_with_their_leads_and_no_lead_id(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    three = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 3)
+    bulk_client.post("Lead/Bulk/UpdateV2", params={**KEYS, "leadId": "L9"}, json=three)
+    bulk(bulk_client, "ProspectId", [{"ProspectId": "L4", "mx_City": "Pune"}])
+
+    recorded = bulk_emulator.requests
+    assert [(r.method, r.api, r.lead_id, r.status) for r in recorded] == [
+        ("POST", "Lead/Bulk/UpdateV2", None, 200)
+    ] * 2
+    assert [len(r.body["LeadPropertiesList"]) for r in recorded] == [3, 1]
+    assert recorded[0].body == three
+
+
+def test_bulk_with_bad_keys_is_a_401_and_applies_nothing(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+
+    response = bulk_client.post(
+        "Lead/Bulk/UpdateV2", params={"accessKey": ACCESS_KEY, "secretKey": "x"}, json=body
+    )
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -38,13 +38,15 @@ class RecordedRequest:
 
     method: str
     api: str
-    """The API called: ``Lead.Update``, ``Leads.GetById``, ``Leads.GetByEmailaddress``,
-    ``RetrieveLeadByPhoneNumber``, ``LeadsMetaData.Get``; or the last path segment of an
-    unknown API."""
+    """The API called, as its path reads after ``/v2/LeadManagement.svc/``: ``Lead.Update``,
+    ``Leads.GetById``, ``Leads.GetByEmailaddress``, ``RetrieveLeadByPhoneNumber``,
+    ``Lead/Bulk/UpdateV2``, ``LeadsMetaData.Get``; or the last path segment of an unknown API."""
     lead_id: str | None
-    """The ``leadId`` (or ``id``) query parameter, if any."""
+    """The ``leadId`` (or ``id``) query parameter, if any; always None for a bulk call, whose
+    leads are in its body."""
     body: Any
-    """The parsed JSON body, or None when there was none or it was not JSON."""
+    """The parsed JSON body, or None when there was none or it was not JSON. For a bulk call,
+    ``len(body["LeadPropertiesList"])`` is how many leads it carried."""
     status: int
     """The HTTP status answered; 0 when the connection was dropped without an answer."""
     outcome: RequestOutcome
