@@ -1201,6 +1201,137 @@ def test_bulk_with_bad_keys_is_a_401_and_applies_nothing(
     assert "mx_City" not in (bulk_emulator.lead("L1") or {})
 
 
+# The bulk rate limit
+
+ONE_BULK = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+
+
+@contextmanager
+def limited(clock: FakeClock, **limits: Any) -> Iterator[tuple[Emulator, httpx.Client]]:
+    """An emulator with lead L1 and the `limits` given, timed by `clock`, and a client."""
+    with (
+        Emulator(clock=clock, **limits) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1")
+        yield emulator, client
+
+
+def post_bulk(client: httpx.Client) -> httpx.Response:
+    return client.post("Lead/Bulk/UpdateV2", params=DEFAULT_KEYS, json=ONE_BULK)
+
+
+def get_l1(client: httpx.Client) -> httpx.Response:
+    return client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+
+
+def test_bulk_calls_are_limited_to_5_in_5_seconds_by_default() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=None) as (emulator, client):
+        admitted = [post_bulk(client) for _ in range(5)]
+        emulator.reset(requests_only=True)
+        emulator.add_lead("L1")  # a throttled call must apply nothing: start it bare
+        clock.now += 4.99
+        throttled = post_bulk(client)
+        single = get_l1(client)
+
+        assert [r.status_code for r in admitted] == [200] * 5
+        message = assert_error(throttled, 429, "MXAPIRateLimitExceededException")
+        assert message == "API calls exceeded the limit of 5 in 5 second(s)"
+        assert single.status_code == 200, "other calls are not held to the bulk limit"
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (1, 1)
+        assert [r.outcome for r in emulator.requests] == ["throttled", "success"]
+        assert emulator.lead("L1") == {}
+
+        clock.now += 0.01
+        assert post_bulk(client).json()["Status"]["SuccessCount"] == 1
+
+
+def test_a_bulk_call_counts_in_the_account_window_too() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=(3, 60.0), bulk_rate_limit=(10, 60.0)) as (emulator, client):
+        admitted = [post_bulk(client), post_bulk(client), get_l1(client)]
+        single = get_l1(client)
+        bulk_call = post_bulk(client)
+
+        assert [r.status_code for r in admitted] == [200] * 3
+        assert assert_error(single, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 3 in 60 second(s)"
+        )
+        assert assert_error(bulk_call, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 3 in 60 second(s)"
+        )
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (2, 0)
+
+
+def test_a_bulk_call_the_bulk_window_refuses_does_not_count_in_the_account_window() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=(3, 60.0), bulk_rate_limit=(1, 60.0)) as (emulator, client):
+        first = post_bulk(client)
+        refused = post_bulk(client)
+        singles = [get_l1(client) for _ in range(3)]
+
+        assert first.status_code == 200
+        assert assert_error(refused, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 1 in 60 second(s)"
+        )
+        assert [r.status_code for r in singles] == [200, 200, 429]
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (2, 1)
+
+
+def test_a_bulk_refusal_takes_the_accounts_throttle_status_and_retry_after() -> None:
+    clock = FakeClock()
+    limits = {"throttle_status": 200, "retry_after": 2.0, "bulk_rate_limit": (1, 5.0)}
+    with limited(clock, **limits) as (_, client):
+        post_bulk(client)
+        refused = post_bulk(client)
+
+    assert_error(refused, 200, "MXAPIRateLimitExceededException")
+    assert refused.headers["Retry-After"] == "2"
+
+
+def test_no_bulk_limit_and_set_bulk_rate_limit() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=None, bulk_rate_limit=None) as (emulator, client):
+        assert {post_bulk(client).status_code for _ in range(12)} == {200}
+
+        emulator.set_bulk_rate_limit(2, 1.0)
+        statuses = [post_bulk(client).status_code for _ in range(3)]
+        clock.now += 1.0
+        after_the_window = post_bulk(client)
+
+        assert statuses == [200, 200, 429]
+        assert after_the_window.status_code == 200
+        assert emulator.bulk_throttled_count == 1
+
+
+@pytest.mark.parametrize(("calls", "window"), [(0, 5.0), (-1, 5.0), (5, 0.0), (5, -1.0)])
+def test_a_bad_bulk_rate_limit_is_refused(calls: int, window: float) -> None:
+    with pytest.raises(ValueError, match="bulk rate limit"):
+        Emulator(bulk_rate_limit=(calls, window))
+    with pytest.raises(ValueError, match="bulk rate limit"):
+        Emulator().set_bulk_rate_limit(calls, window)
+
+
+def test_command_line_bulk_rate_limit() -> None:
+    options = ["--lead", "L1", "--bulk-rate-limit", "1", "--bulk-window", "60"]
+    with (
+        command_line_emulator(*options) as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        answers = [post_bulk(client) for _ in range(2)]
+    with (
+        command_line_emulator("--lead", "L1", "--bulk-rate-limit", "0") as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        unlimited = [post_bulk(client).status_code for _ in range(7)]
+
+    assert answers[0].json()["Status"]["SuccessCount"] == 1
+    message = assert_error(answers[1], 429, "MXAPIRateLimitExceededException")
+    assert message == "API calls exceeded the limit of 1 in 60 second(s)"
+    assert unlimited == [200] * 7
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -1664,6 +1795,7 @@ def test_command_line_throttle_status() -> None:
         (["--retry-after", "nan"], "argument --retry-after"),
         (["--window", "0"], "argument --window"),
         (["--rate-limit", "-3"], "argument --rate-limit"),
+        (["--bulk-window", "0"], "argument --bulk-window"),
         (["--port", "70000"], "argument --port"),
         (["--throttle-status", "500"], "argument --throttle-status"),
         (["--fault-huge-bytes", "lots"], "argument --fault-huge-bytes"),
@@ -1690,6 +1822,29 @@ def test_command_line_refuses_a_bad_value_naming_its_flag(
     assert named in process.stderr
     assert "Traceback" not in process.stderr
     assert process.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--bulk-rate-limit", "-1"], "argument --bulk-rate-limit"),
+        (["--bulk-rate-limit", "many"], "argument --bulk-rate-limit"),
+        (["--bulk-rate-limit", "2.5"], "argument --bulk-rate-limit"),
+        (["--bulk-window", "0"], "argument --bulk-window"),
+        (["--bulk-window", "inf"], "argument --bulk-window"),
+    ],
+)
+def test_command_line_refuses_a_bad_new_flag_naming_it(
+    options: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process, to spare a subprocess per case: argparse exits before anything is served.
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", *options])
+
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert named in captured.err
+    assert captured.out == ""
 
 
 def test_command_line_refuses_a_bad_schema_file_naming_the_field(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ sockets, so the client under test runs unpatched::
         run_the_client_against(emulator.url)
         assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "London"}
 
+The account's rate limit (25 calls in 5 s by default) holds every API call; bulk calls must
+also pass a bulk limit of their own (5 in 5 s by default, `Emulator(bulk_rate_limit=...)`).
+
 Every request is processed (and an update applied) as soon as it arrives; latency and
 ``hold()`` only delay the *answer*. Faults (a dropped connection, a hang, a success body
 dripped out too slowly to wait for) apply nothing. Together they cover both halves of "the
@@ -25,9 +28,8 @@ to serve one by hand; ``--help`` lists the flags for a schema, faults and limits
 
 The package: `service` (the `Emulator`), `dispatch` (how a request is judged), `state` (leads
 and the request log), `bulk` (``Lead/Bulk/UpdateV2``), `schema` (typed lead fields), `admin`
-(the ``/_emulator/`` endpoint),
-`faults` (rate limit, faults, latency), `server` (HTTP plumbing), `wire` (requests, answers
-and LeadSquared's bodies) and `cli` (the command line).
+(the ``/_emulator/`` endpoint), `faults` (rate limits, faults, latency), `server` (HTTP
+plumbing), `wire` (requests, answers and LeadSquared's bodies) and `cli` (the command line).
 """
 
 from connector.testing.emulator.admin import ADMIN_PREFIX

@@ -105,7 +105,7 @@ class Dispatcher:
                 "Invalid access key or secret key",
                 outcome="unauthorized",
             )
-        refusal = self._throttle.refusal(arrived)
+        refusal = self._throttle.refusal(arrived, bulk=endpoint.bulk)
         if refusal is not None:
             return refusal
         fault = self._faults.next_fault()
