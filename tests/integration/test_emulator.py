@@ -748,6 +748,590 @@ def test_get_by_id_of_a_missing_lead_is_an_empty_list(
     assert emulator.requests[0].lead_id == "NOPE"
 
 
+# Finding leads by email and by phone
+
+
+@pytest.fixture
+def findable(emulator: Emulator) -> Emulator:
+    """L1 (no email, no phone) and three more: two share an email, written differently, and
+    a phone number, as Phone on one and Mobile on the other."""
+    emulator.add_lead("L2", EmailAddress="Ada@Example.com", Phone="+91 80 1234")
+    emulator.add_lead("L3", EmailAddress=" ada@example.com ", Mobile="+91 80 1234")
+    emulator.add_lead("L4", EmailAddress="grace@example.com", Phone="+91801234")
+    return emulator
+
+
+@pytest.mark.parametrize("asked", ["ADA@example.COM", " ada@example.com", "Ada@Example.com"])
+def test_get_by_email_finds_every_lead_with_it_ignoring_case_and_spaces(
+    findable: Emulator, client: httpx.Client, asked: str
+) -> None:
+    response = client.get("Leads.GetByEmailaddress", params={**KEYS, "emailaddress": asked})
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {"ProspectID": "L2", "EmailAddress": "Ada@Example.com", "Phone": "+91 80 1234"},
+        {"ProspectID": "L3", "EmailAddress": " ada@example.com ", "Mobile": "+91 80 1234"},
+    ]
+    [recorded] = findable.requests
+    assert (recorded.api, recorded.lead_id, recorded.outcome) == (
+        "Leads.GetByEmailaddress",
+        None,
+        "success",
+    )
+
+
+@pytest.mark.parametrize(
+    ("phone", "found"),
+    [("+91 80 1234", ["L2", "L3"]), ("+91801234", ["L4"]), ("91 80 1234", []), ("1234", [])],
+    ids=["phone-and-mobile", "as-written", "no-plus", "a-part"],
+)
+def test_retrieve_by_phone_matches_phone_or_mobile_exactly_as_written(
+    findable: Emulator, client: httpx.Client, phone: str, found: list[str]
+) -> None:
+    response = client.get("RetrieveLeadByPhoneNumber", params={**KEYS, "phone": phone})
+
+    assert response.status_code == 200
+    leads = findable.leads()
+    assert response.json() == [{"ProspectID": lead_id, **leads[lead_id]} for lead_id in found]
+    assert findable.requests[0].api == "RetrieveLeadByPhoneNumber"
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {"emailaddress": "nobody@example.com"}),
+        ("RetrieveLeadByPhoneNumber", {"phone": "+44 20 0000"}),
+    ],
+)
+def test_finding_nothing_is_an_empty_list(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**KEYS, **params})
+
+    assert (response.status_code, response.json()) == (200, [])
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {}),
+        ("Leads.GetByEmailaddress", {"emailaddress": " "}),
+        ("RetrieveLeadByPhoneNumber", {}),
+        ("RetrieveLeadByPhoneNumber", {"phone": ""}),
+        ("Leads.GetById", {}),
+    ],
+    ids=["no-email", "blank-email", "no-phone", "empty-phone", "no-id"],
+)
+def test_a_lookup_without_its_parameter_is_a_mandatory_attribute_error(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**KEYS, **params})
+
+    message = assert_error(response, 500, "MXMandatoryAttributeMissingException")
+    assert message.endswith("is mandatory")
+    assert findable.requests[0].outcome == "error"
+
+
+@pytest.mark.parametrize(
+    ("api", "params"),
+    [
+        ("Leads.GetByEmailaddress", {"emailaddress": "ada@example.com"}),
+        ("RetrieveLeadByPhoneNumber", {"phone": "+91801234"}),
+    ],
+)
+def test_a_lookup_with_bad_keys_is_a_401(
+    findable: Emulator, client: httpx.Client, api: str, params: dict[str, str]
+) -> None:
+    response = client.get(api, params={**params, "accessKey": ACCESS_KEY, "secretKey": "wrong"})
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert findable.requests[0].outcome == "unauthorized"
+
+
+# Lead/Bulk/UpdateV2
+
+BULK_SCHEMA = {
+    "fields": {
+        "FirstName": {"type": "Text"},
+        "EmailAddress": {"type": "Email"},
+        "Phone": {"type": "Phone"},
+        "mx_City": {"type": "Text"},
+        "mx_Seats": {"type": "Number"},
+    }
+}
+
+
+def bulk_body(search_key: str, leads: list[dict[str, Any]], push: bool = True) -> dict[str, Any]:
+    return {
+        "SearchByKey": search_key,
+        "Options": {"PushNonExistentLeadsToUnProcessedList": push},
+        "LeadPropertiesList": [
+            {"Fields": [{"Attribute": name, "Value": value} for name, value in lead.items()]}
+            for lead in leads
+        ],
+    }
+
+
+def bulk(
+    client: httpx.Client, search_key: str, leads: list[dict[str, Any]], push: bool = True
+) -> httpx.Response:
+    return client.post("Lead/Bulk/UpdateV2", params=KEYS, json=bulk_body(search_key, leads, push))
+
+
+@pytest.fixture
+def bulk_emulator() -> Iterator[Emulator]:
+    with Emulator(
+        access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=None, schema=BULK_SCHEMA
+    ) as running:
+        running.add_lead("L1", FirstName="Ada", EmailAddress="ada@example.com")
+        # Two leads with one email, as an account that does not enforce its uniqueness has.
+        running.add_lead("L2", EmailAddress="twin@example.com")
+        running.add_lead("L3", EmailAddress="TWIN@example.com")
+        running.add_lead("L4", Phone="+91 80 1234")
+        yield running
+
+
+@pytest.fixture
+def bulk_client(bulk_emulator: Emulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=bulk_emulator.url + API_PREFIX, timeout=5.0) as http:
+        yield http
+
+
+def test_bulk_judges_each_lead_on_its_own_and_counts_the_outcomes(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    before = bulk_emulator.leads()
+
+    response = bulk(
+        bulk_client,
+        "ProspectId",
+        [
+            {"ProspectId": "L1", "mx_City": "Rome", "mx_Seats": 3},
+            {"ProspectId": "L2", "mx_City": "Oslo", "mx_Colour": "red", "mx_Size": "L"},
+            {"ProspectId": "L3", "mx_City": "Oslo", "mx_Seats": "many"},
+            {"ProspectId": "NOPE", "mx_City": "Lima"},
+            {"ProspectId": "L4", "mx_City": "Pune"},
+        ],
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "Status": {"TotalCount": 5, "SuccessCount": 2, "FailureCount": 2, "UnProcessedCount": 1},
+        "Details": {
+            "FailedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "L2",
+                    "Reason": "Attribute(s) does not exist - mx_Colour, mx_Size",
+                    "ExceptionType": "MXUnknownAttributeException",
+                },
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "L3",
+                    "Reason": "Invalid value for attribute mx_Seats: not a number",
+                    "ExceptionType": "MXInvalidInputException",
+                },
+            ],
+            "UnProcessedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "NOPE",
+                    "Reason": "Lead does not exist",
+                }
+            ],
+        },
+    }
+    assert bulk_emulator.leads() == {
+        **before,
+        "L1": {**before["L1"], "mx_City": "Rome", "mx_Seats": "3"},
+        "L4": {**before["L4"], "mx_City": "Pune"},
+    }
+
+
+def test_bulk_by_email_fails_a_value_several_leads_share(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    response = bulk(
+        bulk_client,
+        "EmailAddress",
+        [
+            {"EmailAddress": "twin@example.com", "mx_City": "Oslo"},
+            {"EmailAddress": " ADA@example.com", "mx_City": "Rome"},
+        ],
+    )
+
+    assert response.json()["Status"] == {
+        "TotalCount": 2,
+        "SuccessCount": 1,
+        "FailureCount": 1,
+        "UnProcessedCount": 0,
+    }
+    [failed] = response.json()["Details"]["FailedLeads"]
+    assert failed["IdentifierValue"] == "twin@example.com"
+    assert failed["ExceptionType"] == "MXDuplicateEntryException"
+    assert failed["Reason"] == "2 leads have this EmailAddress; it must identify exactly one lead"
+    # The search key identifies the lead: it is not written, even in another case.
+    assert bulk_emulator.lead("L1") == {
+        "FirstName": "Ada",
+        "EmailAddress": "ada@example.com",
+        "mx_City": "Rome",
+    }
+    assert "mx_City" not in (bulk_emulator.lead("L2") or {})
+
+
+def test_bulk_by_phone_matches_the_phone_as_written(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    response = bulk(
+        bulk_client,
+        "Phone",
+        [{"Phone": "+91 80 1234", "mx_City": "Pune"}, {"Phone": "+91801234", "mx_City": "Goa"}],
+    )
+
+    assert response.json()["Status"]["SuccessCount"] == 1
+    assert response.json()["Details"]["UnProcessedLeads"] == [
+        {"Identifier": "Phone", "IdentifierValue": "+91801234", "Reason": "Lead does not exist"}
+    ]
+    assert bulk_emulator.lead("L4") == {"Phone": "+91 80 1234", "mx_City": "Pune"}
+
+
+@pytest.mark.parametrize("options", [{"PushNonExistentLeadsToUnProcessedList": False}, {}, None])
+def test_bulk_without_the_option_fails_a_lead_not_found(
+    bulk_emulator: Emulator, bulk_client: httpx.Client, options: dict[str, bool] | None
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "NOPE", "mx_City": "Lima"}])
+    if options is None:
+        del body["Options"]
+    else:
+        body["Options"] = options
+
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert response.json() == {
+        "Status": {"TotalCount": 1, "SuccessCount": 0, "FailureCount": 1, "UnProcessedCount": 0},
+        "Details": {
+            "FailedLeads": [
+                {
+                    "Identifier": "ProspectId",
+                    "IdentifierValue": "NOPE",
+                    "Reason": "Lead does not exist in the system",
+                    "ExceptionType": "MXInvalidEntityException",
+                }
+            ],
+            "UnProcessedLeads": [],
+        },
+    }
+
+
+def test_bulk_checks_rejected_values_unique_attributes_and_a_missing_identifier() -> None:
+    with (
+        Emulator(rate_limit=None, unique_attributes=["Phone"]) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1", Phone="111")
+        emulator.add_lead("L2", Phone="222")
+        emulator.reject_values("mx_Date", lambda value: value == "never", "MXCustomException")
+        response = client.post(
+            "Lead/Bulk/UpdateV2",
+            params=DEFAULT_KEYS,
+            json=bulk_body(
+                "ProspectId",
+                [
+                    {"ProspectId": "L2", "Phone": "111"},
+                    {"ProspectId": "L2", "mx_Date": "never"},
+                    {"mx_Date": "2026-01-01"},
+                    {"ProspectId": "", "mx_Date": "2026-01-01"},
+                    {"ProspectId": "L2", "mx_Date": "2026-01-01"},
+                ],
+            ),
+        )
+
+        failed = response.json()["Details"]["FailedLeads"]
+        assert [(f["IdentifierValue"], f["ExceptionType"], f["Reason"]) for f in failed] == [
+            ("L2", "MXDuplicateEntryException", "A Lead with same Phone already exists."),
+            ("L2", "MXCustomException", "Invalid value for attribute mx_Date"),
+            ("", "MXMandatoryAttributeMissingException", "ProspectId is mandatory"),
+            ("", "MXMandatoryAttributeMissingException", "ProspectId is mandatory"),
+        ]
+        assert emulator.leads() == {
+            "L1": {"Phone": "111"},
+            "L2": {"Phone": "222", "mx_Date": "2026-01-01"},
+        }
+
+
+def test_bulk_never_creates_a_lead_even_with_auto_create_leads() -> None:
+    with (
+        Emulator(rate_limit=None, auto_create_leads=True) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        body = bulk_body("ProspectId", [{"ProspectId": "NEW", "mx_City": "Lima"}])
+        response = client.post("Lead/Bulk/UpdateV2", params=DEFAULT_KEYS, json=body)
+
+        assert response.json()["Status"]["UnProcessedCount"] == 1
+        assert emulator.leads() == {}
+
+
+def test_bulk_of_25_leads_is_taken_and_of_26_refused_whole(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    refused = bulk(bulk_client, "ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 26)
+    message = assert_error(refused, 400, "MXInvalidRequestException")
+    assert message == "At most 25 leads can be updated in one call, got 26"
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+    taken = bulk(bulk_client, "ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 25)
+    assert taken.json()["Status"]["SuccessCount"] == 25
+
+
+@pytest.mark.parametrize(
+    ("search_key", "status", "exception_type"),
+    [
+        ("mx_City", 500, "MXInvalidInputException"),
+        ("prospectid", 500, "MXInvalidInputException"),
+        ("FirstName", 500, "MXInvalidInputException"),
+        ("", 500, "MXMandatoryAttributeMissingException"),
+        (None, 500, "MXMandatoryAttributeMissingException"),
+        (7, 400, "MXInvalidRequestException"),
+    ],
+)
+def test_bulk_by_another_search_key_is_refused_whole(
+    bulk_emulator: Emulator,
+    bulk_client: httpx.Client,
+    search_key: object,
+    status: int,
+    exception_type: str,
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+    body["SearchByKey"] = search_key
+    if search_key is None:
+        del body["SearchByKey"]
+
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert_error(response, status, exception_type)
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+GOOD_FIELDS = [{"Attribute": "ProspectId", "Value": "L1"}, {"Attribute": "mx_City", "Value": "X"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"Fields": GOOD_FIELDS}],
+        {"SearchByKey": "ProspectId"},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": {"Fields": GOOD_FIELDS}},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [GOOD_FIELDS]},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [{"Fields": GOOD_FIELDS}, {}]},
+        {"SearchByKey": "ProspectId", "LeadPropertiesList": [{"Fields": [{"Attribute": "A"}]}]},
+        {"SearchByKey": "ProspectId", "Options": [], "LeadPropertiesList": []},
+        {
+            "SearchByKey": "ProspectId",
+            "Options": {"PushNonExistentLeadsToUnProcessedList": "yes"},
+            "LeadPropertiesList": [],
+        },
+    ],
+    ids=[
+        "a-list",
+        "no-leads",
+        "leads-not-a-list",
+        "no-fields-key",
+        "one-lead-bad",
+        "no-value",
+        "options-not-an-object",
+        "option-not-a-boolean",
+    ],
+)
+def test_malformed_bulk_is_a_400_and_applies_nothing(
+    bulk_emulator: Emulator, bulk_client: httpx.Client, body: object
+) -> None:
+    response = bulk_client.post("Lead/Bulk/UpdateV2", params=KEYS, json=body)
+
+    assert_error(response, 400, "MXInvalidRequestException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+def test_bulk_must_be_sent_as_json(bulk_emulator: Emulator, bulk_client: httpx.Client) -> None:
+    body = json.dumps(bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}]))
+
+    response = bulk_client.post(
+        "Lead/Bulk/UpdateV2", params=KEYS, content=body, headers={"Content-Type": "text/plain"}
+    )
+
+    assert_error(response, 400, "MXInvalidRequestException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+def test_bulk_of_no_leads_counts_nothing(bulk_client: httpx.Client) -> None:
+    response = bulk(bulk_client, "ProspectId", [])
+
+    assert response.json()["Status"] == {
+        "TotalCount": 0,
+        "SuccessCount": 0,
+        "FailureCount": 0,
+        "UnProcessedCount": 0,
+    }
+
+
+def test_bulk_calls_are_logged_with_their_leads_and_no_lead_id(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    three = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}] * 3)
+    bulk_client.post("Lead/Bulk/UpdateV2", params={**KEYS, "leadId": "L9"}, json=three)
+    bulk(bulk_client, "ProspectId", [{"ProspectId": "L4", "mx_City": "Pune"}])
+
+    recorded = bulk_emulator.requests
+    assert [(r.method, r.api, r.lead_id, r.status) for r in recorded] == [
+        ("POST", "Lead/Bulk/UpdateV2", None, 200)
+    ] * 2
+    assert [len(r.body["LeadPropertiesList"]) for r in recorded] == [3, 1]
+    assert recorded[0].body == three
+
+
+def test_bulk_with_bad_keys_is_a_401_and_applies_nothing(
+    bulk_emulator: Emulator, bulk_client: httpx.Client
+) -> None:
+    body = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+
+    response = bulk_client.post(
+        "Lead/Bulk/UpdateV2", params={"accessKey": ACCESS_KEY, "secretKey": "x"}, json=body
+    )
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert "mx_City" not in (bulk_emulator.lead("L1") or {})
+
+
+# The bulk rate limit
+
+ONE_BULK = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+
+
+@contextmanager
+def limited(clock: FakeClock, **limits: Any) -> Iterator[tuple[Emulator, httpx.Client]]:
+    """An emulator with lead L1 and the `limits` given, timed by `clock`, and a client."""
+    with (
+        Emulator(clock=clock, **limits) as emulator,
+        httpx.Client(base_url=emulator.url + API_PREFIX) as client,
+    ):
+        emulator.add_lead("L1")
+        yield emulator, client
+
+
+def post_bulk(client: httpx.Client) -> httpx.Response:
+    return client.post("Lead/Bulk/UpdateV2", params=DEFAULT_KEYS, json=ONE_BULK)
+
+
+def get_l1(client: httpx.Client) -> httpx.Response:
+    return client.get("Leads.GetById", params={**DEFAULT_KEYS, "id": "L1"})
+
+
+def test_bulk_calls_are_limited_to_5_in_5_seconds_by_default() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=None) as (emulator, client):
+        admitted = [post_bulk(client) for _ in range(5)]
+        emulator.reset(requests_only=True)
+        emulator.add_lead("L1")  # a throttled call must apply nothing: start it bare
+        clock.now += 4.99
+        throttled = post_bulk(client)
+        single = get_l1(client)
+
+        assert [r.status_code for r in admitted] == [200] * 5
+        message = assert_error(throttled, 429, "MXAPIRateLimitExceededException")
+        assert message == "API calls exceeded the limit of 5 in 5 second(s)"
+        assert single.status_code == 200, "other calls are not held to the bulk limit"
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (1, 1)
+        assert [r.outcome for r in emulator.requests] == ["throttled", "success"]
+        assert emulator.lead("L1") == {}
+
+        clock.now += 0.01
+        assert post_bulk(client).json()["Status"]["SuccessCount"] == 1
+
+
+def test_a_bulk_call_counts_in_the_account_window_too() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=(3, 60.0), bulk_rate_limit=(10, 60.0)) as (emulator, client):
+        admitted = [post_bulk(client), post_bulk(client), get_l1(client)]
+        single = get_l1(client)
+        bulk_call = post_bulk(client)
+
+        assert [r.status_code for r in admitted] == [200] * 3
+        assert assert_error(single, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 3 in 60 second(s)"
+        )
+        assert assert_error(bulk_call, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 3 in 60 second(s)"
+        )
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (2, 0)
+
+
+def test_a_bulk_call_the_bulk_window_refuses_does_not_count_in_the_account_window() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=(3, 60.0), bulk_rate_limit=(1, 60.0)) as (emulator, client):
+        first = post_bulk(client)
+        refused = post_bulk(client)
+        singles = [get_l1(client) for _ in range(3)]
+
+        assert first.status_code == 200
+        assert assert_error(refused, 429, "MXAPIRateLimitExceededException").endswith(
+            "limit of 1 in 60 second(s)"
+        )
+        assert [r.status_code for r in singles] == [200, 200, 429]
+        assert (emulator.throttled_count, emulator.bulk_throttled_count) == (2, 1)
+
+
+def test_a_bulk_refusal_takes_the_accounts_throttle_status_and_retry_after() -> None:
+    clock = FakeClock()
+    limits = {"throttle_status": 200, "retry_after": 2.0, "bulk_rate_limit": (1, 5.0)}
+    with limited(clock, **limits) as (_, client):
+        post_bulk(client)
+        refused = post_bulk(client)
+
+    assert_error(refused, 200, "MXAPIRateLimitExceededException")
+    assert refused.headers["Retry-After"] == "2"
+
+
+def test_no_bulk_limit_and_set_bulk_rate_limit() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=None, bulk_rate_limit=None) as (emulator, client):
+        assert {post_bulk(client).status_code for _ in range(12)} == {200}
+
+        emulator.set_bulk_rate_limit(2, 1.0)
+        statuses = [post_bulk(client).status_code for _ in range(3)]
+        clock.now += 1.0
+        after_the_window = post_bulk(client)
+
+        assert statuses == [200, 200, 429]
+        assert after_the_window.status_code == 200
+        assert emulator.bulk_throttled_count == 1
+
+
+@pytest.mark.parametrize(("calls", "window"), [(0, 5.0), (-1, 5.0), (5, 0.0), (5, -1.0)])
+def test_a_bad_bulk_rate_limit_is_refused(calls: int, window: float) -> None:
+    with pytest.raises(ValueError, match="bulk rate limit"):
+        Emulator(bulk_rate_limit=(calls, window))
+    with pytest.raises(ValueError, match="bulk rate limit"):
+        Emulator().set_bulk_rate_limit(calls, window)
+
+
+def test_command_line_bulk_rate_limit() -> None:
+    options = ["--lead", "L1", "--bulk-rate-limit", "1", "--bulk-window", "60"]
+    with (
+        command_line_emulator(*options) as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        answers = [post_bulk(client) for _ in range(2)]
+    with (
+        command_line_emulator("--lead", "L1", "--bulk-rate-limit", "0") as (url, _),
+        httpx.Client(base_url=url + API_PREFIX) as client,
+    ):
+        unlimited = [post_bulk(client).status_code for _ in range(7)]
+
+    assert answers[0].json()["Status"]["SuccessCount"] == 1
+    message = assert_error(answers[1], 429, "MXAPIRateLimitExceededException")
+    assert message == "API calls exceeded the limit of 1 in 60 second(s)"
+    assert unlimited == [200] * 7
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -1211,6 +1795,7 @@ def test_command_line_throttle_status() -> None:
         (["--retry-after", "nan"], "argument --retry-after"),
         (["--window", "0"], "argument --window"),
         (["--rate-limit", "-3"], "argument --rate-limit"),
+        (["--bulk-window", "0"], "argument --bulk-window"),
         (["--port", "70000"], "argument --port"),
         (["--throttle-status", "500"], "argument --throttle-status"),
         (["--fault-huge-bytes", "lots"], "argument --fault-huge-bytes"),
@@ -1237,6 +1822,29 @@ def test_command_line_refuses_a_bad_value_naming_its_flag(
     assert named in process.stderr
     assert "Traceback" not in process.stderr
     assert process.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--bulk-rate-limit", "-1"], "argument --bulk-rate-limit"),
+        (["--bulk-rate-limit", "many"], "argument --bulk-rate-limit"),
+        (["--bulk-rate-limit", "2.5"], "argument --bulk-rate-limit"),
+        (["--bulk-window", "0"], "argument --bulk-window"),
+        (["--bulk-window", "inf"], "argument --bulk-window"),
+    ],
+)
+def test_command_line_refuses_a_bad_new_flag_naming_it(
+    options: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process, to spare a subprocess per case: argparse exits before anything is served.
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", *options])
+
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert named in captured.err
+    assert captured.out == ""
 
 
 def test_command_line_refuses_a_bad_schema_file_naming_the_field(tmp_path: Path) -> None:

@@ -1,16 +1,21 @@
 """A LeadSquared API emulator: a real HTTP server on loopback, for tests and the demo.
 
-It answers ``Lead.Update``, ``Leads.GetById`` (and, given a lead schema, ``LeadsMetaData.Get``)
-under ``/v2/LeadManagement.svc/`` the way LeadSquared does, including the ways LeadSquared
-fails: 401 for bad keys, throttling as 429, 200 or 403, permanent ``MX*`` errors as HTTP 500,
-gateway pages without JSON, dropped connections, hangs, answers too big to hold, and any answer
-a test scripts itself. Tests drive it through real sockets, so the client under test runs
-unpatched::
+It answers ``Lead.Update``, ``Leads.GetById``, ``Leads.GetByEmailaddress`` (ignoring case),
+``RetrieveLeadByPhoneNumber`` (Phone or Mobile, exactly as written), ``Lead/Bulk/UpdateV2``
+(up to 25 leads, each judged as ``Lead.Update`` would judge it; see `bulk`) and, given a lead
+schema, ``LeadsMetaData.Get``, under ``/v2/LeadManagement.svc/``, the way LeadSquared does,
+including the ways LeadSquared fails: 401 for bad keys, throttling as 429, 200 or 403,
+permanent ``MX*`` errors as HTTP 500, gateway pages without JSON, dropped connections, hangs,
+answers too big to hold, and any answer a test scripts itself. Tests drive it through real
+sockets, so the client under test runs unpatched::
 
     with Emulator(rate_limit=(3, 1.0)) as emulator:
         emulator.add_lead("L1", FirstName="Ada")
         run_the_client_against(emulator.url)
         assert emulator.lead("L1") == {"FirstName": "Ada", "mx_City": "London"}
+
+The account's rate limit (25 calls in 5 s by default) holds every API call; bulk calls must
+also pass a bulk limit of their own (5 in 5 s by default, `Emulator(bulk_rate_limit=...)`).
 
 Every request is processed (and an update applied) as soon as it arrives; latency and
 ``hold()`` only delay the *answer*. Faults (a dropped connection, a hang, a success body
@@ -22,12 +27,13 @@ to serve one by hand; ``--help`` lists the flags for a schema, faults and limits
 ``/_emulator/`` admin endpoint (see `admin`) reads and resets what it holds.
 
 The package: `service` (the `Emulator`), `dispatch` (how a request is judged), `state` (leads
-and the request log), `schema` (typed lead fields), `admin` (the ``/_emulator/`` endpoint),
-`faults` (rate limit, faults, latency), `server` (HTTP plumbing), `wire` (requests, answers
-and LeadSquared's bodies) and `cli` (the command line).
+and the request log), `bulk` (``Lead/Bulk/UpdateV2``), `schema` (typed lead fields), `admin`
+(the ``/_emulator/`` endpoint), `faults` (rate limits, faults, latency), `server` (HTTP
+plumbing), `wire` (requests, answers and LeadSquared's bodies) and `cli` (the command line).
 """
 
 from connector.testing.emulator.admin import ADMIN_PREFIX
+from connector.testing.emulator.bulk import BULK_MAX_LEADS, SEARCH_KEYS
 from connector.testing.emulator.cli import main
 from connector.testing.emulator.faults import FAULT_KINDS, THROTTLE_STATUSES
 from connector.testing.emulator.schema import FIELD_TYPES, LeadField, LeadSchema, SchemaError
@@ -38,10 +44,12 @@ from connector.testing.emulator.wire import API_PREFIX, RequestOutcome
 __all__ = [
     "ADMIN_PREFIX",
     "API_PREFIX",
+    "BULK_MAX_LEADS",
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_SECRET_KEY",
     "FAULT_KINDS",
     "FIELD_TYPES",
+    "SEARCH_KEYS",
     "THROTTLE_STATUSES",
     "Emulator",
     "LeadField",

@@ -79,6 +79,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
     )
+    add(
+        "--bulk-rate-limit",
+        type=_number(int, 0, 10**6, "a whole number of calls from 0"),
+        default=5,
+        metavar="CALLS",
+        help="bulk calls (Lead/Bulk/UpdateV2) per bulk window, on top of --rate-limit; "
+        "0 = no bulk limit",
+    )
+    add(
+        "--bulk-window",
+        type=_number(float, 0.001, 86400, "seconds above 0"),
+        default=5.0,
+        metavar="SECONDS",
+    )
     add("--throttle-status", type=int, default=429, choices=sorted(THROTTLE_STATUSES))
     add(
         "--retry-after",
@@ -163,6 +177,9 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Emul
         rate_limit=(args.rate_limit, args.window) if args.rate_limit > 0 else None,
         throttle_status=args.throttle_status,
         retry_after=args.retry_after,
+        bulk_rate_limit=(
+            (args.bulk_rate_limit, args.bulk_window) if args.bulk_rate_limit > 0 else None
+        ),
         attributes=args.attribute,
         schema=schema,
         unique_attributes=args.unique_attribute,

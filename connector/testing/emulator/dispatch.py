@@ -6,17 +6,42 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Final
+from dataclasses import dataclass
+from functools import partial
 
 from connector.testing.emulator.admin import ADMIN_PREFIX, Admin
+from connector.testing.emulator.bulk import bulk_update
 from connector.testing.emulator.faults import Faults, Throttle
 from connector.testing.emulator.state import LeadStore, RecordedRequest, RequestLog
 from connector.testing.emulator.wire import API_PREFIX, Answer, Incoming, error, parse_json
 
-_ENDPOINTS: Final[dict[tuple[str, str], Callable[[LeadStore, Incoming], Answer]]] = {
-    ("POST", "Lead.Update"): LeadStore.lead_update,
-    ("GET", "Leads.GetById"): LeadStore.get_by_id,
-}
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API the account answers: how it is called, the name the request log gives it
+    (its path after the service's prefix), and its answer."""
+
+    method: str
+    api: str
+    answer: Callable[[Incoming], Answer]
+    bulk: bool = False
+    """Counted against the bulk rate limit too, and never logged with a lead id."""
+    service: str = API_PREFIX
+
+
+def endpoints(store: LeadStore) -> dict[tuple[str, str], Endpoint]:
+    """The APIs answered, by method and path."""
+    found = [
+        Endpoint("POST", "Lead.Update", store.lead_update),
+        Endpoint("GET", "Leads.GetById", store.get_by_id),
+        Endpoint("GET", "Leads.GetByEmailaddress", store.get_by_email),
+        Endpoint("GET", "RetrieveLeadByPhoneNumber", store.get_by_phone),
+        Endpoint("POST", "Lead/Bulk/UpdateV2", partial(bulk_update, store), bulk=True),
+    ]
+    # Without a schema there is nothing to describe, so the call stays unknown, as before.
+    if store.schema is not None:
+        found.append(Endpoint("GET", "LeadsMetaData.Get", store.metadata))
+    return {(each.method, each.service + each.api): each for each in found}
 
 
 class Dispatcher:
@@ -35,10 +60,7 @@ class Dispatcher:
     ) -> None:
         self._lock = lock
         self._admin = Admin(store, log, keys)
-        self._endpoints = dict(_ENDPOINTS)
-        # Without a schema there is nothing to describe, so the call stays unknown, as before.
-        if store.schema is not None:
-            self._endpoints["GET", "LeadsMetaData.Get"] = LeadStore.metadata
+        self._endpoints = endpoints(store)
         self._store = store
         self._log = log
         self._throttle = throttle
@@ -54,13 +76,14 @@ class Dispatcher:
             return self._admin.answer(incoming)
         with self._lock:
             arrived = self._clock()
-            api = incoming.path.rsplit("/", 1)[-1]
-            answer = self._decide(incoming, api, arrived)
+            endpoint = self._endpoints.get((incoming.method, incoming.path))
+            answer = self._decide(incoming, endpoint, arrived)
+            lead_id = incoming.query.get("leadid") or incoming.query.get("id") or None
             self._log.append(
                 RecordedRequest(
                     method=incoming.method,
-                    api=api,
-                    lead_id=incoming.query.get("leadid") or incoming.query.get("id") or None,
+                    api=incoming.path.rsplit("/", 1)[-1] if endpoint is None else endpoint.api,
+                    lead_id=None if endpoint is not None and endpoint.bulk else lead_id,
                     body=parse_json(incoming.body),
                     status=answer.status,
                     outcome=answer.outcome,
@@ -72,10 +95,7 @@ class Dispatcher:
         self._faults.delay_answer(delay, answer)
         return answer
 
-    def _decide(self, incoming: Incoming, api: str, arrived: float) -> Answer:
-        endpoint = None
-        if incoming.path == API_PREFIX + api:
-            endpoint = self._endpoints.get((incoming.method, api))
+    def _decide(self, incoming: Incoming, endpoint: Endpoint | None, arrived: float) -> Answer:
         if endpoint is None:
             return error(404, "MXInvalidAPIException", "API not found")
         if not self._authenticated(incoming):
@@ -85,13 +105,13 @@ class Dispatcher:
                 "Invalid access key or secret key",
                 outcome="unauthorized",
             )
-        refusal = self._throttle.refusal(arrived)
+        refusal = self._throttle.refusal(arrived, bulk=endpoint.bulk)
         if refusal is not None:
             return refusal
         fault = self._faults.next_fault()
         if fault is not None:
             return fault
-        return endpoint(self._store, incoming)
+        return endpoint.answer(incoming)
 
     def _authenticated(self, incoming: Incoming) -> bool:
         key_pairs = (

@@ -1,8 +1,9 @@
-"""How the emulator misbehaves on purpose: the account's rate limit, scripted and random
+"""How the emulator misbehaves on purpose: the account's rate limits, scripted and random
 faults, latency and holding answers back, and the slow or huge ways of sending a body.
 
 Every wait here ends on the emulator's stop event, so a test's teardown never waits out a
-hang. Both classes share the emulator's one condition, which the caller may already hold.
+hang. `Throttle` and `Faults` share the emulator's one condition, which the caller may already
+hold.
 """
 
 from __future__ import annotations
@@ -61,13 +62,17 @@ def check_fault_kinds(kinds: Iterable[str]) -> None:
         raise ValueError(f"unknown fault kind(s) {unknown}; expected some of {sorted(FAULT_KINDS)}")
 
 
+def check_window(calls: int | None, window: float, what: str = "rate limit") -> None:
+    if calls is not None and calls < 1:
+        raise ValueError(f"{what} calls must be at least 1 or None, got {calls}")
+    if window <= 0:
+        raise ValueError(f"{what} window must be positive, got {window}")
+
+
 def check_rate_limit(
     calls: int | None, window: float, status: int, retry_after: float | None
 ) -> None:
-    if calls is not None and calls < 1:
-        raise ValueError(f"rate limit calls must be at least 1 or None, got {calls}")
-    if window <= 0:
-        raise ValueError(f"rate limit window must be positive, got {window}")
+    check_window(calls, window)
     if status not in THROTTLE_STATUSES:
         raise ValueError(f"throttle status must be one of {sorted(THROTTLE_STATUSES)}")
     if retry_after is not None and not (math.isfinite(retry_after) and retry_after >= 0):
@@ -100,16 +105,44 @@ def dripped_head(answer: Answer, total_seconds: float) -> bytes:
     )
 
 
+class _Window:
+    """A sliding window of admitted calls: at most `calls` in any `seconds`, or no limit."""
+
+    def __init__(self) -> None:
+        self._limit: tuple[int, float] | None = None
+        self._arrivals: deque[float] = deque()
+
+    def configure(self, calls: int | None, seconds: float) -> None:
+        """Set the limit (None: none); the window starts empty again."""
+        self._limit = None if calls is None else (calls, seconds)
+        self._arrivals.clear()
+
+    def refused(self, arrived: float) -> tuple[int, float] | None:
+        """The limit a call arriving at `arrived` would break; None when there is room."""
+        if self._limit is None:
+            return None
+        calls, seconds = self._limit
+        while self._arrivals and self._arrivals[0] <= arrived - seconds:
+            self._arrivals.popleft()
+        return self._limit if len(self._arrivals) >= calls else None
+
+    def admit(self, arrived: float) -> None:
+        if self._limit is not None:
+            self._arrivals.append(arrived)
+
+
 class Throttle:
-    """The account's rate limit: a sliding window of admitted calls, and the answer past it."""
+    """The account's rate limits: a sliding window of admitted calls, a second window that
+    bulk calls must pass as well, and the answer past either."""
 
     def __init__(self, lock: threading.Condition) -> None:
         self._lock = lock
-        self._limit: tuple[int, float] | None = None
+        self._account = _Window()
+        self._bulk = _Window()
         self._status = 429
         self._retry_after: float | None = None
-        self._arrivals: deque[float] = deque()
         self._throttled_count = 0
+        self._bulk_throttled_count = 0
 
     def configure(
         self, calls: int | None, window: float, status: int, retry_after: float | None
@@ -117,42 +150,54 @@ class Throttle:
         """As `Emulator.set_rate_limit`; the window starts empty again."""
         check_rate_limit(calls, window, status, retry_after)
         with self._lock:
-            self._limit = None if calls is None else (calls, window)
+            self._account.configure(calls, window)
             self._status = status
             self._retry_after = retry_after
-            self._arrivals.clear()
+
+    def configure_bulk(self, calls: int | None, window: float) -> None:
+        """As `Emulator.set_bulk_rate_limit`; the bulk window starts empty again."""
+        check_window(calls, window, "bulk rate limit")
+        with self._lock:
+            self._bulk.configure(calls, window)
 
     @property
     def throttled_count(self) -> int:
         with self._lock:
             return self._throttled_count
 
-    def refusal(self, arrived: float) -> Answer | None:
-        """The throttled answer for a call arriving at `arrived`; None when it is admitted."""
+    @property
+    def bulk_throttled_count(self) -> int:
         with self._lock:
-            if self._limit is None or self._admit(arrived, *self._limit):
-                return None
-            self._throttled_count += 1
-            calls, window = self._limit
-            throttled = error(
-                self._status,
-                "MXAPIRateLimitExceededException",
-                f"API calls exceeded the limit of {calls} in {window:g} second(s)",
-                outcome="throttled",
-            )
-            if self._retry_after is None:
-                return throttled
-            return replace(
-                throttled, headers=(("Retry-After", _retry_after_text(self._retry_after)),)
-            )
+            return self._bulk_throttled_count
 
-    def _admit(self, arrived: float, calls: int, window: float) -> bool:
-        while self._arrivals and self._arrivals[0] <= arrived - window:
-            self._arrivals.popleft()
-        if len(self._arrivals) >= calls:
-            return False
-        self._arrivals.append(arrived)
-        return True
+    def refusal(self, arrived: float, bulk: bool = False) -> Answer | None:
+        """The throttled answer for a call arriving at `arrived`; None when it is admitted.
+
+        A bulk call must find room in both windows, and is counted in both. A refused call
+        is counted in neither: that it was throttled must not throttle the calls after it."""
+        with self._lock:
+            windows = (self._account, self._bulk) if bulk else (self._account,)
+            for window in windows:
+                limit = window.refused(arrived)
+                if limit is not None:
+                    self._throttled_count += 1
+                    if window is self._bulk:
+                        self._bulk_throttled_count += 1
+                    return self._throttled(*limit)
+            for window in windows:
+                window.admit(arrived)
+            return None
+
+    def _throttled(self, calls: int, window: float) -> Answer:
+        throttled = error(
+            self._status,
+            "MXAPIRateLimitExceededException",
+            f"API calls exceeded the limit of {calls} in {window:g} second(s)",
+            outcome="throttled",
+        )
+        if self._retry_after is None:
+            return throttled
+        return replace(throttled, headers=(("Retry-After", _retry_after_text(self._retry_after)),))
 
 
 class Faults:
@@ -265,19 +310,30 @@ class FaultControls:
         self,
         lock: threading.Condition,
         stopping: threading.Event,
+        *,
         rate_limit: tuple[int, float] | None,
         throttle_status: int,
         retry_after: float | None,
+        bulk_rate_limit: tuple[int, float] | None,
     ) -> None:
         self._throttle = Throttle(lock)
         self._faults = Faults(lock, stopping)
         calls, window = (None, 5.0) if rate_limit is None else rate_limit
         self.set_rate_limit(calls, window, throttle_status, retry_after)
+        bulk_calls, bulk_window = (None, 5.0) if bulk_rate_limit is None else bulk_rate_limit
+        self.set_bulk_rate_limit(bulk_calls, bulk_window)
 
     @property
     def throttled_count(self) -> int:
-        """How many requests have been answered as throttled since the emulator was made."""
+        """How many requests have been answered as throttled since the emulator was made,
+        bulk calls included, whichever window refused them."""
         return self._throttle.throttled_count
+
+    @property
+    def bulk_throttled_count(self) -> int:
+        """How many of `throttled_count` were bulk calls the bulk window refused (a bulk call
+        the account's window refuses first is not among them)."""
+        return self._throttle.bulk_throttled_count
 
     @property
     def fault_timeout_seconds(self) -> float:
@@ -326,6 +382,17 @@ class FaultControls:
         there is none. The window starts empty again.
         """
         self._throttle.configure(calls, window, status, retry_after)
+
+    def set_bulk_rate_limit(self, calls: int | None, window: float = 5.0) -> None:
+        """Allow `calls` bulk requests (``Lead/Bulk/UpdateV2``) per sliding `window` seconds
+        (None = no bulk limit), as LeadSquared's plans limit bulk calls below the rest.
+
+        A bulk call must pass this window and the account's (`set_rate_limit`), and counts in
+        both; one refused by either counts in neither, and is answered as any throttled call
+        (the account's throttle status and Retry-After), the message naming the limit it
+        broke. The bulk window starts empty again; the account's is left as it is.
+        """
+        self._throttle.configure_bulk(calls, window)
 
     def fail_next(self, count: int, kind: str) -> None:
         """Answer the next `count` authenticated, unthrottled API requests with fault `kind`.

@@ -48,6 +48,7 @@ class Emulator(FaultControls):
         rate_limit: tuple[int, float] | None = (25, 5.0),
         throttle_status: int = 429,
         retry_after: float | None = None,
+        bulk_rate_limit: tuple[int, float] | None = (5, 5.0),
         attributes: Iterable[str] | None = None,
         schema: LeadSchema | Mapping[str, Any] | None = None,
         unique_attributes: Iterable[str] = (),
@@ -59,17 +60,20 @@ class Emulator(FaultControls):
         """Configure the emulator; nothing listens until `start`.
 
         `rate_limit`, `throttle_status` and `retry_after` are as in `set_rate_limit`, with
-        None for no limit. `attributes`, when given, is the lead schema: updates naming
-        anything else are rejected whole. `schema` (a `LeadSchema`, or a mapping in the shape
-        of a schema file, see `connector.testing.emulator.schema`) is a typed one in its stead:
-        it also refuses values its fields do not accept, and is served by
-        ``LeadsMetaData.Get``. `unique_attributes` (e.g. ``{"EmailAddress",
-        "Phone"}``) may not hold the same non-empty value on two leads, ignoring case:
-        an update giving a lead a value another lead holds is rejected whole with
-        ``MXDuplicateEntryException`` (`add_lead` does not check). With `auto_create_leads`,
-        updates to unknown leads create them; otherwise they are rejected with
-        `missing_lead_error`. `port` 0 picks a free port. `clock` times the rate-limit window,
-        so a test can slide it without sleeping.
+        None for no limit. `bulk_rate_limit` (calls, seconds) is as in `set_bulk_rate_limit`:
+        by default 5 bulk calls in 5 seconds, as LeadSquared has been seen to allow; None for
+        no bulk limit. `clock` times both windows, so a test can slide them without sleeping.
+
+        `attributes`, when given, is the lead schema: updates naming anything else are
+        rejected whole. `schema` (a `LeadSchema`, or a mapping in the shape of a schema file,
+        see `connector.testing.emulator.schema`) is a typed one in its stead: it also refuses
+        values its fields do not accept, and is served by ``LeadsMetaData.Get``.
+        `unique_attributes` (e.g. ``{"EmailAddress", "Phone"}``) may not hold the same
+        non-empty value on two leads, ignoring case: an update giving a lead a value another
+        lead holds is rejected whole with ``MXDuplicateEntryException`` (`add_lead` does not
+        check). With `auto_create_leads`, ``Lead.Update`` calls to unknown leads create them
+        (a bulk update never does); otherwise they are rejected with `missing_lead_error`.
+        `port` 0 picks a free port.
         """
         self._state = threading.Condition()
         self._stopping = threading.Event()
@@ -82,7 +86,14 @@ class Emulator(FaultControls):
             missing_lead_error=missing_lead_error,
         )
         self._log = RequestLog(self._state)
-        super().__init__(self._state, self._stopping, rate_limit, throttle_status, retry_after)
+        super().__init__(
+            self._state,
+            self._stopping,
+            rate_limit=rate_limit,
+            throttle_status=throttle_status,
+            retry_after=retry_after,
+            bulk_rate_limit=bulk_rate_limit,
+        )
         self._dispatcher = Dispatcher(
             self._state,
             store=self._store,

@@ -38,11 +38,15 @@ class RecordedRequest:
 
     method: str
     api: str
-    """``Lead.Update``, ``Leads.GetById``, or the last path segment of an unknown API."""
+    """The API called, as its path reads after ``/v2/LeadManagement.svc/``: ``Lead.Update``,
+    ``Leads.GetById``, ``Leads.GetByEmailaddress``, ``RetrieveLeadByPhoneNumber``,
+    ``Lead/Bulk/UpdateV2``, ``LeadsMetaData.Get``; or the last path segment of an unknown API."""
     lead_id: str | None
-    """The ``leadId`` (or ``id``) query parameter, if any."""
+    """The ``leadId`` (or ``id``) query parameter, if any; always None for a bulk call, whose
+    leads are in its body."""
     body: Any
-    """The parsed JSON body, or None when there was none or it was not JSON."""
+    """The parsed JSON body, or None when there was none or it was not JSON. For a bulk call,
+    ``len(body["LeadPropertiesList"])`` is how many leads it carried."""
     status: int
     """The HTTP status answered; 0 when the connection was dropped without an answer."""
     outcome: RequestOutcome
@@ -85,6 +89,23 @@ def check_missing_lead_error(name: str) -> None:
         raise ValueError(
             f"missing_lead_error must be one of {sorted(MISSING_LEAD_MESSAGES)}, got {name!r}"
         )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why LeadSquared refuses an update: its ``ExceptionType`` and message, kept as data so
+    that ``Lead.Update`` answers it as an error and a bulk update lists it per lead."""
+
+    exception_type: str
+    message: str
+
+    def answer(self) -> Answer:
+        """The refusal as ``Lead.Update`` answers it: HTTP 500, permanent."""
+        return error(500, self.exception_type, self.message)
+
+
+def _mandatory(parameter: str) -> Answer:
+    return error(500, "MXMandatoryAttributeMissingException", f"{parameter} is mandatory")
 
 
 class LeadStore:
@@ -148,19 +169,54 @@ class LeadStore:
         if isinstance(update, Answer):
             return update
         lead_id, fields = update
-        rejection = self._rejection(lead_id, fields)
-        if rejection is not None:
-            return rejection
-        self._leads.setdefault(lead_id, {}).update(fields)
+        if lead_id not in self._leads and not self._auto_create_leads:
+            return self.missing_lead.answer()
+        refusal = self.refusal(lead_id, fields)
+        if refusal is not None:
+            return refusal.answer()
+        self.apply(lead_id, fields)
         return SUCCESS
 
     def get_by_id(self, incoming: Incoming) -> Answer:
         lead_id = incoming.query.get("id", "")
         if not lead_id:
-            return error(500, "MXMandatoryAttributeMissingException", "id is mandatory")
-        values = self._leads.get(lead_id)
-        found = [] if values is None else [{"ProspectID": lead_id, **values}]
-        return json_answer(200, found, "success")
+            return _mandatory("id")
+        return self._found(self.matching("ProspectId", lead_id))
+
+    def get_by_email(self, incoming: Incoming) -> Answer:
+        """``Leads.GetByEmailaddress``: every lead with that email, ignoring case."""
+        email = incoming.query.get("emailaddress", "")
+        if not email.strip():
+            return _mandatory("emailaddress")
+        return self._found(self.matching("EmailAddress", email))
+
+    def get_by_phone(self, incoming: Incoming) -> Answer:
+        """``RetrieveLeadByPhoneNumber``: every lead whose Phone or Mobile is exactly that."""
+        phone = incoming.query.get("phone", "")
+        if not phone:
+            return _mandatory("phone")
+        # LeadSquared compares phone numbers as written: "+91 80" is not "+9180".
+        found = [
+            lead_id
+            for lead_id, values in self._leads.items()
+            if phone in (values.get("Phone"), values.get("Mobile"))
+        ]
+        return self._found(found)
+
+    def matching(self, key: str, value: str) -> list[str]:
+        """The ids of the leads `value` identifies by `key` (``ProspectId``, or an attribute;
+        ``EmailAddress`` ignoring case and surrounding spaces), oldest first."""
+        if key == "ProspectId":
+            return [value] if value in self._leads else []
+        if key == "EmailAddress":
+            wanted = value.strip().casefold()
+            # No email is not a match: many leads have none.
+            return [
+                lead_id
+                for lead_id, values in self._leads.items()
+                if wanted and values.get(key, "").strip().casefold() == wanted
+            ]
+        return [lead_id for lead_id, values in self._leads.items() if values.get(key) == value]
 
     def metadata(self, incoming: Incoming) -> Answer:
         """``LeadsMetaData.Get``: every field, or the one `schemaName` names (none: ``[]``)."""
@@ -170,16 +226,25 @@ class LeadStore:
         found = [f.metadata(with_options) for f in fields if wanted in (None, f.name)]
         return json_answer(200, found, "success")
 
-    def _rejection(self, lead_id: str, fields: dict[str, str]) -> Answer | None:
-        """The error for an update this lead's state or schema refuses; None to apply it."""
-        if lead_id not in self._leads and not self._auto_create_leads:
-            missing = self._missing_lead_error
-            return error(500, missing, MISSING_LEAD_MESSAGES[missing])
+    def _found(self, lead_ids: list[str]) -> Answer:
+        """The leads as LeadSquared lists them: a JSON list, ``[]`` when none."""
+        found = [{"ProspectID": lead_id, **self._leads[lead_id]} for lead_id in lead_ids]
+        return json_answer(200, found, "success")
+
+    # Judging an update (called with the lock held)
+
+    @property
+    def missing_lead(self) -> Refusal:
+        """How an update to a lead that does not exist is refused."""
+        return Refusal(self._missing_lead_error, MISSING_LEAD_MESSAGES[self._missing_lead_error])
+
+    def refusal(self, lead_id: str, fields: dict[str, str]) -> Refusal | None:
+        """Why LeadSquared refuses to set `fields` on `lead_id` (whether or not it exists);
+        None when the update may be applied. One refusal rejects the whole update."""
         if self._attributes is not None:
             unknown = [name for name in fields if name not in self._attributes]
             if unknown:
-                return error(
-                    500,
+                return Refusal(
                     "MXUnknownAttributeException",
                     "Attribute(s) does not exist - " + ", ".join(unknown),
                 )
@@ -189,22 +254,26 @@ class LeadStore:
         for attribute, value in fields.items():
             for predicate, exception_type in self._rejections.get(attribute, []):
                 if predicate(value):
-                    return error(500, exception_type, f"Invalid value for attribute {attribute}")
+                    return Refusal(exception_type, f"Invalid value for attribute {attribute}")
         duplicate = self._duplicated_attribute(lead_id, fields)
         if duplicate is not None:
-            return error(
-                500, "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
+            return Refusal(
+                "MXDuplicateEntryException", f"A Lead with same {duplicate} already exists."
             )
         return None
 
-    def _invalid_value(self, fields: dict[str, str]) -> Answer | None:
-        """The error for the first value the schema refuses, as LeadSquared words it."""
+    def apply(self, lead_id: str, fields: dict[str, str]) -> None:
+        """Set `fields` on `lead_id`, creating it if need be; `refusal` has let them pass."""
+        self._leads.setdefault(lead_id, {}).update(fields)
+
+    def _invalid_value(self, fields: dict[str, str]) -> Refusal | None:
+        """The refusal of the first value the schema refuses, as LeadSquared words it."""
         for attribute, value in fields.items():
             lead_field = None if self._schema is None else self._schema.field(attribute)
             problem = None if lead_field is None else lead_field.problem(value)
             if problem is not None:
                 message = f"Invalid value for attribute {attribute}: {problem}"
-                return error(500, "MXInvalidInputException", message)
+                return Refusal("MXInvalidInputException", message)
         return None
 
     def _duplicated_attribute(self, lead_id: str, fields: dict[str, str]) -> str | None:

@@ -79,9 +79,9 @@ def _as_text(value: object) -> str | None:
     return None
 
 
-def _parse_fields(body: bytes) -> dict[str, str] | None:
-    """The attribute values of a Lead.Update body, or None when it is not per the spec."""
-    payload = parse_json(body)
+def attribute_values(payload: object) -> dict[str, str] | None:
+    """The values in a parsed list of Attribute/Value objects (a ``Lead.Update`` body, or one
+    lead of a bulk update), or None when it is not per the spec. A later attribute wins."""
     if not isinstance(payload, list):
         return None
     fields: dict[str, str] = {}
@@ -96,21 +96,27 @@ def _parse_fields(body: bytes) -> dict[str, str] | None:
     return fields
 
 
-def _media_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
+def malformed(message: str) -> Answer:
+    """The 400 LeadSquared gives for a request body not per the spec."""
+    return error(400, "MXInvalidRequestException", message)
+
+
+def not_json(incoming: Incoming) -> Answer | None:
+    """The 400 for a body not sent as JSON; None when it is."""
+    media_type = incoming.content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        return malformed("Content-Type must be application/json")
+    return None
 
 
 def parse_update(incoming: Incoming) -> tuple[str, dict[str, str]] | Answer:
     """The lead id and values of a Lead.Update request, or the error for a malformed one."""
-    if _media_type(incoming.content_type) != "application/json":
-        return error(400, "MXInvalidRequestException", "Content-Type must be application/json")
-    fields = _parse_fields(incoming.body)
+    refused = not_json(incoming)
+    if refused is not None:
+        return refused
+    fields = attribute_values(parse_json(incoming.body))
     if fields is None:
-        return error(
-            400,
-            "MXInvalidRequestException",
-            "The request body must be a JSON list of Attribute/Value objects",
-        )
+        return malformed("The request body must be a JSON list of Attribute/Value objects")
     lead_id = incoming.query.get("leadid", "")
     if not lead_id:
         return error(500, "MXMandatoryAttributeMissingException", "leadId is mandatory")
