@@ -80,13 +80,14 @@ class RunFields:
         self._lock = threading.Lock()
         self._loaded = False
         self._fields: LeadFields | None = None
-        self._doubted = False
         self._refreshed_after_doubt = False
 
     def doubted(self) -> None:
         """LeadSquared refused an attribute or a value: read the fields again, once a run."""
         with self._lock:
-            self._doubted = True
+            if self._fields is not None and not self._refreshed_after_doubt:
+                self._refreshed_after_doubt = True
+                self._refresh()
 
     def current(self) -> LeadFields | None:
         with self._lock:
@@ -97,9 +98,6 @@ class RunFields:
                     self._fields = kept.fields
                     if self._clock.now() - kept.fetched_at > self._ttl:
                         self._refresh()
-            elif self._doubted and not self._refreshed_after_doubt and self._fields is not None:
-                self._refreshed_after_doubt = True
-                self._refresh()
             return self._fields
 
     def _refresh(self) -> None:
