@@ -1332,6 +1332,162 @@ def test_command_line_bulk_rate_limit() -> None:
     assert unlimited == [200] * 7
 
 
+# UserByAccessKey.Get
+
+USER_BY_ACCESS_KEY = "/v2/Authentication.svc/UserByAccessKey.Get"
+
+
+def test_user_by_access_key_names_the_emulators_own_host(emulator: Emulator) -> None:
+    with httpx.Client(base_url=emulator.url) as client:
+        response = client.get(USER_BY_ACCESS_KEY, params=KEYS)
+
+    assert response.status_code == 200
+    host = emulator.url.removeprefix("http://")
+    user = response.json()
+    assert user.pop("Id")
+    assert user == {
+        "FirstName": "Emulator",
+        "LastName": "User",
+        "EmailAddress": "api@emulator.test",
+        "Role": "Administrator",
+        "LSQCommonServiceURLs": {"api": host, "app": host},
+    }
+    assert emulator.api_host == host
+    [recorded] = emulator.requests
+    assert (recorded.method, recorded.api, recorded.lead_id) == ("GET", "UserByAccessKey.Get", None)
+
+
+def test_user_by_access_key_names_the_api_host_given() -> None:
+    with (
+        Emulator(api_host="api-us11.leadsquared.com") as emulator,
+        httpx.Client(base_url=emulator.url) as client,
+    ):
+        response = client.get(
+            USER_BY_ACCESS_KEY,
+            headers={
+                "x-LSQ-AccessKey": DEFAULT_KEYS["accessKey"],
+                "x-LSQ-SecretKey": DEFAULT_KEYS["secretKey"],
+            },
+        )
+
+        assert response.json()["LSQCommonServiceURLs"]["api"] == "api-us11.leadsquared.com"
+        assert emulator.api_host == "api-us11.leadsquared.com"
+
+
+@pytest.mark.parametrize("params", [{"accessKey": ACCESS_KEY, "secretKey": "wrong"}, {}])
+def test_user_by_access_key_with_bad_keys_is_a_401(
+    emulator: Emulator, params: dict[str, str]
+) -> None:
+    with httpx.Client(base_url=emulator.url) as client:
+        response = client.get(USER_BY_ACCESS_KEY, params=params)
+
+    assert_error(response, 401, "MXUnAuthorizedAccessException")
+    assert emulator.requests[0].outcome == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", USER_BY_ACCESS_KEY),
+        ("GET", API_PREFIX + "UserByAccessKey.Get"),
+        ("GET", "/v2/Authentication.svc/Lead.Update"),
+    ],
+    ids=["wrong-method", "lead-service", "lead-api-in-the-auth-service"],
+)
+def test_user_by_access_key_is_only_where_leadsquared_has_it(
+    emulator: Emulator, method: str, path: str
+) -> None:
+    with httpx.Client(base_url=emulator.url) as client:
+        response = client.request(method, path, params=KEYS)
+
+    assert_error(response, 404, "MXInvalidAPIException")
+
+
+def test_user_by_access_key_counts_against_the_rate_limit() -> None:
+    clock = FakeClock()
+    with limited(clock, rate_limit=(2, 5.0)) as (emulator, client):
+        user = client.get(emulator.url + USER_BY_ACCESS_KEY, params=DEFAULT_KEYS)
+        single = get_l1(client)
+        throttled = client.get(emulator.url + USER_BY_ACCESS_KEY, params=DEFAULT_KEYS)
+
+        assert (user.status_code, single.status_code) == (200, 200)
+        assert_error(throttled, 429, "MXAPIRateLimitExceededException")
+        assert emulator.throttled_count == 1
+
+
+@pytest.mark.parametrize(
+    "host", ["", "https://api.leadsquared.com", "api.leadsquared.com/v2", "a b", ".x"]
+)
+def test_a_bad_api_host_is_refused(host: str) -> None:
+    with pytest.raises(ValueError, match="api_host"):
+        Emulator(api_host=host)
+
+
+def test_command_line_api_host() -> None:
+    with command_line_emulator("--api-host", "api-in21.leadsquared.com:443") as (url, _):
+        response = httpx.get(url + USER_BY_ACCESS_KEY, params=DEFAULT_KEYS)
+
+    assert response.json()["LSQCommonServiceURLs"]["api"] == "api-in21.leadsquared.com:443"
+
+
+# Faults on every new endpoint
+
+NEW_ENDPOINTS = {
+    "Leads.GetByEmailaddress": (
+        "GET",
+        API_PREFIX + "Leads.GetByEmailaddress",
+        {"emailaddress": "a@b.c"},
+    ),
+    "RetrieveLeadByPhoneNumber": ("GET", API_PREFIX + "RetrieveLeadByPhoneNumber", {"phone": "1"}),
+    "Lead/Bulk/UpdateV2": ("POST", API_PREFIX + "Lead/Bulk/UpdateV2", {}),
+    "UserByAccessKey.Get": ("GET", USER_BY_ACCESS_KEY, {}),
+}
+
+
+def call_new_endpoint(client: httpx.Client, api: str) -> httpx.Response:
+    """One call of a new endpoint (a bulk call sets L1's city to Rome), with the right keys."""
+    method, path, params = NEW_ENDPOINTS[api]
+    body = bulk_body("ProspectId", [{"ProspectId": "L1", "mx_City": "Rome"}])
+    return client.request(
+        method, path, params={**KEYS, **params}, json=body if method == "POST" else None
+    )
+
+
+@pytest.mark.parametrize("api", list(NEW_ENDPOINTS))
+@pytest.mark.parametrize(("kind", "status"), [("503", 503), ("mx500", 500), ("drop", 0)])
+def test_faults_apply_to_the_new_endpoints_and_apply_nothing(
+    emulator: Emulator, api: str, kind: str, status: int
+) -> None:
+    emulator.fail_next(1, kind)
+    with httpx.Client(base_url=emulator.url) as client:
+        if kind == "drop":
+            with pytest.raises(httpx.RemoteProtocolError):
+                call_new_endpoint(client, api)
+        else:
+            assert call_new_endpoint(client, api).status_code == status
+        assert_one_fault_left_l1_alone(emulator, status)
+        assert emulator.requests[0].api == api
+
+        assert call_new_endpoint(client, api).status_code == 200
+
+
+@pytest.mark.parametrize("api", list(NEW_ENDPOINTS))
+def test_a_held_answer_from_a_new_endpoint_waits_for_release(emulator: Emulator, api: str) -> None:
+    emulator.hold()
+    with (
+        httpx.Client(base_url=emulator.url, timeout=5.0) as client,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        pending = pool.submit(call_new_endpoint, client, api)
+        [arrived] = emulator.wait_for_requests(1, timeout=5.0)
+        assert arrived.api == api
+        assert not pending.done()
+
+        emulator.release()
+
+        assert pending.result(timeout=5.0).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -1796,6 +1952,7 @@ def test_command_line_throttle_status() -> None:
         (["--window", "0"], "argument --window"),
         (["--rate-limit", "-3"], "argument --rate-limit"),
         (["--bulk-window", "0"], "argument --bulk-window"),
+        (["--api-host", "http://127.0.0.1:1"], "argument --api-host"),
         (["--port", "70000"], "argument --port"),
         (["--throttle-status", "500"], "argument --throttle-status"),
         (["--fault-huge-bytes", "lots"], "argument --fault-huge-bytes"),
@@ -1832,6 +1989,9 @@ def test_command_line_refuses_a_bad_value_naming_its_flag(
         (["--bulk-rate-limit", "2.5"], "argument --bulk-rate-limit"),
         (["--bulk-window", "0"], "argument --bulk-window"),
         (["--bulk-window", "inf"], "argument --bulk-window"),
+        (["--api-host", "https://api.leadsquared.com"], "argument --api-host"),
+        (["--api-host", ""], "argument --api-host"),
+        (["--api-host", "api.leadsquared.com/v2"], "argument --api-host"),
     ],
 )
 def test_command_line_refuses_a_bad_new_flag_naming_it(

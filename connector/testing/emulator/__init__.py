@@ -1,13 +1,14 @@
 """A LeadSquared API emulator: a real HTTP server on loopback, for tests and the demo.
 
-It answers ``Lead.Update``, ``Leads.GetById``, ``Leads.GetByEmailaddress`` (ignoring case),
-``RetrieveLeadByPhoneNumber`` (Phone or Mobile, exactly as written), ``Lead/Bulk/UpdateV2``
-(up to 25 leads, each judged as ``Lead.Update`` would judge it; see `bulk`) and, given a lead
-schema, ``LeadsMetaData.Get``, under ``/v2/LeadManagement.svc/``, the way LeadSquared does,
-including the ways LeadSquared fails: 401 for bad keys, throttling as 429, 200 or 403,
-permanent ``MX*`` errors as HTTP 500, gateway pages without JSON, dropped connections, hangs,
-answers too big to hold, and any answer a test scripts itself. Tests drive it through real
-sockets, so the client under test runs unpatched::
+It answers, the way LeadSquared does, under ``/v2/LeadManagement.svc/``: ``Lead.Update``,
+``Leads.GetById``, ``Leads.GetByEmailaddress`` (ignoring case), ``RetrieveLeadByPhoneNumber``
+(Phone or Mobile, exactly as written), ``Lead/Bulk/UpdateV2`` (up to 25 leads, each judged as
+``Lead.Update`` would judge it; see `bulk`) and, given a lead schema, ``LeadsMetaData.Get``;
+and ``/v2/Authentication.svc/UserByAccessKey.Get``, naming the account's API host (see
+`account`). It fails the ways LeadSquared fails, too: 401 for bad keys, throttling as 429, 200
+or 403, permanent ``MX*`` errors as HTTP 500, gateway pages without JSON, dropped connections,
+hangs, answers too big to hold, and any answer a test scripts itself. Tests drive it through
+real sockets, so the client under test runs unpatched::
 
     with Emulator(rate_limit=(3, 1.0)) as emulator:
         emulator.add_lead("L1", FirstName="Ada")
@@ -27,9 +28,10 @@ to serve one by hand; ``--help`` lists the flags for a schema, faults and limits
 ``/_emulator/`` admin endpoint (see `admin`) reads and resets what it holds.
 
 The package: `service` (the `Emulator`), `dispatch` (how a request is judged), `state` (leads
-and the request log), `bulk` (``Lead/Bulk/UpdateV2``), `schema` (typed lead fields), `admin`
-(the ``/_emulator/`` endpoint), `faults` (rate limits, faults, latency), `server` (HTTP
-plumbing), `wire` (requests, answers and LeadSquared's bodies) and `cli` (the command line).
+and the request log), `bulk` (``Lead/Bulk/UpdateV2``), `account` (``UserByAccessKey.Get``),
+`schema` (typed lead fields), `admin` (the ``/_emulator/`` endpoint), `faults` (rate limits,
+faults, latency), `server` (HTTP plumbing), `wire` (requests, answers and LeadSquared's
+bodies) and `cli` (the command line).
 """
 
 from connector.testing.emulator.admin import ADMIN_PREFIX
@@ -39,11 +41,12 @@ from connector.testing.emulator.faults import FAULT_KINDS, THROTTLE_STATUSES
 from connector.testing.emulator.schema import FIELD_TYPES, LeadField, LeadSchema, SchemaError
 from connector.testing.emulator.service import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 from connector.testing.emulator.state import MissingLeadError, RecordedRequest
-from connector.testing.emulator.wire import API_PREFIX, RequestOutcome
+from connector.testing.emulator.wire import API_PREFIX, AUTH_PREFIX, RequestOutcome
 
 __all__ = [
     "ADMIN_PREFIX",
     "API_PREFIX",
+    "AUTH_PREFIX",
     "BULK_MAX_LEADS",
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_SECRET_KEY",

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from connector.testing.emulator.account import check_api_host
 from connector.testing.emulator.admin import ADMIN_PREFIX
 from connector.testing.emulator.faults import FAULT_KINDS, THROTTLE_STATUSES
 from connector.testing.emulator.schema import LeadSchema, SchemaError
@@ -35,6 +36,16 @@ def _number(
         return value
 
     return parse
+
+
+def _api_host(text: str) -> str:
+    try:
+        check_api_host(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a host name, with a port if need be, and no scheme, got {text!r}"
+        ) from None
+    return text
 
 
 _SECONDS = _number(float, 0, 86400, "a number of seconds from 0 to 86400")
@@ -107,6 +118,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="attributes no two leads may share, e.g. EmailAddress Phone",
+    )
+    add(
+        "--api-host",
+        type=_api_host,
+        metavar="HOST",
+        help="the API host UserByAccessKey.Get names (default: this emulator's 127.0.0.1:PORT), "
+        "e.g. api-us11.leadsquared.com to play an account on another regional host",
     )
     add("--auto-create-leads", action="store_true", help="updates to unknown leads create them")
     add(
@@ -186,6 +204,7 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Emul
         auto_create_leads=args.auto_create_leads,
         missing_lead_error=args.missing_lead_error,
         port=args.port,
+        api_host=args.api_host,
     )
     emulator.set_fault_rate(args.fault_rate, args.fault_kind, seed=args.fault_seed)
     emulator.set_latency(latency[0], latency[-1], seed=args.fault_seed)

@@ -9,11 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from connector.testing.emulator.account import user_by_access_key
 from connector.testing.emulator.admin import ADMIN_PREFIX, Admin
 from connector.testing.emulator.bulk import bulk_update
 from connector.testing.emulator.faults import Faults, Throttle
 from connector.testing.emulator.state import LeadStore, RecordedRequest, RequestLog
-from connector.testing.emulator.wire import API_PREFIX, Answer, Incoming, error, parse_json
+from connector.testing.emulator.wire import (
+    API_PREFIX,
+    AUTH_PREFIX,
+    Answer,
+    Incoming,
+    error,
+    parse_json,
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +37,15 @@ class Endpoint:
     service: str = API_PREFIX
 
 
-def endpoints(store: LeadStore) -> dict[tuple[str, str], Endpoint]:
-    """The APIs answered, by method and path."""
+def endpoints(store: LeadStore, api_host: Callable[[], str]) -> dict[tuple[str, str], Endpoint]:
+    """The APIs answered, by method and path; `api_host` says where the account's API is."""
     found = [
+        Endpoint(
+            "GET",
+            "UserByAccessKey.Get",
+            lambda _: user_by_access_key(api_host()),
+            service=AUTH_PREFIX,
+        ),
         Endpoint("POST", "Lead.Update", store.lead_update),
         Endpoint("GET", "Leads.GetById", store.get_by_id),
         Endpoint("GET", "Leads.GetByEmailaddress", store.get_by_email),
@@ -57,10 +71,11 @@ class Dispatcher:
         faults: Faults,
         keys: tuple[str, str],
         clock: Callable[[], float],
+        api_host: Callable[[], str],
     ) -> None:
         self._lock = lock
         self._admin = Admin(store, log, keys)
-        self._endpoints = endpoints(store)
+        self._endpoints = endpoints(store, api_host)
         self._store = store
         self._log = log
         self._throttle = throttle

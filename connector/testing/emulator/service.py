@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from connector.testing.emulator.account import check_api_host
 from connector.testing.emulator.dispatch import Dispatcher
 from connector.testing.emulator.faults import FaultControls
 from connector.testing.emulator.schema import LeadSchema
@@ -56,6 +58,7 @@ class Emulator(FaultControls):
         missing_lead_error: MissingLeadError = "MXInvalidEntityException",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        api_host: str | None = None,
     ) -> None:
         """Configure the emulator; nothing listens until `start`.
 
@@ -74,7 +77,14 @@ class Emulator(FaultControls):
         check). With `auto_create_leads`, ``Lead.Update`` calls to unknown leads create them
         (a bulk update never does); otherwise they are rejected with `missing_lead_error`.
         `port` 0 picks a free port.
+
+        ``UserByAccessKey.Get`` answers the account's API host as `api_host` (see `api_host`):
+        give one, e.g. ``"api-us11.leadsquared.com"``, to play an account whose API is not
+        where the client was told to look.
         """
+        if api_host is not None:
+            check_api_host(api_host)
+        self._api_host = api_host
         self._state = threading.Condition()
         self._stopping = threading.Event()
         self._store = LeadStore(
@@ -102,6 +112,7 @@ class Emulator(FaultControls):
             faults=self._faults,
             keys=(access_key, secret_key),
             clock=clock,
+            api_host=lambda: self.api_host,
         )
         self._port = port
         self._server: EmulatorServer | None = None
@@ -156,6 +167,15 @@ class Emulator(FaultControls):
         if self._server is None:
             raise RuntimeError("the emulator has not been started")
         return f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def api_host(self) -> str:
+        """The host ``UserByAccessKey.Get`` names in ``LSQCommonServiceURLs.api``: the
+        `api_host` given, else `url` without its scheme, e.g. ``127.0.0.1:54321`` (after
+        `start`), to compare with the host part of the URL a client was configured with."""
+        if self._api_host is not None:
+            return self._api_host
+        return urlsplit(self.url).netloc
 
     # Leads
 

@@ -38,9 +38,11 @@ class RecordedRequest:
 
     method: str
     api: str
-    """The API called, as its path reads after ``/v2/LeadManagement.svc/``: ``Lead.Update``,
+    """The API called, as its path reads after its service's prefix: ``Lead.Update``,
     ``Leads.GetById``, ``Leads.GetByEmailaddress``, ``RetrieveLeadByPhoneNumber``,
-    ``Lead/Bulk/UpdateV2``, ``LeadsMetaData.Get``; or the last path segment of an unknown API."""
+    ``Lead/Bulk/UpdateV2``, ``LeadsMetaData.Get`` (after ``/v2/LeadManagement.svc/``),
+    ``UserByAccessKey.Get`` (after ``/v2/Authentication.svc/``); or the last path segment of
+    an unknown API."""
     lead_id: str | None
     """The ``leadId`` (or ``id``) query parameter, if any; always None for a bulk call, whose
     leads are in its body."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 API_PREFIX: Final = "/v2/LeadManagement.svc/"
+AUTH_PREFIX: Final = "/v2/Authentication.svc/"
 
 RequestOutcome = Literal["success", "throttled", "fault", "error", "unauthorized"]
 """How the emulator answered a request (not `connector.responses.Outcome`, the client's view)."""
