@@ -1,5 +1,10 @@
-"""How each request is judged, in LeadSquared's order: API known, keys, rate limit, fault,
-then the endpoint; and how it is logged before any delay holds its answer back.
+"""How each request is judged, in LeadSquared's order: API known, keys, rate limit (and the
+bulk limit, for a bulk call), fault, then the endpoint; and how it is logged before any delay
+holds its answer back.
+
+`endpoints` lists the APIs answered. An API is known by its method and whole path, and logged
+by its path after its service's prefix (``Lead.Update``, ``Lead/Bulk/UpdateV2``,
+``UserByAccessKey.Get``); an unknown one by its last path segment.
 """
 
 from __future__ import annotations
@@ -40,17 +45,17 @@ class Endpoint:
 def endpoints(store: LeadStore, api_host: Callable[[], str]) -> dict[tuple[str, str], Endpoint]:
     """The APIs answered, by method and path; `api_host` says where the account's API is."""
     found = [
+        Endpoint("POST", "Lead.Update", store.lead_update),
+        Endpoint("GET", "Leads.GetById", store.get_by_id),
+        Endpoint("GET", "Leads.GetByEmailaddress", store.get_by_email),
+        Endpoint("GET", "RetrieveLeadByPhoneNumber", store.get_by_phone),
+        Endpoint("POST", "Lead/Bulk/UpdateV2", partial(bulk_update, store), bulk=True),
         Endpoint(
             "GET",
             "UserByAccessKey.Get",
             lambda _: user_by_access_key(api_host()),
             service=AUTH_PREFIX,
         ),
-        Endpoint("POST", "Lead.Update", store.lead_update),
-        Endpoint("GET", "Leads.GetById", store.get_by_id),
-        Endpoint("GET", "Leads.GetByEmailaddress", store.get_by_email),
-        Endpoint("GET", "RetrieveLeadByPhoneNumber", store.get_by_phone),
-        Endpoint("POST", "Lead/Bulk/UpdateV2", partial(bulk_update, store), bulk=True),
     ]
     # Without a schema there is nothing to describe, so the call stays unknown, as before.
     if store.schema is not None:
