@@ -198,17 +198,16 @@ def _unique_key(config: Config, engine: Engine, found: Validation) -> None:
 def _capture(config: Config, engine: Engine, found: Validation) -> bool:
     """Whether the connector's tables are there (and capture was checked)."""
     try:
-        with translate_errors("checking the connector's tables"):
-            current = migrate.current_revision(engine)
-    except LsqSyncError:
-        return False  # the database check already said why
-    try:
         installation.check_ready(engine, config)
     except LsqSyncError as exc:
         found.add("capture", "mapping", "error", str(exc))
-        return current == migrate.head_revision()
-    found.add("capture", "mapping", "ok", "change capture is installed and matches the config")
-    return True
+    else:
+        found.add("capture", "mapping", "ok", "change capture is installed and matches the config")
+    try:
+        with translate_errors("checking the connector's tables"):
+            return migrate.current_revision(engine) == migrate.head_revision()
+    except LsqSyncError:
+        return False
 
 
 def _keys(config: Config, client: LeadSquaredClient, found: Validation) -> bool:
