@@ -17,12 +17,14 @@ def describe_lead(state: LeadState) -> str:
     if state.hold is not None:
         return f"held back by the connector, nothing sent: {state.hold}"
     if state.rejected:
-        return f"rejected by LeadSquared, waiting for new values: {state.last_error}"
+        # Refused by LeadSquared, or not found there (a lead looked up by email or phone).
+        return f"not pushed, waiting for new values or `lsq-sync retry`: {state.last_error}"
     if state.set_aside and not state.pending:
         names = ", ".join(sorted(state.set_aside))
         return (
-            f"in sync except {names}, set aside as unknown to LeadSquared (create the field, "
-            f"then `lsq-sync retry --lead {state.lead_id}`)"
+            f"in sync except {names}, held back until the value changes (or, once the field "
+            f"in LeadSquared takes it, `lsq-sync retry --lead {state.lead_id}`): "
+            f"{state.last_error}"
         )
     if state.pending and state.last_error:
         when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"

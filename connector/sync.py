@@ -78,7 +78,8 @@ class RunReport:
             ),
             (
                 c.attributes_set_aside,
-                f"{c.attributes_set_aside} attributes set aside as unknown to LeadSquared",
+                f"{c.attributes_set_aside} attributes set aside (unknown to LeadSquared, or a "
+                "value its field would refuse; see `lsq-sync status`)",
             ),
             (c.rows_without_lead_id, f"{c.rows_without_lead_id} changed rows have no lead id"),
             (

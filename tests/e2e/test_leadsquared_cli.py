@@ -35,7 +35,7 @@ def test_retry_pushes_what_was_set_aside_once_leadsquared_knows_the_field(
 
     assert result.returncode == 0, result.stderr
     assert "2 leads pushed" in result.stdout
-    assert "2 attributes set aside as unknown to LeadSquared" in result.stdout
+    assert "2 attributes set aside (unknown to LeadSquared" in result.stdout
     assert known == {"L1": {"mx_City": "Pune"}, "L2": {"mx_City": "Goa"}}
 
     # The field is created in LeadSquared: a retry of one lead, then of all that are left.

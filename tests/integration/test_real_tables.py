@@ -511,3 +511,51 @@ def test_resync_refuses_an_attribute_that_is_not_mapped(
 
     with connector(db_url, account) as sync, pytest.raises(LsqSyncError, match="mx_Nope"):
         sync.resync(None, ["mx_Nope"])
+
+
+def test_status_names_what_is_held_back_and_what_is_not_in_leadsquared(
+    db_url: str, people: sa.Engine, account: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from connector.report import print_status  # noqa: PLC0415
+
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    with connector(db_url, account) as sync:
+        execute(
+            people,
+            "INSERT INTO people (id, email, plan, city) VALUES "
+            "(7, 'ada@example.com', 'Platinum', 'Pune'), (8, 'ghost@example.com', NULL, 'Goa')",
+        )
+        sync.run_once()
+        capsys.readouterr()
+        print_status(sync)
+    status = capsys.readouterr().out
+    [held] = [line for line in status.splitlines() if "lead ada@example.com" in line]
+    for part in ("row 7", "column 'plan'", "attribute mx_Plan", "'Platinum'", "[not_an_option]"):
+        assert part in held, held
+    assert "in sync except mx_Plan" in held
+    [ghost] = [line for line in status.splitlines() if "lead ghost@example.com" in line]
+    assert "not in LeadSquared: no lead has EmailAddress 'ghost@example.com'" in ghost
+
+
+def test_the_field_list_is_read_again_only_once_it_is_older_than_its_ttl(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    from connector.schema import field_list  # noqa: PLC0415
+
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    with connector(db_url, account) as sync:
+        assert len(calls(account, "LeadsMetaData.Get")) == 1  # by init
+        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        sync.run_once()
+        assert len(calls(account, "LeadsMetaData.Get")) == 1  # fresh: not read again
+        with sync.engine.begin() as connection:
+            connection.execute(
+                sa.update(field_list).values(fetched_at=sync.clock.now().replace(year=2020))
+            )
+        execute(people, "UPDATE people SET city = 'B' WHERE id = 1")
+        sync.run_once()
+        assert len(calls(account, "LeadsMetaData.Get")) == 2
+        execute(people, "UPDATE people SET city = 'C' WHERE id = 1")
+        sync.run_once()
+        assert len(calls(account, "LeadsMetaData.Get")) == 2
+    assert account.lead("P1") == {"EmailAddress": "ada@example.com", "mx_City": "C"}
