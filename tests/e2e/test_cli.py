@@ -32,6 +32,8 @@ COMMANDS = [
     "daemon",
     "status",
     "retry",
+    "resync",
+    "validate",
     "uninstall",
     "demo",
     "emulator",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from connector.testing.emulator import Emulator
-from tests.e2e.harness import Project, lead_updates
+from tests.e2e.harness import Project, assert_clean_failure, lead_updates
 from tests.support import ATTRIBUTES, source_values
 
 
@@ -104,3 +104,33 @@ def test_a_run_stopped_by_the_daily_budget_says_when_it_resumes(
 
     assert result.returncode == 0, result.stderr
     assert resumes_tomorrow() in result.stdout
+
+
+def test_resync_sends_hand_edited_leads_their_values_again(project: Project) -> None:
+    with Emulator(rate_limit=None) as account:
+        account.add_lead("L1")
+        account.add_lead("L2")
+        project.write(project.config(leadsquared={"host": account.url}))
+        project.init_in_process()
+        project.execute(
+            "INSERT INTO customers (id, city, plan, lsq_prospect_id) "
+            "VALUES (1, 'Pune', 'pro', 'L1'), (2, 'Goa', 'free', 'L2')"
+        )
+        project.run()
+        account.add_lead("L2", mx_City="Edited", mx_Plan="Edited")  # by hand, in LeadSquared
+        account.clear_requests()
+
+        one = project.cli("resync", "--lead", "L2", "--attribute", "mx_City")
+        summary = project.run()
+        sent = lead_updates(account)
+        unknown = project.cli("resync", "--all", "--attribute", "mx_Nope")
+        neither = project.cli("resync")
+
+    assert one.returncode == 0, one.stderr
+    assert "1 leads will be sent their current values by the next run" in one.stdout
+    assert (summary.pushed, summary.calls) == (1, 1)
+    assert sent == [("L2", {"mx_City": "Goa"})]
+    [message] = assert_clean_failure(unknown, 1)
+    assert "not a mapped attribute: mx_Nope" in message
+    assert neither.returncode == 2
+    assert "one of the arguments --lead --all is required" in neither.stderr
