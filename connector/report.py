@@ -18,7 +18,7 @@ def describe_lead(state: LeadState) -> str:
         return f"held back by the connector, nothing sent: {state.hold}"
     if state.rejected:
         # Refused by LeadSquared, or not found there (a lead looked up by email or phone).
-        return f"not pushed, waiting for new values or `lsq-sync retry`: {state.last_error}"
+        return f"rejected, waiting for new values or `lsq-sync retry`: {state.last_error}"
     if state.set_aside and not state.pending:
         names = ", ".join(sorted(state.set_aside))
         return (
