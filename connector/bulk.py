@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from connector.outcomes import SUCCESS, Answer, AnswerKind
-from connector.responses import unknown_attributes_in
+from connector.responses import (
+    GENERIC_TYPE,
+    RATE_LIMIT_MESSAGE,
+    RATE_LIMIT_TYPE,
+    unknown_attributes_in,
+)
 
 BULK_API = "Lead/Bulk/UpdateV2"
 # LeadSquared's limit on the leads one bulk call carries.
@@ -24,12 +29,12 @@ _REASON_CHARS = 500
 
 def read_report(body: dict[str, Any], keys: Sequence[str], *, search_by: str) -> dict[str, Answer]:
     """An answer for each of `keys`, the search values sent, in the order sent."""
-    by_value = _Matcher(keys, folded=search_by == "EmailAddress")
+    by_value = _Matcher(keys, folded=search_by != "Phone")
     details = body.get("Details")
     if details is None:
         details = {}
-    failed = details.get("FailedLeads", []) if isinstance(details, dict) else None
-    unprocessed = details.get("UnProcessedLeads", []) if isinstance(details, dict) else None
+    failed = details.get("FailedLeads") or [] if isinstance(details, dict) else None
+    unprocessed = details.get("UnProcessedLeads") or [] if isinstance(details, dict) else None
     if not isinstance(failed, list) or not isinstance(unprocessed, list):
         return _all_unknown(keys, "the answer's Details could not be read")
     answers: dict[str, Answer] = {}
@@ -60,25 +65,31 @@ class _Matcher:
         self._keys = {self._form(key): key for key in keys}
 
     def _form(self, value: str) -> str:
-        # LeadSquared compares email addresses ignoring case, and may answer in its own case.
-        return value.strip().casefold() if self._folded else value
+        # LeadSquared compares email addresses and ProspectIds (GUIDs) ignoring case, and may
+        # answer in its own case; a phone number is compared as written.
+        text = value.strip()
+        return text.casefold() if self._folded else text
 
     def key(self, value: object) -> str | None:
         return self._keys.get(self._form(value)) if isinstance(value, str) else None
 
 
 def _failed(entry: dict[str, Any]) -> Answer:
+    """A lead's own failure, read as a single call's answer would be."""
     reason = entry.get("Reason")
     text = reason[:_REASON_CHARS] if isinstance(reason, str) and reason.strip() else "no reason"
-    kind = entry.get("ExceptionType")
-    message = (
-        f"{BULK_API}: {kind}: {text}" if isinstance(kind, str) and kind else f"{BULK_API}: {text}"
-    )
+    given = entry.get("ExceptionType")
+    kind = given if isinstance(given, str) and given else None
+    error = f"{BULK_API}: {kind}: {text}" if kind else f"{BULK_API}: {text}"
+    if kind == RATE_LIMIT_TYPE or RATE_LIMIT_MESSAGE.search(text):
+        return Answer(AnswerKind.THROTTLED, error)
+    if kind == GENERIC_TYPE:
+        return Answer(AnswerKind.AMBIGUOUS, error, exception_type=kind)
     return Answer(
         AnswerKind.REJECTED,
-        message,
+        error,
         unknown_attributes=frozenset(unknown_attributes_in(text)),
-        exception_type=kind if isinstance(kind, str) else None,
+        exception_type=kind,
     )
 
 

@@ -13,7 +13,9 @@ BudgetExhaustedError, RunLockLostError), the call may have landed unanswered
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Protocol
 
 from connector.bulk import MAX_LEADS_PER_BULK_CALL, not_found_message, read_report
@@ -67,25 +69,53 @@ class UpdateFoundLead:
     leads_per_call = 1
 
     def __init__(
-        self, client: LeadSquaredClient, matches: MatchCache, match: Match, clock: Clock
+        self,
+        client: LeadSquaredClient,
+        matches: MatchCache,
+        match: Match,
+        clock: Clock,
+        *,
+        ttl: timedelta,
     ) -> None:
+        """A ProspectId kept longer than `ttl` is looked up again before it is used."""
         self.client = client
         self.matches = matches
         self.match = match
         self.clock = clock
+        self.ttl = ttl
 
     def send(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
         ((lead_id, update),) = updates.items()
         kept = self.matches.get(lead_id)
-        if kept is not None:
-            answer = _update(self.client, kept, update)
-            if answer.exception_type not in MISSING_LEAD_TYPES:
+        if kept is not None and self.clock.now() - kept.found_at <= self.ttl:
+            shared = self._shared(lead_id, kept.prospect_id)
+            if shared is not None:
+                return {lead_id: shared}
+            answer = _update(self.client, kept.prospect_id, update)
+            if not _lead_is_gone(answer):
                 return {lead_id: answer}
             self.matches.drop(lead_id)
         found = self._find(lead_id)
         if isinstance(found, Answer):
             return {lead_id: found}
+        shared = self._shared(lead_id, found)
+        if shared is not None:
+            return {lead_id: shared}
         return {lead_id: _update(self.client, found, update)}
+
+    def _shared(self, lead_id: str, prospect_id: str) -> Answer | None:
+        """Why not to update the lead, when another row's value found it too."""
+        others = self.matches.others(prospect_id, lead_id)
+        if not others:
+            return None
+        named = ", ".join(map(repr, others))
+        return Answer(
+            AnswerKind.SEVERAL_FOUND,
+            f"rows with {self.match} {lead_id!r} and {named} find the same lead {prospect_id} "
+            "in LeadSquared (values that differ only in case, or a number that is another "
+            "row's Mobile): neither is guessed; give the rows values of their own, then "
+            "`lsq-sync retry`",
+        )
 
     def _find(self, lead_id: str) -> str | Answer:
         """The ProspectId of the one lead with this value, or the answer why there is none."""
@@ -122,17 +152,49 @@ class BulkUpdate:
         self.search_by = search_by
 
     def send(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
+        twins = self._twins(updates)
+        to_send = {key: update for key, update in updates.items() if key not in twins}
+        answers = dict(twins)
+        if not to_send:
+            return answers
         try:
-            body = self.client.bulk_update(self.search_by, updates)
+            body = self.client.bulk_update(self.search_by, to_send)
         except RetriableError as exc:
-            return dict.fromkeys(updates, Answer(_retriable_kind(exc), str(exc), exc.delay))
+            answer = Answer(_retriable_kind(exc), str(exc), exc.delay)
+            return answers | dict.fromkeys(to_send, answer)
         except LeadRejectedError as exc:
-            return dict.fromkeys(updates, _rejected(exc))
-        return read_report(body, list(updates), search_by=self.search_by)
+            return answers | {key: _refused_call(exc, update) for key, update in to_send.items()}
+        return answers | read_report(body, list(to_send), search_by=self.search_by)
+
+    def _twins(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
+        """Email addresses that differ only in case find one lead: neither is sent."""
+        if self.search_by != "EmailAddress":
+            return {}
+        groups: dict[str, list[str]] = {}
+        for key in updates:
+            groups.setdefault(key.strip().casefold(), []).append(key)
+        twins: dict[str, Answer] = {}
+        for keys in groups.values():
+            if len(keys) > 1:
+                named = ", ".join(map(repr, keys))
+                answer = Answer(
+                    AnswerKind.SEVERAL_FOUND,
+                    f"rows with EmailAddress {named} find the same lead (the addresses differ "
+                    "only in case): neither is guessed; give the rows addresses of their own, "
+                    "then `lsq-sync retry`",
+                )
+                twins |= dict.fromkeys(keys, answer)
+        return twins
 
 
-# What LeadSquared answers for a ProspectId that no longer names a lead.
+# What LeadSquared answers for a ProspectId that no longer names a lead. The second type also
+# comes for a bad value, so the message must say it is the lead that is missing.
 MISSING_LEAD_TYPES = frozenset({"MXInvalidEntityException", "MXInvalidEntityReferenceException"})
+_MISSING_LEAD = re.compile(r"lead\b.*\b(not found|does not exist)", re.IGNORECASE)
+
+
+def _lead_is_gone(answer: Answer) -> bool:
+    return answer.exception_type in MISSING_LEAD_TYPES and bool(_MISSING_LEAD.search(answer.error))
 
 
 def _update(client: LeadSquaredClient, prospect_id: str, update: Values) -> Answer:
@@ -143,6 +205,20 @@ def _update(client: LeadSquaredClient, prospect_id: str, update: Values) -> Answ
     except LeadRejectedError as exc:
         return _rejected(exc)
     return SUCCESS
+
+
+def _refused_call(exc: LeadRejectedError, update: Values) -> Answer:
+    """A lead's answer when LeadSquared refused a whole bulk call. Attributes it named as
+    unknown are set aside for the leads that carried them; the others are sent again without
+    them. Any other refusal of the whole call is retried, then rejected, as an ambiguous one."""
+    if exc.unknown_attributes:
+        if set(exc.unknown_attributes) & set(update):
+            return _rejected(exc)
+        return Answer(
+            AnswerKind.TRANSIENT,
+            f"{exc} (for another lead of the same bulk call: sent again)",
+        )
+    return Answer(AnswerKind.AMBIGUOUS, str(exc), exception_type=exc.exception_type)
 
 
 def _rejected(exc: LeadRejectedError) -> Answer:

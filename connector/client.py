@@ -38,6 +38,7 @@ from connector.errors import (
 from connector.instrumentation import Instrumentation
 from connector.ratelimit import Slot
 from connector.responses import Classified, Expect, Outcome, classify
+from connector.schema import MAX_LEAD_ID_LENGTH
 from connector.values import to_payload
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ class LeadSquaredClient:
         found = self._call("GET", api, params, None, Expect.LIST).body
         ids = [_prospect_id(lead) for lead in found]
         if None in ids:
-            raise RetriableError(f"{api}: a lead in the answer has no ProspectID")
+            # The same answer would come again: the lead waits for new values or a retry.
+            raise LeadRejectedError(f"{api}: a lead in the answer has no usable ProspectID")
         return sorted({lead_id for lead_id in ids if lead_id is not None})
 
     def lead_fields(self) -> Any:
@@ -445,7 +447,8 @@ def _prospect_id(lead: Any) -> str | None:
     if not isinstance(lead, dict):
         return None
     value = lead.get("ProspectID", lead.get("ProspectId"))
-    return value if isinstance(value, str) and value.strip() else None
+    usable = isinstance(value, str) and value.strip() and len(value) <= MAX_LEAD_ID_LENGTH
+    return value if usable else None
 
 
 def _refuse_unsendable_keys(config: LeadSquaredConfig) -> None:

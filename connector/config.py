@@ -230,6 +230,9 @@ class LeadIdConfig(_Model):
     column: str = Field(min_length=1, description="source column that identifies the lead")
     # What the column holds: the lead's ProspectId, or a value LeadSquared finds it by.
     match: Match = "ProspectId"
+    # How long a ProspectId found by a lookup is trusted before it is looked up again: an
+    # address or number can move to another lead in LeadSquared.
+    lookup_ttl_seconds: float = Field(86400.0, gt=0)
 
 
 class FieldMapping(_Model):
@@ -318,6 +321,18 @@ class Config(_Model):
             raise ValueError(
                 f"lead_id.column {self.lead_id.column!r} cannot also be in mapping: it "
                 "identifies the lead, and is never sent as a value"
+            )
+        match = self.lead_id.match
+        if match != "ProspectId" and match in self.attributes.values():
+            raise ValueError(
+                f"mapping cannot send {match}: leads are found by it (lead_id.match), and "
+                "changing it would lose the lead"
+            )
+        if match == "Phone" and self.leadsquared.bulk.mode == "always":
+            raise ValueError(
+                "leadsquared.bulk.mode cannot be always with lead_id.match: Phone: a bulk "
+                "call finds leads by a field unique in the account, which Phone is not "
+                "(auto sends single calls then)"
             )
         return self
 

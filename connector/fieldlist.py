@@ -2,9 +2,9 @@
 connector's tables (`lsq_sync_field_list`) per account.
 
 `init` and `validate` read them from LeadSquared; a run reads them again once the copy is
-older than `leadsquared.metadata_ttl_seconds`, and once more after LeadSquared refused an
-attribute or a value the copy let through. Without a copy (LeadSquared could not describe
-its fields when `init` asked), values are sent as the source spells them, with no pre-flight.
+older than `leadsquared.metadata_ttl_seconds` (or when there is none, `init` having failed to
+read them), and once more after LeadSquared refused an attribute or a value the copy let
+through. Without any copy, values are sent as the source spells them, with no pre-flight.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from connector.client import LeadSquaredClient
 from connector.clock import Clock
 from connector.database import upsert
-from connector.errors import CallCancelledError, LeadSquaredError
+from connector.errors import BudgetExhaustedError, CallCancelledError, LeadSquaredError
 from connector.fields import LeadFields, MetadataError, parse_metadata
 from connector.schema import field_list
 
@@ -94,10 +94,12 @@ class RunFields:
             if not self._loaded:
                 self._loaded = True
                 kept = self._store.kept()
-                if kept is not None:
+                if kept is None or self._clock.now() - kept.fetched_at > self._ttl:
+                    # None kept: `init` could not read them; a run tries once.
+                    self._fields = None if kept is None else kept.fields
+                    self._refresh()
+                else:
                     self._fields = kept.fields
-                    if self._clock.now() - kept.fetched_at > self._ttl:
-                        self._refresh()
             return self._fields
 
     def _refresh(self) -> None:
@@ -105,7 +107,7 @@ class RunFields:
             self._fields = self._store.fetch(self._client, self._clock.now())
         except CallCancelledError:
             pass
-        except (LeadSquaredError, MetadataError) as exc:
+        except (LeadSquaredError, MetadataError, BudgetExhaustedError) as exc:
             # The copy kept is better than none: values are still shaped and checked by it.
             log.warning(
                 "the account's lead fields could not be read again; using the copy kept",

@@ -561,7 +561,7 @@ def _date(value: str, source_zone: tzinfo) -> Shaped:
             Rule.NOT_A_DATE,
             f"{_shown(value)} is not a date (YYYY-MM-DD, or an ISO 8601 date and time)",
         )
-    year, month, day, separator, hour, minute, second, fraction, zulu, sign, *offset = (
+    year, month, day, separator, hour, minute, second, _fraction, zulu, sign, *offset = (
         match.groups()
     )
     try:
@@ -578,9 +578,6 @@ def _date(value: str, source_zone: tzinfo) -> Shaped:
             return Refusal(Rule.NOT_A_DATE, f"{_shown(value)} has no valid UTC offset")
         shift = timedelta(hours=hours, minutes=minutes)
         zone: tzinfo = FixedOffset(-shift if sign == "-" else shift)
-    elif separator == " " and second and not fraction:
-        # The connector's own spelling (values.normalise): already in UTC.
-        return _spelled(moment)
     else:
         zone = source_zone
     return _in_utc(value, moment.replace(tzinfo=zone))

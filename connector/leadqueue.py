@@ -105,7 +105,8 @@ class SqlLeadQueue:
                     set_aside=dumps(set_aside),
                     pending=pending,
                     attempts=0,
-                    last_error=error if set_aside else None,
+                    # While attributes stay set aside, the reason they were stays shown.
+                    last_error=(error or row.last_error) if set_aside else None,
                     next_attempt_at=None,
                     pushed_at=now,
                     updated_at=now,

@@ -7,7 +7,7 @@ row locked behind the run's fence, and a row read back as a LeadState.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from connector.database import among, is_postgres
 from connector.leads import LeadState, SourceRow
 from connector.runlock import Fence
 from connector.schema import lead
-from connector.values import dumps, loads
+from connector.values import FORGOTTEN, dumps, loads
 
 # Lead ids or keys per IN list: well below every database's limit on bound parameters.
 IDS_PER_QUERY = 2000
@@ -101,43 +101,52 @@ class LeadRows:
         )
         return result.rowcount
 
-    def resync(
+    def resync_page(
         self,
         connection: Connection,
+        *,
         lead_ids: Sequence[str] | None,
-        attributes: Sequence[str] | None,
+        attributes: Collection[str],
+        after: str | None,
         now: datetime,
-    ) -> int:
-        """Forget what was pushed to these leads (all of them, or these), for these
-        attributes (all, or these), so that the next run sends their current values again:
-        for leads someone edited by hand in LeadSquared. Returns how many leads."""
-        scope = [lead.c.connector == self.connector]
+    ) -> tuple[str, int] | None:
+        """Forget what was pushed to one page of these leads (all of them, or these), for
+        these attributes, so that the next run sends their current values again, an empty
+        one included: for leads someone edited by hand in LeadSquared. Returns the page's
+        last lead id, to start the next page after, and its number of leads; None when
+        there was none.
+
+        Pages, each the caller's transaction, hold the database (SQLite: the whole file)
+        briefly, whatever the number of leads."""
+        query = sa.select(lead.c.lead_id, lead.c.pushed).where(lead.c.connector == self.connector)
         if lead_ids is not None:
-            scope.append(among(lead.c.lead_id, list(lead_ids), connection))
-        touched = dict(pending=True, attempts=0, next_attempt_at=None, updated_at=now)
-        if attributes is None:
-            result = connection.execute(
-                sa.update(lead).where(*scope).values(pushed="{}", **touched)
+            query = query.where(among(lead.c.lead_id, list(lead_ids), connection))
+        if after is not None:
+            query = query.where(lead.c.lead_id > after)
+        page = connection.execute(query.order_by(lead.c.lead_id).limit(IDS_PER_QUERY)).all()
+        if not page:
+            return None
+        forgotten = dict.fromkeys(attributes, FORGOTTEN)
+        rewrite = (
+            sa.update(lead)
+            .where(lead.c.connector == self.connector, lead.c.lead_id == sa.bindparam("key"))
+            .values(
+                pushed=sa.bindparam("forgotten"),
+                pending=True,
+                attempts=0,
+                next_attempt_at=None,
+                updated_at=now,
             )
-            return result.rowcount
-        forgotten = set(attributes)
-        count = 0
-        after: str | None = None
-        while True:
-            # In pages, by lead id: a table of a million leads is never held in memory.
-            query = sa.select(lead.c.lead_id, lead.c.pushed).where(*scope)
-            if after is not None:
-                query = query.where(lead.c.lead_id > after)
-            page = connection.execute(query.order_by(lead.c.lead_id).limit(IDS_PER_QUERY)).all()
-            if not page:
-                return count
-            after = page[-1].lead_id
-            for lead_id, pushed in page:
-                kept = {a: v for a, v in loads(pushed).items() if a not in forgotten}
-                connection.execute(
-                    lead_row(self.connector, lead_id).values(pushed=dumps(kept), **touched)
-                )
-            count += len(page)
+        )
+        connection.execute(
+            rewrite,
+            [
+                {"key": lead_id, "forgotten": dumps({**loads(pushed), **forgotten})}
+                for lead_id, pushed in page
+            ],
+        )
+        last: str = page[-1].lead_id
+        return last, len(page)
 
 
 def lead_row(connector: str, lead_id: str) -> sa.Update:

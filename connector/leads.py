@@ -114,10 +114,15 @@ def after_push(
     """What LeadSquared now holds, what stays set aside, and whether the lead needs a push.
 
     `desired` is re-read at record time: it may have moved on while the call was in flight.
-    An attribute that was just accepted is no longer set aside.
+    An attribute stays set aside only while its desired value is still the one refused: not
+    once it was accepted, nor once the source moved on (back to what LeadSquared holds, say).
     """
     now_pushed = {**pushed, **sent}
-    still_aside = {a: v for a, v in (set_aside or {}).items() if a not in sent}
+    still_aside = {
+        a: v
+        for a, v in (set_aside or {}).items()
+        if a not in sent and a in desired and desired[a] == v
+    }
     pending = plan_update(
         desired, now_pushed, attributes, still_aside, kept_when_empty=kept_when_empty
     )

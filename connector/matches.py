@@ -7,13 +7,20 @@ that each value is looked up once, not once per change. Each method is one trans
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector.database import upsert
-from connector.schema import match
+from connector.schema import lead, match
+
+
+@dataclass(frozen=True)
+class Found:
+    prospect_id: str
+    found_at: datetime
 
 
 class MatchCache:
@@ -24,10 +31,33 @@ class MatchCache:
     def _row(self, lead_id: str) -> sa.ColumnElement[bool]:
         return sa.and_(match.c.connector == self.connector, match.c.lead_id == lead_id)
 
-    def get(self, lead_id: str) -> str | None:
+    def get(self, lead_id: str) -> Found | None:
+        query = sa.select(match.c.prospect_id, match.c.found_at).where(self._row(lead_id))
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(match.c.prospect_id).where(self._row(lead_id)))
-            return found.scalar_one_or_none()
+            row = connection.execute(query).one_or_none()
+        return None if row is None else Found(row.prospect_id, row.found_at)
+
+    def others(self, prospect_id: str, lead_id: str) -> list[str]:
+        """Other values of this connector's rows that found the same lead: email addresses
+        that differ only in case, a phone number that is another row's Mobile. A lead no
+        row feeds any more (held back, detached) does not count."""
+        query = (
+            sa.select(match.c.lead_id)
+            .join(
+                lead,
+                sa.and_(lead.c.connector == match.c.connector, lead.c.lead_id == match.c.lead_id),
+            )
+            .where(
+                match.c.connector == self.connector,
+                match.c.prospect_id == prospect_id,
+                match.c.lead_id != lead_id,
+                lead.c.hold.is_(None),
+            )
+            .order_by(match.c.lead_id)
+            .limit(5)
+        )
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
 
     def save(self, lead_id: str, prospect_id: str, now: datetime) -> None:
         values = {

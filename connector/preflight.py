@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, tzinfo
 from typing import Protocol
 
 from connector.fields import LeadFields, Refusal, shape_update
@@ -34,6 +34,26 @@ class Shaper(Protocol):
     def doubted(self) -> None:
         """LeadSquared refused an attribute or a value pre-flight let through."""
         ...
+
+
+def shape_in_zones(
+    update: Values,
+    fields: LeadFields,
+    *,
+    truncate: frozenset[str],
+    zone: tzinfo,
+    in_utc: frozenset[str],
+) -> tuple[dict[str, str], dict[str, Refusal]]:
+    """`fields.shape_update`, reading date-times without an offset in `zone`, but for the
+    attributes `in_utc`."""
+    local = {name: value for name, value in update.items() if name not in in_utc}
+    utc = {name: value for name, value in update.items() if name in in_utc}
+    wire, refused = shape_update(local, fields, truncate=truncate, timezone=zone)
+    if utc:
+        more_wire, more_refused = shape_update(utc, fields, truncate=truncate, timezone=UTC)
+        wire |= more_wire
+        refused |= more_refused
+    return wire, refused
 
 
 class AsSpelled:
@@ -61,18 +81,24 @@ class Preflight:
         columns: Mapping[str, str],
         truncate: frozenset[str],
         zone: tzinfo,
+        in_utc: frozenset[str] = frozenset(),
     ) -> None:
-        """`columns`: attribute -> the source column it is read from, for messages."""
+        """`columns`: attribute -> the source column it is read from, for messages. `zone`
+        is the one date-times without an offset are read in, but for the attributes
+        `in_utc`, read from date and time columns: ingest spells those in UTC already."""
         self._fields = fields
         self._columns = columns
         self._truncate = truncate
         self._zone = zone
+        self._in_utc = in_utc
 
     def shape(self, lead: LeadState, update: Values) -> Shaped:
         fields = self._fields.current()
         if fields is None:
             return Shaped(dict(update))
-        wire, refused = shape_update(update, fields, truncate=self._truncate, timezone=self._zone)
+        wire, refused = shape_in_zones(
+            update, fields, truncate=self._truncate, zone=self._zone, in_utc=self._in_utc
+        )
         return Shaped(
             dict(wire),
             {name: self._reason(lead, name, refusal) for name, refusal in refused.items()},

@@ -63,11 +63,11 @@ class Classified:
 # the account back for that long, and is more likely a fault than a real instruction.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
-_RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
+RATE_LIMIT_TYPE = "MXAPIRateLimitExceededException"
 # "API calls exceeded the limit of 25 in 5 second(s)": the calls, not a value, over a limit.
-_RATE_LIMIT_MESSAGE = re.compile(r"calls exceeded the limit", re.IGNORECASE)
+RATE_LIMIT_MESSAGE = re.compile(r"calls exceeded the limit", re.IGNORECASE)
 # The catch-all type: "There was an error processing the request", with no hint at the cause.
-_GENERIC_TYPE = "MXException"
+GENERIC_TYPE = "MXException"
 # How much of an unexpected body a message quotes.
 _PREVIEW_CHARS = 80
 _NOT_JSON = object()
@@ -95,8 +95,8 @@ def classify(status: int, headers: Mapping[str, str], text: str, *, expect: Expe
 
     if (
         status == 429
-        or exception_type == _RATE_LIMIT_TYPE
-        or _RATE_LIMIT_MESSAGE.search(message or text)
+        or exception_type == RATE_LIMIT_TYPE
+        or RATE_LIMIT_MESSAGE.search(message or text)
     ):
         return result(Outcome.THROTTLED, message or f"HTTP {status}: throttled")
     if 200 <= status < 300:
@@ -138,7 +138,7 @@ def _error_answer(result: Any, exception_type: str | None, message: str, status:
     if exception_type == _UNKNOWN_ATTRIBUTE_TYPE:
         unknown = unknown_attributes_in(message)
     text = f"{exception_type}: {message}" if exception_type else f"HTTP {status}: {message}"
-    outcome = Outcome.AMBIGUOUS if exception_type == _GENERIC_TYPE else Outcome.REJECTED
+    outcome = Outcome.AMBIGUOUS if exception_type == GENERIC_TYPE else Outcome.REJECTED
     classified: Classified = result(outcome, text, unknown_attributes=unknown)
     return classified
 

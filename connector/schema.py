@@ -224,6 +224,8 @@ match = sa.Table(
     sa.Column("lead_id", sa.String(MAX_LEAD_KEY_LENGTH), primary_key=True),
     sa.Column("prospect_id", sa.String(MAX_LEAD_ID_LENGTH), nullable=False),
     sa.Column("found_at", UtcDateTime(), nullable=False),
+    # Two values that find one lead are told apart by it.
+    sa.Index(None, "connector", "prospect_id"),
 )
 
 # The account's lead fields as LeadsMetaData.Get last described them (JSON), per account like

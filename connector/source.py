@@ -93,6 +93,16 @@ class SourceTable:
             {attribute: self.table.c[column] for column, attribute in self.mapping.items()},
         )
 
+    @property
+    def spelled_in_utc(self) -> frozenset[str]:
+        """Attributes read from date, time and date-time columns: ingest spells them in UTC
+        (a naive one read in source.timezone), so text shaping must not convert them again."""
+        return frozenset(
+            attribute
+            for column, attribute in self.mapping.items()
+            if isinstance(_underlying(self.table.c[column].type), sa.Date | sa.DateTime | sa.Time)
+        )
+
     def _configured_columns(self) -> Iterator[tuple[tuple[str, ...], str]]:
         yield ("source", "key"), self.config.source.key
         yield ("lead_id", "column"), self.config.lead_id.column

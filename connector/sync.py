@@ -175,7 +175,11 @@ class Connector:
                 timedelta(seconds=config.leadsquared.metadata_ttl_seconds),
             )
             shaper = Preflight(
-                fields, columns=columns, truncate=config.truncated, zone=config.source.zone
+                fields,
+                columns=columns,
+                truncate=config.truncated,
+                zone=config.source.zone,
+                in_utc=self.source.spelled_in_utc,
             )
         return Pusher(
             queue=self.tables.queue(self.source),
@@ -193,11 +197,15 @@ class Connector:
     def _call_kind(self, pending_leads: int) -> LeadCall:
         bulk = self.config.leadsquared.bulk
         match = self.config.lead_id.match
-        if bulk.mode == "always" or (bulk.mode == "auto" and pending_leads >= bulk.min_leads):
+        # A bulk call finds leads by a field unique in the account, which Phone is not.
+        bulk_fits = match != "Phone"
+        wanted = bulk.mode == "always" or (bulk.mode == "auto" and pending_leads >= bulk.min_leads)
+        if bulk_fits and wanted:
             return BulkUpdate(self.client, match)
         if match == "ProspectId":
             return UpdateOneLead(self.client)
-        return UpdateFoundLead(self.client, self.tables.matches, match, self.clock)
+        ttl = timedelta(seconds=self.config.lead_id.lookup_ttl_seconds)
+        return UpdateFoundLead(self.client, self.tables.matches, match, self.clock, ttl=ttl)
 
     @property
     def field_list(self) -> FieldList:
@@ -323,8 +331,21 @@ class Connector:
                     f"not a mapped attribute: {', '.join(unknown)} (mapped: "
                     f"{', '.join(sorted(mapped))})"
                 )
-        with translate_errors("marking leads for a resync"), self.engine.begin() as connection:
-            return self.tables.leads.resync(connection, lead_ids, attributes, self.clock.now())
+        forgotten = attributes if attributes is not None else self.config.attributes.values()
+        count, after = 0, None
+        while True:
+            with translate_errors("marking leads for a resync"), self.engine.begin() as connection:
+                page = self.tables.leads.resync_page(
+                    connection,
+                    lead_ids=lead_ids,
+                    attributes=set(forgotten),
+                    after=after,
+                    now=self.clock.now(),
+                )
+            if page is None:
+                return count
+            after, size = page
+            count += size
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""

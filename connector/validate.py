@@ -35,10 +35,12 @@ from connector.errors import (
     FatalRunError,
     LeadSquaredError,
     LsqSyncError,
+    UnreadableRowsError,
 )
 from connector.fieldlist import FieldList
-from connector.fields import DataType, LeadFields, MetadataError, parse_metadata, shape_update
-from connector.leads import SourceRow
+from connector.fields import DataType, LeadFields, MetadataError, parse_metadata
+from connector.leads import RowProblem, SourceRow
+from connector.preflight import shape_in_zones
 from connector.ratelimit import AccountLimiter
 from connector.source import SourceTable
 
@@ -327,7 +329,7 @@ def _sample(
                 sa.select(source.key_column).order_by(source.key_column).limit(sample_rows)
             ).scalars()
         ]
-        rows = source.read(connection, keys) if keys else []
+        rows = _readable(source, connection, keys)
     held: Counter[tuple[str, str]] = Counter()
     examples: dict[tuple[str, str], list[str]] = {}
     unreadable = 0
@@ -335,8 +337,12 @@ def _sample(
         if not isinstance(row, SourceRow):
             unreadable += 1
             continue
-        _wire, refused = shape_update(
-            row.values, fields, truncate=config.truncated, timezone=config.source.zone
+        _wire, refused = shape_in_zones(
+            row.values,
+            fields,
+            truncate=config.truncated,
+            zone=config.source.zone,
+            in_utc=source.spelled_in_utc,
         )
         for attribute, refusal in refused.items():
             if refusal.rule.name == "UNKNOWN_ATTRIBUTE":
@@ -366,3 +372,18 @@ def _sample(
         found.add(
             "values", "mapping", "ok", f"pre-flight would send every value of {len(rows)} rows"
         )
+
+
+def _readable(source: SourceTable, connection: Any, keys: list[str]) -> list[Any]:
+    """The sampled rows as a run reads them; a row that cannot be read at all (a stored
+    value the driver refuses) counts as unreadable instead of ending the check."""
+    try:
+        return source.read(connection, keys) if keys else []
+    except UnreadableRowsError:
+        rows: list[Any] = []
+        for key in keys:
+            try:
+                rows.extend(source.read(connection, [key]))
+            except UnreadableRowsError as exc:
+                rows.append(RowProblem(key, str(exc)))
+        return rows

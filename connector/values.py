@@ -28,6 +28,10 @@ _TOO_MANY_DIGITS = f"numbers of more than {MAX_DIGITS} digits cannot be sent to 
 # attribute -> normalised value; None means "empty", which a never-pushed lead already is.
 Values = dict[str, str | None]
 
+# What `resync` records as pushed: a NUL, which no normalised value holds, so that it differs
+# from every desired value, an empty one included, and each is sent again.
+FORGOTTEN = "\x00"
+
 _IP_VALUES = (
     ipaddress.IPv4Address
     | ipaddress.IPv6Address

@@ -97,7 +97,7 @@ class InMemoryLeadQueue:
             set_aside=aside,
             pending=pending,
             attempts=0,
-            last_error=error if aside else None,
+            last_error=(error or state.last_error) if aside else None,
             next_attempt_at=None,
             pushed_at=now,
         )

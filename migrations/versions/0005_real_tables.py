@@ -30,6 +30,11 @@ def upgrade() -> None:
         sa.Column("found_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("connector", "lead_id", name=op.f("pk_lsq_sync_match")),
     )
+    op.create_index(
+        op.f("ix_lsq_sync_match_connector_prospect_id"),
+        "lsq_sync_match",
+        ["connector", "prospect_id"],
+    )
     op.create_table(
         "lsq_sync_field_list",
         sa.Column("account", sa.String(length=64), nullable=False),
@@ -54,4 +59,5 @@ def downgrade() -> None:
             "lead_id", existing_type=sa.String(length=254), type_=sa.String(length=100)
         )
     op.drop_table("lsq_sync_field_list")
+    op.drop_index(op.f("ix_lsq_sync_match_connector_prospect_id"), table_name="lsq_sync_match")
     op.drop_table("lsq_sync_match")

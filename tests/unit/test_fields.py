@@ -208,7 +208,7 @@ def test_a_canonical_number_is_sent_unchanged(number: Decimal | int) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2016-03-26 14:15:00", "2016-03-26 14:15:00"),  # canonical: already UTC
+        ("2016-03-26 14:15:00", "2016-03-26 08:45:00"),  # no offset: in the source zone
         ("2024-03-01", "2024-03-01 00:00:00"),
         ("0001-01-01", "0001-01-01 00:00:00"),
         ("2024-03-01T10:00:00Z", "2024-03-01 10:00:00"),
@@ -264,8 +264,11 @@ def test_a_local_time_that_is_not_one_moment_is_refused(value: str, zone: ZoneIn
     )
 
 
-def test_the_source_zone_does_not_move_a_canonical_date_or_a_date_alone() -> None:
-    assert shape("2024-07-15 12:00:00", DATE, timezone=NEW_YORK) == "2024-07-15 12:00:00"
+def test_the_source_zone_moves_a_date_time_without_offset_but_not_a_date_alone() -> None:
+    # Date and time columns are spelled in UTC by ingest and shaped with UTC (preflight);
+    # text in the same form is the source's local time.
+    assert shape("2024-07-15 12:00:00", DATE, timezone=NEW_YORK) == "2024-07-15 16:00:00"
+    assert shape("2024-07-15 12:00:00", DATE) == "2024-07-15 12:00:00"
     assert shape("2024-07-15", DATE, timezone=KOLKATA) == "2024-07-15 00:00:00"
     # ...but an offset always counts.
     assert shape("2024-07-15 12:00:00Z", DATE, timezone=NEW_YORK) == "2024-07-15 12:00:00"
