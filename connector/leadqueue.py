@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector.leadrows import LeadRows, lead_row, lead_state, locked_lead
-from connector.leads import LeadState, after_failure, after_push
+from connector.leads import LeadState, after_failure, after_push, with_reason
 from connector.ownership import Checked, check_owners
 from connector.rowproblems import RowProblems
 from connector.runlock import Fence
@@ -105,8 +105,8 @@ class SqlLeadQueue:
                     set_aside=dumps(set_aside),
                     pending=pending,
                     attempts=0,
-                    # While attributes stay set aside, the reason they were stays shown.
-                    last_error=(error or row.last_error) if set_aside else None,
+                    last_error=error if set_aside else None,
+                    aside_reason=row.aside_reason if set_aside else None,
                     next_attempt_at=None,
                     pushed_at=now,
                     updated_at=now,
@@ -151,6 +151,7 @@ class SqlLeadQueue:
                 lead_row(self.connector, lead_id).values(
                     set_aside=dumps({**loads(row.set_aside), **refused}),
                     last_error=error,
+                    aside_reason=with_reason(row.aside_reason, error),
                     updated_at=now,
                 )
             )

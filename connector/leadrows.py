@@ -93,6 +93,7 @@ class LeadRows:
             query.values(
                 rejected=False,
                 set_aside="{}",
+                aside_reason=None,
                 next_attempt_at=None,
                 attempts=0,
                 pending=True,
@@ -178,6 +179,7 @@ def lead_state(row: sa.Row[Any]) -> LeadState:
         next_attempt_at=row.next_attempt_at,
         pushed_at=row.pushed_at,
         set_aside=loads(row.set_aside),
+        aside_reason=row.aside_reason,
         hold=row.hold,
         other_key=row.other_key,
     )

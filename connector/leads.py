@@ -46,6 +46,7 @@ class LeadState:
     next_attempt_at: datetime | None = None
     pushed_at: datetime | None = None
     set_aside: Values = field(default_factory=dict)
+    aside_reason: str | None = None
     # Why the connector itself holds the lead back (no call is made); not LeadSquared's word.
     hold: str | None = None
     # Another row that claimed this lead id: nothing is sent while both point to it.
@@ -127,6 +128,19 @@ def after_push(
         desired, now_pushed, attributes, still_aside, kept_when_empty=kept_when_empty
     )
     return now_pushed, still_aside, bool(pending)
+
+
+# How much of the reasons for set-aside attributes a lead keeps.
+_REASON_CHARS = 2000
+
+
+def with_reason(reasons: str | None, reason: str) -> str:
+    """The reasons attributes are set aside, with one more (each said once)."""
+    if not reasons:
+        return reason
+    if reason in reasons:
+        return reasons
+    return f"{reasons}; {reason}"[:_REASON_CHARS]
 
 
 def after_failure(

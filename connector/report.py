@@ -24,7 +24,7 @@ def describe_lead(state: LeadState) -> str:
         return (
             f"in sync except {names}, held back until the value changes (or, once the field "
             f"in LeadSquared takes it, `lsq-sync retry --lead {state.lead_id}`): "
-            f"{state.last_error}"
+            f"{state.aside_reason or state.last_error}"
         )
     if state.pending and state.last_error:
         when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"

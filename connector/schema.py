@@ -106,6 +106,9 @@ lead = sa.Table(
     # JSON {attribute: desired value}: attributes LeadSquared said do not exist, held back for
     # this lead while their desired value stays the one that was refused.
     sa.Column("set_aside", sa.Text(), nullable=False, server_default="{}"),
+    # Why those attributes are set aside (LeadSquared's answer, or pre-flight's rule), kept
+    # while they are: the lead's other attributes may be pushed meanwhile.
+    sa.Column("aside_reason", sa.Text()),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text()),
     sa.Column("next_attempt_at", UtcDateTime()),

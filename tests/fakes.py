@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from connector.errors import LsqSyncError
-from connector.leads import LeadState, after_failure, after_push
+from connector.leads import LeadState, after_failure, after_push, with_reason
 from connector.outcomes import SUCCESS, Answer
 from connector.ownership import Checked
 from connector.values import Values
@@ -97,7 +97,8 @@ class InMemoryLeadQueue:
             set_aside=aside,
             pending=pending,
             attempts=0,
-            last_error=(error or state.last_error) if aside else None,
+            last_error=error if aside else None,
+            aside_reason=state.aside_reason if aside else None,
             next_attempt_at=None,
             pushed_at=now,
         )
@@ -130,7 +131,12 @@ class InMemoryLeadQueue:
 
     def set_aside(self, lead_id: str, refused: Values, error: str, now: datetime) -> None:
         state = self.leads[lead_id]
-        self._change(lead_id, set_aside={**state.set_aside, **refused}, last_error=error)
+        self._change(
+            lead_id,
+            set_aside={**state.set_aside, **refused},
+            last_error=error,
+            aside_reason=with_reason(state.aside_reason, error),
+        )
 
     def desire(self, lead_id: str, **desired: str | None) -> None:
         """Ingest writes new desired values for the lead (say, while its call is in flight)."""

@@ -2,7 +2,8 @@
 
 - `lsq_sync_match`: the ProspectId found for each email address or phone number.
 - `lsq_sync_field_list`: LeadsMetaData.Get's answer per account, with when it was read.
-- `lsq_sync_lead.lead_id` holds an email address (up to 254 characters), not only a GUID.
+- `lsq_sync_lead.lead_id` holds an email address (up to 254 characters), not only a GUID;
+  `aside_reason` says why its attributes are set aside.
 - `lsq_sync_run.leads_failed` is renamed `leads_rejected`, which is what it counts.
 
 Revision ID: 0005
@@ -47,6 +48,7 @@ def upgrade() -> None:
         batch.alter_column(
             "lead_id", existing_type=sa.String(length=100), type_=sa.String(length=254)
         )
+        batch.add_column(sa.Column("aside_reason", sa.Text(), nullable=True))
     with op.batch_alter_table("lsq_sync_run") as batch:
         batch.alter_column("leads_failed", new_column_name="leads_rejected")
 
@@ -55,6 +57,7 @@ def downgrade() -> None:
     with op.batch_alter_table("lsq_sync_run") as batch:
         batch.alter_column("leads_rejected", new_column_name="leads_failed")
     with op.batch_alter_table("lsq_sync_lead") as batch:
+        batch.drop_column("aside_reason")
         batch.alter_column(
             "lead_id", existing_type=sa.String(length=254), type_=sa.String(length=100)
         )

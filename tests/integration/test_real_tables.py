@@ -183,7 +183,9 @@ def test_a_merged_lead_is_looked_up_again_once(
         execute(people, "UPDATE people SET city = 'Goa' WHERE id = 1")
         report = sync.run_once()
         assert report.counts.leads_pushed == 1
-        assert sync.tables.matches.get("ada@example.com") == "NEW"
+        found = sync.tables.matches.get("ada@example.com")
+        assert found is not None
+        assert found.prospect_id == "NEW"
     assert [r.api for r in account.requests] == [
         "Lead.Update",  # to OLD: no such lead
         "Leads.GetByEmailaddress",
@@ -235,8 +237,9 @@ def test_each_data_type_is_sent_in_the_form_its_field_takes(
     ) as sync:
         execute(
             people,
-            "INSERT INTO people (id, email, plan, seats, signed_up, active, city) VALUES "
-            "(1, 'ada@example.com', ' gold ', '1.50', '2026-03-01 10:00:00', TRUE, 'Pune')",
+            "INSERT INTO people (id, email, plan, seats, signed_up, active, renewal, city) "
+            "VALUES (1, 'ada@example.com', ' gold ', '1.50', '2026-03-01 10:00:00', TRUE, "
+            "'2026-03-01 10:00:00', 'Pune')",
         )
         assert sync.run_once().counts.leads_pushed == 1
     assert account.lead("P1") == {
@@ -245,6 +248,7 @@ def test_each_data_type_is_sent_in_the_form_its_field_takes(
         "mx_Seats": "1.5",
         "mx_Signed_Up": "2026-03-01 04:30:00",  # read in Asia/Kolkata, sent in UTC
         "mx_Active": "true",
+        "mx_Renewal": "2026-03-01 04:30:00",  # text: read in Asia/Kolkata too, and once
         "mx_City": "Pune",
     }
 
@@ -274,7 +278,7 @@ def test_a_value_the_field_refuses_is_held_back_without_a_call_and_the_rest_is_s
         state = lead_state(sync, "ada@example.com")
         attribute = MAPPING[column]
         assert attribute in state.set_aside
-        reason = state.last_error or ""
+        reason = state.aside_reason or ""
         for part in ("row 1", f"column {column!r}", f"attribute {attribute}", f"[{rule}]"):
             assert part in reason, reason
         # Refused by the metadata, not by LeadSquared: one call, without the attribute.
@@ -300,7 +304,7 @@ def test_clearing_a_mandatory_field_is_held_back(
         account.clear_requests()
         execute(people, "UPDATE people SET city = NULL, seats = '3' WHERE id = 1")
         sync.run_once()
-        assert "[mandatory_cleared]" in (lead_state(sync, "ada@example.com").last_error or "")
+        assert "[mandatory_cleared]" in (lead_state(sync, "ada@example.com").aside_reason or "")
     assert sent(account) == [("P1", {"mx_Seats": "3"})]
     assert account.lead("P1") == {
         "EmailAddress": "ada@example.com",
@@ -559,3 +563,152 @@ def test_the_field_list_is_read_again_only_once_it_is_older_than_its_ttl(
         sync.run_once()
         assert len(calls(account, "LeadsMetaData.Get")) == 2
     assert account.lead("P1") == {"EmailAddress": "ada@example.com", "mx_City": "C"}
+
+
+# What a review tried
+
+
+def test_two_addresses_differing_only_in_case_never_both_update_one_lead(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    one_at_a_time = {"max_in_flight": 1}
+    with connector(db_url, account, leadsquared=one_at_a_time) as sync:
+        execute(
+            people,
+            "INSERT INTO people (id, email, city) VALUES "
+            "(1, 'Ada@example.com', 'Pune'), (2, 'ada@example.com', 'Goa')",
+        )
+        report = sync.run_once()
+        assert (report.counts.leads_pushed, report.counts.leads_rejected) == (1, 1)
+        error = lead_state(sync, "ada@example.com").last_error or ""
+        assert "find the same lead P1" in error
+        # The first one, on its next change, is held back too: neither is guessed.
+        execute(people, "UPDATE people SET city = 'Agra' WHERE id = 1")
+        assert sync.run_once().counts.leads_rejected == 1
+    assert account.lead("P1") == {"EmailAddress": "ada@example.com", "mx_City": "Pune"}
+
+
+def test_a_kept_prospect_id_is_looked_up_again_after_its_ttl(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    lead_id = {"column": "email", "match": "EmailAddress", "lookup_ttl_seconds": 0.001}
+    with connector(db_url, account, lead_id=lead_id) as sync:
+        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        sync.run_once()
+        # In LeadSquared the address moved to another lead.
+        account.add_lead("P1", EmailAddress="old@example.com", mx_City="A")
+        account.add_lead("P2", EmailAddress="ada@example.com")
+        execute(people, "UPDATE people SET city = 'B' WHERE id = 1")
+        sync.run_once()
+    assert account.lead("P1") == {"EmailAddress": "old@example.com", "mx_City": "A"}
+    assert account.lead("P2") == {"EmailAddress": "ada@example.com", "mx_City": "B"}
+
+
+def test_a_bad_value_answered_with_the_missing_lead_type_costs_no_lookup(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    account.reject_values(
+        "mx_City", lambda value: value == "Bad", "MXInvalidEntityReferenceException"
+    )
+    with connector(db_url, account) as sync:
+        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        sync.run_once()
+        account.clear_requests()
+        execute(people, "UPDATE people SET city = 'Bad' WHERE id = 1")
+        assert sync.run_once().counts.leads_rejected == 1
+    assert [r.api for r in account.requests] == ["Lead.Update"]
+
+
+def test_a_lookup_answer_without_a_usable_prospect_id_rejects_only_its_lead(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    with connector(db_url, account) as sync:
+        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        account.answer_next(1, 200, '[{"ProspectID": 7}, {"ProspectID": "' + "x" * 200 + '"}]')
+        report = sync.run_once()
+        assert report.counts.leads_rejected == 1
+        assert "no usable ProspectID" in (lead_state(sync, "ada@example.com").last_error or "")
+        assert sync.run_once().counts.calls_made == 0  # not looked up again unchanged
+
+
+def test_phone_matching_never_goes_through_bulk(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    rows = ", ".join(f"({n}, '+91{n:05d}', 'c{n}')" for n in range(55))
+    for n in range(55):
+        account.add_lead(f"P{n}", Phone=f"+91{n:05d}")
+    mapping = {column: a for column, a in MAPPING.items() if column != "phone"}
+    lead_id = {"column": "phone", "match": "Phone"}
+    with connector(db_url, account, lead_id=lead_id, mapping=mapping) as sync:  # bulk: auto
+        execute(people, f"INSERT INTO people (id, phone, city) VALUES {rows}")
+        assert sync.run_once().counts.leads_pushed == 55
+    assert calls(account, "Lead/Bulk/UpdateV2") == []
+    assert len(calls(account, "Lead.Update")) == 55
+
+
+def test_a_bulk_call_refused_for_one_leads_attribute_sets_it_aside_for_that_lead_alone(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    for n in range(3):
+        account.add_lead(f"P{n}", EmailAddress=f"p{n}@example.com")
+    refused = (
+        '{"Status":"Error","ExceptionType":"MXUnknownAttributeException",'
+        '"ExceptionMessage":"Attribute(s) does not exist - mx_Notes"}'
+    )
+    with connector(db_url, account, leadsquared={"bulk": {"mode": "always"}}) as sync:
+        execute(
+            people,
+            "INSERT INTO people (id, email, city, notes) VALUES "
+            "(0, 'p0@example.com', 'A', NULL), (1, 'p1@example.com', 'B', 'hi'), "
+            "(2, 'p2@example.com', 'C', NULL)",
+        )
+        account.answer_next(1, 500, refused)
+        report = sync.run_once()
+        assert (report.counts.leads_pushed, report.counts.leads_rejected) == (3, 0)
+        assert lead_state(sync, "p1@example.com").set_aside == {"mx_Notes": "hi"}
+    assert [account.lead(f"P{n}")["mx_City"] for n in range(3)] == ["A", "B", "C"]
+    assert "mx_Notes" not in account.lead("P1")
+
+
+def test_resync_clears_a_field_the_source_holds_empty(
+    db_url: str, people: sa.Engine, account: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("connector.leadrows.IDS_PER_QUERY", 2)  # pages of two leads
+    for n in range(5):
+        account.add_lead(f"P{n}", EmailAddress=f"p{n}@example.com")
+    with connector(db_url, account, leadsquared={"bulk": {"mode": "off"}}) as sync:
+        rows = ", ".join(f"({n}, 'p{n}@example.com', 'c{n}')" for n in range(5))
+        execute(people, f"INSERT INTO people (id, email, city) VALUES {rows}")
+        sync.run_once()
+        account.add_lead("P3", EmailAddress="p3@example.com", mx_City="c3", mx_Notes="HAND")
+        account.clear_requests()
+        assert sync.resync(None, ["mx_Notes"]) == 5
+        report = sync.run_once()
+    # Every lead is sent its (empty) notes again; only the hand-edited one had any.
+    assert report.counts.leads_pushed == 5
+    assert sorted(sent(account)) == [(f"P{n}", {"mx_Notes": ""}) for n in range(5)]
+    assert account.lead("P3") == {"EmailAddress": "p3@example.com", "mx_City": "c3", "mx_Notes": ""}
+
+
+def test_a_held_back_value_keeps_its_reason_after_the_lead_is_pushed_again(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    with connector(db_url, account) as sync:
+        execute(
+            people,
+            "INSERT INTO people (id, email, plan, city) VALUES (1, 'ada@example.com', 'Nope', 'A')",
+        )
+        sync.run_once()
+        execute(people, "UPDATE people SET city = 'B' WHERE id = 1")
+        sync.run_once()
+        state = lead_state(sync, "ada@example.com")
+        assert state.set_aside == {"mx_Plan": "Nope"}
+        assert "[not_an_option]" in (state.aside_reason or "")
+        # Back to what LeadSquared holds (nothing): no longer held back, nothing to send.
+        execute(people, "UPDATE people SET plan = NULL WHERE id = 1")
+        assert sync.run_once().counts.calls_made == 0
+        assert lead_state(sync, "ada@example.com").set_aside == {}

@@ -139,3 +139,23 @@ def test_a_config_that_does_not_parse_lists_each_problem(tmp_path: Path) -> None
     text = run_cli("--config", str(path), "validate")
     assert "the connector cannot run" in text.stdout
     assert "Traceback" not in text.stderr
+
+
+def test_a_row_that_cannot_be_read_is_counted_not_fatal(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(PEOPLE_DDL)
+        connection.exec_driver_sql(
+            "INSERT INTO people (id, email, signed_up, city) VALUES "
+            "(1, 'a@x.com', '2024-13-45 99:00:00', 'Pune'), (2, 'b@x.com', NULL, 'Goa')"
+        )
+    engine.dispose()
+    with Emulator(schema=SCHEMA) as emulator:
+        code, result = validate(tmp_path, people_config(url, emulator))
+    unreadable = [
+        c for c in result["checks"] if c["check"] == "values" and "cannot be read" in c["message"]
+    ]
+    assert unreadable, result
+    assert unreadable[0]["message"].startswith("1 of 2 sampled rows")
+    assert code == 1  # capture was never installed: the connector cannot run yet

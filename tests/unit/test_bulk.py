@@ -118,3 +118,28 @@ def test_no_details_at_all_with_matching_counts_is_success() -> None:
 def test_a_huge_reason_is_cut() -> None:
     body = report([entry("L1", "x" * 100_000)])
     assert len(read_report(body, KEYS, search_by="ProspectId")["L1"].error) < 1000
+
+
+def test_a_leads_own_failure_is_classified_as_a_single_calls_would_be() -> None:
+    body = report(
+        [
+            entry("L1", "There was an error processing the request", ExceptionType="MXException"),
+            entry("L2", "API calls exceeded the limit of 5 in 5 second(s)"),
+            entry("L3", "bad", ExceptionType="MXInvalidInputException"),
+        ]
+    )
+    answers = read_report(body, KEYS, search_by="ProspectId")
+    assert answers["L1"].kind is AnswerKind.AMBIGUOUS
+    assert answers["L2"].kind is AnswerKind.THROTTLED
+    assert answers["L3"].kind is AnswerKind.REJECTED
+    assert answers["L4"] is SUCCESS
+
+
+def test_null_lists_and_a_prospect_id_in_another_case_are_read() -> None:
+    keys = ["6f1c2a9e-AAAA", "x-2"]
+    body = report(total=2, successes=1) | {
+        "Details": {"FailedLeads": [entry(" 6F1C2A9E-aaaa ", "bad")], "UnProcessedLeads": None}
+    }
+    answers = read_report(body, keys, search_by="ProspectId")
+    assert answers["6f1c2a9e-AAAA"].kind is AnswerKind.REJECTED
+    assert answers["x-2"] is SUCCESS

@@ -168,3 +168,12 @@ def test_an_accepted_attribute_is_no_longer_set_aside() -> None:
         set_aside={"mx_Gone": "x"},
     )
     assert (aside, pending) == ({}, False)
+
+
+def test_reasons_for_set_aside_attributes_are_each_said_once() -> None:
+    from connector.leads import with_reason  # noqa: PLC0415
+
+    assert with_reason(None, "a") == "a"
+    assert with_reason("a", "a") == "a"
+    assert with_reason("a", "b") == "a; b"
+    assert len(with_reason("x" * 5000, "b")) <= 2000
