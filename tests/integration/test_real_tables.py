@@ -85,6 +85,16 @@ def connector(db_url: str, emulator: Emulator, **sections: Any) -> Connector:
     return sync
 
 
+def insert(people: sa.Engine, **values: Any) -> None:
+    """One row, by default row 1 with ada@example.com, the other columns NULL."""
+    values = {"id": 1, "email": "ada@example.com", **values}
+    columns = ", ".join(values)
+    with people.begin() as connection:
+        connection.execute(
+            sa.text(f"INSERT INTO people ({columns}) VALUES (:{', :'.join(values)})"), values
+        )
+
+
 def calls(emulator: Emulator, api: str) -> list[Any]:
     return [request for request in emulator.requests if request.api == api]
 
@@ -104,9 +114,7 @@ def test_a_row_is_looked_up_once_not_once_per_change(
 ) -> None:
     account.add_lead("P1", EmailAddress="ada@example.com")
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'Pune')"
-        )
+        insert(people, city="Pune")
         assert sync.run_once().counts.leads_pushed == 1
         for city in ("Goa", "Agra", "Delhi"):
             execute(people, f"UPDATE people SET city = '{city}' WHERE id = 1")
@@ -120,9 +128,7 @@ def test_a_row_matching_no_lead_is_shown_and_tried_again_when_it_changes(
     db_url: str, people: sa.Engine, account: Emulator
 ) -> None:
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'new@example.com', 'Pune')"
-        )
+        insert(people, email="new@example.com", city="Pune")
         report = sync.run_once()
         assert (report.counts.leads_rejected, report.counts.leads_pushed) == (1, 0)
         state = lead_state(sync, "new@example.com")
@@ -143,9 +149,7 @@ def test_retry_looks_a_row_that_matched_nothing_up_again(
     db_url: str, people: sa.Engine, account: Emulator
 ) -> None:
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'late@example.com', 'Pune')"
-        )
+        insert(people, email="late@example.com", city="Pune")
         sync.run_once()
         account.add_lead("P2", EmailAddress="LATE@example.com")
         assert sync.retry() == 1
@@ -159,9 +163,7 @@ def test_a_row_matching_several_leads_is_reported_not_guessed(
     account.add_lead("P1", EmailAddress="twin@example.com")
     account.add_lead("P2", EmailAddress="twin@example.com")
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'twin@example.com', 'Pune')"
-        )
+        insert(people, email="twin@example.com", city="Pune")
         assert sync.run_once().counts.leads_rejected == 1
         error = lead_state(sync, "twin@example.com").last_error or ""
     assert "2 leads in LeadSquared have EmailAddress 'twin@example.com' (P1, P2)" in error
@@ -173,9 +175,7 @@ def test_a_merged_lead_is_looked_up_again_once(
 ) -> None:
     account.add_lead("OLD", EmailAddress="ada@example.com")
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'Pune')"
-        )
+        insert(people, city="Pune")
         sync.run_once()
         # Merged in LeadSquared: the old id is gone, another lead has the address.
         account.reset()
@@ -200,7 +200,7 @@ def test_a_changed_address_moves_the_row_to_the_lead_with_the_new_one(
     account.add_lead("P1", EmailAddress="a@example.com")
     account.add_lead("P2", EmailAddress="b@example.com")
     with connector(db_url, account) as sync:
-        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'a@example.com', 'Pune')")
+        insert(people, email="a@example.com", city="Pune")
         sync.run_once()
         execute(people, "UPDATE people SET email = 'b@example.com', city = 'Goa' WHERE id = 1")
         report = sync.run_once()
@@ -297,9 +297,7 @@ def test_clearing_a_mandatory_field_is_held_back(
 ) -> None:
     account.add_lead("P1", EmailAddress="ada@example.com")
     with connector(db_url, account) as sync:
-        execute(
-            people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'Pune')"
-        )
+        insert(people, city="Pune")
         sync.run_once()
         account.clear_requests()
         execute(people, "UPDATE people SET city = NULL, seats = '3' WHERE id = 1")
@@ -549,7 +547,7 @@ def test_the_field_list_is_read_again_only_once_it_is_older_than_its_ttl(
     account.add_lead("P1", EmailAddress="ada@example.com")
     with connector(db_url, account) as sync:
         assert len(calls(account, "LeadsMetaData.Get")) == 1  # by init
-        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        insert(people, city="A")
         sync.run_once()
         assert len(calls(account, "LeadsMetaData.Get")) == 1  # fresh: not read again
         with sync.engine.begin() as connection:
@@ -595,7 +593,7 @@ def test_a_kept_prospect_id_is_looked_up_again_after_its_ttl(
     account.add_lead("P1", EmailAddress="ada@example.com")
     lead_id = {"column": "email", "match": "EmailAddress", "lookup_ttl_seconds": 0.001}
     with connector(db_url, account, lead_id=lead_id) as sync:
-        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        insert(people, city="A")
         sync.run_once()
         # In LeadSquared the address moved to another lead.
         account.add_lead("P1", EmailAddress="old@example.com", mx_City="A")
@@ -614,7 +612,7 @@ def test_a_bad_value_answered_with_the_missing_lead_type_costs_no_lookup(
         "mx_City", lambda value: value == "Bad", "MXInvalidEntityReferenceException"
     )
     with connector(db_url, account) as sync:
-        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        insert(people, city="A")
         sync.run_once()
         account.clear_requests()
         execute(people, "UPDATE people SET city = 'Bad' WHERE id = 1")
@@ -626,7 +624,7 @@ def test_a_lookup_answer_without_a_usable_prospect_id_rejects_only_its_lead(
     db_url: str, people: sa.Engine, account: Emulator
 ) -> None:
     with connector(db_url, account) as sync:
-        execute(people, "INSERT INTO people (id, email, city) VALUES (1, 'ada@example.com', 'A')")
+        insert(people, city="A")
         account.answer_next(1, 200, '[{"ProspectID": 7}, {"ProspectID": "' + "x" * 200 + '"}]')
         report = sync.run_once()
         assert report.counts.leads_rejected == 1
