@@ -278,10 +278,15 @@ class LeadSquaredClient:
             # The bulk window first: a slot in the account's window is not held while
             # waiting for one in the bulk window, which is the scarcer.
             limiters.insert(0, self._bulk_limiter)
+        slots = []
         for limiter in limiters:
             slot = limiter.acquire()
             if slot is None:
                 raise CallCancelledError(f"{api} not called: the connector is stopping")
+            slots.append((limiter, slot))
+        # Only once every slot is taken: a bulk slot that then waited for the account's
+        # window is moved to when the call really goes out.
+        for limiter, slot in slots:
             limiter.going_out(slot)
         started = time.monotonic()
         outcome = "error"

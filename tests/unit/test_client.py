@@ -655,3 +655,126 @@ def test_a_failed_connection_names_the_host_and_the_cause(cause: OSError, says: 
     assert HOST in message
     assert says in message
     assert "_ssl.c" not in message
+
+
+# -- the calls of real tables ----------------------------------------------------------------
+
+
+class OrderedLimiter:
+    """Records, in one shared list, when each slot is taken and sent."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name = name
+        self.events = events
+
+    def acquire(self) -> Any:
+        self.events.append(f"acquire {self.name}")
+        return self.name
+
+    def going_out(self, slot: Any) -> None:
+        self.events.append(f"going out {self.name}")
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.events.append(f"throttled {self.name}")
+
+
+def bulk_client(handler: Handler, events: list[str]) -> LeadSquaredClient:
+    config = LeadSquaredConfig(host=HOST, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    return LeadSquaredClient(
+        config,
+        transport=httpx.MockTransport(handler),
+        limiter=OrderedLimiter("account", events),
+        bulk_limiter=OrderedLimiter("bulk", events),
+    )
+
+
+BULK_OK = {"Status": {"TotalCount": 1, "SuccessCount": 1}, "Details": {}}
+
+
+def test_a_bulk_call_takes_both_slots_before_either_goes_out() -> None:
+    events: list[str] = []
+    recorder = Recorder(body=BULK_OK)
+    with bulk_client(recorder, events) as client:
+        client.bulk_update("EmailAddress", {"a@x.com": {"mx_City": "Pune", "Phone": None}})
+        recorder.body = SUCCESS
+        client.update_lead("L1", {"mx_City": "Goa"})
+    assert events == [
+        "acquire bulk",
+        "acquire account",
+        "going out bulk",
+        "going out account",
+        "acquire account",  # a single call takes the account's slot alone
+        "going out account",
+    ]
+    bulk, single = recorder.requests
+    assert bulk.url.path == "/v2/LeadManagement.svc/Lead/Bulk/UpdateV2"
+    assert json.loads(bulk.content) == {
+        "SearchByKey": "EmailAddress",
+        "Options": {"PushNonExistentLeadsToUnProcessedList": True},
+        "LeadPropertiesList": [
+            {
+                "Fields": [
+                    {"Attribute": "EmailAddress", "Value": "a@x.com"},
+                    {"Attribute": "Phone", "Value": ""},
+                    {"Attribute": "mx_City", "Value": "Pune"},
+                ]
+            }
+        ],
+    }
+    assert single.url.path == "/v2/LeadManagement.svc/Lead.Update"
+
+
+def test_a_throttled_bulk_call_holds_back_both_windows() -> None:
+    events: list[str] = []
+    throttled = {
+        "Status": "Error",
+        "ExceptionMessage": "API calls exceeded the limit of 5 in 5 second(s)",
+    }
+    with bulk_client(Recorder(429, throttled), events) as client, pytest.raises(ThrottledError):
+        client.bulk_update("ProspectId", {"L1": {"mx_City": "Pune"}})
+    assert {"throttled bulk", "throttled account"} <= set(events)
+
+
+@pytest.mark.parametrize(
+    ("match", "path", "parameter"),
+    [
+        ("EmailAddress", "Leads.GetByEmailaddress", "emailaddress"),
+        ("Phone", "RetrieveLeadByPhoneNumber", "phone"),
+    ],
+)
+def test_a_lookup_asks_by_the_value_and_returns_the_prospect_ids(
+    match: str, path: str, parameter: str
+) -> None:
+    recorder = Recorder(body=[{"ProspectID": "P2"}, {"ProspectId": "P1"}, {"ProspectID": "P2"}])
+    with make_client(recorder) as client:
+        found = client.find_leads(match, "a+b&c@x.com")  # type: ignore[arg-type]
+    assert found == ["P1", "P2"]
+    assert recorder.last.url.path == f"/v2/LeadManagement.svc/{path}"
+    assert query(recorder.last)[parameter] == ["a+b&c@x.com"]
+
+
+@pytest.mark.parametrize(
+    "answer", [[{"ProspectID": 7}], [{"ProspectID": "x" * 101}], ["P1"], [{"Name": "no id"}]]
+)
+def test_a_lookup_answer_without_a_usable_prospect_id_is_refused_for_the_lead(
+    answer: Any,
+) -> None:
+    with make_client(Recorder(body=answer)) as client, pytest.raises(LeadRejectedError):
+        client.find_leads("EmailAddress", "a@x.com")
+
+
+@pytest.mark.parametrize(
+    ("body", "host"),
+    [
+        ({"LSQCommonServiceURLs": {"api": "api-in21.leadsquared.com"}}, "api-in21.leadsquared.com"),
+        ({"LSQCommonServiceURLs": {"api": ""}}, None),
+        ({"LSQCommonServiceURLs": "nonsense"}, None),
+        ({}, None),
+    ],
+)
+def test_the_account_host_is_read_from_user_by_access_key(body: Any, host: str | None) -> None:
+    recorder = Recorder(body=body)
+    with make_client(recorder) as client:
+        assert client.account_host() == host
+    assert recorder.last.url.path == "/v2/Authentication.svc/UserByAccessKey.Get"
+    assert query(recorder.last)["accessKey"] == [ACCESS_KEY]
