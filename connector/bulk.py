@@ -68,7 +68,7 @@ class _Matcher:
         # LeadSquared compares email addresses and ProspectIds (GUIDs) ignoring case, and may
         # answer in its own case; a phone number is compared as written.
         text = value.strip()
-        return text.casefold() if self._folded else text
+        return text.lower() if self._folded else text
 
     def key(self, value: object) -> str | None:
         return self._keys.get(self._form(value)) if isinstance(value, str) else None

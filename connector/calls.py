@@ -14,7 +14,7 @@ BudgetExhaustedError, RunLockLostError), the call may have landed unanswered
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Protocol
 
@@ -76,13 +76,17 @@ class UpdateFoundLead:
         clock: Clock,
         *,
         ttl: timedelta,
+        rows_with: Callable[[list[str]], Mapping[str, list[str] | None]],
     ) -> None:
-        """A ProspectId kept longer than `ttl` is looked up again before it is used."""
+        """A ProspectId kept longer than `ttl` is looked up again before it is used.
+        `rows_with(values)` gives the keys of the source rows holding each value now (None:
+        they cannot all be read)."""
         self.client = client
         self.matches = matches
         self.match = match
         self.clock = clock
         self.ttl = ttl
+        self.rows_with = rows_with
 
     def send(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
         ((lead_id, update),) = updates.items()
@@ -106,6 +110,13 @@ class UpdateFoundLead:
     def _shared(self, lead_id: str, prospect_id: str) -> Answer | None:
         """Why not to update the lead, when another row's value found it too."""
         others = self.matches.others(prospect_id, lead_id)
+        if others:
+            # A value no row holds any more (the row moved to another) finds nothing now.
+            holding = self.rows_with(others)
+            for other in others:
+                if holding.get(other) == []:
+                    self.matches.drop(other)
+            others = [other for other in others if holding.get(other) != []]
         if not others:
             return None
         named = ", ".join(map(repr, others))
@@ -124,7 +135,11 @@ class UpdateFoundLead:
         except RetriableError as exc:
             return Answer(_retriable_kind(exc), str(exc), exc.delay)
         except LeadRejectedError as exc:
+            self.matches.drop(lead_id)
             return Answer(AnswerKind.REJECTED, str(exc), exception_type=exc.exception_type)
+        if len(found) != 1:
+            # What was kept (a lookup past its time) no longer holds.
+            self.matches.drop(lead_id)
         if not found:
             return Answer(AnswerKind.NOT_FOUND, not_found_message(self.match, lead_id))
         if len(found) > 1:
@@ -163,7 +178,11 @@ class BulkUpdate:
             answer = Answer(_retriable_kind(exc), str(exc), exc.delay)
             return answers | dict.fromkeys(to_send, answer)
         except LeadRejectedError as exc:
-            return answers | {key: _refused_call(exc, update) for key, update in to_send.items()}
+            named = set(exc.unknown_attributes)
+            carried = any(named & set(update) for update in to_send.values())
+            return answers | {
+                key: _refused_call(exc, update, carried=carried) for key, update in to_send.items()
+            }
         return answers | read_report(body, list(to_send), search_by=self.search_by)
 
     def _twins(self, updates: Mapping[str, Values]) -> dict[str, Answer]:
@@ -172,7 +191,7 @@ class BulkUpdate:
             return {}
         groups: dict[str, list[str]] = {}
         for key in updates:
-            groups.setdefault(key.strip().casefold(), []).append(key)
+            groups.setdefault(key.strip().lower(), []).append(key)
         twins: dict[str, Answer] = {}
         for keys in groups.values():
             if len(keys) > 1:
@@ -190,7 +209,7 @@ class BulkUpdate:
 # What LeadSquared answers for a ProspectId that no longer names a lead. The second type also
 # comes for a bad value, so the message must say it is the lead that is missing.
 MISSING_LEAD_TYPES = frozenset({"MXInvalidEntityException", "MXInvalidEntityReferenceException"})
-_MISSING_LEAD = re.compile(r"lead\b.*\b(not found|does not exist)", re.IGNORECASE)
+_MISSING_LEAD = re.compile(r"\blead (does not exist|not found)\b", re.IGNORECASE)
 
 
 def _lead_is_gone(answer: Answer) -> bool:
@@ -207,11 +226,12 @@ def _update(client: LeadSquaredClient, prospect_id: str, update: Values) -> Answ
     return SUCCESS
 
 
-def _refused_call(exc: LeadRejectedError, update: Values) -> Answer:
+def _refused_call(exc: LeadRejectedError, update: Values, *, carried: bool) -> Answer:
     """A lead's answer when LeadSquared refused a whole bulk call. Attributes it named as
-    unknown are set aside for the leads that carried them; the others are sent again without
-    them. Any other refusal of the whole call is retried, then rejected, as an ambiguous one."""
-    if exc.unknown_attributes:
+    unknown are set aside for the leads that carried them (`carried`: some lead did); the
+    others are sent again without them. Any other refusal of the whole call is retried, then
+    rejected, as an ambiguous one."""
+    if exc.unknown_attributes and carried:
         if set(exc.unknown_attributes) & set(update):
             return _rejected(exc)
         return Answer(

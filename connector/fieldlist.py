@@ -103,6 +103,7 @@ class RunFields:
             return self._fields
 
     def _refresh(self) -> None:
+        """Read the fields again, keeping the copy when that fails."""
         try:
             self._fields = self._store.fetch(self._client, self._clock.now())
         except CallCancelledError:

@@ -14,8 +14,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connector.leadrows import LeadRows, lead_row, lead_state, locked_lead
-from connector.leads import LeadState, after_failure, after_push, with_reason
+from connector.leadrows import LeadRows, lead_row, lead_state, loads_reasons, locked_lead
+from connector.leads import LeadState, after_failure, after_push, reasons_kept
 from connector.ownership import Checked, check_owners
 from connector.rowproblems import RowProblems
 from connector.runlock import Fence
@@ -106,7 +106,11 @@ class SqlLeadQueue:
                     pending=pending,
                     attempts=0,
                     last_error=error if set_aside else None,
-                    aside_reason=row.aside_reason if set_aside else None,
+                    aside_reason=(
+                        dumps(reasons_kept(loads_reasons(row.aside_reason), set_aside))
+                        if set_aside
+                        else None
+                    ),
                     next_attempt_at=None,
                     pushed_at=now,
                     updated_at=now,
@@ -151,7 +155,9 @@ class SqlLeadQueue:
                 lead_row(self.connector, lead_id).values(
                     set_aside=dumps({**loads(row.set_aside), **refused}),
                     last_error=error,
-                    aside_reason=with_reason(row.aside_reason, error),
+                    aside_reason=dumps(
+                        {**loads_reasons(row.aside_reason), **dict.fromkeys(refused, error)}
+                    ),
                     updated_at=now,
                 )
             )

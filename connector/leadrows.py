@@ -179,7 +179,14 @@ def lead_state(row: sa.Row[Any]) -> LeadState:
         next_attempt_at=row.next_attempt_at,
         pushed_at=row.pushed_at,
         set_aside=loads(row.set_aside),
-        aside_reason=row.aside_reason,
+        aside_reasons=loads_reasons(row.aside_reason),
         hold=row.hold,
         other_key=row.other_key,
     )
+
+
+def loads_reasons(text: str | None) -> dict[str, str]:
+    """`lsq_sync_lead.aside_reason`: a JSON object, attribute -> why it is set aside."""
+    if not text:
+        return {}
+    return {name: str(reason) for name, reason in loads(text).items()}

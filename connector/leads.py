@@ -46,7 +46,8 @@ class LeadState:
     next_attempt_at: datetime | None = None
     pushed_at: datetime | None = None
     set_aside: Values = field(default_factory=dict)
-    aside_reason: str | None = None
+    # Why each attribute set aside is: LeadSquared's answer, or pre-flight's rule.
+    aside_reasons: dict[str, str] = field(default_factory=dict)
     # Why the connector itself holds the lead back (no call is made); not LeadSquared's word.
     hold: str | None = None
     # Another row that claimed this lead id: nothing is sent while both point to it.
@@ -130,17 +131,9 @@ def after_push(
     return now_pushed, still_aside, bool(pending)
 
 
-# How much of the reasons for set-aside attributes a lead keeps.
-_REASON_CHARS = 2000
-
-
-def with_reason(reasons: str | None, reason: str) -> str:
-    """The reasons attributes are set aside, with one more (each said once)."""
-    if not reasons:
-        return reason
-    if reason in reasons:
-        return reasons
-    return f"{reasons}; {reason}"[:_REASON_CHARS]
+def reasons_kept(reasons: Mapping[str, str], set_aside: Mapping[str, str | None]) -> dict[str, str]:
+    """Why each attribute still set aside is: the reasons of the others are gone with them."""
+    return {name: reason for name, reason in reasons.items() if name in set_aside}
 
 
 def after_failure(

@@ -330,7 +330,10 @@ class Pusher:
         if shaped.held:
             held = {name: update[name] for name in sorted(shaped.held)}
             held_error = "; ".join(shaped.held[name] for name in held)
-            self.queue.set_aside(state.lead_id, held, held_error, self.clock.now())
+            for name, value in held.items():  # each with its own reason
+                self.queue.set_aside(
+                    state.lead_id, {name: value}, shaped.held[name], self.clock.now()
+                )
             self.events.attributes_set_aside(state.lead_id, sorted(held))
             log.warning(
                 "attributes held back by pre-flight",

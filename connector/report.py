@@ -24,7 +24,7 @@ def describe_lead(state: LeadState) -> str:
         return (
             f"in sync except {names}, held back until the value changes (or, once the field "
             f"in LeadSquared takes it, `lsq-sync retry --lead {state.lead_id}`): "
-            f"{state.aside_reason or state.last_error}"
+            f"{_reasons(state)}"
         )
     if state.pending and state.last_error:
         when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"
@@ -32,6 +32,14 @@ def describe_lead(state: LeadState) -> str:
     if state.pending:
         return "waiting for the next run"
     return "in sync"
+
+
+def _reasons(state: LeadState) -> str | None:
+    """Why the lead's attributes are set aside, each reason once."""
+    reasons = [
+        state.aside_reasons[name] for name in sorted(state.set_aside) if name in state.aside_reasons
+    ]
+    return "; ".join(dict.fromkeys(reasons)) or state.last_error
 
 
 def describe_row_problem(problem: RowProblem) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -205,7 +206,18 @@ class Connector:
         if match == "ProspectId":
             return UpdateOneLead(self.client)
         ttl = timedelta(seconds=self.config.lead_id.lookup_ttl_seconds)
-        return UpdateFoundLead(self.client, self.tables.matches, match, self.clock, ttl=ttl)
+        return UpdateFoundLead(
+            self.client,
+            self.tables.matches,
+            match,
+            self.clock,
+            ttl=ttl,
+            rows_with=self._rows_with,
+        )
+
+    def _rows_with(self, lead_ids: list[str]) -> Mapping[str, list[str] | None]:
+        with translate_errors("reading the source table"), self.engine.connect() as connection:
+            return self.source.keys_pointing_to(connection, lead_ids)
 
     @property
     def field_list(self) -> FieldList:

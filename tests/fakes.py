@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from connector.errors import LsqSyncError
-from connector.leads import LeadState, after_failure, after_push, with_reason
+from connector.leads import LeadState, after_failure, after_push, reasons_kept
 from connector.outcomes import SUCCESS, Answer
 from connector.ownership import Checked
 from connector.values import Values
@@ -98,7 +98,7 @@ class InMemoryLeadQueue:
             pending=pending,
             attempts=0,
             last_error=error if aside else None,
-            aside_reason=state.aside_reason if aside else None,
+            aside_reasons=reasons_kept(state.aside_reasons, aside),
             next_attempt_at=None,
             pushed_at=now,
         )
@@ -135,7 +135,7 @@ class InMemoryLeadQueue:
             lead_id,
             set_aside={**state.set_aside, **refused},
             last_error=error,
-            aside_reason=with_reason(state.aside_reason, error),
+            aside_reasons={**state.aside_reasons, **dict.fromkeys(refused, error)},
         )
 
     def desire(self, lead_id: str, **desired: str | None) -> None:

@@ -278,7 +278,7 @@ def test_a_value_the_field_refuses_is_held_back_without_a_call_and_the_rest_is_s
         state = lead_state(sync, "ada@example.com")
         attribute = MAPPING[column]
         assert attribute in state.set_aside
-        reason = state.aside_reason or ""
+        reason = state.aside_reasons.get(attribute, "")
         for part in ("row 1", f"column {column!r}", f"attribute {attribute}", f"[{rule}]"):
             assert part in reason, reason
         # Refused by the metadata, not by LeadSquared: one call, without the attribute.
@@ -302,7 +302,9 @@ def test_clearing_a_mandatory_field_is_held_back(
         account.clear_requests()
         execute(people, "UPDATE people SET city = NULL, seats = '3' WHERE id = 1")
         sync.run_once()
-        assert "[mandatory_cleared]" in (lead_state(sync, "ada@example.com").aside_reason or "")
+        assert "[mandatory_cleared]" in (
+            lead_state(sync, "ada@example.com").aside_reasons.get("mx_City", "")
+        )
     assert sent(account) == [("P1", {"mx_Seats": "3"})]
     assert account.lead("P1") == {
         "EmailAddress": "ada@example.com",
@@ -705,8 +707,92 @@ def test_a_held_back_value_keeps_its_reason_after_the_lead_is_pushed_again(
         sync.run_once()
         state = lead_state(sync, "ada@example.com")
         assert state.set_aside == {"mx_Plan": "Nope"}
-        assert "[not_an_option]" in (state.aside_reason or "")
+        assert "[not_an_option]" in state.aside_reasons["mx_Plan"]
         # Back to what LeadSquared holds (nothing): no longer held back, nothing to send.
         execute(people, "UPDATE people SET plan = NULL WHERE id = 1")
         assert sync.run_once().counts.calls_made == 0
         assert lead_state(sync, "ada@example.com").set_aside == {}
+
+
+def test_an_address_edited_only_in_case_still_finds_its_lead(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    with connector(db_url, account) as sync:
+        insert(people, email="Ada@Example.com", city="A")
+        sync.run_once()
+        # The application lower-cases its addresses: the row moves to another lead id.
+        execute(people, "UPDATE people SET email = 'ada@example.com', city = 'B' WHERE id = 1")
+        report = sync.run_once()
+        assert (report.counts.leads_pushed, report.counts.leads_rejected) == (1, 0)
+        assert sync.tables.matches.get("Ada@Example.com") is None
+    assert account.lead("P1") == {"EmailAddress": "ada@example.com", "mx_City": "B"}
+
+
+def test_a_lookup_past_its_ttl_that_finds_nothing_forgets_the_lead(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    lead_id = {"column": "email", "match": "EmailAddress", "lookup_ttl_seconds": 0.001}
+    with connector(db_url, account, lead_id=lead_id) as sync:
+        insert(people, city="A")
+        sync.run_once()
+        account.reset()  # deleted in LeadSquared
+        execute(people, "UPDATE people SET city = 'B' WHERE id = 1")
+        assert sync.run_once().counts.leads_rejected == 1
+        assert sync.tables.matches.get("ada@example.com") is None
+
+
+def test_a_bad_value_that_does_not_exist_is_not_a_missing_lead(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    refused = (
+        '{"Status":"Error","ExceptionType":"MXInvalidEntityReferenceException",'
+        '"ExceptionMessage":"Option Z does not exist"}'
+    )
+    with connector(db_url, account) as sync:
+        insert(people, city="A")
+        sync.run_once()
+        account.clear_requests()
+        execute(people, "UPDATE people SET city = 'B' WHERE id = 1")
+        account.answer_next(1, 500, refused)
+        assert sync.run_once().counts.leads_rejected == 1
+    # One call, and the field list read again after a refusal it did not foresee.
+    assert [r.api for r in account.requests if r.api != "LeadsMetaData.Get"] == ["Lead.Update"]
+
+
+def test_a_bulk_call_refused_for_an_attribute_no_lead_carries_is_not_retried_forever(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    for n in range(2):
+        account.add_lead(f"P{n}", EmailAddress=f"p{n}@example.com")
+    refused = (
+        '{"Status":"Error","ExceptionType":"MXUnknownAttributeException",'
+        '"ExceptionMessage":"Attribute(s) does not exist - mx_nobody"}'
+    )
+    settings = {"bulk": {"mode": "always"}, "retry": {"attempts": 1}}
+    with connector(db_url, account, leadsquared=settings) as sync:
+        insert(people, id=0, email="p0@example.com", city="A")
+        insert(people, id=1, email="p1@example.com", city="B")
+        account.answer_next(1, 500, refused)
+        report = sync.run_once()
+    assert (report.counts.leads_rejected, report.counts.leads_deferred) == (2, 0)
+
+
+def test_each_attribute_set_aside_keeps_its_own_reason(
+    db_url: str, people: sa.Engine, account: Emulator
+) -> None:
+    account.add_lead("P1", EmailAddress="ada@example.com")
+    with connector(db_url, account) as sync:
+        insert(people, plan="Nope", seats="1,5", city="A")
+        sync.run_once()
+        reasons = lead_state(sync, "ada@example.com").aside_reasons
+        assert set(reasons) == {"mx_Plan", "mx_Seats"}
+        assert "[not_a_number]" in reasons["mx_Seats"]
+        assert "mx_Seats" not in reasons["mx_Plan"]
+        execute(people, "UPDATE people SET seats = '15' WHERE id = 1")
+        sync.run_once()
+        state = lead_state(sync, "ada@example.com")
+    assert state.set_aside == {"mx_Plan": "Nope"}
+    assert set(state.aside_reasons) == {"mx_Plan"}

@@ -170,10 +170,9 @@ def test_an_accepted_attribute_is_no_longer_set_aside() -> None:
     assert (aside, pending) == ({}, False)
 
 
-def test_reasons_for_set_aside_attributes_are_each_said_once() -> None:
-    from connector.leads import with_reason  # noqa: PLC0415
+def test_only_the_reasons_of_attributes_still_set_aside_are_kept() -> None:
+    from connector.leads import reasons_kept  # noqa: PLC0415
 
-    assert with_reason(None, "a") == "a"
-    assert with_reason("a", "a") == "a"
-    assert with_reason("a", "b") == "a; b"
-    assert len(with_reason("x" * 5000, "b")) <= 2000
+    reasons = {"mx_A": "refused", "mx_B": "too long"}
+    assert reasons_kept(reasons, {"mx_B": "x"}) == {"mx_B": "too long"}
+    assert reasons_kept(reasons, {}) == {}
