@@ -25,6 +25,8 @@ CREATE TABLE people (
     signed_up TIMESTAMP,
     active BOOLEAN,
     renewal TEXT,
+    call_at TEXT,
+    site TEXT,
     city TEXT
 )
 """
@@ -39,17 +41,22 @@ SCHEMA: dict[str, Any] = {
         "mx_Signed_Up": {"type": "Date"},
         "mx_Active": {"type": "Boolean"},
         "mx_Renewal": {"type": "Date"},
+        "mx_Call_At": {"type": "Time"},
+        "mx_Site": {"type": "Website"},
         "mx_City": {"type": "Text", "mandatory": True},
     }
 }
 
 MAPPING: dict[str, Any] = {
+    "phone": "Phone",
     "plan": "mx_Plan",
     "notes": "mx_Notes",
     "seats": "mx_Seats",
     "signed_up": "mx_Signed_Up",
     "active": "mx_Active",
     "renewal": "mx_Renewal",
+    "call_at": "mx_Call_At",
+    "site": "mx_Site",
     "city": "mx_City",
 }
 
@@ -237,9 +244,11 @@ def test_each_data_type_is_sent_in_the_form_its_field_takes(
     ) as sync:
         execute(
             people,
-            "INSERT INTO people (id, email, plan, seats, signed_up, active, renewal, city) "
-            "VALUES (1, 'ada@example.com', ' gold ', '1.50', '2026-03-01 10:00:00', TRUE, "
-            "'2026-03-01 10:00:00', 'Pune')",
+            "INSERT INTO people "
+            "(id, email, phone, plan, seats, signed_up, active, renewal, call_at, site, city) "
+            "VALUES (1, 'ada@example.com', '+91 98450 00001', ' gold ', '1.50', "
+            "'2026-03-01 10:00:00', TRUE, '2026-03-01 10:00:00', '9:05', 'example.com', "
+            "'Pune')",
         )
         assert sync.run_once().counts.leads_pushed == 1
     assert account.lead("P1") == {
@@ -249,6 +258,9 @@ def test_each_data_type_is_sent_in_the_form_its_field_takes(
         "mx_Signed_Up": "2026-03-01 04:30:00",  # read in Asia/Kolkata, sent in UTC
         "mx_Active": "true",
         "mx_Renewal": "2026-03-01 04:30:00",  # text: read in Asia/Kolkata too, and once
+        "mx_Call_At": "09:05:00",
+        "mx_Site": "example.com",
+        "Phone": "+91 98450 00001",
         "mx_City": "Pune",
     }
 

@@ -71,6 +71,7 @@ def test_a_ready_connector_passes_every_check(
     assert {key for key, level in found.items() if level != "ok"} == {
         ("types", "mapping.seats"),
         ("types", "mapping.renewal"),
+        ("types", "mapping.call_at"),
     }, result
     assert found[("types", "mapping.seats")] == "warning"
     assert found[("types", "mapping.signed_up")] == "ok"
