@@ -24,7 +24,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -37,6 +36,8 @@ CONFIG_ENV_VAR = "LSQ_SYNC_CONFIG"
 _ENV_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _MAX_PORT = 65535
+# A year: longer is more likely a unit mistake than a choice, and would overflow a date.
+_LONGEST_TTL_SECONDS = 366 * 24 * 3600
 
 
 class _Model(BaseModel):
@@ -134,7 +135,7 @@ class LeadSquaredConfig(_Model):
     check_fields: bool = True
     # How long the field list, kept in the connector's tables, is trusted before a run reads
     # it again.
-    metadata_ttl_seconds: float = Field(3600.0, gt=0)
+    metadata_ttl_seconds: float = Field(3600.0, gt=0, le=_LONGEST_TTL_SECONDS)
 
     @field_validator("host")
     @classmethod
@@ -232,7 +233,7 @@ class LeadIdConfig(_Model):
     match: Match = "ProspectId"
     # How long a ProspectId found by a lookup is trusted before it is looked up again: an
     # address or number can move to another lead in LeadSquared.
-    lookup_ttl_seconds: float = Field(86400.0, gt=0)
+    lookup_ttl_seconds: float = Field(86400.0, gt=0, le=_LONGEST_TTL_SECONDS)
 
 
 class FieldMapping(_Model):
@@ -313,28 +314,41 @@ class Config(_Model):
             seen[attribute] = column
         return mapping
 
-    @model_validator(mode="after")
-    def _lead_column_is_not_mapped(self) -> Config:
+    @field_validator("lead_id")
+    @classmethod
+    def _bulk_can_find_the_lead(cls, lead_id: LeadIdConfig, info: ValidationInfo) -> LeadIdConfig:
+        # Declared after leadsquared, which is validated by now (absent if it failed).
+        leadsquared = info.data.get("leadsquared")
+        if lead_id.match == "Phone" and leadsquared and leadsquared.bulk.mode == "always":
+            raise ValueError(
+                "match: Phone cannot go with leadsquared.bulk.mode: always: a bulk call finds "
+                "leads by a field unique in the account, which Phone is not (with auto, "
+                "single calls are made)"
+            )
+        return lead_id
+
+    @field_validator("mapping", mode="after")
+    @classmethod
+    def _lead_column_is_not_mapped(
+        cls, mapping: dict[str, str | FieldMapping], info: ValidationInfo
+    ) -> dict[str, str | FieldMapping]:
         # With EmailAddress or Phone, the column is how the lead is found: a new value there
         # finds another lead (or none), so it can never be the value to give the old one.
-        if self.lead_id.column in self.mapping:
+        lead_id = info.data.get("lead_id")
+        if lead_id is None:
+            return mapping
+        if lead_id.column in mapping:
             raise ValueError(
-                f"lead_id.column {self.lead_id.column!r} cannot also be in mapping: it "
-                "identifies the lead, and is never sent as a value"
+                f"lead_id.column {lead_id.column!r} cannot also be in mapping: it identifies "
+                "the lead, and is never sent as a value"
             )
-        match = self.lead_id.match
-        if match != "ProspectId" and match in self.attributes.values():
+        mapped = {_attribute(entry).lower() for entry in mapping.values()}
+        if lead_id.match != "ProspectId" and lead_id.match.lower() in mapped:
             raise ValueError(
-                f"mapping cannot send {match}: leads are found by it (lead_id.match), and "
+                f"cannot send {lead_id.match}: leads are found by it (lead_id.match), and "
                 "changing it would lose the lead"
             )
-        if match == "Phone" and self.leadsquared.bulk.mode == "always":
-            raise ValueError(
-                "leadsquared.bulk.mode cannot be always with lead_id.match: Phone: a bulk "
-                "call finds leads by a field unique in the account, which Phone is not "
-                "(auto sends single calls then)"
-            )
-        return self
+        return mapping
 
 
 def _attribute(entry: str | FieldMapping) -> str:

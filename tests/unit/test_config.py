@@ -318,7 +318,7 @@ def test_every_mistake_is_reported_at_once_each_naming_its_key() -> None:
         ({"database": {"url": "postgresql://u@h/db"}}, "database.url", "psycopg"),
         ({"mapping": {}}, "mapping", "at least one"),
         ({"mapping": {"a": "mx_X", "b": "mx_X"}}, "mapping", "both map"),
-        ({"lead_id": {"column": "phone"}}, "(top level)", "cannot also be in mapping"),
+        ({"lead_id": {"column": "phone"}}, "mapping", "cannot also be in mapping"),
     ],
 )
 def test_problem_names_the_key_and_what_was_expected(
@@ -523,6 +523,7 @@ def test_every_mistake_in_the_new_keys_is_reported_at_once() -> None:
     }
     raw["leadsquared"]["bulk"] = {"mode": "sometimes", "min_leads": 0}
     raw["leadsquared"]["metadata_ttl_seconds"] = 0
+    raw["lead_id"]["lookup_ttl_seconds"] = 1e15
     found = "\n".join(problems(raw))
     for expected in (
         "lead_id.match:",
@@ -534,6 +535,7 @@ def test_every_mistake_in_the_new_keys_is_reported_at_once() -> None:
         "leadsquared.bulk.mode:",
         "leadsquared.bulk.min_leads:",
         "leadsquared.metadata_ttl_seconds:",
+        "lead_id.lookup_ttl_seconds:",
     ):
         assert expected in found, found
 
@@ -542,6 +544,21 @@ def test_a_hostile_schema_name_in_the_long_form_is_refused() -> None:
     raw = valid_dict()
     raw["mapping"] = {"plan": {"attribute": "mx_Plan'; DROP TABLE x"}}
     assert any("not a LeadSquared schema name" in line for line in problems(raw))
+
+
+def test_the_match_attribute_cannot_be_mapped_whatever_its_case() -> None:
+    raw = valid_dict()
+    raw["lead_id"] = {"column": "email", "match": "EmailAddress"}
+    raw["mapping"]["backup_email"] = "emailaddress"
+    assert any("leads are found by it" in line for line in problems(raw))
+
+
+def test_phone_matching_cannot_always_use_bulk() -> None:
+    raw = valid_dict()
+    raw["lead_id"] = {"column": "mobile", "match": "Phone"}
+    raw["mapping"].pop("phone")
+    raw["leadsquared"]["bulk"] = {"mode": "always"}
+    assert any(line.startswith("lead_id: match: Phone cannot") for line in problems(raw))
 
 
 def test_the_lead_id_column_cannot_also_be_mapped_in_the_long_form() -> None:
