@@ -21,7 +21,7 @@ from typing import Protocol
 from connector.bulk import MAX_LEADS_PER_BULK_CALL, not_found_message, read_report
 from connector.client import LeadSquaredClient
 from connector.clock import Clock
-from connector.config import Match
+from connector.config import Config, Match
 from connector.errors import (
     AmbiguousError,
     LeadRejectedError,
@@ -258,3 +258,25 @@ def _retriable_kind(exc: RetriableError) -> AnswerKind:
     if isinstance(exc, AmbiguousError):
         return AnswerKind.AMBIGUOUS
     return AnswerKind.TRANSIENT
+
+
+def call_for(
+    config: Config,
+    client: LeadSquaredClient,
+    *,
+    pending_leads: int,
+    matches: MatchCache,
+    clock: Clock,
+    rows_with: Callable[[list[str]], Mapping[str, list[str] | None]],
+) -> LeadCall:
+    """The kind of call a run pushes `pending_leads` leads with, as the config says."""
+    bulk = config.leadsquared.bulk
+    match = config.lead_id.match
+    wanted = bulk.mode == "always" or (bulk.mode == "auto" and pending_leads >= bulk.min_leads)
+    # A bulk call finds leads by a field unique in the account, which Phone is not.
+    if wanted and match != "Phone":
+        return BulkUpdate(client, match)
+    if match == "ProspectId":
+        return UpdateOneLead(client)
+    ttl = timedelta(seconds=config.lead_id.lookup_ttl_seconds)
+    return UpdateFoundLead(client, matches, match, clock, ttl=ttl, rows_with=rows_with)

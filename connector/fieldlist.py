@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from connector.client import LeadSquaredClient
 from connector.clock import Clock
+from connector.config import Config
 from connector.database import upsert
 from connector.errors import BudgetExhaustedError, CallCancelledError, LeadSquaredError
 from connector.fields import LeadFields, MetadataError, parse_metadata
@@ -58,6 +59,20 @@ class FieldList:
         with self.engine.begin() as connection:
             upsert(connection, field_list, values, ["account"])
 
+    def keep(self, client: LeadSquaredClient, now: datetime) -> None:
+        """Read and keep the fields, as `init` does. Without them values go as the source
+        spells them, until a run reads them: `init` does not fail for that."""
+        try:
+            fields = self.fetch(client, now)
+        except (LeadSquaredError, MetadataError) as exc:
+            log.warning(
+                "the account's lead fields could not be read: values are sent as the source "
+                "spells them, and nothing is checked before it is sent, until a run reads them",
+                extra={"error": str(exc)},
+            )
+            return
+        log.info("lead fields read", extra={"fields": len(fields)})
+
     def fetch(self, client: LeadSquaredClient, now: datetime) -> LeadFields:
         """Read the fields from LeadSquared and keep them. Raises LeadSquaredError or
         MetadataError."""
@@ -69,6 +84,12 @@ class FieldList:
 class RunFields:
     """The fields one run shapes values by: the copy kept, read again from LeadSquared when
     it is older than `ttl`, and at most once more after `doubted` is called."""
+
+    @classmethod
+    def for_config(
+        cls, config: Config, store: FieldList, client: LeadSquaredClient, clock: Clock
+    ) -> RunFields:
+        return cls(store, client, clock, timedelta(seconds=config.leadsquared.metadata_ttl_seconds))
 
     def __init__(
         self, store: FieldList, client: LeadSquaredClient, clock: Clock, ttl: timedelta

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Protocol
 
+from connector.config import Config
 from connector.fields import LeadFields, Refusal, shape_update
 from connector.leads import LeadState
 from connector.values import Values
@@ -73,6 +74,19 @@ class FieldsSource(Protocol):
 
 class Preflight:
     """Shapes by the run's field list (`fields`); with none, as `AsSpelled`."""
+
+    @classmethod
+    def for_config(
+        cls, config: Config, fields: FieldsSource, *, in_utc: frozenset[str]
+    ) -> Preflight:
+        columns = {attribute: column for column, attribute in config.attributes.items()}
+        return cls(
+            fields,
+            columns=columns,
+            truncate=config.truncated,
+            zone=config.source.zone,
+            in_utc=in_utc,
+        )
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Literal
 
 import httpx
@@ -24,20 +23,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connector import capture, installation, migrate, teardown
-from connector.calls import BulkUpdate, LeadCall, UpdateFoundLead, UpdateOneLead
+from connector.calls import call_for
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
 from connector.config import Config
 from connector.counts import RunCounts, Tally
 from connector.database import create_engine, translate_errors
 from connector.errors import (
-    LeadSquaredError,
     LsqSyncError,
     RunLockLostError,
     SourceDatabaseError,
 )
 from connector.fieldlist import FieldList, RunFields
-from connector.fields import MetadataError
 from connector.ingest import ingest
 from connector.instrumentation import Fanout, Instrumentation, LoggingInstrumentation
 from connector.preflight import AsSpelled, Preflight, Shaper
@@ -166,25 +163,21 @@ class Connector:
     def pusher(self, pending_leads: int = 0) -> Pusher:
         """The run's pusher; with `pending_leads` leads to push, bulk calls may carry them."""
         config = self.config
-        columns = {attribute: column for column, attribute in config.attributes.items()}
         shaper: Shaper = AsSpelled()
         if config.leadsquared.check_fields:
-            fields = RunFields(
-                self.field_list,
-                self.client,
-                self.clock,
-                timedelta(seconds=config.leadsquared.metadata_ttl_seconds),
-            )
-            shaper = Preflight(
-                fields,
-                columns=columns,
-                truncate=config.truncated,
-                zone=config.source.zone,
-                in_utc=self.source.spelled_in_utc,
-            )
+            fields = RunFields.for_config(config, self.field_list, self.client, self.clock)
+            shaper = Preflight.for_config(config, fields, in_utc=self.source.spelled_in_utc)
+        call = call_for(
+            config,
+            self.client,
+            pending_leads=pending_leads,
+            matches=self.tables.matches,
+            clock=self.clock,
+            rows_with=self._rows_with,
+        )
         return Pusher(
             queue=self.tables.queue(self.source),
-            call=self._call_kind(pending_leads),
+            call=call,
             attributes=frozenset(config.attributes.values()),
             clock=self.clock,
             stop=self.stop,
@@ -193,26 +186,6 @@ class Connector:
             events=self._events,
             shaper=shaper,
             kept_when_empty=config.kept_when_empty,
-        )
-
-    def _call_kind(self, pending_leads: int) -> LeadCall:
-        bulk = self.config.leadsquared.bulk
-        match = self.config.lead_id.match
-        # A bulk call finds leads by a field unique in the account, which Phone is not.
-        bulk_fits = match != "Phone"
-        wanted = bulk.mode == "always" or (bulk.mode == "auto" and pending_leads >= bulk.min_leads)
-        if bulk_fits and wanted:
-            return BulkUpdate(self.client, match)
-        if match == "ProspectId":
-            return UpdateOneLead(self.client)
-        ttl = timedelta(seconds=self.config.lead_id.lookup_ttl_seconds)
-        return UpdateFoundLead(
-            self.client,
-            self.tables.matches,
-            match,
-            self.clock,
-            ttl=ttl,
-            rows_with=self._rows_with,
         )
 
     def _rows_with(self, lead_ids: list[str]) -> Mapping[str, list[str] | None]:
@@ -277,23 +250,9 @@ class Connector:
                 queued = capture.record_all_rows(connection, self.config.name, source)
         log.info("capture installed", extra={"table": str(table), "rows_queued": queued})
         if self.config.leadsquared.check_fields:
-            self._read_fields()
-        return queued
-
-    def _read_fields(self) -> None:
-        """Keep the account's lead fields, which values are shaped and checked by. Without
-        them values go as the source spells them: `init` does not fail for that."""
-        try:
             with translate_errors("keeping the account's lead fields"):
-                fields = self.field_list.fetch(self.client, self.clock.now())
-        except (LeadSquaredError, MetadataError) as exc:
-            log.warning(
-                "the account's lead fields could not be read: values are sent as the source "
-                "spells them, and nothing is checked before it is sent",
-                extra={"error": str(exc)},
-            )
-            return
-        log.info("lead fields read", extra={"fields": len(fields)})
+                self.field_list.keep(self.client, self.clock.now())
+        return queued
 
     def uninstall(self, *, drop_state: bool = False) -> teardown.Uninstalled:
         """Remove this connector's triggers and functions; with `drop_state`, also its rows in
