@@ -84,6 +84,54 @@ def postgres_schema(base_url: str = PG_URL) -> Iterator[str]:
         admin.dispose()
 
 
+# A table keyed by email address, with a typed account to match (tests of real tables).
+PEOPLE_DDL = """
+CREATE TABLE people (
+    id INTEGER PRIMARY KEY,
+    email TEXT,
+    phone TEXT,
+    plan TEXT,
+    notes TEXT,
+    seats TEXT,
+    signed_up TIMESTAMP,
+    active BOOLEAN,
+    renewal TEXT,
+    call_at TEXT,
+    site TEXT,
+    city TEXT
+)
+"""
+
+PEOPLE_SCHEMA: dict[str, Any] = {
+    "fields": {
+        "EmailAddress": {"type": "Email"},
+        "Phone": {"type": "Phone"},
+        "mx_Plan": {"type": "Select", "options": ["Gold", "Silver"]},
+        "mx_Notes": {"type": "Text", "max_length": 10},
+        "mx_Seats": {"type": "Number"},
+        "mx_Signed_Up": {"type": "Date"},
+        "mx_Active": {"type": "Boolean"},
+        "mx_Renewal": {"type": "Date"},
+        "mx_Call_At": {"type": "Time"},
+        "mx_Site": {"type": "Website"},
+        "mx_City": {"type": "Text", "mandatory": True},
+    }
+}
+
+PEOPLE_MAPPING: dict[str, Any] = {
+    "phone": "Phone",
+    "plan": "mx_Plan",
+    "notes": "mx_Notes",
+    "seats": "mx_Seats",
+    "signed_up": "mx_Signed_Up",
+    "active": "mx_Active",
+    "renewal": "mx_Renewal",
+    "call_at": "mx_Call_At",
+    "site": "mx_Site",
+    "city": "mx_City",
+}
+
+
 @contextmanager
 def application(url: str) -> Iterator[sa.Engine]:
     """The application's side: the sample customers table, and an engine to write to it."""

@@ -12,62 +12,9 @@ import sqlalchemy as sa
 
 from connector import Connector
 from connector.testing.emulator import Emulator
+from tests.support import PEOPLE_MAPPING as MAPPING
+from tests.support import PEOPLE_SCHEMA as SCHEMA
 from tests.support import config_dict, execute, lead_state, load
-
-PEOPLE_DDL = """
-CREATE TABLE people (
-    id INTEGER PRIMARY KEY,
-    email TEXT,
-    phone TEXT,
-    plan TEXT,
-    notes TEXT,
-    seats TEXT,
-    signed_up TIMESTAMP,
-    active BOOLEAN,
-    renewal TEXT,
-    call_at TEXT,
-    site TEXT,
-    city TEXT
-)
-"""
-
-SCHEMA: dict[str, Any] = {
-    "fields": {
-        "EmailAddress": {"type": "Email"},
-        "Phone": {"type": "Phone"},
-        "mx_Plan": {"type": "Select", "options": ["Gold", "Silver"]},
-        "mx_Notes": {"type": "Text", "max_length": 10},
-        "mx_Seats": {"type": "Number"},
-        "mx_Signed_Up": {"type": "Date"},
-        "mx_Active": {"type": "Boolean"},
-        "mx_Renewal": {"type": "Date"},
-        "mx_Call_At": {"type": "Time"},
-        "mx_Site": {"type": "Website"},
-        "mx_City": {"type": "Text", "mandatory": True},
-    }
-}
-
-MAPPING: dict[str, Any] = {
-    "phone": "Phone",
-    "plan": "mx_Plan",
-    "notes": "mx_Notes",
-    "seats": "mx_Seats",
-    "signed_up": "mx_Signed_Up",
-    "active": "mx_Active",
-    "renewal": "mx_Renewal",
-    "call_at": "mx_Call_At",
-    "site": "mx_Site",
-    "city": "mx_City",
-}
-
-
-@pytest.fixture
-def people(db_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(db_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(PEOPLE_DDL)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

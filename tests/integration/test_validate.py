@@ -4,26 +4,16 @@ databases, against the emulator over loopback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from connector import Connector
 from connector.testing.emulator import Emulator
-from tests.integration.test_real_tables import MAPPING, PEOPLE_DDL, SCHEMA
-from tests.support import config_dict, execute, load, run_cli, write_config
-
-
-@pytest.fixture
-def people(db_url: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(db_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(PEOPLE_DDL)
-    yield engine
-    engine.dispose()
+from tests.support import PEOPLE_DDL, config_dict, execute, load, run_cli, write_config
+from tests.support import PEOPLE_MAPPING as MAPPING
+from tests.support import PEOPLE_SCHEMA as SCHEMA
 
 
 def people_config(db_url: str, emulator: Emulator, **sections: Any) -> dict[str, Any]:
