@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 from connector.config import CONFIG_ENV_VAR, Config, load_config
 from connector.errors import (
@@ -36,30 +37,54 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lsq-sync",
-        description="Sync changed rows of your database to LeadSquared leads, sending only "
-        "the mapped attributes that really changed.",
-    )
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """--config, --log-level and --log-format, before the command or after it. After it, an
+    option left out sets nothing, so that one given before the command still counts."""
+
+    def default(value: str | None) -> str | None:
+        return argparse.SUPPRESS if after_command else value
+
     parser.add_argument(
         "--config",
         metavar="PATH",
+        default=default(None),
         help=f"config file (default: ${CONFIG_ENV_VAR})",
     )
     parser.add_argument(
         "--log-level",
         choices=LEVELS,
         type=str.upper,
+        default=default(None),
         help=f"default: ${LOG_LEVEL_ENV_VAR} or WARNING",
     )
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
+        default=default("text"),
         help="json writes one JSON object per line (for daemons)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lsq-sync")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsq-sync",
+        description="Sync changed rows of your database to LeadSquared leads, sending only "
+        "the mapped attributes that really changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"lsq-sync {_version()}")
+    _global_options(parser, after_command=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after_command=True)
+    commands = _Commands(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), common
+    )
     commands.add_parser(
         "init",
         help="create or upgrade the connector's tables and install change capture",
@@ -155,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bundled LeadSquared emulator, change rows and run sync cycles, explaining each step.",
     )
     demo.add_argument("--dir", default="lsq-sync-demo", help="where to put the demo database")
-    commands.add_parser(
+    commands.plain.add_parser(
         "emulator",
         help="serve the bundled LeadSquared emulator for your own tests",
         description="Serve the LeadSquared emulator on loopback until Ctrl-C. Takes the "
@@ -164,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+class _Commands:
+    """The subcommands, each of which takes the global options after its name too."""
+
+    def __init__(self, plain: Any, common: argparse.ArgumentParser) -> None:
+        self.plain = plain
+        self._common = common
+
+    def add_parser(self, name: str, **options: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.plain.add_parser(
+            name, parents=[self._common], **options
+        )
+        return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{LOG_LEVEL_ENV_VAR}={level!r} is not one of {', '.join(LEVELS)}", EXIT_USAGE)
     configure(level, json_lines=args.log_format == "json")
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`lsq-sync status | head`): what it did not read is not ours to
+        # report. Further writes go nowhere, so that the interpreter's own flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except FatalRunError as exc:
@@ -188,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_RUN_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -223,15 +270,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "backfill":
             queued = connector.backfill()
-            print(f"{config.name}: {queued} rows queued; the next run pushes what differs")
+            print(
+                f"{config.name}: {_count(queued, 'row')} queued; the next run pushes what differs"
+            )
             return EXIT_OK
         if args.command == "retry":
             count = connector.retry(None if args.all else args.lead)
-            print(f"{config.name}: {count} leads will be pushed again by the next run")
+            print(f"{config.name}: {_count(count, 'lead')} will be pushed again by the next run")
             return EXIT_OK
         if args.command == "resync":
             count = connector.resync(None if args.all else args.lead, args.attribute)
-            print(f"{config.name}: {count} leads will be sent their current values by the next run")
+            print(
+                f"{config.name}: {_count(count, 'lead')} will be sent their current values by "
+                "the next run"
+            )
             return EXIT_OK
         if args.command == "run":
             with StopSignals(connector.stop) as signals:
@@ -256,7 +308,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.sample < 1:
         raise ConfigError(
-            [ConfigProblem(ConfigLocation("lsq-sync validate"), "--sample must be at least 1")]
+            [ConfigProblem(ConfigLocation(""), "validate --sample must be at least 1")]
         )
     try:
         path, config = _config(args.config)
@@ -296,8 +348,12 @@ def _config(flag: str | None) -> tuple[str, Config]:
     path = flag or os.environ.get(CONFIG_ENV_VAR)
     if not path:
         message = f"no config: pass --config PATH or set {CONFIG_ENV_VAR}"
-        raise ConfigError([ConfigProblem(ConfigLocation("lsq-sync"), message)])
+        raise ConfigError([ConfigProblem(ConfigLocation(""), message)])
     return path, load_config(path)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _fail(message: str, code: int) -> int:

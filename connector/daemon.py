@@ -15,6 +15,20 @@ from connector.sync import Connector
 log = logging.getLogger(__name__)
 
 
+class _OverlapIsNormal(logging.Filter):
+    """A cycle longer than the interval makes APScheduler skip the tick it overlaps, as it
+    should (max_instances=1), and say so as a warning: that is said at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances reached" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_OVERLAP_IS_NORMAL = _OverlapIsNormal()
+
+
 def add_cycle_job(
     scheduler: BackgroundScheduler,
     connector: Connector,
@@ -22,6 +36,7 @@ def add_cycle_job(
     on_fatal: threading.Event | None = None,
 ) -> None:
     """Schedule `connector.run_once` so that runs never overlap; usable in a host's scheduler."""
+    logging.getLogger("apscheduler.scheduler").addFilter(_OVERLAP_IS_NORMAL)
 
     def cycle() -> None:
         try:

@@ -48,7 +48,10 @@ class ConfigError(LsqSyncError):
     def __init__(self, problems: Iterable[ConfigProblem]) -> None:
         self.problems = tuple(problems)
         super().__init__(
-            "\n".join(f"{problem.location.file}: {problem}" for problem in self.problems)
+            "\n".join(
+                f"{problem.location.file}: {problem}" if problem.location.file else str(problem)
+                for problem in self.problems
+            )
         )
 
     @classmethod

@@ -102,6 +102,14 @@ class LeadRows:
         )
         return result.rowcount
 
+    def unknown(self, connection: Connection, lead_ids: Sequence[str]) -> list[str]:
+        """Those of `lead_ids` this connector has no lead for."""
+        query = sa.select(lead.c.lead_id).where(
+            lead.c.connector == self.connector, among(lead.c.lead_id, list(lead_ids), connection)
+        )
+        known = set(connection.execute(query).scalars())
+        return [lead_id for lead_id in dict.fromkeys(lead_ids) if lead_id not in known]
+
     def resync_page(
         self,
         connection: Connection,

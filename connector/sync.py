@@ -288,7 +288,20 @@ class Connector:
         attributes set aside, and those waiting out a retry delay. All of them, or these."""
         self.check_ready()
         with translate_errors("marking leads for retry"), self.engine.begin() as connection:
+            self._refuse_unknown(connection, lead_ids)
             return self.tables.leads.retry(connection, lead_ids, self.clock.now())
+
+    def _refuse_unknown(self, connection: sa.Connection, lead_ids: list[str] | None) -> None:
+        if not lead_ids:
+            return
+        unknown = self.tables.leads.unknown(connection, lead_ids)
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            noun = "lead id" if len(unknown) == 1 else "lead ids"
+            raise LsqSyncError(
+                f"connector {self.config.name} knows no lead with the {noun} {shown} "
+                "(`lsq-sync status` lists the leads it knows); nothing was changed"
+            )
 
     def resync(self, lead_ids: list[str] | None, attributes: list[str] | None = None) -> int:
         """Make the next run send these leads' (or all leads') current values of these
@@ -302,6 +315,8 @@ class Connector:
                     f"not a mapped attribute: {', '.join(unknown)} (mapped: "
                     f"{', '.join(sorted(mapped))})"
                 )
+        with translate_errors("marking leads for a resync"), self.engine.connect() as connection:
+            self._refuse_unknown(connection, lead_ids)
         forgotten = attributes if attributes is not None else self.config.attributes.values()
         count, after = 0, None
         while True:

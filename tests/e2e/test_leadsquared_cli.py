@@ -51,9 +51,9 @@ def test_retry_pushes_what_was_set_aside_once_leadsquared_knows_the_field(
         held = full.leads()
 
     assert one.returncode == 0, one.stderr
-    assert "1 leads will be pushed again" in one.stdout
+    assert "1 lead will be pushed again" in one.stdout
     assert every.returncode == 0, every.stderr
-    assert "1 leads will be pushed again" in every.stdout
+    assert "1 lead will be pushed again" in every.stdout
     assert (summary.pushed, summary.calls) == (2, 2)
     assert sent == [("L1", {"mx_Plan": "pro"}), ("L2", {"mx_Plan": "free"})]
     assert held == expected_in_leadsquared(project.url)
@@ -127,7 +127,7 @@ def test_resync_sends_hand_edited_leads_their_values_again(project: Project) -> 
         neither = project.cli("resync")
 
     assert one.returncode == 0, one.stderr
-    assert "1 leads will be sent their current values by the next run" in one.stdout
+    assert "1 lead will be sent their current values by the next run" in one.stdout
     assert (summary.pushed, summary.calls) == (1, 1)
     assert sent == [("L2", {"mx_City": "Goa"})]
     [message] = assert_clean_failure(unknown, 1)
