@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -27,32 +28,43 @@ def _alembic_config(connection: Connection) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as connection:
+    with _ALEMBIC_LOGS.migrating(), engine.begin() as connection:
         command.upgrade(_alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    with engine.begin() as connection:
+    with _ALEMBIC_LOGS.migrating(), engine.begin() as connection:
         command.downgrade(_alembic_config(connection), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    # Every run asks; Alembic would say "Context impl ..." each time at INFO.
-    with _quiet(logging.getLogger("alembic.runtime.migration")), engine.connect() as connection:
+    with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 
-@contextmanager
-def _quiet(logger: logging.Logger) -> Iterator[None]:
-    """`logger` says only warnings and errors for a while (not thread-safe: a level is
-    shared, and a concurrent `upgrade` may lose its INFO lines meanwhile)."""
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+class _OnlyWhileMigrating(logging.Filter):
+    """Every run asks for the schema's version, and Alembic says "Context impl ..." each time
+    at INFO: its INFO lines pass only while this thread runs a migration (`init`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._migrating = threading.local()
+
+    @contextmanager
+    def migrating(self) -> Iterator[None]:
+        self._migrating.active = True
+        try:
+            yield
+        finally:
+            self._migrating.active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(self._migrating, "active", False)
+
+
+_ALEMBIC_LOGS = _OnlyWhileMigrating()
+logging.getLogger("alembic.runtime.migration").addFilter(_ALEMBIC_LOGS)
 
 
 def head_revision() -> str | None:

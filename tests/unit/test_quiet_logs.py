@@ -15,15 +15,19 @@ from connector import migrate
 from connector.daemon import add_cycle_job
 
 
-def test_asking_the_schema_version_logs_nothing_at_info(
+def test_asking_the_schema_version_logs_nothing_at_info_but_init_does(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     caplog.set_level(logging.INFO)
     assert migrate.current_revision(engine) is None
-    engine.dispose()
     assert [r for r in caplog.records if r.name.startswith("alembic")] == []
-    assert logging.getLogger("alembic.runtime.migration").level == logging.NOTSET
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
+    alembic = [r.getMessage() for r in caplog.records if r.name.startswith("alembic")]
+    assert any(message.startswith("Running upgrade") for message in alembic), alembic
+    assert sum(message.startswith("Context impl") for message in alembic) == 1  # init's
 
 
 def test_a_skipped_overlapping_tick_is_not_a_warning(
