@@ -253,6 +253,8 @@ class SyncConfig(_Model):
     # After SIGTERM/SIGINT, how long calls in flight may take to be answered before they are
     # abandoned (their leads are sent again next run). Within Kubernetes' 30 s grace period.
     drain_seconds: float = Field(10.0, ge=0, le=300)
+    # Run history older than this is deleted as each run starts, so the table stays bounded.
+    keep_runs_days: float = Field(30.0, gt=0, le=3660)
 
 
 class Config(_Model):

@@ -71,6 +71,19 @@ class RunLog:
                 )
             )
 
+    def prune(self, before: datetime) -> int:
+        """Forget runs that started before `before` and have ended; returns how many."""
+        with self.engine.begin() as connection:
+            self.fence.check(connection)
+            result = connection.execute(
+                sa.delete(run).where(
+                    run.c.connector == self.connector,
+                    run.c.started_at < before,
+                    run.c.status != "running",
+                )
+            )
+        return result.rowcount
+
     def recent_runs(self, limit: int = 20) -> list[sa.Row[Any]]:
         """The last `limit` runs, newest first."""
         query = (

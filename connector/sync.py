@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 import httpx
@@ -380,8 +381,10 @@ class Connector:
         self._source = None
         source = self.source
         with translate_errors("starting a run"):
-            self.tables.runs.close_abandoned_runs(self.clock.now())
-            run_id = self.tables.runs.start_run(self.clock.now())
+            now = self.clock.now()
+            self.tables.runs.close_abandoned_runs(now)
+            self.tables.runs.prune(now - timedelta(days=self.config.sync.keep_runs_days))
+            run_id = self.tables.runs.start_run(now)
         tally = Tally()
         self._events.targets.append(tally)
         status: RunStatus = "failed"

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector import Connector, LsqSyncError
+from connector.counts import RunCounts
 from connector.testing.emulator import Emulator
 from tests.support import config_dict, create_customers, execute, lead_state, load, source_values
 
@@ -292,6 +293,26 @@ def test_a_run_that_died_is_marked_abandoned_by_the_next(app: sa.Engine, sync: C
         statuses = dict(connection.execute(sa.select(run.c.run_id, run.c.status)).all())
     assert statuses[dead_run] == "abandoned"
     assert "running" not in statuses.values()
+
+
+def test_run_history_older_than_keep_runs_days_is_deleted_as_a_run_starts(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from connector.schema import run  # noqa: PLC0415
+
+    config = config_dict(db_url, emulator, sync={"keep_runs_days": 7})
+    with Connector(load(config)) as sync:
+        sync.init()
+        now = sync.clock.now()
+        old, recent = (sync.tables.runs.start_run(now - timedelta(days=d)) for d in (8, 6))
+        for run_id, days in ((old, 8), (recent, 6)):
+            sync.tables.runs.finish_run(run_id, now - timedelta(days=days), "ok", RunCounts(), None)
+        report = sync.run_once()
+        with sync.engine.connect() as connection:
+            kept = set(connection.execute(sa.select(run.c.run_id)).scalars())
+    assert kept == {recent, report.run_id}
 
 
 def test_many_changes_across_small_batches_end_at_the_latest_values(
