@@ -276,16 +276,16 @@ class Config(_Model):
     @property
     def truncated(self) -> frozenset[str]:
         """Attributes whose values are cut to the field's MaxLength rather than held back."""
-        return frozenset(
-            _attribute(entry) for entry in self.mapping.values() if _options(entry).truncate
-        )
+        return frozenset(entry.attribute for entry in self._long_forms() if entry.truncate)
 
     @property
     def kept_when_empty(self) -> frozenset[str]:
         """Attributes an empty source value leaves as they are in LeadSquared."""
-        return frozenset(
-            _attribute(entry) for entry in self.mapping.values() if _options(entry).empty == "skip"
-        )
+        return frozenset(entry.attribute for entry in self._long_forms() if entry.empty == "skip")
+
+    def _long_forms(self) -> list[FieldMapping]:
+        """The mapping entries given in the long form; the short form takes the defaults."""
+        return [entry for entry in self.mapping.values() if isinstance(entry, FieldMapping)]
 
     @field_validator("name")
     @classmethod
@@ -355,13 +355,6 @@ class Config(_Model):
 
 def _attribute(entry: str | FieldMapping) -> str:
     return entry if isinstance(entry, str) else entry.attribute
-
-
-_SHORT_FORM = FieldMapping(attribute="_")
-
-
-def _options(entry: str | FieldMapping) -> FieldMapping:
-    return _SHORT_FORM if isinstance(entry, str) else entry
 
 
 class _StrictLoader(yaml.SafeLoader):

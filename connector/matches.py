@@ -72,8 +72,3 @@ class MatchCache:
     def drop(self, lead_id: str) -> None:
         with self.engine.begin() as connection:
             connection.execute(sa.delete(match).where(self._row(lead_id)))
-
-    def count(self) -> int:
-        with self.engine.connect() as connection:
-            query = sa.select(sa.func.count()).where(match.c.connector == self.connector)
-            return connection.execute(query).scalar_one()
