@@ -143,6 +143,10 @@ class Connector:
             self.engine, config.leadsquared, self.clock, self.stop, bulk=True
         )
 
+    def observe(self, instrumentation: Instrumentation) -> None:
+        """Send every later event to `instrumentation` too (a daemon's metrics, say)."""
+        self._events.targets.append(instrumentation)
+
     def __enter__(self) -> Connector:
         return self
 
