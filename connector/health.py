@@ -24,6 +24,9 @@ from connector.tables import ConnectorTables
 # seconds is far more than needed, since only the first note says the age.
 _MOST_NOTES = 1000
 
+# The oldest and newest changes not yet ingested, or None when there are none.
+ChangeSpan = tuple[ChangeCursor, ChangeCursor] | None
+
 
 @dataclass(frozen=True)
 class Backlog:
@@ -61,23 +64,10 @@ def read_backlog(engine: Engine, tables: ConnectorTables) -> tuple[Backlog, Chan
         leads_pending=pending,
         leads_rejected=rejected,
         leads_held_back=held,
-        oldest_waiting_lead=_aware(oldest),
+        oldest_waiting_lead=oldest,
         last_success=last_success,
     )
     return backlog, span
-
-
-ChangeSpan = tuple[ChangeCursor, ChangeCursor] | None
-
-
-def _aware(value: datetime | str | None) -> datetime | None:
-    """min() over a UtcDateTime column comes back through the column's type on PostgreSQL,
-    but as SQLite's text when the aggregate is filtered."""
-    if value is None or isinstance(value, datetime):
-        return value
-    from datetime import UTC  # noqa: PLC0415
-
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 class ChangeAges:
