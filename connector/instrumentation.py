@@ -97,8 +97,11 @@ class Fanout(Instrumentation):
 
     def _each(self, event: str, *args: object) -> None:
         for target in list(self.targets):
+            method = getattr(target, event, None)
+            if method is None:
+                continue  # an observer written before this event was added
             try:
-                getattr(target, event)(*args)
+                method(*args)
             except Exception as exc:  # noqa: BLE001 (a broken observer must not stop the sync)
                 if (id(target), event) in self._warned:
                     continue  # once per observer and event, or a broken one floods the log
