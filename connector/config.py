@@ -261,7 +261,8 @@ class MetricsConfig(_Model):
     """Where the daemon serves /metrics and /healthz, and what /healthz calls progress."""
 
     host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(9464, ge=1, le=_MAX_PORT)
+    # 0: any free port, which the daemon logs ("metrics served").
+    port: int = Field(9464, ge=0, le=_MAX_PORT)
     # Unset: derived from sync.interval_seconds (`health_bounds`), so that a slower schedule
     # is not reported unhealthy for being slow by design.
     max_lag_seconds: float | None = Field(None, gt=0)

@@ -170,7 +170,7 @@ def test_set_bounds_are_kept() -> None:
 @pytest.mark.parametrize(
     ("metrics", "expected"),
     [
-        ({"port": 0}, "metrics.port: Input should be greater than or equal to 1"),
+        ({"port": -1}, "metrics.port: Input should be greater than or equal to 0"),
         ({"port": 70000}, "metrics.port: Input should be less than or equal to 65535"),
         ({"port": "http"}, "metrics.port: Input should be a valid integer"),
         ({"host": ""}, "metrics.host: String should have at least 1 character"),
