@@ -335,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
     metrics: MetricsServer
     server_version = "lsq-sync"
     sys_version = ""
+    # A client that connects and sends nothing holds a thread only this long.
+    timeout = 10
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

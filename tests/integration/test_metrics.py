@@ -285,3 +285,52 @@ def test_without_the_extra_the_error_says_what_to_install(
     with pytest.raises(MetricsUnavailableError) as raised:
         MetricsServer.start([sync], "127.0.0.1", 0)
     assert "pip install 'lsq-sync[metrics]'" in str(raised.value)
+
+
+def test_several_connectors_share_one_server_and_one_lagging_makes_it_503(
+    db_url: str, app: sa.Engine, emulator: Emulator, clock: FakeClock
+) -> None:
+    emulator.add_lead("L1")
+    emulator.set_fault_rate(1.0, ["503"])
+    idle_config = config_dict(db_url, emulator, name="idle", sync={"interval_seconds": 60})
+    with (
+        make_connector(db_url, emulator, clock) as lagging,
+        Connector(load(idle_config), clock=clock, stop=clock.stop) as idle,
+    ):
+        lagging.init()
+        with MetricsServer.start([lagging, idle], "127.0.0.1", 0) as server:
+            execute(
+                app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')"
+            )
+            lagging.run_once()
+            clock.seconds += MAX_LAG + 1
+            lagging.run_once()
+            status, body = healthz(server)
+            found = samples(server)
+
+    assert status == 503
+    states = {state["connector"]: state for state in body["connectors"]}
+    assert set(states) == {"test", "idle"}
+    assert not states["test"]["healthy"]
+    assert states["idle"]["healthy"], states["idle"]
+    assert states["idle"]["reason"] is None
+    healthy = {"test": 0.0, "idle": 1.0}
+    for name, flag in healthy.items():
+        assert found[("lsq_sync_healthy", frozenset({"connector": name}.items()))] == flag
+    assert (
+        found[
+            (
+                "lsq_sync_calls_total",
+                frozenset(
+                    {"connector": "test", "endpoint": "Lead.Update", "outcome": "transient"}.items()
+                ),
+            )
+        ]
+        > 0
+    )
+    assert ("lsq_sync_leads_pushed_total", frozenset({"connector": "idle"}.items())) in found
+
+
+def test_two_connectors_of_one_name_are_refused(sync: Connector) -> None:
+    with pytest.raises(LsqSyncError, match="two connectors have the same name"):
+        MetricsServer.start([sync, sync], "127.0.0.1", 0)
