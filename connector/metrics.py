@@ -288,6 +288,8 @@ class MetricsServer:
         if self._stopped:
             return
         self._stopped = True
+        for watched in self.watched:
+            watched.connector.unobserve(watched)
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()

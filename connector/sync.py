@@ -147,6 +147,11 @@ class Connector:
         """Send every later event to `instrumentation` too (a daemon's metrics, say)."""
         self._events.targets.append(instrumentation)
 
+    def unobserve(self, instrumentation: Instrumentation) -> None:
+        """Stop sending events to an instrumentation given to `observe`."""
+        with contextlib.suppress(ValueError):
+            self._events.targets.remove(instrumentation)
+
     def __enter__(self) -> Connector:
         return self
 

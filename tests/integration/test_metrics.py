@@ -293,6 +293,7 @@ def test_stopping_frees_the_port_and_is_safe_twice(sync: Connector) -> None:
     assert get(server, "/healthz").status_code == 200
     server.stop()
     server.stop()
+    assert not [target for target in sync._events.targets if target in server.watched]
     with socket.socket() as again:
         # As the server binds: a connection it closed may linger in TIME_WAIT, but a socket
         # still listening on the port would make this raise.
