@@ -114,6 +114,25 @@ class ChangeLog:
         )
         return connection.execute(query).scalar_one()
 
+    def pending_span(self, connection: Connection) -> tuple[ChangeCursor, ChangeCursor] | None:
+        """The oldest and newest captured changes the cursor has not passed; None if none.
+        Two index lookups, whatever the backlog."""
+        after = self.load_cursor(connection)
+        past = sa.and_(change.c.connector == self.connector, self._past(after))
+        ends = []
+        for order in (sa.asc, sa.desc):
+            query = (
+                sa.select(change.c.tx_id, change.c.change_id)
+                .where(past)
+                .order_by(order(change.c.tx_id), order(change.c.change_id))
+                .limit(1)
+            )
+            row = connection.execute(query).first()
+            if row is None:
+                return None
+            ends.append(ChangeCursor(row.tx_id, row.change_id))
+        return ends[0], ends[1]
+
     def _advance_statement(self) -> Any:
         statement = self._insert(cursor).values(
             connector=self.connector,

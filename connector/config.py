@@ -257,6 +257,44 @@ class SyncConfig(_Model):
     keep_runs_days: float = Field(30.0, gt=0, le=3660)
 
 
+class MetricsConfig(_Model):
+    """Where the daemon serves /metrics and /healthz, and what /healthz calls progress."""
+
+    host: str = Field("127.0.0.1", min_length=1)
+    # 0: any free port, which the daemon logs ("metrics served").
+    port: int = Field(9464, ge=0, le=_MAX_PORT)
+    # Unset: derived from sync.interval_seconds (`health_bounds`), so that a slower schedule
+    # is not reported unhealthy for being slow by design.
+    max_lag_seconds: float | None = Field(None, gt=0)
+    max_cycle_age_seconds: float | None = Field(None, gt=0)
+
+    @field_validator("host")
+    @classmethod
+    def _bare_host(cls, host: str) -> str:
+        if re.search(r"[\s/]|^\[|:\d+$", host) and not _is_ipv6(host):
+            raise ValueError(
+                "must be a host name or address to listen on (127.0.0.1, 0.0.0.0, ::), "
+                "without a scheme or port (the port goes in metrics.port)"
+            )
+        return host
+
+
+def _is_ipv6(host: str) -> bool:
+    return ":" in host and re.fullmatch(r"[0-9A-Fa-f:.]+", host) is not None
+
+
+# A healthy daemon's lag is at most an interval plus a cycle; these multiples leave room for
+# a long cycle (a first run, a backfill) before /healthz calls it stalled.
+_BOUND_INTERVALS = 10
+_SHORTEST_BOUND_SECONDS = 300.0
+
+
+def default_health_bound(interval_seconds: float) -> float:
+    """metrics.max_lag_seconds and max_cycle_age_seconds when unset: ten intervals, at least
+    five minutes."""
+    return max(_BOUND_INTERVALS * interval_seconds, _SHORTEST_BOUND_SECONDS)
+
+
 class Config(_Model):
     name: str = Field(description="identifies this connector's rows in the shared tables")
     database: DatabaseConfig
@@ -267,6 +305,18 @@ class Config(_Model):
         description="source column -> LeadSquared schema name, or {attribute, truncate, empty}"
     )
     sync: SyncConfig = SyncConfig()
+    # Served by the daemon only; none: no HTTP server at all.
+    metrics: MetricsConfig | None = None
+
+    @property
+    def health_bounds(self) -> tuple[float, float]:
+        """(max lag, max age of the last successful cycle) in seconds, for /healthz."""
+        default = default_health_bound(self.sync.interval_seconds)
+        metrics = self.metrics or MetricsConfig()
+        return (
+            metrics.max_lag_seconds or default,
+            metrics.max_cycle_age_seconds or default,
+        )
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -351,6 +401,22 @@ class Config(_Model):
                 "changing it would lose the lead"
             )
         return mapping
+
+    @field_validator("metrics")
+    @classmethod
+    def _cycle_age_above_interval(
+        cls, metrics: MetricsConfig | None, info: ValidationInfo
+    ) -> MetricsConfig | None:
+        # Declared after sync, which is validated by now (absent if it failed).
+        sync = info.data.get("sync")
+        bound = metrics.max_cycle_age_seconds if metrics else None
+        if sync is not None and bound is not None and bound <= sync.interval_seconds:
+            raise ValueError(
+                f"max_cycle_age_seconds ({bound:g}) must be above sync.interval_seconds "
+                f"({sync.interval_seconds:g}): between two cycles every healthy daemon would "
+                "be reported unhealthy"
+            )
+        return metrics
 
 
 def _attribute(entry: str | FieldMapping) -> str:

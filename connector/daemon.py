@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connector.errors import FatalRunError, LsqSyncError
+from connector.metrics import MetricsServer
 from connector.sync import Connector
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,22 @@ def add_cycle_job(
 
 def run_daemon(connector: Connector) -> int:
     """Block until stopped; the cycle in flight records its state before this returns."""
-    fatal = threading.Event()
-    scheduler = BackgroundScheduler(timezone=UTC)
-    add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
-    scheduler.start()
-    log.info("daemon started", extra={"interval_seconds": connector.config.sync.interval_seconds})
-    connector.stop.wait()
-    scheduler.shutdown(wait=True)
+    metrics = connector.config.metrics
+    # Bound before the first cycle: a port in use, or the extra not installed, ends the
+    # daemon at once with the reason.
+    server = MetricsServer.start([connector], metrics.host, metrics.port) if metrics else None
+    try:
+        fatal = threading.Event()
+        scheduler = BackgroundScheduler(timezone=UTC)
+        add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
+        scheduler.start()
+        log.info(
+            "daemon started", extra={"interval_seconds": connector.config.sync.interval_seconds}
+        )
+        connector.stop.wait()
+        scheduler.shutdown(wait=True)
+    finally:
+        if server is not None:
+            server.stop()
     log.info("daemon stopped")
     return 1 if fatal.is_set() else 0

@@ -1,11 +1,11 @@
-"""The one hook through which the connector reports what it does: calls, throttles, leads,
-ingest batches and finished runs.
+"""The one hook through which the connector reports what it does: calls, throttles, retries,
+leads, ingest batches and finished runs.
 
 `Connector(instrumentation=...)` takes any object with these methods; `Instrumentation` itself
 is the no-op default, so an implementation overrides only the events it cares about. A run's
-counts (`connector.counts.Tally`) and the log (`LoggingInstrumentation`) are implementations;
-metrics are meant to be another. Every method is called from the thread that saw the event,
-possibly several at once; one that raises is logged and skipped.
+counts (`connector.counts.Tally`), the log (`LoggingInstrumentation`) and the Prometheus
+metrics (`connector.metrics`) are implementations. Every method is called from the thread
+that saw the event, possibly several at once; one that raises is logged and skipped.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Instrumentation:
     def throttled(self, endpoint: str, retry_after: float | None) -> None:
         """LeadSquared throttled a call (it is also reported by `call_made`)."""
 
+    def retrying(self, lead_ids: Sequence[str], pause: float) -> None:
+        """These leads' call failed in a way worth trying again in this run: they are sent
+        again after `pause` seconds (counted once per lead per try)."""
+
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
     ) -> None:
@@ -74,6 +78,9 @@ class Fanout(Instrumentation):
     def throttled(self, endpoint: str, retry_after: float | None) -> None:
         self._each("throttled", endpoint, retry_after)
 
+    def retrying(self, lead_ids: Sequence[str], pause: float) -> None:
+        self._each("retrying", lead_ids, pause)
+
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
     ) -> None:
@@ -90,8 +97,11 @@ class Fanout(Instrumentation):
 
     def _each(self, event: str, *args: object) -> None:
         for target in list(self.targets):
+            method = getattr(target, event, None)
+            if method is None:
+                continue  # an observer written before this event was added
             try:
-                getattr(target, event)(*args)
+                method(*args)
             except Exception as exc:  # noqa: BLE001 (a broken observer must not stop the sync)
                 if (id(target), event) in self._warned:
                     continue  # once per observer and event, or a broken one floods the log

@@ -143,7 +143,8 @@ class SqlLeadQueue:
                     last_error=error,
                     rejected=still_rejected,
                     next_attempt_at=retry_at,
-                    updated_at=now,
+                    # updated_at is left: it says since when the lead's values wait, which a
+                    # failed push does not change (connector.health reads the lag from it).
                 )
             )
 
@@ -158,6 +159,5 @@ class SqlLeadQueue:
                     aside_reason=dumps(
                         {**loads_reasons(row.aside_reason), **dict.fromkeys(refused, error)}
                     ),
-                    updated_at=now,
                 )
             )

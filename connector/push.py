@@ -310,6 +310,8 @@ class Pusher:
                     errors[lead_id] = answer.error
                     pause = max(pause, resend.pause)
             attempts = again
+            if attempts:
+                self.events.retrying(sorted(attempts), pause)
             if attempts and pause > 0:
                 log.info("transient failure; retrying", extra={"errors": errors, "pause": pause})
                 if not self.clock.sleep(pause):

@@ -113,6 +113,8 @@ lead = sa.Table(
     sa.Column("last_error", sa.Text()),
     sa.Column("next_attempt_at", UtcDateTime()),
     sa.Column("pushed_at", UtcDateTime()),
+    # When the lead's values (or its rows) last moved; a failed push leaves it, so the oldest
+    # pending lead's tells how long changes have waited (connector.health).
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     # Why the connector itself holds this lead back, without a call (say, several source rows
     # give it conflicting values); NULL when it does not. Not LeadSquared's answer: that is

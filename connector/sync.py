@@ -143,6 +143,15 @@ class Connector:
             self.engine, config.leadsquared, self.clock, self.stop, bulk=True
         )
 
+    def observe(self, instrumentation: Instrumentation) -> None:
+        """Send every later event to `instrumentation` too (a daemon's metrics, say)."""
+        self._events.targets.append(instrumentation)
+
+    def unobserve(self, instrumentation: Instrumentation) -> None:
+        """Stop sending events to an instrumentation given to `observe`."""
+        with contextlib.suppress(ValueError):
+            self._events.targets.remove(instrumentation)
+
     def __enter__(self) -> Connector:
         return self
 
