@@ -265,6 +265,7 @@ class Waker:
         self._stop = stop
         self._debounce = debounce
         self._looks = 0
+        self._wakes = 0
         self._looked = threading.Condition()
         self._opened = False
         self._lost_because: str | None = None
@@ -343,9 +344,18 @@ class Waker:
                 extra={"error": error, "retry_seconds": retry_seconds},
             )
 
+    @property
+    def wakes(self) -> int:
+        """How many wake-ups were passed on so far."""
+        with self._looked:
+            return self._wakes
+
     def _wake(self) -> None:
-        if not self._stop.is_set():
-            self._on_wake()
+        if self._stop.is_set():
+            return
+        with self._looked:
+            self._wakes += 1
+        self._on_wake()
 
     def _count_look(self) -> None:
         with self._looked:
