@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
+from unittest import mock
 
 import pytest
 from apscheduler.events import (
@@ -272,3 +274,37 @@ def test_postgresql_a_hostile_schema_breaks_neither_the_statement_nor_the_wake_u
             woken.wait_for(1)
         with sync.engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 1
+
+
+@pytest.mark.postgres
+def test_postgresql_triggers_installed_before_wake_ups_still_run_and_say_so(
+    pg_url: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The capture signature is unchanged by the NOTIFY: an older install still runs, on its
+    interval, and the daemon says once that `init` brings wake-ups."""
+    create_customers(pg_url)
+    with Connector(load(config_dict(pg_url, emulator))) as sync:
+        with mock.patch.object(capture, "_wake", return_value=""):
+            sync.init()
+        emulator.add_lead("L1")
+        execute(
+            sync.engine,
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')",
+        )
+        assert sync.run_once().counts.leads_pushed == 1
+        with (
+            caplog.at_level(logging.WARNING, logger="connector.wakeup"),
+            waking(sync) as (
+                waker,
+                woken,
+            ),
+        ):
+            execute(sync.engine, "UPDATE customers SET city = 'Goa' WHERE id = 1")
+            looked = waker.looks
+            assert waker.wait_for_looks(looked + 3, TIMEOUT)
+            assert woken.count == 0
+        assert [r.getMessage() for r in caplog.records if "before wake-ups" in r.getMessage()]
+        sync.init()
+        with waking(sync) as (_, woken):
+            execute(sync.engine, "UPDATE customers SET city = 'Agra' WHERE id = 1")
+            woken.wait_for(1)
