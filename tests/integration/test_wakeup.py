@@ -11,6 +11,7 @@ from datetime import UTC
 from unittest import mock
 
 import pytest
+import sqlalchemy as sa
 from apscheduler.events import (
     EVENT_JOB_EXECUTED,
     EVENT_JOB_MAX_INSTANCES,
@@ -19,11 +20,12 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from connector import Connector, capture
+from connector import Connector, capture, catalogue
 from connector.daemon import add_cycle_job
 from connector.database import create_engine
+from connector.schema import change
 from connector.testing.emulator import Emulator
-from connector.wakeup import SqliteWatch, Waker, watch_for
+from connector.wakeup import PostgresWatch, SqliteWatch, Waker, watch_for
 from tests.support import PG_URL, config_dict, create_customers, execute, load
 
 TIMEOUT = 30.0
@@ -308,3 +310,36 @@ def test_postgresql_triggers_installed_before_wake_ups_still_run_and_say_so(
         with waking(sync) as (_, woken):
             execute(sync.engine, "UPDATE customers SET city = 'Agra' WHERE id = 1")
             woken.wait_for(1)
+
+
+# What the config would refuse: quotes, a comment, a dollar-quote tag (40 characters at most).
+HOSTILE_NAME = "x'); DROP TABLE customers;--\"$lsq$"
+
+
+@pytest.mark.postgres
+def test_postgresql_a_hostile_connector_name_breaks_neither_the_statement_nor_the_channel(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """The config admits only [a-z0-9_] names; capture must not depend on that."""
+    create_customers(pg_url)
+    with Connector(load(config_dict(pg_url, emulator))) as sync:
+        sync.init()
+        with sync.engine.begin() as connection:
+            table = catalogue.resolve(connection, None, "customers")
+            assert table is not None
+            capture.install(connection, HOSTILE_NAME, sync.source, table)
+        stop = threading.Event()
+        woken = Counted()
+        waker = Waker(PostgresWatch(sync.engine, HOSTILE_NAME), woken, stop, 0.0).start()
+        try:
+            execute(sync.engine, "INSERT INTO customers (id, city) VALUES (1, 'Pune')")
+            woken.wait_for(1)
+        finally:
+            stop.set()
+            waker.join(TIMEOUT)
+        with sync.engine.connect() as connection:
+            keys = connection.execute(
+                sa.select(change.c.row_key).where(change.c.connector == HOSTILE_NAME)
+            ).scalars()
+            assert list(keys) == ["1"]
+            assert connection.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 1
