@@ -42,12 +42,13 @@ def add_cycle_job(
     cannot be watched); it ends when `connector.stop` is set."""
     logging.getLogger("apscheduler.scheduler").addFilter(_OVERLAP_IS_NORMAL)
     job_id = f"lsq-sync-{connector.config.name}"
-    requests = wakeup.CycleRequests(scheduler, job_id)
+    requests = wakeup.CycleRequests(scheduler, job_id, interval)
 
     def cycle() -> None:
         requests.starting()
         try:
-            connector.run_once()
+            report = connector.run_once()
+            requests.finished(changes_left=report.counts.changes_waiting > 0)
         except FatalRunError as exc:
             log.error("run failed, stopping", extra={"error": str(exc)})
             if on_fatal is not None:

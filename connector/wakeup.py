@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -384,23 +384,36 @@ class CycleRequests:
     A wake-up runs the job now. While the job runs, APScheduler skips that (it never runs a
     job twice at once): the wake-up is kept, and the job runs again as soon as it ends. The
     job calls `starting` first, so that the wake-ups it covers start no run after it.
+
+    A run that left changes behind a transaction still open on the server (ingest must not
+    read past it) had its wake-up for nothing: the job runs again soon, `RETRY_FIRST_SECONDS`
+    after it ends and doubling up to `interval`, rather than only on its interval.
     """
 
-    def __init__(self, scheduler: BaseScheduler, job_id: str) -> None:
+    def __init__(self, scheduler: BaseScheduler, job_id: str, interval: float) -> None:
         self._scheduler = scheduler
         self._job_id = job_id
+        self._interval = interval
         self._lock = threading.Lock()
         self._wanted = False
+        self._left_changes = False
+        self._retry = RETRY_FIRST_SECONDS
         scheduler.add_listener(self._job_ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
 
     def starting(self) -> None:
         with self._lock:
             self._wanted = False
+            self._left_changes = False
+
+    def finished(self, *, changes_left: bool) -> None:
+        """Said by the job as it ends: whether it left changes for a later run."""
+        with self._lock:
+            self._left_changes = changes_left
 
     def request(self) -> None:
         with self._lock:
             self._wanted = True
-        self._run_now()
+            self._run_at(datetime.now(UTC))
 
     def _job_ended(self, event: JobExecutionEvent) -> None:
         # Dispatched once APScheduler no longer counts the run as running, so a run asked
@@ -408,11 +421,20 @@ class CycleRequests:
         if event.job_id != self._job_id:
             return
         with self._lock:
-            wanted = self._wanted
-        if wanted:
-            self._run_now()
+            if not self._left_changes:
+                self._retry = RETRY_FIRST_SECONDS
+            if self._wanted:
+                self._run_at(datetime.now(UTC))
+            elif self._left_changes:
+                self._run_at(datetime.now(UTC) + timedelta(seconds=self._retry))
+                self._retry = min(self._retry * 2, self._interval)
 
-    def _run_now(self) -> None:
+    def _run_at(self, when: datetime) -> None:
+        """Move the job's next run to `when`, if that is sooner; under `_lock`."""
         # Shut down, or not started yet (its first run comes at the start): nothing to do.
         with contextlib.suppress(JobLookupError, SchedulerNotRunningError):
-            self._scheduler.modify_job(self._job_id, next_run_time=datetime.now(UTC))
+            job = self._scheduler.get_job(self._job_id)
+            planned = getattr(job, "next_run_time", None)  # a job not yet started has none
+            if job is None or (planned is not None and planned <= when):
+                return
+            self._scheduler.modify_job(self._job_id, next_run_time=when)

@@ -343,3 +343,28 @@ def test_postgresql_a_hostile_connector_name_breaks_neither_the_statement_nor_th
             ).scalars()
             assert list(keys) == ["1"]
             assert connection.exec_driver_sql("SELECT count(*) FROM customers").scalar_one() == 1
+
+
+@pytest.mark.postgres
+def test_postgresql_a_change_behind_an_open_transaction_is_pushed_once_it_ends(
+    pg_url: str, emulator: Emulator
+) -> None:
+    """Gap safety holds the woken cycle back from a change while an older transaction is
+    open; the change must not then wait out the interval."""
+    create_customers(pg_url)
+    emulator.add_lead("L1")
+    with Connector(load(config_dict(pg_url, emulator))) as sync:
+        sync.init()
+        with daemon(sync) as (_, cycles):
+            cycles.wait_for(1, ended=1)
+            with sync.engine.connect() as blocker:
+                blocker.exec_driver_sql("SELECT pg_current_xact_id()")
+                execute(
+                    sync.engine,
+                    "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')",
+                )
+                cycles.wait_for(2, ended=2)
+                assert emulator.requests == []
+                blocker.rollback()
+            emulator.wait_for_requests(1, TIMEOUT)
+            assert emulator.lead("L1") == {"mx_City": "Pune"}
