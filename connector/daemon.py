@@ -70,7 +70,10 @@ def add_cycle_job(
         return None
     watch = wakeup.watch_for(connector.engine, connector.config.name, connector.stop)
     debounce = connector.config.sync.debounce_seconds
-    return wakeup.Waker(watch, requests.request, connector.stop, debounce).start()
+    waker = wakeup.Waker(
+        watch, requests.request, connector.stop, debounce, connector=connector.config.name
+    )
+    return waker.start()
 
 
 def run_daemon(connector: Connector) -> int:

@@ -258,9 +258,10 @@ class Waker:
         stop: threading.Event,
         debounce: float,
         *,
-        name: str = "lsq-sync wake-up",
+        connector: str = "",
     ) -> None:
         self.watch = watch
+        self._connector = connector
         self._on_wake = on_wake
         self._stop = stop
         self._debounce = debounce
@@ -269,7 +270,9 @@ class Waker:
         self._looked = threading.Condition()
         self._opened = False
         self._lost_because: str | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"lsq-sync wake-up {connector}".strip(), daemon=True
+        )
 
     def start(self) -> Waker:
         """Open the watch, then watch on a thread: a cycle started after this returns is
@@ -282,7 +285,10 @@ class Waker:
             self._opened = False
         else:
             self._opened = True
-            log.info("listening for wake-ups", extra={"debounce_seconds": self._debounce})
+            log.info(
+                "listening for wake-ups",
+                extra={"connector": self._connector, "debounce_seconds": self._debounce},
+            )
         self._thread.start()
         return self
 
@@ -304,6 +310,9 @@ class Waker:
     def _run(self) -> None:
         try:
             self._watch_until_stopped()
+        except Exception:
+            # A bug, not a lost session: cycles go on at their interval; say why, once.
+            log.exception("wake-ups stopped", extra={"connector": self._connector})
         finally:
             self.watch.dispose()
 
@@ -319,7 +328,10 @@ class Waker:
                     is_open = True
                     # Changes committed while nobody listened sent their hint to no one.
                     self._wake()
-                    log.info("wake-ups are back", extra={"after": self._lost_because})
+                    log.info(
+                        "wake-ups are back",
+                        extra={"connector": self._connector, "after": self._lost_because},
+                    )
                     self._lost_because, delay = None, RETRY_FIRST_SECONDS
                 if self.watch.wait():
                     if self._stop.wait(self._debounce):
@@ -341,7 +353,11 @@ class Waker:
             self._lost_because = error
             log.warning(
                 "wake-ups lost: cycles start every sync.interval_seconds until they are back",
-                extra={"error": error, "retry_seconds": retry_seconds},
+                extra={
+                    "connector": self._connector,
+                    "error": error,
+                    "retry_seconds": retry_seconds,
+                },
             )
 
     @property
