@@ -10,6 +10,10 @@ The triggers must never fail the application's statement: rows with a NULL key a
 by their text, and on PostgreSQL a statement the trigger cannot compare (a captured column
 dropped or renamed under it) has every key it wrote recorded and the reason noted in
 `lsq_sync_capture_error`, for the next run to report.
+
+On PostgreSQL a statement that recorded a change also sends a NOTIFY on the connector's own
+channel (`wake_channel`), which wakes a listening daemon (see connector.wakeup): only a hint,
+skipped whenever sending it could fail the application's transaction.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from connector.source import SourceTable
 # instead of raised, ENABLE ALWAYS, EXECUTE revoked from PUBLIC.
 # 3: no nested loop over the transition tables, keys spelled the same in every session
 # (PostgreSQL).
+# Not bumped for the wake-up NOTIFY (PostgreSQL): triggers without it capture exactly the
+# same rows, and only their daemon's wake-ups are missing (it runs on its interval until
+# `init` installs them again). Bumping would stop every upgraded daemon until `init`.
 CAPTURE_VERSION = 3
 
 
@@ -48,6 +55,17 @@ def signature(config: Config) -> str:
         "columns": sorted([*config.mapping, config.lead_id.column]),
     }
     return hashlib.sha256(json.dumps(needs, sort_keys=True).encode()).hexdigest()
+
+
+def wake_channel(own_schema: str, connector_name: str) -> str:
+    """The NOTIFY channel of a connector whose tables are in `own_schema` (unquoted).
+
+    Derived, not spelled out: a channel is at most 63 bytes, and LISTEN takes an identifier,
+    while schema names may be long and hold any character. Both halves go in, so connectors
+    of one name in two schemas of a database do not wake each other.
+    """
+    digest = hashlib.sha256(f"{own_schema}\0{connector_name}".encode()).hexdigest()
+    return f"lsq_sync_wake_{digest[:32]}"
 
 
 class Names:
@@ -162,13 +180,15 @@ def _postgresql(
     names = Names(connector_name)
     key_name = source.key_column.name
     # Qualified, because the application's sessions may run with another search_path.
-    own_schema = quote(connection.exec_driver_sql("SELECT current_schema()").scalar_one())
+    own_schema_name: str = connection.exec_driver_sql("SELECT current_schema()").scalar_one()
+    own_schema = quote(own_schema_name)
     kinds = catalogue.column_kinds(connection, table, [key_name, *source.capture_columns])
     compare = _Comparison(connection, kinds)
+    wake = _wake(wake_channel(own_schema_name, connector_name))
     functions = {
-        names.insert_function: _insert_body(own_schema, connector_name, compare, key_name),
+        names.insert_function: _insert_body(own_schema, connector_name, compare, key_name, wake),
         names.update_function: _update_body(
-            own_schema, connector_name, compare, key_name, source.capture_columns
+            own_schema, connector_name, compare, key_name, source.capture_columns, wake=wake
         ),
     }
     schema = quote(table.schema)
@@ -300,7 +320,23 @@ def _note_error_and_record_every_key(own_schema: str, connector_name: str, key: 
     )
 
 
-def _guarded(own_schema: str, probe: str, record: str, fallback: str) -> str:
+def _wake(channel: str) -> str:
+    """Tell the listening daemon, once the statement recorded some change, that there is work.
+
+    Skipped rather than risk the application's transaction: NOTIFY fails the commit when the
+    server's notification queue is full (a listener stuck for a long time holds it), and a
+    transaction that sent one cannot be prepared for two-phase commit, so none is sent on a
+    server that allows prepared transactions. The daemon then wakes on its interval. A
+    transaction's identical notifications are sent once, at its commit.
+    """
+    return (
+        "IF recorded > 0 AND pg_catalog.pg_notification_queue_usage() < 0.5 "
+        "AND pg_catalog.current_setting('max_prepared_transactions') = '0' THEN "
+        f"PERFORM pg_catalog.pg_notify({_literal(channel)}, ''); END IF;"
+    )
+
+
+def _guarded(own_schema: str, probe: str, record: str, fallback: str, wake: str) -> str:
     """A function body that runs `record` when `probe` parses, and `fallback` when not.
 
     The probe references every column and operator `record` uses but reads no row. The
@@ -320,15 +356,18 @@ def _guarded(own_schema: str, probe: str, record: str, fallback: str) -> str:
         f"pg_catalog.to_regclass({_literal(table)}) IS NOT NULL" for table in (changes, errors)
     )
     return (
-        "DECLARE capture_problem text; BEGIN "
+        "DECLARE capture_problem text; recorded bigint := 0; BEGIN "
         f"BEGIN PERFORM FROM {changes} LIMIT 0; {probe} LIMIT 0; "
         "EXCEPTION WHEN OTHERS THEN capture_problem := SQLERRM; END; "
-        f"IF capture_problem IS NULL THEN {record}; ELSIF {can_note} THEN {fallback} END IF; "
-        "RETURN NULL; END"
+        f"IF capture_problem IS NULL THEN {record}; GET DIAGNOSTICS recorded = ROW_COUNT; "
+        f"ELSIF {can_note} THEN {fallback} GET DIAGNOSTICS recorded = ROW_COUNT; END IF; "
+        f"{wake} RETURN NULL; END"
     )
 
 
-def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key_name: str) -> str:
+def _insert_body(
+    own_schema: str, connector_name: str, compare: _Comparison, key_name: str, wake: str
+) -> str:
     key = compare.quote(key_name)
     rows = f"FROM new_rows n WHERE n.{key} IS NOT NULL"
     record = (
@@ -340,6 +379,7 @@ def _insert_body(own_schema: str, connector_name: str, compare: _Comparison, key
         f"PERFORM {rows}",
         record,
         _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
+        wake,
     )
 
 
@@ -349,6 +389,8 @@ def _update_body(
     compare: _Comparison,
     key_name: str,
     columns: Sequence[str],
+    *,
+    wake: str,
 ) -> str:
     key = compare.quote(key_name)
     changed = " OR ".join(compare.differs(column) for column in columns)
@@ -367,6 +409,7 @@ def _update_body(
         " AND ".join([f"PERFORM {rows}", *pins]),
         record,
         _note_error_and_record_every_key(own_schema, connector_name, compare.literal(key_name)),
+        wake,
     )
 
 

@@ -248,6 +248,9 @@ class FieldMapping(_Model):
 
 class SyncConfig(_Model):
     interval_seconds: float = Field(60.0, gt=0, description="daemon: time between cycles")
+    # Daemon: after a wake-up (a change captured), how long to gather further changes before
+    # the cycle starts; one cycle then pushes a burst of commits instead of one cycle each.
+    debounce_seconds: float = Field(0.2, ge=0, le=60)
     ingest_batch_size: int = Field(5000, ge=1, le=100_000)
     push_batch_size: int = Field(200, ge=1, le=10_000)
     # After SIGTERM/SIGINT, how long calls in flight may take to be answered before they are

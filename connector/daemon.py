@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from connector import wakeup
 from connector.errors import FatalRunError, LsqSyncError
 from connector.metrics import MetricsServer
 from connector.sync import Connector
@@ -35,13 +36,20 @@ def add_cycle_job(
     connector: Connector,
     interval: float,
     on_fatal: threading.Event | None = None,
-) -> None:
-    """Schedule `connector.run_once` so that runs never overlap; usable in a host's scheduler."""
+) -> wakeup.Waker | None:
+    """Schedule `connector.run_once` so that runs never overlap; usable in a host's scheduler.
+
+    A captured change also starts a run, through the returned waker (None when the database
+    cannot be watched); it ends when `connector.stop` is set."""
     logging.getLogger("apscheduler.scheduler").addFilter(_OVERLAP_IS_NORMAL)
+    job_id = f"lsq-sync-{connector.config.name}"
+    requests = wakeup.CycleRequests(scheduler, job_id, interval)
 
     def cycle() -> None:
+        requests.starting()
         try:
-            connector.run_once()
+            report = connector.run_once()
+            requests.finished(changes_left=report.counts.changes_waiting > 0)
         except FatalRunError as exc:
             log.error("run failed, stopping", extra={"error": str(exc)})
             if on_fatal is not None:
@@ -57,8 +65,16 @@ def add_cycle_job(
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
-        id=f"lsq-sync-{connector.config.name}",
+        id=job_id,
     )
+    if not wakeup.can_wake(connector.engine):
+        return None
+    watch = wakeup.watch_for(connector.engine, connector.config.name, connector.stop)
+    debounce = connector.config.sync.debounce_seconds
+    waker = wakeup.Waker(
+        watch, requests.request, connector.stop, debounce, connector=connector.config.name
+    )
+    return waker.start()
 
 
 def run_daemon(connector: Connector) -> int:
@@ -70,13 +86,15 @@ def run_daemon(connector: Connector) -> int:
     try:
         fatal = threading.Event()
         scheduler = BackgroundScheduler(timezone=UTC)
-        add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
+        waker = add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
         scheduler.start()
         log.info(
             "daemon started", extra={"interval_seconds": connector.config.sync.interval_seconds}
         )
         connector.stop.wait()
         scheduler.shutdown(wait=True)
+        if waker is not None:
+            waker.join(wakeup.LISTEN_SLICE_SECONDS + 5)
     finally:
         if server is not None:
             server.stop()

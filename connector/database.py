@@ -111,6 +111,20 @@ def lock_session_engine(engine: Engine) -> Engine:
     return lock_engine
 
 
+def wake_session_engine(engine: Engine) -> Engine:
+    """An engine for the daemon's LISTEN session (PostgreSQL), on `engine`'s database.
+
+    Not pooled: the session lives as long as the daemon listens, and its loss (a server
+    restart, a terminated backend) is noticed by the listener itself, which opens another.
+    """
+    options = _unless_in_url(
+        {**POOLED_CONNECTION_OPTIONS, "application_name": "lsq-sync wake-up"}, engine.url
+    )
+    wake_engine = sa.create_engine(engine.url, poolclass=NullPool, connect_args=options)
+    _keep_alive_on_the_server(wake_engine, POOLED_SERVER_KEEPALIVES)
+    return wake_engine
+
+
 def _unless_in_url(options: dict[str, Any], url: URL) -> dict[str, Any]:
     return {name: value for name, value in options.items() if name not in url.query}
 

@@ -33,8 +33,11 @@ def test_asking_the_schema_version_logs_nothing_at_info_but_init_does(
 def test_a_skipped_overlapping_tick_is_not_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    connector = SimpleNamespace(config=SimpleNamespace(name="quiet"))
-    add_cycle_job(BackgroundScheduler(), connector, 60)  # type: ignore[arg-type]
+    # An in-memory database cannot be watched for wake-ups: no waker thread is started.
+    connector = SimpleNamespace(
+        config=SimpleNamespace(name="quiet"), engine=sa.create_engine("sqlite://")
+    )
+    assert add_cycle_job(BackgroundScheduler(), connector, 60) is None  # type: ignore[arg-type]
     caplog.set_level(logging.WARNING)
     logger = logging.getLogger("apscheduler.scheduler")
     logger.warning(
