@@ -42,6 +42,9 @@ class Instrumentation:
     def throttled(self, endpoint: str, retry_after: float | None) -> None:
         """LeadSquared throttled a call (it is also reported by `call_made`)."""
 
+    def push_started(self, leads: int) -> None:
+        """Ingest is done and the push phase begins, with this many leads due."""
+
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
     ) -> None:
@@ -73,6 +76,9 @@ class Fanout(Instrumentation):
 
     def throttled(self, endpoint: str, retry_after: float | None) -> None:
         self._each("throttled", endpoint, retry_after)
+
+    def push_started(self, leads: int) -> None:
+        self._each("push_started", leads)
 
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
