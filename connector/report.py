@@ -22,11 +22,20 @@ def lead_state_name(state: LeadState, in_flight: RunInFlight | None = None) -> s
         return "rejected"
     if state.set_aside and not state.pending:
         return "attributes_set_aside"
+    if _being_pushed(state, in_flight):
+        return "being_pushed"
     if state.pending and state.last_error:
         return "retrying"
     if state.pending:
-        return "being_pushed" if in_flight is not None else "pending"
+        return "pending"
     return "in_sync"
+
+
+def _being_pushed(state: LeadState, in_flight: RunInFlight | None) -> bool:
+    """Pending and due while a run holds the run lock: that run's to push."""
+    if in_flight is None or not state.pending:
+        return False
+    return state.next_attempt_at is None or state.next_attempt_at <= in_flight.seen_at
 
 
 def describe_lead(state: LeadState, in_flight: RunInFlight | None = None) -> str:
@@ -50,11 +59,11 @@ def describe_lead(state: LeadState, in_flight: RunInFlight | None = None) -> str
             f"in LeadSquared takes it, `lsq-sync retry --lead {state.lead_id}`): "
             f"{_reasons(state)}"
         )
+    if in_flight is not None and _being_pushed(state, in_flight):
+        return f"being pushed by {_run_name(in_flight)}, in progress"
     if state.pending and state.last_error:
         when = state.next_attempt_at.strftime("%H:%M:%S") if state.next_attempt_at else "next run"
         return f"will retry at {when}: {state.last_error}"
-    if state.pending and in_flight is not None:
-        return f"being pushed by {_run_name(in_flight)}, in progress"
     if state.pending:
         return "waiting for the next run"
     return "in sync"

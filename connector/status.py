@@ -32,6 +32,7 @@ class RunInFlight:
     run_id: int | None  # None when its record is not (yet) to be seen
     started_at: datetime | None
     heartbeat_age_seconds: float
+    seen_at: datetime  # when status looked
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def _run_in_flight(
         run_id=None if running is None else running.run_id,
         started_at=None if running is None else running.started_at,
         heartbeat_age_seconds=round(max(age, 0.0), 3),
+        seen_at=now,
     )
 
 
