@@ -41,7 +41,8 @@ def test_on_a_terminal_one_line_is_rewritten_in_place() -> None:
     progress.run_finished("ok", RunCounts(leads_pushed=100), None)
 
     written = stream.getvalue()
-    assert written.endswith("\n") and written.count("\n") == 1, "one line, ended once"
+    assert written.endswith("\n")
+    assert written.count("\n") == 1, "one line, ended once"
     frames = [frame.removesuffix("\x1b[K") for frame in written.rstrip("\n").split("\r")[1:]]
     # 12.5 s of pushing, redrawn at most every 0.2 s (so every other lead), once more at the end.
     assert len(frames) == 51
