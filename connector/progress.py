@@ -89,7 +89,7 @@ class Progress(Instrumentation):
         self._due = 0
         self._done = 0
         self._ingested = 0
-        self._shown_at = 0.0
+        self._shown_at = clock.monotonic()
         self._drawn = False
 
     @classmethod
