@@ -7,89 +7,16 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import sqlalchemy as sa
 
 from connector import Connector, load_config
-from connector.schema import lead, row_problem
 from tests.e2e.harness import Project, assert_clean_failure
-from tests.support import run_cli
+from tests.support import PROBLEM_ROWS, run_cli, seed_leads
 
 LEADS = 100_000
-PROBLEM_ROWS = 300
 # Peak RSS of `status --json` at 100k leads. Measured at 68 MB (SQLite) and 75 MB
 # (PostgreSQL), against about 64 MB for the CLI's imports alone; status used to read every
 # lead into memory. The bound leaves a wide margin for other versions and machines.
 MAX_RSS_MB = 150
-
-
-def seed_leads(engine: sa.Engine, connector: str, count: int, now: datetime) -> dict[str, int]:
-    """Write `count` lead rows straight into lsq_sync_lead, spread over every state; returns
-    the counts status must find."""
-    rows: list[dict[str, Any]] = []
-    for i in range(count):
-        row: dict[str, Any] = {
-            "connector": connector,
-            "lead_id": f"L{i:06d}",
-            "source_key": str(i),
-            "desired": '{"mx_City": "Pune"}',
-            "pushed": '{"mx_City": "Pune"}',
-            "pending": False,
-            "rejected": False,
-            "set_aside": "{}",
-            "attempts": 0,
-            "updated_at": now - timedelta(seconds=i),
-            # Every row names every column: one INSERT statement serves them all.
-            "last_error": None,
-            "next_attempt_at": None,
-            "hold": None,
-            "other_key": None,
-            "aside_reason": None,
-        }
-        if i % 10 == 0:
-            row.update(pending=True, rejected=True, last_error="MXInvalidEntityException: no")
-        elif i % 10 == 1:
-            row.update(pending=True)
-        elif i % 10 == 2:
-            row.update(
-                pending=True, last_error="HTTP 503", next_attempt_at=now + timedelta(hours=1)
-            )
-        elif i % 50 == 3:
-            row.update(pending=True, hold=f"row {i}, column 'city': cannot be sent")
-        elif i % 50 == 13:
-            row.update(pending=True, other_key=str(i + 1_000_000))
-        elif i % 10 == 4:
-            row.update(set_aside='{"mx_Plan": "Gold"}', aside_reason='{"mx_Plan": "unknown"}')
-        rows.append(row)
-    with engine.begin() as connection:
-        for start in range(0, len(rows), 10_000):
-            connection.execute(sa.insert(lead), rows[start : start + 10_000])
-        connection.execute(
-            sa.insert(row_problem),
-            [
-                {
-                    "connector": connector,
-                    "source_key": f"bad{i:04d}",
-                    "column_name": "score",
-                    "reason": "not a number",
-                    "noted_at": now,
-                }
-                for i in range(PROBLEM_ROWS)
-            ],
-        )
-    tenth = count // 10
-    fiftieth = count // 50
-    return {
-        "known": count,
-        "rejected": tenth,
-        "retrying_later": tenth,
-        "held_back": fiftieth,
-        "conflicts": fiftieth,
-        "attributes_set_aside": tenth,
-        "pending": 3 * tenth + 2 * fiftieth,
-        "not_in_sync": 4 * tenth + 2 * fiftieth,
-    }
 
 
 # Runs the CLI in a child that reports its own peak RSS (VmHWM, kB) on its last stderr line.
@@ -139,7 +66,7 @@ def test_status_json_at_100k_leads_counts_in_sql_and_caps_every_list(project: Pr
     assert status["backlog"]["changes_not_ingested"] == 3
     assert status["backlog"]["leads_pending"] == expected["pending"]
     assert status["backlog"]["leads_retrying_later"] == expected["retrying_later"]
-    # The oldest lead waiting to be pushed (due or retrying) is L099992, 99992 s old.
+    # The oldest lead waiting to be pushed (due or retrying) is L0099992, 99992 s old.
     assert status["backlog"]["lag_seconds"] >= 99_992
     oldest = datetime.fromisoformat(status["backlog"]["oldest_waiting_since"])
     assert abs((now - timedelta(seconds=99_992) - oldest).total_seconds()) < 1
@@ -148,9 +75,9 @@ def test_status_json_at_100k_leads_counts_in_sql_and_caps_every_list(project: Pr
     assert status["not_in_sync_not_shown"] == expected["not_in_sync"] - 7
     # Problems come before leads merely waiting, in lead id order.
     assert [entry["lead_id"] for entry in status["not_in_sync"][:3]] == [
-        "L000000",
-        "L000003",
-        "L000004",
+        "L0000000",
+        "L0000003",
+        "L0000004",
     ]
     assert [entry["state"] for entry in status["not_in_sync"][:3]] == [
         "rejected",
