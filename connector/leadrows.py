@@ -35,7 +35,7 @@ class LeadCounts:
     pending: int = 0  # still to push: due now, or after a retry delay
     retrying_later: int = 0  # pending, with a retry time still to come
     rejected: int = 0
-    held_back: int = 0  # the connector holds it back (a value that cannot be sent, say)
+    held_back: int = 0  # the connector holds it back (a value that cannot be sent, detached)
     conflicts: int = 0  # several rows have its lead id
     attributes_set_aside: int = 0  # leads with attributes held back
 

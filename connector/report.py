@@ -121,13 +121,13 @@ def status_lines(status: Status) -> list[str]:
     if status.bulk_calls is not None:
         lines.append(f"bulk calls: {_calls(status.bulk_calls)}")
     lines.append(
-        "held back: "
+        "not sent: "
         + ", ".join(
             [
                 f"{_count(status.rows_without_lead_id, 'row')} with no lead id",
                 f"{_count(counts.conflicts, 'conflict')} (several rows with one lead id)",
                 f"{_count(status.rows_held_back, 'bad row')} (held at ingest)",
-                f"{_count(counts.held_back, 'lead')} with a value that cannot be sent",
+                f"{_count(counts.held_back, 'lead')} held back by the connector",
                 f"{_count(counts.attributes_set_aside, 'lead')} with attributes set aside",
                 f"{_count(counts.rejected, 'lead')} rejected",
             ]

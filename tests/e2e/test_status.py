@@ -110,9 +110,9 @@ def test_status_text_caps_its_lists_and_says_how_many_more(sqlite_project: Proje
     assert "  ... and 217 more leads (--limit 3)" in lines
     assert "  ... and 297 more rows (--limit 3)" in lines
     assert (
-        "held back: 0 rows with no lead id, 10 conflicts (several rows with one lead id), "
-        "300 bad rows (held at ingest), 10 leads with a value that cannot be sent, 50 leads "
-        "with attributes set aside, 50 leads rejected"
+        "not sent: 0 rows with no lead id, 10 conflicts (several rows with one lead id), "
+        "300 bad rows (held at ingest), 10 leads held back by the connector, 50 leads with "
+        "attributes set aside, 50 leads rejected"
     ) in lines
     assert any(line.startswith("calls: 0 of 1000 in the current 1 s window") for line in lines)
 
