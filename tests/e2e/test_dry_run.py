@@ -12,6 +12,7 @@ from connector import Connector, load_config
 from connector.runlock import NotHeld
 from connector.schema import PREFIX
 from tests.e2e.harness import Project, assert_clean_failure, lead_updates
+from tests.support import wait_until_readable
 
 
 def dump_state(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -37,12 +38,14 @@ def arrange(project: Project) -> None:
         "INSERT INTO customers (id, city, plan, score, lsq_prospect_id) VALUES "
         "(1, 'Pune', 'Gold', 5, 'L1'), (2, 'Goa', 'Free', 7, 'L2'), (3, 'Agra', NULL, 1, 'L3')"
     )
+    wait_until_readable(project.engine)
     assert project.run().pushed == 3
     project.execute(
         "UPDATE customers SET city = 'Delhi', score = 6 WHERE id = 1",
         "UPDATE customers SET plan = NULL WHERE id = 2",
         "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (4, 'Kochi', NULL)",
     )
+    wait_until_readable(project.engine)
     project.emulator.clear_requests()
 
 
@@ -123,6 +126,7 @@ def test_dry_run_says_a_lead_found_by_email_needs_a_lookup(project: Project) -> 
     project.execute(
         "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'a@example.com')"
     )
+    wait_until_readable(project.engine)
     project.emulator.clear_requests()
     before = dump_state(project.engine)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from connector import Connector, load_config
 from tests.e2e.harness import Project, assert_clean_failure
-from tests.support import PROBLEM_ROWS, run_cli, seed_leads
+from tests.support import PROBLEM_ROWS, run_cli, seed_leads, wait_until_readable
 
 LEADS = 100_000
 # Peak RSS of `status --json` at 100k leads. Measured at 68 MB (SQLite) and 75 MB
@@ -145,6 +145,7 @@ def test_status_counts_the_calls_of_the_window_and_the_day(project: Project) -> 
         "daily_budget": 900,
     }
     project.write(config)
+    wait_until_readable(project.engine)
     assert project.run().calls == 2
 
     result = project.cli("status", "--json")
@@ -164,6 +165,7 @@ def test_status_counts_the_calls_of_the_window_and_the_day(project: Project) -> 
 def test_status_shows_the_leads_of_a_run_in_progress_as_being_pushed(project: Project) -> None:
     project.init_in_process()
     project.execute("INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')")
+    wait_until_readable(project.engine)
     with Connector(load_config(project.config_path)) as sync:
         sync.run_once()  # L1 is rejected (unknown to the emulator); make it pending again
         sync.retry(["L1"])
