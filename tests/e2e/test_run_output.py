@@ -80,7 +80,9 @@ def test_progress_off_a_terminal_is_not_a_line_per_lead(sqlite_project: Project)
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr
     progress = [line for line in result.stderr.splitlines() if "connector.progress" in line]
-    assert len(progress) <= 1, progress  # the run lasts well under LOG_EVERY_SECONDS
+    # The run lasts well under LOG_EVERY_SECONDS; even on a loaded machine, far from a line per
+    # lead.
+    assert len(progress) < LEADS // 4, progress
 
 
 def _read_all(fd: int, into: bytearray) -> None:
