@@ -27,13 +27,13 @@ IDS_PER_QUERY = 2000
 
 @dataclass(frozen=True)
 class LeadCounts:
-    """How many leads stand where, counted in SQL (`lsq-sync status`). The counts overlap: a
-    rejected lead stays pending, say, and a held lead is pending until its rows settle."""
+    """How many leads stand where, counted in SQL (`lsq-sync status`). A lead counts once
+    among pending, rejected, held back and conflicts; `attributes_set_aside` overlaps them."""
 
     known: int = 0
     not_in_sync: int = 0  # any of the below
-    pending: int = 0  # still to push: due now, or after a retry delay
-    retrying_later: int = 0  # pending, with a retry time still to come
+    pending: int = 0  # waiting for a push, now or after a retry delay (not rejected or held)
+    retrying_later: int = 0  # among them, with a retry time still to come
     rejected: int = 0
     held_back: int = 0  # the connector holds it back (a value that cannot be sent, detached)
     conflicts: int = 0  # several rows have its lead id
@@ -78,8 +78,8 @@ class LeadRows:
         query = sa.select(
             sa.func.count(),
             count(_not_in_sync()),
-            count(lead.c.pending),
-            count(sa.and_(lead.c.pending, lead.c.next_attempt_at > now)),
+            count(_waiting()),
+            count(sa.and_(_waiting(), lead.c.next_attempt_at > now)),
             count(lead.c.rejected),
             count(sa.and_(lead.c.hold.is_not(None), lead.c.other_key.is_(None))),
             count(lead.c.other_key.is_not(None)),

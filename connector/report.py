@@ -106,7 +106,7 @@ def status_lines(status: Status) -> list[str]:
         f"connector {status.connector}: {_count(counts.known, 'lead')} known, "
         f"{counts.not_in_sync} not in sync, "
         f"{_count(status.changes_not_ingested, 'captured change')} not yet ingested",
-        f"backlog: {_count(counts.pending, 'lead')} pending"
+        f"backlog: {_count(counts.pending, 'lead')} to push"
         + (f" ({counts.retrying_later} waiting out a retry delay)" if counts.retrying_later else "")
         + f"; lag {_lag(status)}",
     ]

@@ -327,7 +327,7 @@ def seed_leads(engine: sa.Engine, connector: str, count: int, now: datetime) -> 
         "held_back": fiftieth,
         "conflicts": fiftieth,
         "attributes_set_aside": tenth,
-        "pending": 3 * tenth + 2 * fiftieth,
+        "pending": 2 * tenth,  # due now, or retrying later
         "not_in_sync": 4 * tenth + 2 * fiftieth,
     }
 

@@ -104,7 +104,7 @@ def test_status_text_caps_its_lists_and_says_how_many_more(sqlite_project: Proje
     assert lines[0] == (
         "connector test: 500 leads known, 220 not in sync, 0 captured changes not yet ingested"
     )
-    assert lines[1].startswith("backlog: 170 leads pending (50 waiting out a retry delay); lag ")
+    assert lines[1].startswith("backlog: 100 leads to push (50 waiting out a retry delay); lag ")
     listed = [line for line in lines if line.startswith("  lead ")]
     assert len(listed) == 3
     assert "  ... and 217 more leads (--limit 3)" in lines
