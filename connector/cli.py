@@ -27,6 +27,8 @@ from connector.logs import LEVELS, LOG_LEVEL_ENV_VAR, configure
 from connector.signals import StopSignals
 
 if TYPE_CHECKING:
+    from connector.instrumentation import Instrumentation
+    from connector.sync import Connector
     from connector.teardown import Uninstalled
 
 EXIT_OK = 0
@@ -109,13 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROWS",
         help="source rows whose values are checked (default 1000)",
     )
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         help="run one sync cycle and exit (for cron)",
         description="Ingest every committed change, push every lead that needs it, record "
         "the outcome, print a summary. Exits 1 when the run could not do its job. On SIGINT "
         "or SIGTERM no new call starts, calls in flight get sync.drain_seconds to finish, the "
-        "run is recorded as stopped, and it exits 130 (SIGINT) or 143 (SIGTERM).",
+        "run is recorded as stopped, and it exits 130 (SIGINT) or 143 (SIGTERM). On a "
+        "terminal, progress is shown on stderr as it goes.",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the run's report (status, counts) as JSON"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what the run would send (leads, attributes, values), changes not yet "
+        "ingested included, without sending or recording anything",
+    )
+    run.add_argument(
+        "--limit",
+        type=_limit,
+        default=20,
+        metavar="N",
+        help="--dry-run: leads shown (default 20; 0 shows only the totals)",
     )
     commands.add_parser(
         "daemon",
@@ -167,12 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also delete this connector's rows from every lsq_sync_* table, and drop the "
         "tables when no other connector uses them",
     )
-    commands.add_parser(
+    status = commands.add_parser(
         "status",
-        help="show pending and failed leads and recent runs",
-        description="Show leads still to push, leads LeadSquared rejected, leads and rows "
-        "the connector holds back (and why), and recent runs.",
+        help="show the backlog, the lag, calls used, failed leads and recent runs",
+        description="Show the backlog (changes not yet ingested, leads still to push) and the "
+        "lag, the calls used against the rate limit and the daily budget, a run in "
+        "progress, leads LeadSquared rejected, leads and rows the connector holds back (and "
+        "why), and recent runs. Totals are counted by the database; each list shows at most "
+        "--limit entries.",
     )
+    status.add_argument(
+        "--limit",
+        type=_limit,
+        default=20,
+        metavar="N",
+        help="entries shown in each list (default 20; 0 shows only the totals)",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     demo = commands.add_parser(
         "demo",
         help="see the connector work end to end; needs no config",
@@ -189,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
 
 
 class _Commands:
@@ -252,7 +292,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return _validate(args)
     path, config = _config(args.config)
-    with Connector(config, config_source=path) as connector:
+    with Connector(config, config_source=path, instrumentation=_progress(args)) as connector:
         if args.command == "init":
             queued = connector.init()
             print(
@@ -286,20 +326,37 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
             return EXIT_OK
         if args.command == "run":
-            with StopSignals(connector.stop) as signals:
-                report = connector.run_once()
-            print(report.summary())
-            return signals.exit_code or EXIT_OK
+            return _run(connector, args)
         if args.command == "status":
             from connector.report import print_status  # noqa: PLC0415
 
-            print_status(connector)
+            print_status(connector, args.limit, as_json=args.json)
             return EXIT_OK
         from connector.daemon import run_daemon  # noqa: PLC0415
 
         with StopSignals(connector.stop):
             connector.check_ready()
             return run_daemon(connector)
+
+
+def _run(connector: Connector, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        from connector.dryrun import print_dry_run  # noqa: PLC0415
+
+        return print_dry_run(connector, args.limit, as_json=args.json)
+    with StopSignals(connector.stop) as signals:
+        report = connector.run_once()
+    print(report.as_json() if args.json else report.summary())
+    return signals.exit_code or EXIT_OK
+
+
+def _progress(args: argparse.Namespace) -> Instrumentation | None:
+    """Progress of long runs: on stderr when it is a terminal, else in the log."""
+    if args.command == "daemon" or (args.command == "run" and not args.dry_run):
+        from connector.progress import Progress  # noqa: PLC0415
+
+        return Progress.on(sys.stderr)
+    return None
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -6,10 +6,12 @@ import functools
 import logging
 import operator
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from connector.changelog import START, ChangeBatch, ChangeCursor
 from connector.clock import Clock
@@ -21,6 +23,15 @@ from connector.source import SourceTable
 from connector.tables import ConnectorTables
 
 log = logging.getLogger(__name__)
+
+
+class Transactions(Protocol):
+    """Where ingest opens its transactions: the engine, or (`run --dry-run`) savepoints of one
+    transaction that is rolled back."""
+
+    def connect(self) -> AbstractContextManager[Connection]: ...
+
+    def begin(self) -> AbstractContextManager[Connection]: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ DISCARD_AFTER_CHANGES = 500_000
 
 
 def ingest(
-    engine: Engine,
+    engine: Transactions,
     *,
     tables: ConnectorTables,
     source: SourceTable,
@@ -122,7 +133,9 @@ def ingest(
                 tables.desired.analyze_leads(connection)
 
 
-def _forget_deleted_rows(engine: Engine, tables: ConnectorTables, source: SourceTable) -> None:
+def _forget_deleted_rows(
+    engine: Transactions, tables: ConnectorTables, source: SourceTable
+) -> None:
     """Forget the rows held back at ingest that have since been deleted: deletes are not
     captured, so nothing else would. A row whose key could not be read cannot be looked up
     by it, and stays."""
@@ -200,7 +213,7 @@ def _unreadable_keys(batch: ChangeBatch, source: SourceTable) -> _Written:
 
 
 def _discard(
-    engine: Engine, tables: ConnectorTables, after: ChangeCursor, through: ChangeCursor
+    engine: Transactions, tables: ConnectorTables, after: ChangeCursor, through: ChangeCursor
 ) -> ChangeCursor:
     """Delete the consumed change rows in (after, through]; returns the new `after`."""
     with engine.begin() as connection:

@@ -46,6 +46,9 @@ class Instrumentation:
         """These leads' call failed in a way worth trying again in this run: they are sent
         again after `pause` seconds (counted once per lead per try)."""
 
+    def push_started(self, leads: int) -> None:
+        """Ingest is done and the push phase begins, with this many leads due."""
+
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()
     ) -> None:
@@ -80,6 +83,9 @@ class Fanout(Instrumentation):
 
     def retrying(self, lead_ids: Sequence[str], pause: float) -> None:
         self._each("retrying", lead_ids, pause)
+
+    def push_started(self, leads: int) -> None:
+        self._each("push_started", leads)
 
     def lead_finished(
         self, lead_id: str, outcome: LeadOutcome, attributes: Sequence[str] = ()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from connector.leadrows import LeadRows, lead_row, lead_state, loads_reasons, locked_lead
 from connector.leads import LeadState, after_failure, after_push, reasons_kept
@@ -52,18 +52,30 @@ class SqlLeadQueue:
             sa.or_(lead.c.next_attempt_at.is_(None), lead.c.next_attempt_at <= now),
         )
 
-    def due_count(self, now: datetime, up_to: int) -> int:
-        """How many leads are due for a push, counted up to `up_to` (enough to decide on)."""
-        due = sa.select(lead.c.lead_id).where(self._due(now)).limit(up_to).subquery()
+    def due_count(self, now: datetime, up_to: int | None = None) -> int:
+        """How many leads are due for a push, counted up to `up_to` (enough to decide on), or
+        all of them."""
         with self.engine.connect() as connection:
-            return connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
+            return self.count_due(connection, now, up_to)
+
+    def count_due(self, connection: Connection, now: datetime, up_to: int | None = None) -> int:
+        """`due_count` in the caller's transaction."""
+        due = sa.select(lead.c.lead_id).where(self._due(now)).limit(up_to).subquery()
+        count: int = connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
+        return count
 
     def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+        with self.engine.connect() as connection:
+            return self.due_leads(connection, now, after, limit)
+
+    def due_leads(
+        self, connection: Connection, now: datetime, after: str | None, limit: int
+    ) -> list[LeadState]:
+        """`pending_leads` in the caller's transaction."""
         query = sa.select(lead).where(self._due(now)).order_by(lead.c.lead_id).limit(limit)
         if after is not None:
             query = query.where(lead.c.lead_id > after)
-        with self.engine.connect() as connection:
-            return [lead_state(row) for row in connection.execute(query)]
+        return [lead_state(row) for row in connection.execute(query)]
 
     def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
         with self.engine.begin() as connection:

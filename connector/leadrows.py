@@ -8,6 +8,7 @@ row locked behind the run's fence, and a row read back as a LeadState.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,41 @@ from connector.values import FORGOTTEN, dumps, loads
 IDS_PER_QUERY = 2000
 
 
+@dataclass(frozen=True)
+class LeadCounts:
+    """How many leads stand where, counted in SQL (`lsq-sync status`). A lead counts once
+    among pending, rejected, held back and conflicts; `attributes_set_aside` overlaps them."""
+
+    known: int = 0
+    not_in_sync: int = 0  # any of the below
+    pending: int = 0  # waiting for a push, now or after a retry delay (not rejected or held)
+    retrying_later: int = 0  # among them, with a retry time still to come
+    rejected: int = 0
+    held_back: int = 0  # the connector holds it back (a value that cannot be sent, detached)
+    conflicts: int = 0  # several rows have its lead id
+    attributes_set_aside: int = 0  # leads with attributes held back
+
+
+def _not_in_sync() -> sa.ColumnElement[bool]:
+    return sa.or_(
+        lead.c.pending,
+        lead.c.rejected,
+        lead.c.set_aside != "{}",
+        lead.c.hold.is_not(None),
+        lead.c.other_key.is_not(None),
+    )
+
+
+def _waiting() -> sa.ColumnElement[bool]:
+    """Leads a run is to push: pending, neither rejected nor held back by the connector."""
+    return sa.and_(
+        lead.c.pending,
+        sa.not_(lead.c.rejected),
+        lead.c.hold.is_(None),
+        lead.c.other_key.is_(None),
+    )
+
+
 class LeadRows:
     def __init__(self, connector: str, fence: Fence) -> None:
         self.connector = connector
@@ -32,6 +68,50 @@ class LeadRows:
     def all_leads(self, connection: Connection) -> list[LeadState]:
         query = sa.select(lead).where(lead.c.connector == self.connector).order_by(lead.c.lead_id)
         return [lead_state(row) for row in connection.execute(query)]
+
+    def counts(self, connection: Connection, now: datetime) -> LeadCounts:
+        """Every count of LeadCounts in one pass over the connector's leads."""
+
+        def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+            return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+        query = sa.select(
+            sa.func.count(),
+            count(_not_in_sync()),
+            count(_waiting()),
+            count(sa.and_(_waiting(), lead.c.next_attempt_at > now)),
+            count(lead.c.rejected),
+            count(sa.and_(lead.c.hold.is_not(None), lead.c.other_key.is_(None))),
+            count(lead.c.other_key.is_not(None)),
+            count(lead.c.set_aside != "{}"),
+        ).where(lead.c.connector == self.connector)
+        return LeadCounts(*(int(n) for n in connection.execute(query).one()))
+
+    def not_in_sync(self, connection: Connection, limit: int) -> list[LeadState]:
+        """Up to `limit` leads not in sync: those with a problem first (rejected, held back,
+        attributes set aside), then those merely waiting for a push, each in lead id order."""
+        problem = sa.or_(
+            lead.c.rejected,
+            lead.c.set_aside != "{}",
+            lead.c.hold.is_not(None),
+            lead.c.other_key.is_not(None),
+        )
+        query = (
+            sa.select(lead)
+            .where(lead.c.connector == self.connector, _not_in_sync())
+            .order_by(sa.case((problem, 0), else_=1), lead.c.lead_id)
+            .limit(limit)
+        )
+        return [lead_state(row) for row in connection.execute(query)]
+
+    def oldest_waiting(self, connection: Connection) -> datetime | None:
+        """When the longest-waiting lead still to push was last written (ingested, or its
+        failure recorded): its changes are at least that old. None when none waits."""
+        query = sa.select(sa.func.min(lead.c.updated_at)).where(
+            lead.c.connector == self.connector, _waiting()
+        )
+        oldest: datetime | None = connection.execute(query).scalar_one()
+        return oldest
 
     def detach_lead(self, connection: Connection, lead_id: str, reason: str, now: datetime) -> None:
         """Hold back a lead no row has the id of, until ingest rewrites it: no longer

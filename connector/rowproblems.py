@@ -26,11 +26,17 @@ class RowProblems:
         query = sa.select(row_problem.c.source_key).where(row_problem.c.connector == self.connector)
         return connection.execute(query.limit(1)).first() is not None
 
-    def row_problems(self, connection: Connection) -> list[RowProblem]:
+    def count(self, connection: Connection) -> int:
+        query = sa.select(sa.func.count()).where(row_problem.c.connector == self.connector)
+        return int(connection.execute(query).scalar_one())
+
+    def row_problems(self, connection: Connection, limit: int | None = None) -> list[RowProblem]:
+        """The rows held back at ingest, in key order: all of them, or the first `limit`."""
         query = (
             sa.select(row_problem)
             .where(row_problem.c.connector == self.connector)
             .order_by(row_problem.c.source_key)
+            .limit(limit)
         )
         return [
             RowProblem(row.source_key, row.reason, row.lead_id, row.column_name)

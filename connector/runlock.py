@@ -399,6 +399,28 @@ class RunLock:
             finally:
                 self._release(taken)
 
+    @contextmanager
+    def held_without_lease(self) -> Iterator[NotHeld | None]:
+        """The lock alone, taking no lease: for a look that must write nothing (`run
+        --dry-run`). Yields None while held; NotHeld when another run holds the lock, or the
+        previous holder's heartbeat is still fresh (it may still be draining its calls)."""
+        with self._session() as session:
+            if session is None:
+                yield NotHeld("another run of this connector is in progress")
+                return
+            with translate_errors("taking the run lock"), self.engine.connect() as connection:
+                heartbeat = connection.execute(
+                    sa.select(lease.c.heartbeat_at).where(lease.c.connector == self.connector)
+                ).scalar_one_or_none()
+                now = self._now(connection)
+                connection.rollback()
+            if heartbeat is not None:
+                age = (now - heartbeat).total_seconds()
+                if -self.timing.stale_seconds < age < self.timing.stale_seconds:
+                    yield NotHeld("the previous run is still finishing its calls in flight")
+                    return
+            yield None
+
     # -- the lock ---------------------------------------------------------------------------
 
     @contextmanager

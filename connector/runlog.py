@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from connector.counts import RunCounts
 from connector.runlock import Fence
@@ -94,3 +94,15 @@ class RunLog:
         )
         with self.engine.connect() as connection:
             return list(connection.execute(query))
+
+    def in_progress(self, connection: Connection) -> sa.Row[Any] | None:
+        """The newest run still marked running (in the caller's transaction). Whether it
+        really is in progress, the run lock's lease tells: a killed run stays marked running
+        until the next run closes it."""
+        query = (
+            sa.select(run)
+            .where(run.c.connector == self.connector, run.c.status == "running")
+            .order_by(run.c.run_id.desc())
+            .limit(1)
+        )
+        return connection.execute(query).first()

@@ -155,6 +155,16 @@ class SourceTable:
             found.update(part)
         return {key: found.get(key) for key in keys}
 
+    def rows_without_lead_id(self, connection: Connection) -> int:
+        """Rows of the table whose lead id is NULL or blank, counted by the database: no
+        lead is pushed for them. (A lead id that cannot be one is a row held back instead.)"""
+        column = self.lead_column
+        empty: sa.ColumnElement[bool] = column.is_(None)
+        if isinstance(_underlying(column.type), sa.String):
+            empty = sa.or_(empty, sa.func.trim(column) == "")
+        query = sa.select(sa.func.count()).select_from(self.table).where(empty)
+        return int(connection.execute(query).scalar_one())
+
     def keys_present(self, connection: Connection, keys: Collection[str]) -> set[str]:
         """Which of these keys a row of the table has now (a lookup by key); a key that
         cannot be looked up counts as present."""

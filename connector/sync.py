@@ -12,12 +12,14 @@ Library use::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 import sqlalchemy as sa
@@ -45,6 +47,9 @@ from connector.runlock import UNFENCED, Lease, LeaseTiming, NotHeld, RunLock
 from connector.schema import lease as lease_table
 from connector.source import SourceTable
 from connector.tables import ConnectorTables
+
+if TYPE_CHECKING:
+    from connector.dryrun import DryRun
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,18 @@ class RunReport:
         ]
         text += "".join(f", {note}" for count, note in notes if count)
         return text + (f"; error: {self.error}" if self.error else "")
+
+    def as_json(self) -> str:
+        """`lsq-sync run --json`: the status, every count and the error (run_id 0: skipped)."""
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "status": self.status,
+                "error": self.error,
+                "counts": dataclasses.asdict(self.counts),
+            },
+            indent=2,
+        )
 
 
 def _leads(count: int) -> str:
@@ -343,6 +360,20 @@ class Connector:
             after, size = page
             count += size
 
+    def dry_run(self, limit: int) -> DryRun:
+        """What the next run would send (the first `limit` leads), changes not yet ingested
+        included, without a call or a write (connector.dryrun). Takes the run lock, but no
+        lease: skipped while a run is in progress."""
+        from connector.dryrun import DryRun, plan_next_run  # noqa: PLC0415
+
+        self.check_ready()
+        source = self.source
+        with self._run_lock().held_without_lease() as not_held:
+            if not_held is not None:
+                return DryRun.skipped_because(self.config.name, not_held.reason)
+            with translate_errors("planning the next run"):
+                return plan_next_run(self, source, limit)
+
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
         installation.check_ready(self.engine, self.config)
@@ -412,8 +443,8 @@ class Connector:
                 with self.engine.connect() as connection:
                     tally.waiting(self.tables.changes.pending_changes(connection))
             with translate_errors("pushing leads"):
-                bulk = self.config.leadsquared.bulk
-                due = self.tables.queue(source).due_count(self.clock.now(), bulk.min_leads)
+                due = self.tables.queue(source).due_count(self.clock.now())
+                self._events.push_started(due)
                 pushed = self.pusher(due).push_pending(self.config.sync.push_batch_size)
             status = "stopped" if pushed.interrupted else "ok"
             error = pushed.stop_reason

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,3 +287,80 @@ def lead_states(sync: Connector) -> dict[str, LeadState]:
 
 def lead_state(sync: Connector, lead_id: str) -> LeadState:
     return lead_states(sync)[lead_id]
+
+
+# Rows held back at ingest that seed_leads writes.
+PROBLEM_ROWS = 300
+
+
+def seed_leads(engine: sa.Engine, connector: str, count: int, now: datetime) -> dict[str, int]:
+    """Write `count` lead rows straight into lsq_sync_lead (10,000 per statement), spread over
+    every state, and PROBLEM_ROWS rows held back; returns the counts status must find. Lead
+    `i` was last written `i` seconds before `now`."""
+    from connector.schema import lead, row_problem  # noqa: PLC0415
+
+    with engine.begin() as connection:
+        for start in range(0, count, 10_000):
+            rows = [
+                _seeded_lead(connector, i, now) for i in range(start, min(count, start + 10_000))
+            ]
+            connection.execute(sa.insert(lead), rows)
+        connection.execute(
+            sa.insert(row_problem),
+            [
+                {
+                    "connector": connector,
+                    "source_key": f"bad{i:04d}",
+                    "column_name": "score",
+                    "reason": "not a number",
+                    "noted_at": now,
+                }
+                for i in range(PROBLEM_ROWS)
+            ],
+        )
+    tenth = count // 10
+    fiftieth = count // 50
+    return {
+        "known": count,
+        "rejected": tenth,
+        "retrying_later": tenth,
+        "held_back": fiftieth,
+        "conflicts": fiftieth,
+        "attributes_set_aside": tenth,
+        "pending": 2 * tenth,  # due now, or retrying later
+        "not_in_sync": 4 * tenth + 2 * fiftieth,
+    }
+
+
+def _seeded_lead(connector: str, i: int, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "connector": connector,
+        "lead_id": f"L{i:07d}",
+        "source_key": str(i),
+        "desired": '{"mx_City": "Pune"}',
+        "pushed": '{"mx_City": "Pune"}',
+        "pending": False,
+        "rejected": False,
+        "set_aside": "{}",
+        "attempts": 0,
+        "updated_at": now - timedelta(seconds=i),
+        # Every row names every column: one INSERT statement serves them all.
+        "last_error": None,
+        "next_attempt_at": None,
+        "hold": None,
+        "other_key": None,
+        "aside_reason": None,
+    }
+    if i % 10 == 0:
+        row.update(pending=True, rejected=True, last_error="MXInvalidEntityException: no")
+    elif i % 10 == 1:
+        row.update(pending=True)
+    elif i % 10 == 2:
+        row.update(pending=True, last_error="HTTP 503", next_attempt_at=now + timedelta(hours=1))
+    elif i % 50 == 3:
+        row.update(pending=True, hold=f"row {i}, column 'city': cannot be sent")
+    elif i % 50 == 13:
+        row.update(pending=True, other_key=str(i + 10_000_000))
+    elif i % 10 == 4:
+        row.update(set_aside='{"mx_Plan": "Gold"}', aside_reason='{"mx_Plan": "unknown"}')
+    return row
