@@ -1,15 +1,19 @@
-"""Run the sync cycle on an APScheduler interval until stopped (the CLI stops it on SIGTERM or
-SIGINT; see connector.signals)."""
+"""Run the sync cycles of one or more connectors, each on its own APScheduler interval job,
+until stopped (the CLI stops it on SIGTERM or SIGINT; see connector.signals). Which of them
+this daemon runs, when other daemons share them, is connector.fleet's to decide."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connector.errors import FatalRunError, LsqSyncError
+from connector.fleet import Fleet, FleetTiming
 from connector.sync import Connector
 
 log = logging.getLogger(__name__)
@@ -29,25 +33,33 @@ class _OverlapIsNormal(logging.Filter):
 _OVERLAP_IS_NORMAL = _OverlapIsNormal()
 
 
+def cycle_job_id(connector: Connector) -> str:
+    return f"lsq-sync-{connector.config.name}"
+
+
 def add_cycle_job(
     scheduler: BackgroundScheduler,
     connector: Connector,
     interval: float,
     on_fatal: threading.Event | None = None,
+    *,
+    run: Callable[[], object] | None = None,
 ) -> None:
-    """Schedule `connector.run_once` so that runs never overlap; usable in a host's scheduler."""
+    """Schedule `connector.run_once` (or `run`, a cycle of it) so that runs never overlap;
+    usable in a host's scheduler. A fatal error stops this connector alone."""
     logging.getLogger("apscheduler.scheduler").addFilter(_OVERLAP_IS_NORMAL)
+    name = connector.config.name
 
     def cycle() -> None:
         try:
-            connector.run_once()
+            (run or connector.run_once)()
         except FatalRunError as exc:
-            log.error("run failed, stopping", extra={"error": str(exc)})
+            log.error("run failed, stopping", extra={"connector": name, "error": str(exc)})
             if on_fatal is not None:
                 on_fatal.set()
             connector.stop.set()
         except LsqSyncError as exc:
-            log.error("run failed", extra={"error": str(exc)})
+            log.error("run failed", extra={"connector": name, "error": str(exc)})
 
     scheduler.add_job(
         cycle,
@@ -56,18 +68,71 @@ def add_cycle_job(
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
-        id=f"lsq-sync-{connector.config.name}",
+        id=cycle_job_id(connector),
     )
 
 
-def run_daemon(connector: Connector) -> int:
-    """Block until stopped; the cycle in flight records its state before this returns."""
+def run_now(scheduler: BackgroundScheduler, connector: Connector) -> None:
+    """Bring the connector's next cycle forward to now (one in flight is not doubled)."""
+    scheduler.modify_job(cycle_job_id(connector), next_run_time=datetime.now(UTC))
+
+
+# How often the daemon looks whether every connector has stopped on its own.
+_LOOK_SECONDS = 0.5
+
+
+def run_daemon(
+    connectors: Connector | Sequence[Connector],
+    stop: threading.Event | None = None,
+    *,
+    fleet_timing: FleetTiming | None = None,
+) -> int:
+    """Block until `stop` is set (each connector's own stop, for one connector alone), or
+    every connector has stopped on a fatal error; the cycles in flight record their state
+    before this returns. Returns 1 when a connector stopped on a fatal error, else 0.
+
+    Each connector runs on its own interval job, and only while this daemon owns it: other
+    daemons given the same connectors share them (see connector.fleet).
+    """
+    if isinstance(connectors, Connector):
+        connectors = [connectors]
+    names = [c.config.name for c in connectors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"connector names must differ: {', '.join(names)}")
+    stop = stop if stop is not None else connectors[0].stop if len(connectors) == 1 else None
+    if stop is None:
+        raise ValueError("several connectors need a stop event of the daemon's own")
+    by_name = {c.config.name: c for c in connectors}
     fatal = threading.Event()
     scheduler = BackgroundScheduler(timezone=UTC)
-    add_cycle_job(scheduler, connector, connector.config.sync.interval_seconds, fatal)
+    fleet = Fleet(
+        connectors,
+        on_owned=lambda name: run_now(scheduler, by_name[name]),
+        timing=fleet_timing,
+    )
+    for connector in connectors:
+        add_cycle_job(
+            scheduler,
+            connector,
+            connector.config.sync.interval_seconds,
+            fatal,
+            run=functools.partial(fleet.run_cycle, connector.config.name),
+        )
     scheduler.start()
-    log.info("daemon started", extra={"interval_seconds": connector.config.sync.interval_seconds})
-    connector.stop.wait()
+    fleet.start()
+    log.info(
+        "daemon started",
+        extra={"connectors": names, "daemon": fleet.daemon},
+    )
+    while not stop.wait(_LOOK_SECONDS):
+        if all(c.stop.is_set() for c in connectors):
+            log.error("every connector stopped on a fatal error; the daemon stops")
+            break
+    for connector in connectors:
+        connector.stop.set()
+    # The fleet first: it releases each lock once its cycle in flight has drained, while the
+    # scheduler can still take the wake-up of a claim that was under way.
+    fleet.stop()
     scheduler.shutdown(wait=True)
     log.info("daemon stopped")
     return 1 if fatal.is_set() else 0
