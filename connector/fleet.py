@@ -337,14 +337,18 @@ class Fleet:
             if group.membership is not None:
                 group.membership.leave()
 
+    def balance(self) -> None:
+        """One look at each database: release beyond the fair share, claim up to it."""
+        for group in self._groups:
+            self._try(group, self._balance)
+
     def _keep(self) -> None:
         # The first look waits one period, so that daemons started together see each other
         # before any claims them all.
         for group in self._groups:
             self._try(group, lambda g: g.live_daemons())
         while not self._stop.wait(self.timing.claim_seconds):
-            for group in self._groups:
-                self._try(group, self._balance)
+            self.balance()
 
     def _try(self, group: _Group, step: Callable[[_Group], object]) -> None:
         try:
