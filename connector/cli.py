@@ -309,12 +309,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _daemon(paths: list[str]) -> int:
     from connector.daemon import run_daemon  # noqa: PLC0415
+    from connector.fleet import shared_engines  # noqa: PLC0415
     from connector.sync import Connector  # noqa: PLC0415
 
     configs = _load_configs(paths)
+    engines = shared_engines([config for _, config in configs])
     with contextlib.ExitStack() as stack:
         connectors = [
-            stack.enter_context(Connector(config, config_source=path)) for path, config in configs
+            stack.enter_context(Connector(config, config_source=path, engine=engine))
+            for (path, config), engine in zip(configs, engines, strict=True)
         ]
         stop = threading.Event()
         with StopSignals(stop):

@@ -37,7 +37,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from connector.database import lock_session_engine, translate_errors
+from connector.config import Config
+from connector.database import create_engine, lock_session_engine, translate_errors
 from connector.errors import LsqSyncError
 from connector.runlock import Lease, NotHeld
 from connector.schema import lease as lease_table
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 
 # More daemons than this on one schema find no slot, and run as if alone there.
 MEMBER_SLOTS = 256
+# A daemon's pool per PostgreSQL database, however many connectors use it: at most 15
+# sessions, 5 of them kept while idle.
+POOL_SIZE, POOL_OVERFLOW, POOL_TIMEOUT_SECONDS = 5, 10, 120.0
 
 SlotState = Literal["idle", "claiming", "owned"]
 
@@ -156,6 +160,31 @@ class Membership:
             self._session_engine.dispose()
         self._connection = self._session_engine = None
         self.slot = None
+
+
+def shared_engines(configs: Sequence[Config]) -> list[Engine]:
+    """An engine for each config, one per database: a daemon's connectors on one database
+    share one pool, so that a daemon opens a bounded number of sessions however many
+    connectors it runs (besides one per connector it owns, for the run lock, and its member
+    slot). Every push worker of every connector takes a connection to take a call slot, and
+    waits there for the account's row: without the bound, 20 connectors pushing at once
+    would open 20 x max_in_flight sessions, past a default server's `max_connections`."""
+    urls = [config.database.url.get_secret_value() for config in configs]
+    engines: dict[str, Engine] = {}
+    for url in urls:
+        if url in engines:
+            continue
+        if sa.make_url(url).get_backend_name() == "postgresql":
+            engines[url] = create_engine(
+                url,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+                # Each use is one short transaction: a wait for one is a wait in line.
+                pool_timeout=POOL_TIMEOUT_SECONDS,
+            )
+        else:
+            engines[url] = create_engine(url)
+    return [engines[url] for url in urls]
 
 
 class Slot:
