@@ -213,7 +213,7 @@ class Slot:
         with self._cycle:
             lease = self._lease
             if lease is None or lease.lost:
-                log.debug("cycle skipped: owned by another daemon", extra={"connector": self.name})
+                log.debug("cycle skipped: not ours now", extra={"connector": self.name})
                 return None
             return self.connector.run_held(lease)
 
