@@ -40,6 +40,7 @@ def make_members(
     *,
     leads: int,
     init: bool = True,
+    prefix: str = "c",
     **sections: Any,
 ) -> list[Member]:
     """`count` connectors on one database, each with its own table and config file; their
@@ -47,7 +48,8 @@ def make_members(
     engine = sa.create_engine(url)
     members = []
     for number in range(1, count + 1):
-        member = Member(f"c{number}", f"customers_{number}", directory / f"c{number}.yaml", leads)
+        name = f"{prefix}{number}"
+        member = Member(name, f"{name}_customers", directory / f"{name}.yaml", leads)
         with engine.begin() as connection:
             connection.exec_driver_sql(
                 CUSTOMERS_DDL.replace("TABLE customers", f"TABLE {member.table}")
