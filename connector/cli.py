@@ -8,9 +8,11 @@ the daemon, whose normal end is a signal, exits 0 then.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -49,8 +51,11 @@ def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> 
     parser.add_argument(
         "--config",
         metavar="PATH",
+        action="append",
+        # Kept apart, so that `daemon` adds those after the command to those before it.
+        dest="config_after" if after_command else "config",
         default=default(None),
-        help=f"config file (default: ${CONFIG_ENV_VAR})",
+        help=f"config file (default: ${CONFIG_ENV_VAR}); `daemon` takes several, one per connector",
     )
     parser.add_argument(
         "--log-level",
@@ -140,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon",
         help="run sync cycles on an interval until SIGTERM/SIGINT",
         description="Run a cycle every sync.interval_seconds. On SIGTERM or SIGINT, start no "
-        "new call, give calls in flight sync.drain_seconds to finish, record state and exit 0.",
+        "new call, give calls in flight sync.drain_seconds to finish, record state and exit 0. "
+        "Give --config once per connector to run several in one process; daemons on other "
+        "hosts given the same configs share the connectors, each run by one daemon at a time.",
     )
     commands.add_parser(
         "backfill",
@@ -291,7 +298,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "validate":
         return _validate(args)
-    path, config = _config(args.config)
+    if args.command == "daemon":
+        return _daemon(args)
+    path, config = _config(args)
     with Connector(config, config_source=path, instrumentation=_progress(args)) as connector:
         if args.command == "init":
             queued = connector.init()
@@ -332,11 +341,41 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             print_status(connector, args.limit, as_json=args.json)
             return EXIT_OK
-        from connector.daemon import run_daemon  # noqa: PLC0415
+        raise AssertionError(f"unknown command {args.command!r}")
 
-        with StopSignals(connector.stop):
-            connector.check_ready()
-            return run_daemon(connector)
+
+def _daemon(args: argparse.Namespace) -> int:
+    from connector.daemon import run_daemon  # noqa: PLC0415
+    from connector.fleet import shared_engines  # noqa: PLC0415
+    from connector.sync import Connector  # noqa: PLC0415
+
+    configs = _load_configs(_config_paths(args))
+    engines = shared_engines([config for _, config in configs])
+    # Progress lines name no connector: they are drawn for one alone.
+    progress = _progress(args) if len(configs) == 1 else None
+    with contextlib.ExitStack() as stack:
+        connectors = [
+            stack.enter_context(
+                Connector(config, config_source=path, engine=engine, instrumentation=progress)
+            )
+            for (path, config), engine in zip(configs, engines, strict=True)
+        ]
+        stop = threading.Event()
+        with StopSignals(stop):
+            if len(connectors) == 1:
+                connectors[0].check_ready()
+            else:
+                # One connector not ready must not keep the others from running: each cycle
+                # checks again, and says why it cannot run.
+                for connector in connectors:
+                    try:
+                        connector.check_ready()
+                    except LsqSyncError as exc:
+                        log.error(
+                            "connector not ready",
+                            extra={"connector": connector.config.name, "error": str(exc)},
+                        )
+            return run_daemon(connectors, stop)
 
 
 def _run(connector: Connector, args: argparse.Namespace) -> int:
@@ -368,7 +407,7 @@ def _validate(args: argparse.Namespace) -> int:
             [ConfigProblem(ConfigLocation(""), "validate --sample must be at least 1")]
         )
     try:
-        path, config = _config(args.config)
+        path, config = _config(args)
     except ConfigError as exc:
         found = validate.config_problems(exc)
     else:
@@ -401,12 +440,51 @@ def _print_uninstalled(name: str, done: Uninstalled) -> None:
         print(f"{name}: its sync state is kept; `lsq-sync init` installs capture again")
 
 
-def _config(flag: str | None) -> tuple[str, Config]:
-    path = flag or os.environ.get(CONFIG_ENV_VAR)
-    if not path:
+def _config_paths(args: argparse.Namespace) -> list[str]:
+    """The --config paths, those before the command first, else $LSQ_SYNC_CONFIG."""
+    paths = [*(args.config or ()), *getattr(args, "config_after", ())]
+    if not paths and os.environ.get(CONFIG_ENV_VAR):
+        paths = [os.environ[CONFIG_ENV_VAR]]
+    if not paths:
         message = f"no config: pass --config PATH or set {CONFIG_ENV_VAR}"
         raise ConfigError([ConfigProblem(ConfigLocation(""), message)])
-    return path, load_config(path)
+    return paths
+
+
+def _config(args: argparse.Namespace) -> tuple[str, Config]:
+    paths = _config_paths(args)
+    if len(paths) > 1:
+        message = (
+            f"{args.command} takes one --config, not {len(paths)} ({', '.join(paths)}); only "
+            "daemon runs several connectors"
+        )
+        raise ConfigError([ConfigProblem(ConfigLocation(""), message)])
+    return paths[0], load_config(paths[0])
+
+
+def _load_configs(paths: list[str]) -> list[tuple[str, Config]]:
+    """Every config, each problem of every file reported at once; two connectors may not
+    share a name (their rows in the shared tables are keyed by it)."""
+    problems: list[ConfigProblem] = []
+    loaded: list[tuple[str, Config]] = []
+    for path in paths:
+        try:
+            loaded.append((path, load_config(path)))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    files_by_name: dict[str, list[str]] = {}
+    for path, config in loaded:
+        files_by_name.setdefault(config.name, []).append(path)
+    for name, files in files_by_name.items():
+        if len(files) > 1:
+            message = (
+                f"the connector name {name!r} is in {' and '.join(files)}: each connector "
+                "needs a name of its own"
+            )
+            problems.append(ConfigProblem(ConfigLocation(files[-1], ("name",)), message))
+    if problems:
+        raise ConfigError(problems)
+    return loaded
 
 
 def _count(number: int, noun: str) -> str:

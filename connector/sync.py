@@ -392,6 +392,17 @@ class Connector:
                 return RunReport(0, "skipped", error=lease.reason)
             return self._run_fenced(lease)
 
+    def run_held(self, lease: Lease) -> RunReport:
+        """One cycle, as `run_once`, under a run lock the caller holds already: a daemon keeps
+        its connectors' locks from cycle to cycle (see connector.fleet)."""
+        self.check_ready()
+        lease.ensure_held()
+        return self._run_fenced(lease)
+
+    def run_lock(self) -> RunLock:
+        """The connector's run lock, to `hold()`."""
+        return self._run_lock()
+
     def _run_lock(self) -> RunLock:
         return RunLock(
             self.engine,
