@@ -25,9 +25,9 @@ RECOVERY_WINDOWS = 12
 # seen, only the answer; the spread of the times from slot to answer holds the spread of the
 # way there (and some of the server's own), so it is an estimate from above. Quantiles, not the
 # extremes, so that one answer held up by the server does not slow every later call.
-SPREAD_QUANTILES = (0.05, 0.95)
+SPREAD_QUANTILES = (0.03, 0.97)
 # Fewer timings than this say too little: until then, the widest margin allowed.
-MIN_TIMINGS = 8
+MIN_TIMINGS = 16
 # The most recent timings are the ones kept: the network of an hour ago says little.
 KEPT_TIMINGS = 200
 # However spread the timings, the margin never takes more than this, nor half the window.
