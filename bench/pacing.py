@@ -194,8 +194,6 @@ def measure_push(
                     f"{label}: pushed {report.counts.leads_pushed} of {leads}: {report}"
                 )
             margin = connector.limiter.margin
-            timings = sorted(connector.limiter._timings)
-            log(f"{label}: margin {margin:.3f} s; timings {timings[0]:.3f} {timings[len(timings)//20]:.3f} {timings[len(timings)//2]:.3f} {timings[-len(timings)//20]:.3f} {timings[-1]:.3f}")
             backlog = [r for r in emulator.requests if r.api == "Lead.Update"]
             throttled = emulator.throttled_count
             for number in range(rounds):
@@ -312,12 +310,12 @@ def pacing(
             "\nThe backlog's push, default config, each call's arrival delayed by up to the "
             f"jitter (uniform, seed {seed}) before the limit counts it:\n"
         )
-        print("| jitter | calls | throttled | a[-1] - a[N-1] | utilisation |")
-        print("|---|---|---|---|---|")
+        print("| jitter | calls | throttled | margin at the end | a[-1] - a[N-1] | utilisation |")
+        print("|---|---|---|---|---|---|")
         for push in jittered:
             print(
                 f"| {push.account.jitter:g} s | {push.calls} | {push.throttled} | "
-                f"{push.span:.2f} s | **{push.utilisation:.3f}** |"
+                f"{push.margin:.3f} s | {push.span:.2f} s | **{push.utilisation:.3f}** |"
             )
 
 
@@ -328,6 +326,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of updates after it")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs=2,
+        default=REAL.latency,
+        metavar=("MIN", "MAX"),
+        help="the emulator's time to answer a call, after counting it (default 0.2 0.3)",
+    )
     parser.add_argument(
         "--jitter",
         type=float,
@@ -358,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         leads=args.leads,
         rounds=args.rounds,
         seed=args.seed,
-        account=REAL,
+        account=replace(REAL, latency=tuple(args.latency)),
         jitters=args.jitter,
     )
 
