@@ -299,7 +299,8 @@ class AccountLimiter:
         """The account's pace, as its row (None if not yet made) keeps it."""
         if row is None or row.slow_calls is None or row.slow_since is None:
             return pacing.Pace(self.configured_calls, self.window)
-        slowdown = pacing.Slowdown(row.slow_calls, row.slow_since)
+        # A row edited by hand must not stop every call: at least one per window.
+        slowdown = pacing.Slowdown(max(1, row.slow_calls), row.slow_since)
         return pacing.Pace(self.configured_calls, self.window, slowdown)
 
     def _now(self, connection: Connection) -> datetime:

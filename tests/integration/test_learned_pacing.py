@@ -220,3 +220,17 @@ def test_a_throttle_without_retry_after_holds_calls_for_a_window(
     assert sent is not None
     assert sent.started_at >= held_until
     assert held_until - waiting_call.started_at >= timedelta(seconds=0.3)
+
+
+@pytest.mark.parametrize("margin", [-5.0, 1e9, float("nan")])
+def test_hostile_values_in_the_accounts_row_keep_pacing_within_bounds(
+    engines: list[sa.Engine], margin: float
+) -> None:
+    limiter(engines[0], calls=3, window_seconds=5).throttled(retry_after=0.0)
+    hostile = {"slow_calls": -4, "margin_seconds": margin}
+    with engines[0].begin() as connection:
+        connection.execute(sa.update(account).values(**hostile))
+    later = limiter(engines[1], calls=3, window_seconds=5)
+    assert later.acquire() is not None  # one call per window still goes
+    floor, ceiling = margin_bounds(0.05, 5)
+    assert floor <= later.margin <= ceiling
