@@ -234,7 +234,7 @@ def test_throttling_below_the_configured_limit_is_absorbed_without_giving_up(
     leads = [(i, f"c{i}", f"L{i}") for i in range(1, 11)]
     # The account allows fewer calls than the config says: throttling will happen. A window
     # long enough that the calls' pace, whatever margin the limiter learns, crowds it.
-    with Emulator(rate_limit=(4, 1.0), throttle_status=status) as account:
+    with Emulator(rate_limit=(3, 1.0), throttle_status=status) as account:
         account.set_latency(0.0, 0.05, seed=2)
         for _, _, lead_id in leads:
             account.add_lead(lead_id)
