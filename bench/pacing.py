@@ -2,6 +2,7 @@
 naive sync.
 
     python bench/pacing.py [--leads N] [--db sqlite|postgresql] [--pg-url URL]
+                           [--jitter SECONDS [SECONDS ...]]
     python bench/pacing.py --smoke    # both databases, a fast limit, few leads: checks it works
 
 One workload, one run of the connector against the bundled emulator with the account's real
@@ -13,6 +14,9 @@ limit (25 calls per 5 s by default) and 250 ms +/- 50 ms of latency per call:
   sorted arrival times at the emulator. 1.0 is the most any client can sustain unthrottled.
 - throttled: calls the emulator answered as throttled (the target is none).
 - the same push with one call in flight, to show what latency alone allows.
+- with --jitter: the push again for each jitter given, the emulator delaying each call's
+  arrival by a random time up to that long (seeded) before the limit counts it, as a network's
+  variable delay does; utilisation and throttled calls for each.
 - calls and attributes sent, against a naive sync that makes one call per written row with
   every mapped field, on the same writes.
 
@@ -25,7 +29,7 @@ import argparse
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import repo_root  # noqa: F401  (before tests.*: puts the checkout on sys.path)
@@ -48,11 +52,13 @@ class Account:
     calls: int
     window: float
     latency: tuple[float, float]
+    jitter: float = 0.0
 
 
 REAL = Account(calls=25, window=5.0, latency=(0.2, 0.3))
 # Still more leads than one window admits, so the pacing after the first window runs too.
 SMOKE = Account(calls=5, window=0.5, latency=(0.0, 0.01))
+SMOKE_JITTER = 0.05
 SMOKE_LEADS, SMOKE_ROUNDS = 20, 1
 
 
@@ -139,6 +145,7 @@ class Push:
     total_attributes: int
     row_writes: int
     account: Account
+    margin: float  # the limiter's margin at the end of the first run
 
     @property
     def utilisation(self) -> float:
@@ -155,11 +162,16 @@ def measure_push(
     label: str,
     seed: int,
     account: Account,
+    name: str | None = None,
 ) -> Push:
-    name = f"pacing_{max_in_flight or 'default'}"
+    name = name or f"pacing_{max_in_flight or 'default'}"
     table = f"{name}_customers"
     rng = random.Random(seed)
-    with Emulator(rate_limit=(account.calls, account.window)) as emulator:
+    with Emulator(
+        rate_limit=(account.calls, account.window),
+        jitter_seconds=account.jitter,
+        jitter_seed=seed,
+    ) as emulator:
         emulator.set_latency(*account.latency, seed=seed)
         for i in range(leads):
             emulator.add_lead(f"L{i:05d}")
@@ -181,6 +193,7 @@ def measure_push(
                 raise SystemExit(
                     f"{label}: pushed {report.counts.leads_pushed} of {leads}: {report}"
                 )
+            margin = connector.limiter.margin
             backlog = [r for r in emulator.requests if r.api == "Lead.Update"]
             throttled = emulator.throttled_count
             for number in range(rounds):
@@ -203,6 +216,7 @@ def measure_push(
             total_attributes=sum(len(r.body or []) for r in updates),
             row_writes=writes,
             account=account,
+            margin=margin,
         )
 
 
@@ -219,7 +233,16 @@ def source_state(url: str, table: str) -> dict[str, dict[str, str]]:
     }
 
 
-def pacing(db: str, *, pg_url: str, leads: int, rounds: int, seed: int, account: Account) -> None:
+def pacing(
+    db: str,
+    *,
+    pg_url: str,
+    leads: int,
+    rounds: int,
+    seed: int,
+    account: Account,
+    jitters: list[float],
+) -> None:
     with database(db, pg_url) as url:
         paced = measure_push(
             url,
@@ -239,6 +262,19 @@ def pacing(db: str, *, pg_url: str, leads: int, rounds: int, seed: int, account:
             seed=seed,
             account=account,
         )
+        jittered = [
+            measure_push(
+                url,
+                leads,
+                rounds=0,
+                max_in_flight=None,
+                label=f"jitter {jitter:g} s",
+                seed=seed,
+                account=replace(account, jitter=jitter),
+                name=f"pacing_jitter_{number}",
+            )
+            for number, jitter in enumerate(jitters)
+        ]
     naive_calls = paced.row_writes
     naive_attributes = naive_calls * len(MAPPING)
     print(
@@ -269,6 +305,18 @@ def pacing(db: str, *, pg_url: str, leads: int, rounds: int, seed: int, account:
         f"| lsq-sync / naive | {paced.total_calls / naive_calls:.3f} | "
         f"{paced.total_attributes / naive_attributes:.3f} |"
     )
+    if jittered:
+        print(
+            "\nThe backlog's push, default config, each call's arrival delayed by up to the "
+            f"jitter (uniform, seed {seed}) before the limit counts it:\n"
+        )
+        print("| jitter | calls | throttled | margin at the end | a[-1] - a[N-1] | utilisation |")
+        print("|---|---|---|---|---|---|")
+        for push in jittered:
+            print(
+                f"| {push.account.jitter:g} s | {push.calls} | {push.throttled} | "
+                f"{push.margin:.3f} s | {push.span:.2f} s | **{push.utilisation:.3f}** |"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,6 +326,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of updates after it")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs=2,
+        default=REAL.latency,
+        metavar=("MIN", "MAX"),
+        help="the emulator's time to answer a call, after counting it (default 0.2 0.3)",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="SECONDS",
+        help="push the backlog again with each call's arrival delayed by up to this long",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="both databases, a fast limit: checks it works"
     )
@@ -291,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
                 rounds=SMOKE_ROUNDS,
                 seed=args.seed,
                 account=SMOKE,
+                jitters=[SMOKE_JITTER],
             )
         return
     pacing(
@@ -299,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         leads=args.leads,
         rounds=args.rounds,
         seed=args.seed,
-        account=REAL,
+        account=replace(REAL, latency=tuple(args.latency)),
+        jitters=args.jitter,
     )
 
 

@@ -91,7 +91,8 @@ class Limiter(Protocol):
     """Paces calls; see connector.ratelimit.AccountLimiter."""
 
     def acquire(self) -> Slot | None: ...
-    def going_out(self, slot: Slot) -> None: ...
+    def going_out(self, slot: Slot) -> Slot | None: ...
+    def answered(self, slot: Slot) -> None: ...
     def throttled(self, retry_after: float | None) -> None: ...
 
 
@@ -278,16 +279,7 @@ class LeadSquaredClient:
             # The bulk window first: a slot in the account's window is not held while
             # waiting for one in the bulk window, which is the scarcer.
             limiters.insert(0, self._bulk_limiter)
-        slots = []
-        for limiter in limiters:
-            slot = limiter.acquire()
-            if slot is None:
-                raise CallCancelledError(f"{api} not called: the connector is stopping")
-            slots.append((limiter, slot))
-        # Only once every slot is taken: a bulk slot that then waited for the account's
-        # window is moved to when the call really goes out.
-        for limiter, slot in slots:
-            limiter.going_out(slot)
+        sent = self._slots(api, limiters)
         started = time.monotonic()
         outcome = "error"
         try:
@@ -297,6 +289,9 @@ class LeadSquaredClient:
                 )
             except (httpx.TransportError, httpx.InvalidURL, UnicodeEncodeError) as exc:
                 raise self._translate(api, exc) from None
+            # Only answered calls are timed: a timeout's length is the client's, not the way's.
+            for limiter, slot in sent:
+                limiter.answered(slot)
             result = classify(status, headers, self.redact(text), expect=expect)
             outcome = result.outcome.value
             # Before any event: the whole account holds back at once, however slow a hook is.
@@ -313,6 +308,24 @@ class LeadSquaredClient:
         if result.outcome is Outcome.SUCCESS:
             return result
         raise _error_for(result, self.redact(f"{api}: {result.message}"))
+
+    def _slots(self, api: str, limiters: list[Limiter]) -> list[tuple[Limiter, Slot]]:
+        """A slot from each limiter, in order, each as it goes out."""
+        slots = []
+        for limiter in limiters:
+            slot = limiter.acquire()
+            if slot is None:
+                raise CallCancelledError(f"{api} not called: the connector is stopping")
+            slots.append((limiter, slot))
+        # Only once every slot is taken: a bulk slot that then waited for the account's
+        # window is moved to when the call really goes out.
+        sent = []
+        for limiter, slot in slots:
+            going = limiter.going_out(slot)
+            if going is None:
+                raise CallCancelledError(f"{api} not called: the connector is stopping")
+            sent.append((limiter, going))
+        return sent
 
     def _translate(
         self, api: str, exc: httpx.TransportError | httpx.InvalidURL | UnicodeEncodeError

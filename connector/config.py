@@ -85,7 +85,8 @@ class WindowConfig(_Model):
     calls: int = Field(25, ge=1, description="calls allowed in any window")
     window_seconds: float = Field(5.0, gt=0)
     # Added to the window: covers the time between taking a slot and the call reaching
-    # LeadSquared, so that the account's own window never sees one call too many.
+    # LeadSquared, so that the account's own window never sees one call too many. The least
+    # margin: the limiter widens it to the spread of its calls' timings (pacing.learned_margin).
     margin_seconds: float = Field(0.05, ge=0, le=60)
 
 

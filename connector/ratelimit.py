@@ -9,9 +9,15 @@ the slots, so processes on several hosts agree on what "the last 5 seconds" mean
 A slot is taken when a call *starts*: LeadSquared counts a call when it arrives, which is
 between its start and its answer, and counting from starts is what lets the window be used
 in full while answers take 100-500 ms. The margin covers the time from taking a slot to the
-call's arrival.
+call's arrival, and as that time varies (a network's jitter), the limiter times every call from
+its slot to its answer and widens the margin to the spread of those timings
+(`pacing.learned_margin`).
 
-What those records mean (how long to wait, how a throttle slows this process down) is worked
+What pacing learns is the account's, so it is kept in the account's row: the slower pace a
+throttle set (every process paces by it, and it recovers as time passes), and the learned
+margin (a process that has timed no call of its own yet starts from it).
+
+What those records mean (how long to wait, how a throttle slows the calls down) is worked
 out by the pure `connector.pacing`; this module reads and writes the records.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -84,25 +91,57 @@ class AccountLimiter:
         self.account = account_id(host, config.access_key.get_secret_value())
         rate = config.bulk.rate_limit if bulk else config.rate_limit
         self.configured_calls = rate.calls
+        # The window with the configured margin: a throttle's hold and the pace's recovery are
+        # timed in it. Slots are spaced by the window with the learned margin (`margin`).
         self.window = timedelta(seconds=rate.window_seconds + rate.margin_seconds)
-        self.margin = rate.margin_seconds
+        self.window_seconds = rate.window_seconds
+        self.configured_margin = rate.margin_seconds
         # The bulk calls are counted in the account's own budget.
         self.daily_budget = None if bulk else config.rate_limit.daily_budget
         self.clock = clock
         self.stop = stop
         self._postgres = engine.dialect.name == "postgresql"
         self._lock = threading.Lock()
-        self._pace = pacing.Pace(rate.calls, self.window)
+        # Seconds from each recent slot to its call's answer, on the monotonic clock.
+        self._timings: deque[float] = deque(maxlen=pacing.KEPT_TIMINGS)
+        # The margin the account's row held when last read: until this process has timed
+        # enough calls of its own, it paces by what earlier ones learned.
+        self._stored_margin: float | None = None
+        # On the monotonic clock: calls that took their slot before a throttle's answer came
+        # back do not go out before its hold ends.
+        self._held_until = float("-inf")
         # Set while a run holds the run lock (runlock.Lease.call_delay): asked in each slot's
         # transaction, it gives seconds to wait before a call may start, or raises when the
         # run may start no call at all.
         self.gate: Callable[[Connection], float] | None = None
 
     def calls_at(self, now: datetime) -> int:
-        """The calls per window this process allows itself now: lower after throttling, and
-        back up by one for every RECOVERY_WINDOWS windows without a throttle."""
+        """The calls per window the account's calls allow themselves at `now`: lower after
+        throttling, and back up by one for every RECOVERY_WINDOWS windows without a throttle."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(account.c.slow_calls, account.c.slow_since).where(
+                    account.c.account == self.account
+                )
+            ).one_or_none()
+        return self._pace(row).calls_at(now)
+
+    @property
+    def margin(self) -> float:
+        """The margin the next slot is spaced by: the spread of this process's timings, or
+        the account's stored margin until it has enough, within `pacing.margin_bounds`."""
         with self._lock:
-            return self._pace.calls_at(now)
+            spread = pacing.timing_spread(self._timings)
+            if spread is None:
+                spread = self._stored_margin
+        return pacing.learned_margin(spread, self.configured_margin, self.window_seconds)
+
+    def answered(self, slot: Slot) -> None:
+        """The call of `slot` has its answer: its time from the slot is one more timing."""
+        seconds = self.clock.monotonic() - slot.taken
+        if seconds >= 0:
+            with self._lock:
+                self._timings.append(seconds)
 
     def acquire(self) -> Slot | None:
         """Wait for a slot and take it. None when stopping cut the wait short.
@@ -117,18 +156,33 @@ class AccountLimiter:
                 return None
         return None
 
-    def going_out(self, slot: Slot) -> None:
-        """Call just before the request is sent: if it goes out later than its slot says
-        (a slow commit, a busy process), move the slot to now.
+    def going_out(self, slot: Slot) -> Slot | None:
+        """Call just before the request is sent; send it with the slot returned. None when
+        stopping cut a wait short.
 
-        A slot counts from when it was taken, and LeadSquared counts a call from when it
-        arrives; a call sent late would otherwise let the call N slots later arrive less than
-        a window after it. Moving the slot keeps the window true whatever the delay.
+        If a throttle's hold began after the slot was taken, wait it out, then take a new slot:
+        the old one was counted from before the hold, and moving it past the calls that took
+        their slots as the hold ended would crowd their window.
+
+        If the call goes out later than its slot says (a slow commit, a busy process), move
+        the slot to now. A slot counts from when it was taken, and LeadSquared counts a call
+        from when it arrives; a call sent late would otherwise let the call N slots later
+        arrive less than a window after it. Moving the slot keeps the window true whatever
+        the delay.
         """
+        with self._lock:
+            held = self._held_until - self.clock.monotonic()
+            before_hold = slot.taken < self._held_until
+        if held > 0 and before_hold:
+            if not self.clock.sleep(held):
+                return None
+            self._give_back(slot)
+            return self.acquire()
+        margin = self.margin
         for _ in range(_MAX_SLOT_MOVES):
             late = self.clock.monotonic() - slot.taken
-            if not pacing.sent_late(late, self.margin):
-                return
+            if not pacing.sent_late(late, margin):
+                return slot
             slot = slot.later_by(late)
             with self.engine.begin() as connection:
                 if self._postgres:
@@ -138,30 +192,36 @@ class AccountLimiter:
                     .where(call.c.call_id == slot.call_id)
                     .values(started_at=slot.started_at)
                 )
+        return slot
 
     def throttled(self, retry_after: float | None) -> None:
-        """LeadSquared throttled a call: hold every process back, and slow this one down.
+        """LeadSquared throttled a call: hold every process back, and slow the account's calls
+        down.
 
         Without a Retry-After the account waits a whole window. Being throttled at all means
         the account allows fewer calls than configured (other programs share the keys, or the
-        plan's limit is lower), so this process also paces itself lower, at most once a window.
+        plan's limit is lower), so its calls are paced lower, at most once a window; the slower
+        pace is kept in the account's row, for every process and every later run.
         """
-        with self.engine.begin() as connection:
-            now = self._now(connection)
-            self._ensure_account_row(connection)
-            until = pacing.hold_until(now, retry_after, self.window)
-            connection.execute(
-                sa.update(account)
-                .where(
-                    account.c.account == self.account,
-                    sa.or_(account.c.blocked_until.is_(None), account.c.blocked_until < until),
-                )
-                .values(blocked_until=until)
-            )
+        hold = self.window.total_seconds() if retry_after is None else retry_after
         with self._lock:
-            current = self._pace.calls_at(now)
-            self._pace = self._pace.throttled(now)
-            slower = self._pace.calls_at(now)
+            self._held_until = max(self._held_until, self.clock.monotonic() + hold)
+        with self.engine.begin() as connection:
+            row = self._locked_account(connection)
+            now = self._now(connection)
+            until = pacing.hold_until(now, retry_after, self.window)
+            before = self._pace(row)
+            after = before.throttled(now)
+            values: dict[str, Any] = {}
+            if row.blocked_until is None or row.blocked_until < until:
+                values["blocked_until"] = until
+            if after.slowdown is not None and after != before:
+                values.update(slow_calls=after.slowdown.calls, slow_since=after.slowdown.at)
+            if values:
+                connection.execute(
+                    sa.update(account).where(account.c.account == self.account).values(**values)
+                )
+        current, slower = before.calls_at(now), after.calls_at(now)
         if slower < current:
             log.warning(
                 "throttled by LeadSquared below the configured rate limit; "
@@ -189,14 +249,18 @@ class AccountLimiter:
             used = pacing.calls_today(row.budget_day, row.budget_used, now)
             if self.daily_budget is not None and used >= self.daily_budget:
                 raise BudgetExhaustedError(self.daily_budget, pacing.next_utc_midnight(now))
-            calls = self.calls_at(now)
+            calls = self._pace(row).calls_at(now)
+            with self._lock:
+                self._stored_margin = row.margin_seconds
+                own = pacing.timing_spread(self._timings)
+            window = timedelta(seconds=self.window_seconds + self.margin)
             starts = connection.scalars(
                 sa.select(call.c.started_at)
-                .where(call.c.account == self.account, call.c.started_at > now - self.window)
+                .where(call.c.account == self.account, call.c.started_at > now - window)
                 .order_by(call.c.started_at.desc())
                 .limit(calls)
             ).all()
-            delay = pacing.window_delay(starts, now, calls, self.window)
+            delay = pacing.window_delay(starts, now, calls, window)
             if delay > 0:
                 return delay
             call_id: int = connection.execute(
@@ -204,10 +268,15 @@ class AccountLimiter:
                 .values(account=self.account, started_at=now)
                 .returning(call.c.call_id)
             ).scalar_one()
+            learned: dict[str, Any] = {}
+            if own is not None:
+                learned["margin_seconds"] = pacing.learned_margin(
+                    own, self.configured_margin, self.window_seconds
+                )
             connection.execute(
                 sa.update(account)
                 .where(account.c.account == self.account)
-                .values(budget_day=pacing.budget_day(now), budget_used=used + 1)
+                .values(budget_day=pacing.budget_day(now), budget_used=used + 1, **learned)
             )
             connection.execute(
                 sa.delete(call).where(
@@ -216,16 +285,39 @@ class AccountLimiter:
             )
             return Slot(call_id, now, taken)
 
+    def _give_back(self, slot: Slot) -> None:
+        """Forget a slot whose call never went out, and the call it counted in the budget."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(call).where(call.c.call_id == slot.call_id))
+            connection.execute(
+                sa.update(account)
+                .where(account.c.account == self.account, account.c.budget_used > 0)
+                .values(budget_used=account.c.budget_used - 1)
+            )
+
+    def _pace(self, row: Any) -> pacing.Pace:
+        """The account's pace, as its row (None if not yet made) keeps it."""
+        if row is None or row.slow_calls is None or row.slow_since is None:
+            return pacing.Pace(self.configured_calls, self.window)
+        # A row edited by hand must not stop every call: at least one per window.
+        slowdown = pacing.Slowdown(max(1, row.slow_calls), row.slow_since)
+        return pacing.Pace(self.configured_calls, self.window, slowdown)
+
     def _now(self, connection: Connection) -> datetime:
         if self._postgres:
             moment: datetime = connection.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
             return moment.astimezone(UTC)
         return self.clock.now()
 
-    def _locked_account(self, connection: Connection) -> sa.Row[Any, Any, Any]:
+    def _locked_account(self, connection: Connection) -> Any:
         self._ensure_account_row(connection)
         query = sa.select(
-            account.c.blocked_until, account.c.budget_day, account.c.budget_used
+            account.c.blocked_until,
+            account.c.budget_day,
+            account.c.budget_used,
+            account.c.slow_calls,
+            account.c.slow_since,
+            account.c.margin_seconds,
         ).where(account.c.account == self.account)
         if self._postgres:
             # Every process taking a slot for this account queues here, so two never both

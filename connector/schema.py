@@ -139,6 +139,11 @@ account = sa.Table(
     sa.Column("blocked_until", UtcDateTime()),
     sa.Column("budget_day", sa.String(10)),  # the UTC date budget_used counts for
     sa.Column("budget_used", sa.Integer(), nullable=False, server_default="0"),
+    # The pace a throttle set (calls per window, and when), for every process to start from.
+    sa.Column("slow_calls", sa.Integer()),
+    sa.Column("slow_since", UtcDateTime()),
+    # The margin learned from the calls' timings, for a process that has timed none yet.
+    sa.Column("margin_seconds", sa.Float()),
 )
 
 call = sa.Table(

@@ -232,13 +232,14 @@ def test_throttling_below_the_configured_limit_is_absorbed_without_giving_up(
     db_url: str, app: sa.Engine, status: int
 ) -> None:
     leads = [(i, f"c{i}", f"L{i}") for i in range(1, 11)]
-    # The account allows fewer calls than the config says: throttling will happen.
-    with Emulator(rate_limit=(4, 0.5), throttle_status=status) as account:
+    # The account allows fewer calls than the config says: throttling will happen. A window
+    # long enough that the calls' pace, whatever margin the limiter learns, crowds it.
+    with Emulator(rate_limit=(3, 1.0), throttle_status=status) as account:
         account.set_latency(0.0, 0.05, seed=2)
         for _, _, lead_id in leads:
             account.add_lead(lead_id)
         with connector(
-            db_url, account, rate_limit={"calls": 6, "window_seconds": 0.5}, max_in_flight=4
+            db_url, account, rate_limit={"calls": 6, "window_seconds": 1.0}, max_in_flight=4
         ) as sync:
             sync.init()
             insert_rows(app, leads)
@@ -267,15 +268,16 @@ def test_throttling_below_the_configured_limit_is_absorbed_without_giving_up(
 
 
 def test_no_call_arrives_before_retry_after_has_passed(db_url: str, app: sa.Engine) -> None:
-    retry_after = 1.0  # longer than the window (0.5 s and the margin) waited without it
+    # Longer than the window (1 s and the margin, at most half a window) waited without it.
+    retry_after = 2.0
     leads = [(i, f"c{i}", f"L{i}") for i in range(1, 7)]
-    with Emulator(rate_limit=(3, 0.5), retry_after=retry_after) as account:
+    with Emulator(rate_limit=(3, 1.0), retry_after=retry_after) as account:
         for _, _, lead_id in leads:
             account.add_lead(lead_id)
         # One call in flight: a call that had already started when the throttled answer came
         # back could not have known about it, so only with one can "no call" be exact.
         with connector(
-            db_url, account, rate_limit={"calls": 4, "window_seconds": 0.5}, max_in_flight=1
+            db_url, account, rate_limit={"calls": 4, "window_seconds": 1.0}, max_in_flight=1
         ) as sync:
             sync.init()
             insert_rows(app, leads)

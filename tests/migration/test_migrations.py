@@ -220,3 +220,41 @@ def test_0003_indexes_changes_once_in_read_order_and_keeps_them(pg_url: str) -> 
     assert change_table_keys(engine) == (["change_id"], [["connector", "tx_id", "change_id"]])
     assert lead_options(engine) is None
     engine.dispose()
+
+
+def test_the_learned_pacing_columns_come_and_go_with_0006(engine: sa.Engine) -> None:
+    """0006 adds what pacing learns to each account's row, and takes it away again, keeping
+    the rows and what they held before."""
+    migrate.upgrade(engine, "0005")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {PREFIX}account (account, budget_day, budget_used) "
+            "VALUES ('a1', '2026-12-01', 7)"
+        )
+
+    def columns() -> set[str]:
+        return {column["name"] for column in sa.inspect(engine).get_columns(f"{PREFIX}account")}
+
+    def rows() -> list[tuple[Any, ...]]:
+        with engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.exec_driver_sql(
+                    f"SELECT account, budget_day, budget_used FROM {PREFIX}account"
+                )
+            ]
+
+    learned = {"slow_calls", "slow_since", "margin_seconds"}
+    assert not learned & columns()
+    migrate.upgrade(engine, "0006")
+    assert learned <= columns()
+    assert rows() == [("a1", "2026-12-01", 7)]
+    with engine.connect() as connection:
+        kept = connection.exec_driver_sql(
+            f"SELECT slow_calls, slow_since, margin_seconds FROM {PREFIX}account"
+        ).one()
+    assert tuple(kept) == (None, None, None)
+    migrate.downgrade(engine, "0005")
+    assert not learned & columns()
+    assert rows() == [("a1", "2026-12-01", 7)]
+    assert migrate.current_revision(engine) == "0005"

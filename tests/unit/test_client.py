@@ -671,8 +671,12 @@ class OrderedLimiter:
         self.events.append(f"acquire {self.name}")
         return self.name
 
-    def going_out(self, slot: Any) -> None:
+    def going_out(self, slot: Any) -> Any:
         self.events.append(f"going out {self.name}")
+        return slot
+
+    def answered(self, slot: Any) -> None:
+        self.events.append(f"answered {self.name}")
 
     def throttled(self, retry_after: float | None) -> None:
         self.events.append(f"throttled {self.name}")
@@ -703,8 +707,11 @@ def test_a_bulk_call_takes_both_slots_before_either_goes_out() -> None:
         "acquire account",
         "going out bulk",
         "going out account",
+        "answered bulk",
+        "answered account",
         "acquire account",  # a single call takes the account's slot alone
         "going out account",
+        "answered account",
     ]
     bulk, single = recorder.requests
     assert bulk.url.path == "/v2/LeadManagement.svc/Lead/Bulk/UpdateV2"

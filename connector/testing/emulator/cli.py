@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from connector.testing.emulator.account import check_api_host
 from connector.testing.emulator.admin import ADMIN_PREFIX
-from connector.testing.emulator.faults import FAULT_KINDS, THROTTLE_STATUSES
+from connector.testing.emulator.faults import FAULT_KINDS, MAX_JITTER_SECONDS, THROTTLE_STATUSES
 from connector.testing.emulator.schema import LeadSchema, SchemaError
 from connector.testing.emulator.service import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, Emulator
 from connector.testing.emulator.state import MISSING_LEAD_MESSAGES
@@ -164,6 +164,15 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="delay every answer by this long, or by a random time between two values",
     )
+    add(
+        "--jitter",
+        type=_number(float, 0, MAX_JITTER_SECONDS, "a number of seconds from 0 to 60"),
+        default=0.0,
+        metavar="SECONDS",
+        help="delay every request's arrival by a random time up to this long, before it is "
+        "counted by the rate limit, as a network's variable delay does",
+    )
+    add("--jitter-seed", type=int, metavar="N", help="seed the jitter, to repeat a run")
     add("--fault-timeout-seconds", type=_SECONDS, default=30.0, metavar="SECONDS")
     add("--fault-drip-seconds", type=_SECONDS, default=5.0, metavar="SECONDS")
     add(
@@ -205,6 +214,8 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Emul
         missing_lead_error=args.missing_lead_error,
         port=args.port,
         api_host=args.api_host,
+        jitter_seconds=args.jitter,
+        jitter_seed=args.jitter_seed,
     )
     emulator.set_fault_rate(args.fault_rate, args.fault_kind, seed=args.fault_seed)
     emulator.set_latency(latency[0], latency[-1], seed=args.fault_seed)

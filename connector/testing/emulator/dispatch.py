@@ -1,4 +1,5 @@
-"""How each request is judged, in LeadSquared's order: API known, keys, rate limit (and the
+"""How each request is judged, once it has arrived (after any jitter), in LeadSquared's
+order: API known, keys, rate limit (and the
 bulk limit, for a bulk call), fault, then the endpoint; and how it is logged before any delay
 holds its answer back.
 
@@ -89,11 +90,13 @@ class Dispatcher:
         self._clock = clock
 
     def serve(self, incoming: Incoming) -> Answer:
-        """Process and log one request, then wait as configured before it is answered.
+        """Wait out the jitter, as the request's way here; process and log it; then wait as
+        configured before it is answered.
 
-        Admin requests are answered at once, unlogged, past every limit and fault."""
+        Admin requests are answered at once, unlogged, past every limit, jitter and fault."""
         if incoming.path.startswith(ADMIN_PREFIX):
             return self._admin.answer(incoming)
+        self._faults.delay_arrival()
         with self._lock:
             arrived = self._clock()
             endpoint = self._endpoints.get((incoming.method, incoming.path))

@@ -1,5 +1,5 @@
 """How the emulator misbehaves on purpose: the account's rate limits, scripted and random
-faults, latency and holding answers back, and the slow or huge ways of sending a body.
+faults, latency, jitter and holding answers back, and the slow or huge ways of sending a body.
 
 Every wait here ends on the emulator's stop event, so a test's teardown never waits out a
 hang. `Throttle` and `Faults` share the emulator's one condition, which the caller may already
@@ -19,6 +19,8 @@ from typing import Any, Final
 from connector.testing.emulator.wire import SUCCESS, Answer, error
 
 THROTTLE_STATUSES: Final = frozenset({429, 200, 403})
+# A network delay longer than this is an outage, not jitter.
+MAX_JITTER_SECONDS: Final = 60.0
 # Short enough that any sane per-read timeout outlives the gap between two pieces of a drip.
 _DRIP_INTERVAL: Final = 0.2
 # The ``huge`` faults send their body in blocks of this size, made once: never held whole.
@@ -212,6 +214,8 @@ class Faults:
         self._held = False
         self._latency = (0.0, 0.0)
         self._latency_random = random.Random()  # noqa: S311 (simulated latency, not security)
+        self._jitter = 0.0
+        self._jitter_random = random.Random()  # noqa: S311 (simulated jitter, not security)
         self._queued: deque[Answer] = deque()
         self._rate = 0.0
         self._kinds: tuple[str, ...] = ()
@@ -224,6 +228,22 @@ class Faults:
         with self._lock:
             self._latency = (low, high)
             self._latency_random.seed(seed)
+
+    def set_jitter(self, seconds: float, seed: int | None = None) -> None:
+        if not 0 <= seconds <= MAX_JITTER_SECONDS:
+            raise ValueError(f"jitter needs 0 <= seconds <= {MAX_JITTER_SECONDS:g}, got {seconds}")
+        with self._lock:
+            self._jitter = seconds
+            self._jitter_random.seed(seed)
+
+    def delay_arrival(self) -> None:
+        """Wait out this request's share of the jitter, before it is counted or judged;
+        called without the lock held."""
+        with self._lock:
+            jitter = self._jitter
+            delay = self._jitter_random.uniform(0.0, jitter) if jitter > 0 else 0.0
+        if delay > 0:
+            self._stopping.wait(delay)
 
     def queue(self, count: int, answer: Answer) -> None:
         if count < 0:
@@ -365,6 +385,14 @@ class FaultControls:
     def set_latency(self, low: float, high: float | None = None, seed: int | None = None) -> None:
         """Delay every answer by a uniform random time in [low, high] seconds (high = low)."""
         self._faults.set_latency(low, high, seed)
+
+    def set_jitter(self, seconds: float, seed: int | None = None) -> None:
+        """Delay every request's *arrival* by a uniform random time in [0, seconds], as a
+        network's variable delay does: the request is counted by the rate limits (and
+        judged, and logged) only once it is over, so calls started in one order may arrive in
+        another. 0 for none. `seed` repeats the same delays, drawn in the order requests come
+        in. The delay is real time, whatever clock times the windows."""
+        self._faults.set_jitter(seconds, seed)
 
     def set_rate_limit(
         self,

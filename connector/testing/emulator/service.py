@@ -59,6 +59,8 @@ class Emulator(FaultControls):
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         api_host: str | None = None,
+        jitter_seconds: float = 0.0,
+        jitter_seed: int | None = None,
     ) -> None:
         """Configure the emulator; nothing listens until `start`.
 
@@ -76,7 +78,8 @@ class Emulator(FaultControls):
         lead holds is rejected whole with ``MXDuplicateEntryException`` (`add_lead` does not
         check). With `auto_create_leads`, ``Lead.Update`` calls to unknown leads create them
         (a bulk update never does); otherwise they are rejected with `missing_lead_error`.
-        `port` 0 picks a free port.
+        `port` 0 picks a free port. `jitter_seconds` and `jitter_seed` are as in `set_jitter`:
+        each request arrives up to that long after it was sent.
 
         ``UserByAccessKey.Get`` answers the account's API host as `api_host` (see `api_host`):
         give one, e.g. ``"api-us11.leadsquared.com"``, to play an account whose API is not
@@ -104,6 +107,7 @@ class Emulator(FaultControls):
             retry_after=retry_after,
             bulk_rate_limit=bulk_rate_limit,
         )
+        self.set_jitter(jitter_seconds, jitter_seed)
         self._dispatcher = Dispatcher(
             self._state,
             store=self._store,
