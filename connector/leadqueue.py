@@ -58,10 +58,17 @@ class SqlLeadQueue:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        query = sa.select(lead).where(self._due(now)).order_by(lead.c.lead_id).limit(limit)
+    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
+        # Read as LeadState.waiting_since is: leads pending since before version 7 have none.
+        since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
+        query = sa.select(lead).where(self._due(now)).order_by(since, lead.c.lead_id).limit(limit)
         if after is not None:
-            query = query.where(lead.c.lead_id > after)
+            query = query.where(
+                sa.or_(
+                    since > after.waiting_since,
+                    sa.and_(since == after.waiting_since, lead.c.lead_id > after.lead_id),
+                )
+            )
         with self.engine.connect() as connection:
             return [lead_state(row) for row in connection.execute(query)]
 

@@ -14,6 +14,11 @@ What is about the run rather than a lead is handled here:
 
 On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
 later is abandoned by the client, and its lead stays pending.
+
+Leads go out in the queue's order, the one waiting longest first, a few calls' worth at a time,
+and about every second the push takes in changes committed since it began (`take_in`, which
+ingests them): a change made during a long push joins its queue and goes out before it ends,
+after the leads that were waiting before it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import functools
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -67,6 +73,15 @@ MAX_CONSECUTIVE_THROTTLES = 8
 MAX_CONSECUTIVE_UNREACHABLE = 3
 # Answers that say LeadSquared may do better later; on these, a stopping run records nothing.
 _TRY_LATER = {AnswerKind.TRANSIENT, AnswerKind.AMBIGUOUS, AnswerKind.UNREACHABLE}
+# How often a push takes in the changes committed since it began: a fresh change waits about
+# this long to join the queue, whatever the backlog ahead of it.
+TAKE_IN_EVERY_SECONDS = 1.0
+# How long a push goes on taking changes in; then it pushes what it has and ends, so that a run
+# ends and is recorded even while the application writes faster than the limit can carry.
+TAKE_IN_FOR_SECONDS = 300.0
+# Leads read ahead per call in flight: enough to keep every worker busy, few enough that what
+# was read is still current when its call goes out.
+_CALLS_READ_AHEAD = 2
 
 T = TypeVar("T")
 
@@ -75,8 +90,10 @@ class LeadQueue(Protocol):
     """Where push takes pending leads from and records what became of them. Each method is
     one transaction of its own."""
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        """Up to `limit` leads due for a push, in lead id order, after `after`."""
+    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
+        """Up to `limit` leads due for a push, after `after` in the queue's order: the lead
+        waiting longest first (`LeadState.waiting_since`), then by lead id. A lead made
+        pending later than `after` was read comes after it."""
         ...
 
     def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
@@ -183,11 +200,50 @@ class _FirstCallAlone:
         return make_call()
 
 
-class Pusher:
-    """Gives every pending lead one push per run, up to `max_in_flight` calls at a time.
+class _Feed:
+    """The queue's due leads, read a page at a time in its order, handed out a call's worth
+    (a group) at a time. Leads made pending after a page was read come in a later page."""
 
-    A FatalRunError, or any unexpected error, stops new calls and is raised once the calls in
-    flight are done.
+    def __init__(
+        self,
+        read: Callable[[LeadState | None, int], list[LeadState]],
+        owned: Callable[[list[LeadState]], list[LeadState]],
+        *,
+        leads_per_call: int,
+        page: int,
+    ) -> None:
+        self._read = read
+        self._owned = owned
+        self._leads_per_call = leads_per_call
+        self._page = page
+        self._groups: deque[list[LeadState]] = deque()
+        self._after: LeadState | None = None
+        self._drained = False
+
+    def next_group(self) -> list[LeadState] | None:
+        """The next call's leads; None while nothing more is due."""
+        while not self._groups and not self._drained:
+            leads = self._read(self._after, self._page)
+            if not leads:
+                self._drained = True
+                break
+            self._after = leads[-1]
+            owned = self._owned(leads)
+            size = self._leads_per_call
+            self._groups.extend(owned[i : i + size] for i in range(0, len(owned), size))
+        return self._groups.popleft() if self._groups else None
+
+    def more_may_be_due(self) -> None:
+        """New changes were taken in: read again once the leads read so far are handed out."""
+        self._drained = False
+
+
+class Pusher:
+    """Gives every pending lead one push per run, up to `max_in_flight` calls at a time, and
+    one more to a lead that `take_in` made pending again after that push.
+
+        A FatalRunError, or any unexpected error, stops new calls and is raised once the calls in
+        flight are done.
     """
 
     def __init__(
@@ -223,27 +279,59 @@ class Pusher:
         self._unreachable_in_a_row = 0
         self._counts_lock = threading.Lock()
 
-    def push_pending(self, batch_size: int) -> PushEnd:
-        """Reports leads and calls through `events` as it goes, so a caller has them even if
-        this raises."""
+    def push_pending(self, batch_size: int, take_in: Callable[[], object] | None = None) -> PushEnd:
+        """Push until no lead is due, reading at most `batch_size` leads at a time; about
+        every TAKE_IN_EVERY_SECONDS, call `take_in` (which makes new changes pending) first.
+
+        Reports leads and calls through `events` as it goes, so a caller has them even if
+        this raises; an error from `take_in` ends the push as a fatal answer does."""
         halt = _Halt()
         first_call = _FirstCallAlone(halt, self.stop)
-        after: str | None = None
+        size = self.call.leads_per_call
+        feed = _Feed(
+            lambda after, limit: self.queue.pending_leads(self.clock.now(), after, limit),
+            self._owned,
+            leads_per_call=size,
+            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
+        )
+        began = took_in = self.clock.monotonic()
+        in_flight: set[Future[None]] = set()
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
-                leads = self.queue.pending_leads(self.clock.now(), after, batch_size)
-                if not leads:
+                now = self.clock.monotonic()
+                if (
+                    take_in is not None
+                    and now - took_in >= TAKE_IN_EVERY_SECONDS
+                    and now - began < TAKE_IN_FOR_SECONDS
+                ):
+                    took_in = now
+                    if not self._take_in(take_in, halt):
+                        break
+                    feed.more_may_be_due()
+                while len(in_flight) < self.max_in_flight:
+                    group = feed.next_group()
+                    if group is None:
+                        break
+                    in_flight.add(pool.submit(self._push_guarded, group, halt, first_call))
+                if not in_flight:
                     break
-                after = leads[-1].lead_id
-                futures = [
-                    pool.submit(self._push_guarded, group, halt, first_call)
-                    for group in self._groups(self._owned(leads))
-                ]
-                for future in futures:
+                done, in_flight = wait(
+                    in_flight, timeout=TAKE_IN_EVERY_SECONDS, return_when=FIRST_COMPLETED
+                )
+                for future in done:
                     future.result()
         if halt.error is not None:
             raise halt.error
         return PushEnd(self.stop.is_set() or halt.is_set(), halt.reason)
+
+    @staticmethod
+    def _take_in(take_in: Callable[[], object], halt: _Halt) -> bool:
+        try:
+            take_in()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by push_pending after the drain)
+            halt.fail(exc)
+            return False
+        return True
 
     def _owned(self, leads: list[LeadState]) -> list[LeadState]:
         checked = self.queue.owned(leads, self.clock.now())
@@ -252,10 +340,6 @@ class Pusher:
         for lead_id in checked.detached:
             self.events.lead_finished(lead_id, LeadOutcome.DETACHED)
         return checked.to_push
-
-    def _groups(self, leads: list[LeadState]) -> list[list[LeadState]]:
-        size = self.call.leads_per_call
-        return [leads[i : i + size] for i in range(0, len(leads), size)]
 
     def _push_guarded(
         self, group: list[LeadState], halt: _Halt, first_call: _FirstCallAlone

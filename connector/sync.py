@@ -421,22 +421,16 @@ class Connector:
         status: RunStatus = "failed"
         error: str | None = None
         try:
-            with translate_errors("ingesting changes"):
-                ingest(
-                    self.engine,
-                    tables=self.tables,
-                    source=source,
-                    clock=self.clock,
-                    batch_size=self.config.sync.ingest_batch_size,
-                    stop=self.stop,
-                    events=self._events,
-                )
-                with self.engine.connect() as connection:
-                    tally.waiting(self.tables.changes.pending_changes(connection))
+            self._ingest(source)
             with translate_errors("pushing leads"):
                 bulk = self.config.leadsquared.bulk
                 due = self.tables.queue(source).due_count(self.clock.now(), bulk.min_leads)
-                pushed = self.pusher(due).push_pending(self.config.sync.push_batch_size)
+                # Changes committed during the push join its queue (see connector.push).
+                pushed = self.pusher(due).push_pending(
+                    self.config.sync.push_batch_size, take_in=lambda: self._ingest(source)
+                )
+            with translate_errors("counting changes left"), self.engine.connect() as connection:
+                tally.waiting(self.tables.changes.pending_changes(connection))
             status = "stopped" if pushed.interrupted else "ok"
             error = pushed.stop_reason
         except LsqSyncError as exc:
@@ -453,6 +447,18 @@ class Connector:
         report = RunReport(run_id, status, tally.counts(), error)
         log.info("run finished", extra={"summary": report.summary()})
         return report
+
+    def _ingest(self, source: SourceTable) -> None:
+        with translate_errors("ingesting changes"):
+            ingest(
+                self.engine,
+                tables=self.tables,
+                source=source,
+                clock=self.clock,
+                batch_size=self.config.sync.ingest_batch_size,
+                stop=self.stop,
+                events=self._events,
+            )
 
     def _finish_run(
         self, run_id: int, status: RunStatus, counts: RunCounts, error: str | None

@@ -38,6 +38,11 @@ class FakeClock:
         return not self.stop.is_set()
 
 
+def _place(state: LeadState) -> tuple[datetime, str]:
+    """A lead's place in the queue: the one waiting longest first, then by lead id."""
+    return (state.waiting_since or datetime.min.replace(tzinfo=UTC), state.lead_id)
+
+
 class InMemoryLeadQueue:
     """The lead table as push sees it, with the same rules as the real one."""
 
@@ -49,15 +54,15 @@ class InMemoryLeadQueue:
         self.shared: set[str] = set()
         self._lock = threading.Lock()
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
         with self._lock:
             due = [
                 state
-                for lead_id, state in sorted(self.leads.items())
+                for state in sorted(self.leads.values(), key=_place)
                 if state.pending
                 and not state.rejected
                 and (state.next_attempt_at is None or state.next_attempt_at <= now)
-                and (after is None or lead_id > after)
+                and (after is None or _place(state) > _place(after))
             ]
         return due[:limit]
 

@@ -4,14 +4,15 @@ committed during a long push joins that push."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from connector import Connector
+from connector.instrumentation import Instrumentation
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, execute, load
+from tests.support import ATTRIBUTES, config_dict, execute, load
 
 
 @pytest.fixture
@@ -112,3 +113,104 @@ def test_the_tables_version_is_asked_once_then_again_after_a_database_error(
     with pytest.raises(Exception, match="run `lsq-sync init` first"):
         sync.run_once()
     assert asked[1:] == [None]
+
+
+class _OnCall(Instrumentation):
+    """Runs `action` once, as the `at`th call of the run is answered (in the push's worker)."""
+
+    def __init__(self, at: int, action: Callable[[], None]) -> None:
+        self.at, self.action, self.calls = at, action, 0
+
+    def call_made(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.action()
+
+
+def _pushed_order(emulator: Emulator) -> list[str | None]:
+    return [r.lead_id for r in emulator.requests if r.api == "Lead.Update"]
+
+
+def test_a_change_committed_during_a_long_push_goes_out_before_that_push_ends(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    burst = 40
+    for n in range(burst + 1):
+        emulator.add_lead(f"L{n:03}")
+    # One call at a time, each answered no sooner than 0.05 s: the burst's push lasts at
+    # least 2 s, so its queue takes changes in (every second) long after the commit below.
+    emulator.set_latency(0.05)
+    fresh = "L000"  # first in lead id order: only its place in time can put it last
+    on_call = _OnCall(
+        3,
+        lambda: execute(
+            app,
+            f"INSERT INTO customers (id, city, lsq_prospect_id) VALUES (0, 'fresh', '{fresh}')",
+        ),
+    )
+    config = config_dict(db_url, emulator, leadsquared={"max_in_flight": 1})
+    with Connector(load(config), instrumentation=on_call) as sync:
+        sync.init()
+        execute(
+            app,
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES "
+            + ", ".join(f"({n}, 'c{n}', 'L{n:03}')" for n in range(1, burst + 1)),
+        )
+        report = sync.run_once()
+        runs = sync.tables.runs.recent_runs()
+    assert report.status == "ok", report.summary()
+    assert on_call.calls == burst + 1
+    # Pushed by the run that was pushing when it was committed, after every lead that was
+    # waiting before it: the oldest change goes first.
+    assert _pushed_order(emulator)[-1] == fresh
+    assert sorted(_pushed_order(emulator)) == [f"L{n:03}" for n in range(burst + 1)]
+    assert [(r.run_id, r.leads_pushed) for r in runs] == [(report.run_id, burst + 1)]
+    assert emulator.lead(fresh) == {"mx_City": "fresh"}
+
+
+def test_the_queue_serves_the_lead_waiting_longest_first(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    """A lead that keeps changing keeps its place (it cannot be starved by being changed
+    again); once pushed, its next change queues behind those already waiting."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from connector.leads import DesiredChange  # noqa: PLC0415
+
+    with Connector(load(config_dict(db_url, emulator))) as sync:
+        sync.init()
+        queue = sync.tables.queue(sync.source)
+        start = sync.clock.now()
+
+        def desire(lead_id: str, city: str, minutes: int) -> None:
+            change = DesiredChange(lead_id, f"row-{lead_id}", {"mx_City": city})
+            with sync.engine.begin() as connection:
+                sync.tables.desired.write_desired(
+                    connection, [change], start + timedelta(minutes=minutes)
+                )
+
+        def order() -> list[str]:
+            due = start + timedelta(hours=1)
+            return [state.lead_id for state in queue.pending_leads(due, None, 10)]
+
+        desire("Z-hot", "a", 0)  # last in lead id order, first to wait
+        desire("A-one", "b", 1)
+        desire("M-two", "c", 2)
+        desire("Z-hot", "a again", 3)
+        desire("Z-hot", "a once more", 4)
+        assert order() == ["Z-hot", "A-one", "M-two"]
+        queue.record_pushed("Z-hot", {"mx_City": "a once more"}, ATTRIBUTES, start)
+        desire("Z-hot", "after its push", 5)
+        assert order() == ["A-one", "M-two", "Z-hot"]
+        # A retry delay keeps its place: once due, it goes before those that came later.
+        queue.record_failure(
+            "A-one", {"mx_City": "b"}, "503", start, rejected=False, next_attempt_at=start
+        )
+        assert order() == ["A-one", "M-two", "Z-hot"]
+        page = queue.pending_leads(start + timedelta(hours=1), None, 1)
+        assert [
+            s.lead_id for s in queue.pending_leads(start + timedelta(hours=1), page[-1], 10)
+        ] == [
+            "M-two",
+            "Z-hot",
+        ]
