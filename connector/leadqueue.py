@@ -58,10 +58,19 @@ class SqlLeadQueue:
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
 
-    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        newer_than: datetime | None = None,
+    ) -> list[LeadState]:
         # Read as LeadState.waiting_since is: leads pending since before version 7 have none.
         since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
         query = sa.select(lead).where(self._due(now)).order_by(since, lead.c.lead_id).limit(limit)
+        if newer_than is not None:
+            query = query.where(since > newer_than)
         if after is not None:
             query = query.where(
                 sa.or_(

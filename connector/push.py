@@ -15,10 +15,13 @@ What is about the run rather than a lead is handled here:
 On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
 later is abandoned by the client, and its lead stays pending.
 
-Leads go out in the queue's order, the one waiting longest first, a few calls' worth at a time,
-and about every second the push takes in changes committed since it began (`take_in`, which
-ingests them): a change made during a long push joins its queue and goes out before it ends,
-after the leads that were waiting before it.
+A push has two lanes, each in the queue's order (the lead waiting longest first), and its calls
+take turns between them: the backlog (the leads due when the push began) and the fresh leads
+(made due since, by `take_in`, which the push calls about every second to ingest new changes).
+So a change made during a long push goes out within a few calls, not after the whole backlog,
+and a stream of fresh changes still leaves the backlog half of the calls, or all of them when
+there are none. The push ends once the backlog is done; fresh leads not yet sent then wait for
+the next run, whose backlog they are.
 """
 
 from __future__ import annotations
@@ -76,9 +79,6 @@ _TRY_LATER = {AnswerKind.TRANSIENT, AnswerKind.AMBIGUOUS, AnswerKind.UNREACHABLE
 # How often a push takes in the changes committed since it began: a fresh change waits about
 # this long to join the queue, whatever the backlog ahead of it.
 TAKE_IN_EVERY_SECONDS = 1.0
-# How long a push goes on taking changes in; then it pushes what it has and ends, so that a run
-# ends and is recorded even while the application writes faster than the limit can carry.
-TAKE_IN_FOR_SECONDS = 300.0
 # Leads read ahead per call in flight: enough to keep every worker busy, few enough that what
 # was read is still current when its call goes out.
 _CALLS_READ_AHEAD = 2
@@ -90,10 +90,18 @@ class LeadQueue(Protocol):
     """Where push takes pending leads from and records what became of them. Each method is
     one transaction of its own."""
 
-    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        newer_than: datetime | None = None,
+    ) -> list[LeadState]:
         """Up to `limit` leads due for a push, after `after` in the queue's order: the lead
         waiting longest first (`LeadState.waiting_since`), then by lead id. A lead made
-        pending later than `after` was read comes after it."""
+        pending later than `after` was read comes after it. With `newer_than`, only leads
+        waiting since after then."""
         ...
 
     def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
@@ -211,19 +219,33 @@ class _Feed:
         *,
         leads_per_call: int,
         page: int,
+        until: datetime | None = None,
     ) -> None:
+        """`until`: only the leads waiting since then or before (a backlog, which ends)."""
         self._read = read
         self._owned = owned
         self._leads_per_call = leads_per_call
         self._page = page
+        self._until = until
         self._groups: deque[list[LeadState]] = deque()
         self._after: LeadState | None = None
         self._drained = False
+        self._ended = False
+
+    @property
+    def done(self) -> bool:
+        """A backlog's every lead has been handed out."""
+        return self._ended and not self._groups
 
     def next_group(self) -> list[LeadState] | None:
         """The next call's leads; None while nothing more is due."""
         while not self._groups and not self._drained:
             leads = self._read(self._after, self._page)
+            if self._until is not None:
+                until = self._until
+                within = [s for s in leads if s.waiting_since is None or s.waiting_since <= until]
+                self._ended = len(within) < len(leads) or not leads
+                leads = within
             if not leads:
                 self._drained = True
                 break
@@ -235,14 +257,23 @@ class _Feed:
 
     def more_may_be_due(self) -> None:
         """New changes were taken in: read again once the leads read so far are handed out."""
-        self._drained = False
+        self._drained = self._ended
+
+
+def _take_turns(lanes: list[_Feed], turn: int) -> list[LeadState] | None:
+    """The next group from the lane whose turn it is, or from the next one with any."""
+    for offset in range(len(lanes)):
+        group = lanes[(turn + offset) % len(lanes)].next_group()
+        if group is not None:
+            return group
+    return None
 
 
 class Pusher:
-    """Gives every pending lead one push per run, up to `max_in_flight` calls at a time, and
-    one more to a lead that `take_in` made pending again after that push.
+    """Gives every lead due when the push begins one push, up to `max_in_flight` calls at a
+    time, and as many as it can of those that `take_in` makes due meanwhile.
 
-        A FatalRunError, or any unexpected error, stops new calls and is raised once the calls in
+    A FatalRunError, or any unexpected error, stops new calls and is raised once the calls in
         flight are done.
     """
 
@@ -280,38 +311,35 @@ class Pusher:
         self._counts_lock = threading.Lock()
 
     def push_pending(self, batch_size: int, take_in: Callable[[], object] | None = None) -> PushEnd:
-        """Push until no lead is due, reading at most `batch_size` leads at a time; about
-        every TAKE_IN_EVERY_SECONDS, call `take_in` (which makes new changes pending) first.
+        """Push the leads due now (the backlog), reading at most `batch_size` leads at a time;
+        about every TAKE_IN_EVERY_SECONDS, call `take_in` (which makes new changes due), and
+        give the fresh leads every other call until the backlog is done.
 
         Reports leads and calls through `events` as it goes, so a caller has them even if
         this raises; an error from `take_in` ends the push as a fatal answer does."""
         halt = _Halt()
         first_call = _FirstCallAlone(halt, self.stop)
-        size = self.call.leads_per_call
-        feed = _Feed(
-            lambda after, limit: self.queue.pending_leads(self.clock.now(), after, limit),
-            self._owned,
-            leads_per_call=size,
-            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
-        )
-        began = took_in = self.clock.monotonic()
+        began = self.clock.now()
+        backlog = self._feed(batch_size, until=began)
+        fresh = self._feed(batch_size, newer_than=began)
+        lanes = [backlog, fresh] if take_in is not None else [backlog]
+        took_in = self.clock.monotonic()
         in_flight: set[Future[None]] = set()
+        turn = 0
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
-                now = self.clock.monotonic()
-                if (
-                    take_in is not None
-                    and now - took_in >= TAKE_IN_EVERY_SECONDS
-                    and now - began < TAKE_IN_FOR_SECONDS
+                if take_in is not None and (
+                    self.clock.monotonic() - took_in >= TAKE_IN_EVERY_SECONDS
                 ):
-                    took_in = now
+                    took_in = self.clock.monotonic()
                     if not self._take_in(take_in, halt):
                         break
-                    feed.more_may_be_due()
-                while len(in_flight) < self.max_in_flight:
-                    group = feed.next_group()
+                    fresh.more_may_be_due()
+                while len(in_flight) < self.max_in_flight and not backlog.done:
+                    group = _take_turns(lanes, turn)
                     if group is None:
                         break
+                    turn += 1
                     in_flight.add(pool.submit(self._push_guarded, group, halt, first_call))
                 if not in_flight:
                     break
@@ -323,6 +351,22 @@ class Pusher:
         if halt.error is not None:
             raise halt.error
         return PushEnd(self.stop.is_set() or halt.is_set(), halt.reason)
+
+    def _feed(
+        self, batch_size: int, *, until: datetime | None = None, newer_than: datetime | None = None
+    ) -> _Feed:
+        size = self.call.leads_per_call
+
+        def read(after: LeadState | None, limit: int) -> list[LeadState]:
+            return self.queue.pending_leads(self.clock.now(), after, limit, newer_than=newer_than)
+
+        return _Feed(
+            read,
+            self._owned,
+            leads_per_call=size,
+            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
+            until=until,
+        )
 
     @staticmethod
     def _take_in(take_in: Callable[[], object], halt: _Halt) -> bool:

@@ -54,7 +54,14 @@ class InMemoryLeadQueue:
         self.shared: set[str] = set()
         self._lock = threading.Lock()
 
-    def pending_leads(self, now: datetime, after: LeadState | None, limit: int) -> list[LeadState]:
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        newer_than: datetime | None = None,
+    ) -> list[LeadState]:
         with self._lock:
             due = [
                 state
@@ -63,6 +70,7 @@ class InMemoryLeadQueue:
                 and not state.rejected
                 and (state.next_attempt_at is None or state.next_attempt_at <= now)
                 and (after is None or _place(state) > _place(after))
+                and (newer_than is None or _place(state)[0] > newer_than)
             ]
         return due[:limit]
 
