@@ -416,8 +416,9 @@ def mismatches(engine: sa.Engine, emulator: Emulator) -> int:
     return sum(1 for row in rows if emulator.lead(row["lsq_prospect_id"]) != expected(row))
 
 
-def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[float], list[float]]:
-    """Commit -> push seconds, outside bursts and for every change pushed."""
+def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[tuple[float, float]], list[float]]:
+    """Commit -> push seconds, outside bursts (with each change's commit time) and for every
+    change pushed."""
     by_lead: dict[str, list[Sent]] = {}
     for call in calls:
         by_lead.setdefault(call.lead_id, []).append(call)
@@ -428,7 +429,7 @@ def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[float], list[floa
             for lead_id in burst.lead_ids
         ]
         windows.append((burst.at, max(ends, default=burst.at)))
-    outside: list[float] = []
+    outside: list[tuple[float, float]] = []
     every: list[float] = []
     for commit in writes.commits:
         pushed = next(
@@ -443,7 +444,7 @@ def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[float], list[floa
             continue
         every.append(pushed - commit.at)
         if not any(start <= commit.at <= end for start, end in windows):
-            outside.append(pushed - commit.at)
+            outside.append((commit.at, pushed - commit.at))
     return outside, every
 
 
@@ -492,6 +493,8 @@ class Result:
     exit_code: int
     outside: list[float]
     every: list[float]
+    slowest_outside: list[tuple[float, float]]  # (commit, seconds since the soak began; latency)
+    bursts_at: list[float]
     runs_recorded: int
     slow: str
 
@@ -544,7 +547,9 @@ def soak(scenario: Scenario, pg_url: str) -> Result:
             code = process.wait(timeout=120)
             exit_seconds = time.monotonic() - term
         calls = sent(emulator)
-        outside, every = latencies(writer.writes, calls)
+        timed, every = latencies(writer.writes, calls)
+        outside = [latency for _, latency in timed]
+        slowest = sorted(timed, key=lambda pair: -pair[1])[:8]
         with engine.connect() as connection:
             runs = connection.exec_driver_sql("SELECT count(*) FROM lsq_sync_run").scalar_one()
         result = Result(
@@ -560,6 +565,8 @@ def soak(scenario: Scenario, pg_url: str) -> Result:
             exit_code=code,
             outside=outside,
             every=every,
+            slowest_outside=[(at - started, latency) for at, latency in slowest],
+            bursts_at=[burst.at - started for burst in writer.writes.bursts],
             runs_recorded=runs,
             slow=slow_after_a_fault(
                 writer.writes, calls, [c for c in calls if not c.success], slow=5.0
@@ -617,6 +624,12 @@ def report(result: Result) -> str:
             f"{first[1] // 1024} -> {last[1] // 1024} KiB |"
         )
     lines += [
+        "",
+        "Slowest changes outside bursts (committed at s: took s): "
+        + ", ".join(f"{at:.0f}: {took:.1f}" for at, took in result.slowest_outside)
+        + "; bursts at "
+        + ", ".join(f"{at:.0f}" for at in result.bursts_at)
+        + " s.",
         "",
         "RSS samples (s: MiB): " + ", ".join(f"{s.at:.0f}: {s.rss_mib:.1f}" for s in samples),
     ]

@@ -9,7 +9,7 @@ lead's row is read under a lock, and the decision written.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -22,6 +22,16 @@ from connector.runlock import Fence
 from connector.schema import lead
 from connector.source import SourceTable
 from connector.values import Values, dumps, loads
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _place(state: LeadState | None, end: datetime) -> tuple[datetime, str]:
+    """A lead's place in the queue; an open bound is an end of time, which no lead reaches."""
+    if state is None:
+        return end, ""
+    return state.waiting_since or _EARLIEST, state.lead_id
 
 
 class SqlLeadQueue:
@@ -64,20 +74,30 @@ class SqlLeadQueue:
         after: LeadState | None,
         limit: int,
         *,
+        before: LeadState | None = None,
         newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
     ) -> list[LeadState]:
         # Read as LeadState.waiting_since is: leads pending since before version 7 have none.
         since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
-        query = sa.select(lead).where(self._due(now)).order_by(since, lead.c.lead_id).limit(limit)
-        if newer_than is not None:
-            query = query.where(since > newer_than)
-        if after is not None:
-            query = query.where(
-                sa.or_(
-                    since > after.waiting_since,
-                    sa.and_(since == after.waiting_since, lead.c.lead_id > after.lead_id),
-                )
+        order = (since.desc(), lead.c.lead_id.desc()) if newest_first else (since, lead.c.lead_id)
+        # Every bound is always there (open ones as the ends of time), so that a push's many
+        # reads are two statements, each compiled once.
+        low_since, low_id = _place(after, _EARLIEST)
+        high_since, high_id = _place(before, _LATEST)
+        query = (
+            sa.select(lead)
+            .where(
+                self._due(now),
+                since > (newer_than or _EARLIEST),
+                since <= (until or _LATEST),
+                sa.or_(since > low_since, sa.and_(since == low_since, lead.c.lead_id > low_id)),
+                sa.or_(since < high_since, sa.and_(since == high_since, lead.c.lead_id < high_id)),
             )
+            .order_by(*order)
+            .limit(limit)
+        )
         with self.engine.connect() as connection:
             return [lead_state(row) for row in connection.execute(query)]
 

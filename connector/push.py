@@ -15,13 +15,10 @@ What is about the run rather than a lead is handled here:
 On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
 later is abandoned by the client, and its lead stays pending.
 
-A push has two lanes, each in the queue's order (the lead waiting longest first), and its calls
-take turns between them: the backlog (the leads due when the push began) and the fresh leads
-(made due since, by `take_in`, which the push calls about every second to ingest new changes).
-So a change made during a long push goes out within a few calls, not after the whole backlog,
-and a stream of fresh changes still leaves the backlog half of the calls, or all of them when
-there are none. The push ends once the backlog is done; fresh leads not yet sent then wait for
-the next run, whose backlog they are.
+The order leads go out in is `connector.pushorder`'s: from both ends of the queue, taking
+turns, so that the lead waiting longest and the change made most recently both go soon. About
+every second the push calls `take_in`, which ingests the changes committed since, so a change
+made during a long push joins it. The push ends once the leads due when it began are done.
 """
 
 from __future__ import annotations
@@ -30,12 +27,11 @@ import functools
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from connector.calls import LeadCall
 from connector.clock import Clock
@@ -64,6 +60,7 @@ from connector.outcomes import (
 )
 from connector.ownership import Checked
 from connector.preflight import AsSpelled, Shaped, Shaper
+from connector.pushorder import PushOrder
 from connector.values import Values, plan_update
 
 log = logging.getLogger(__name__)
@@ -96,12 +93,15 @@ class LeadQueue(Protocol):
         after: LeadState | None,
         limit: int,
         *,
+        before: LeadState | None = None,
         newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
     ) -> list[LeadState]:
-        """Up to `limit` leads due for a push, after `after` in the queue's order: the lead
-        waiting longest first (`LeadState.waiting_since`), then by lead id. A lead made
-        pending later than `after` was read comes after it. With `newer_than`, only leads
-        waiting since after then."""
+        """Up to `limit` leads due for a push, in the queue's order (the lead waiting
+        longest first, `LeadState.waiting_since`, then by lead id; reversed with
+        `newest_first`), strictly between `after` and `before`, waiting since after
+        `newer_than` and at the latest `until`."""
         ...
 
     def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
@@ -208,67 +208,6 @@ class _FirstCallAlone:
         return make_call()
 
 
-class _Feed:
-    """The queue's due leads, read a page at a time in its order, handed out a call's worth
-    (a group) at a time. Leads made pending after a page was read come in a later page."""
-
-    def __init__(
-        self,
-        read: Callable[[LeadState | None, int], list[LeadState]],
-        owned: Callable[[list[LeadState]], list[LeadState]],
-        *,
-        leads_per_call: int,
-        page: int,
-        until: datetime | None = None,
-    ) -> None:
-        """`until`: only the leads waiting since then or before (a backlog, which ends)."""
-        self._read = read
-        self._owned = owned
-        self._leads_per_call = leads_per_call
-        self._page = page
-        self._until = until
-        self._groups: deque[list[LeadState]] = deque()
-        self._after: LeadState | None = None
-        self._drained = False
-        self._ended = False
-
-    @property
-    def done(self) -> bool:
-        """A backlog's every lead has been handed out."""
-        return self._ended and not self._groups
-
-    def next_group(self) -> list[LeadState] | None:
-        """The next call's leads; None while nothing more is due."""
-        while not self._groups and not self._drained:
-            leads = self._read(self._after, self._page)
-            if self._until is not None:
-                until = self._until
-                within = [s for s in leads if s.waiting_since is None or s.waiting_since <= until]
-                self._ended = len(within) < len(leads) or not leads
-                leads = within
-            if not leads:
-                self._drained = True
-                break
-            self._after = leads[-1]
-            owned = self._owned(leads)
-            size = self._leads_per_call
-            self._groups.extend(owned[i : i + size] for i in range(0, len(owned), size))
-        return self._groups.popleft() if self._groups else None
-
-    def more_may_be_due(self) -> None:
-        """New changes were taken in: read again once the leads read so far are handed out."""
-        self._drained = self._ended
-
-
-def _take_turns(lanes: list[_Feed], turn: int) -> list[LeadState] | None:
-    """The next group from the lane whose turn it is, or from the next one with any."""
-    for offset in range(len(lanes)):
-        group = lanes[(turn + offset) % len(lanes)].next_group()
-        if group is not None:
-            return group
-    return None
-
-
 class Pusher:
     """Gives every lead due when the push begins one push, up to `max_in_flight` calls at a
     time, and as many as it can of those that `take_in` makes due meanwhile.
@@ -311,35 +250,38 @@ class Pusher:
         self._counts_lock = threading.Lock()
 
     def push_pending(self, batch_size: int, take_in: Callable[[], object] | None = None) -> PushEnd:
-        """Push the leads due now (the backlog), reading at most `batch_size` leads at a time;
-        about every TAKE_IN_EVERY_SECONDS, call `take_in` (which makes new changes due), and
-        give the fresh leads every other call until the backlog is done.
+        """Push the leads due now (the backlog), reading at most `batch_size` leads at a time,
+        in `connector.pushorder`'s order; about every TAKE_IN_EVERY_SECONDS, call `take_in`
+        (which makes new changes due), whose leads then go out alongside the backlog.
 
         Reports leads and calls through `events` as it goes, so a caller has them even if
         this raises; an error from `take_in` ends the push as a fatal answer does."""
         halt = _Halt()
         first_call = _FirstCallAlone(halt, self.stop)
-        began = self.clock.now()
-        backlog = self._feed(batch_size, until=began)
-        fresh = self._feed(batch_size, newer_than=began)
-        lanes = [backlog, fresh] if take_in is not None else [backlog]
+        size = self.call.leads_per_call
+        order = PushOrder(
+            self._pending_leads,
+            self._owned,
+            began=self.clock.now(),
+            leads_per_call=size,
+            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
+            both_ends=take_in is not None,
+        )
         took_in = self.clock.monotonic()
         in_flight: set[Future[None]] = set()
-        turn = 0
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
                 if take_in is not None and (
                     self.clock.monotonic() - took_in >= TAKE_IN_EVERY_SECONDS
                 ):
                     took_in = self.clock.monotonic()
+                    order.took_in(self.clock.now())
                     if not self._take_in(take_in, halt):
                         break
-                    fresh.more_may_be_due()
-                while len(in_flight) < self.max_in_flight and not backlog.done:
-                    group = _take_turns(lanes, turn)
+                while len(in_flight) < self.max_in_flight and not order.done:
+                    group = order.next_group()
                     if group is None:
                         break
-                    turn += 1
                     in_flight.add(pool.submit(self._push_guarded, group, halt, first_call))
                 if not in_flight:
                     break
@@ -352,21 +294,8 @@ class Pusher:
             raise halt.error
         return PushEnd(self.stop.is_set() or halt.is_set(), halt.reason)
 
-    def _feed(
-        self, batch_size: int, *, until: datetime | None = None, newer_than: datetime | None = None
-    ) -> _Feed:
-        size = self.call.leads_per_call
-
-        def read(after: LeadState | None, limit: int) -> list[LeadState]:
-            return self.queue.pending_leads(self.clock.now(), after, limit, newer_than=newer_than)
-
-        return _Feed(
-            read,
-            self._owned,
-            leads_per_call=size,
-            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
-            until=until,
-        )
+    def _pending_leads(self, after: LeadState | None, limit: int, **bounds: Any) -> list[LeadState]:
+        return self.queue.pending_leads(self.clock.now(), after, limit, **bounds)
 
     @staticmethod
     def _take_in(take_in: Callable[[], object], halt: _Halt) -> bool:

@@ -60,17 +60,22 @@ class InMemoryLeadQueue:
         after: LeadState | None,
         limit: int,
         *,
+        before: LeadState | None = None,
         newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
     ) -> list[LeadState]:
         with self._lock:
             due = [
                 state
-                for state in sorted(self.leads.values(), key=_place)
+                for state in sorted(self.leads.values(), key=_place, reverse=newest_first)
                 if state.pending
                 and not state.rejected
                 and (state.next_attempt_at is None or state.next_attempt_at <= now)
                 and (after is None or _place(state) > _place(after))
+                and (before is None or _place(state) < _place(before))
                 and (newer_than is None or _place(state)[0] > newer_than)
+                and (until is None or _place(state)[0] <= until)
             ]
         return due[:limit]
 
