@@ -24,8 +24,9 @@ the writer stops, it waits for the daemon to push what is pending, sends SIGTERM
 - throttled calls (target 0);
 - commit -> push latency: from a mapped change's commit to the arrival at the emulator of the
   lead's next call carrying that attribute, p50/p90/p99, for changes made outside bursts (a
-  burst lasts from its commit until its last lead's call) and for all of them; a change undone
-  before it was pushed has no call and is left out;
+  burst lasts from its commit until its last lead's call) and for all of them; a change
+  superseded by another of the same attribute before that call (a revert, say, which may
+  leave nothing to send) is left out, its call counted for the later change;
 - the exit time after SIGTERM;
 - RSS growth after the first 2 minutes (target at most 10 MiB), and each table's growth.
 
@@ -431,6 +432,9 @@ def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[tuple[float, floa
         windows.append((burst.at, max(ends, default=burst.at)))
     outside: list[tuple[float, float]] = []
     every: list[float] = []
+    later: dict[tuple[str, str], list[float]] = {}
+    for commit in writes.commits:
+        later.setdefault((commit.lead_id, commit.attribute), []).append(commit.at)
     for commit in writes.commits:
         pushed = next(
             (
@@ -441,6 +445,10 @@ def latencies(writes: Writes, calls: list[Sent]) -> tuple[list[tuple[float, floa
             None,
         )
         if pushed is None:
+            continue
+        # Another change to the attribute before that call: this one was superseded (a revert
+        # may even have made it send nothing), and the call counts for the later one.
+        if any(commit.at < t < pushed for t in later[(commit.lead_id, commit.attribute)]):
             continue
         every.append(pushed - commit.at)
         if not any(start <= commit.at <= end for start, end in windows):
@@ -459,10 +467,15 @@ def slow_after_a_fault(writes: Writes, calls: list[Sent], faults: list[Sent], sl
     for call in faults:
         failed_at.setdefault(call.lead_id, []).append(call.at)
     late = with_fault = 0
+    later: dict[tuple[str, str], list[float]] = {}
+    for commit in writes.commits:
+        later.setdefault((commit.lead_id, commit.attribute), []).append(commit.at)
     for commit in writes.commits:
         done = next((t for t in pushed_at.get(commit.lead_id, []) if t >= commit.at), None)
         if done is None or done - commit.at <= slow:
             continue
+        if any(commit.at < t < done for t in later[(commit.lead_id, commit.attribute)]):
+            continue  # superseded, as in `latencies`
         late += 1
         if any(commit.at <= t <= done for t in failed_at.get(commit.lead_id, [])):
             with_fault += 1
