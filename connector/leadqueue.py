@@ -140,6 +140,9 @@ class SqlLeadQueue:
                     pushed=dumps(pushed),
                     set_aside=dumps(set_aside),
                     pending=pending,
+                    # Still pending: it changed while its call was in flight, a change as new
+                    # as any the push is taking in now (see connector.pushorder).
+                    pending_since=now if pending else row.pending_since,
                     attempts=0,
                     last_error=error if set_aside else None,
                     aside_reason=(

@@ -114,6 +114,7 @@ class InMemoryLeadQueue:
             pushed=pushed,
             set_aside=aside,
             pending=pending,
+            waiting_since=now if pending else state.waiting_since,
             attempts=0,
             last_error=error if aside else None,
             aside_reasons=reasons_kept(state.aside_reasons, aside),

@@ -211,15 +211,19 @@ def test_the_queue_serves_the_lead_waiting_longest_first(
         queue.record_pushed("Z-hot", {"mx_City": "a once more"}, ATTRIBUTES, start)
         desire("Z-hot", "after its push", 5)
         assert order() == ["A-one", "M-two", "Z-hot"]
+        # Changed while its call was in flight: still pending, and as fresh as the change.
+        desire("M-two", "c in flight", 6)
+        queue.record_pushed("M-two", {"mx_City": "c"}, ATTRIBUTES, start + timedelta(minutes=7))
+        assert order() == ["A-one", "Z-hot", "M-two"]
         # A retry delay keeps its place: once due, it goes before those that came later.
         queue.record_failure(
             "A-one", {"mx_City": "b"}, "503", start, rejected=False, next_attempt_at=start
         )
-        assert order() == ["A-one", "M-two", "Z-hot"]
+        assert order() == ["A-one", "Z-hot", "M-two"]
         page = queue.pending_leads(start + timedelta(hours=1), None, 1)
         assert [
             s.lead_id for s in queue.pending_leads(start + timedelta(hours=1), page[-1], 10)
         ] == [
-            "M-two",
             "Z-hot",
+            "M-two",
         ]
