@@ -348,7 +348,9 @@ class Connector:
         installation.check_capture(self.engine, self.config)
 
     def run_once(self) -> RunReport:
-        """One full cycle: ingest every committed change, then push every pending lead.
+        """One full cycle: ingest every committed change, then push every pending lead,
+        taking in the changes committed meanwhile about every second (connector.pushorder
+        says in which order the leads go).
 
         Per-lead failures are recorded and reported; a FatalRunError, a database error or
         losing the run lock (RunLockLostError) ends the run, is recorded in the run history
