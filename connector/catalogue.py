@@ -130,6 +130,26 @@ def columns(connection: Connection, table: TableRef) -> list[str]:
     return [row[1] for row in rows]
 
 
+def column_types(connection: Connection, table: TableRef) -> tuple[tuple[str, ...], ...]:
+    """Each column's name, type and collation as the catalogue spells them, in order: cheap
+    to read every cycle, and different whenever a new reflection of the table would read its
+    values differently. Empty if the table does not exist."""
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            sa.text(
+                "SELECT attname, pg_catalog.format_type(atttypid, atttypmod), "
+                "CAST(attcollation AS text) FROM pg_catalog.pg_attribute "
+                "WHERE attrelid = pg_catalog.to_regclass(:table) "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            ),
+            {"table": table.regclass},
+        )
+        return tuple(tuple(row) for row in rows)
+    # table_xinfo: (cid, name, declared type, notnull, default, pk, hidden).
+    rows = connection.exec_driver_sql(f"PRAGMA {_sqlite_table(connection, table, 'table_xinfo')}")
+    return tuple((row[1], row[2], str(row[6])) for row in rows)
+
+
 def generated_columns(connection: Connection, table: TableRef) -> set[str]:
     """The table's generated columns (SQLite)."""
     # table_xinfo: (cid, name, type, notnull, default, pk, hidden); hidden is 2 for a virtual

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from connector.database import is_postgres
+from connector.leadrows import waiting_since
 from connector.leads import DesiredChange
 from connector.schema import lead
 from connector.sqlfold import BATCH_FOR_PYTHON
@@ -87,7 +88,12 @@ class DesiredValues:
         raise NotImplementedError
 
     def _constants(self, now: datetime) -> dict[str, sa.ColumnElement[Any]]:
-        values = {"connector": self.connector, "pending": True, "updated_at": now}
+        values = {
+            "connector": self.connector,
+            "pending": True,
+            "updated_at": now,
+            "pending_since": now,
+        }
         return {name: sa.literal(value, lead.c[name].type) for name, value in values.items()}
 
     def _latest(
@@ -140,6 +146,7 @@ class DesiredValues:
                 "source_key": new.source_key,
                 "desired": new.desired,
                 "pending": True,
+                "pending_since": waiting_since(new.pending_since),
                 "rejected": False,
                 "attempts": 0,
                 "last_error": None,
@@ -249,7 +256,12 @@ class SqliteDesiredValues(DesiredValues):
             super().write_desired(connection, changes, now)
             return
         # SQLite's JSON functions end a string at its first NUL: bind these rows instead.
-        same = {"connector": self.connector, "pending": True, "updated_at": now}
+        same = {
+            "connector": self.connector,
+            "pending": True,
+            "updated_at": now,
+            "pending_since": now,
+        }
         bound = [{**same, **_row(c)} for c in changes]
         connection.execute(self._when_desired_moved(sqlite.insert(lead)), bound)
 

@@ -307,12 +307,22 @@ def _describe_errors(noted: NotedErrors, table: TableRef) -> str:
 
 def check_ready(engine: Engine, config: Config) -> None:
     """Refuse a run on missing or old tables, or on capture that no longer matches `config`."""
+    check_tables(engine)
+    check_capture(engine, config)
+
+
+def check_tables(engine: Engine) -> None:
+    """Refuse a run on missing or old tables."""
     with translate_errors("checking the connector's tables"):
         current = migrate.current_revision(engine)
     if current != migrate.head_revision():
         raise LsqSyncError(
             "the connector's tables are missing or out of date: run `lsq-sync init` first"
         )
+
+
+def check_capture(engine: Engine, config: Config) -> None:
+    """Refuse a run on capture that is missing or no longer matches `config`."""
     with translate_errors("checking change capture"), engine.connect() as connection:
         installed = signature(connection, config.name)
     if installed is None:

@@ -9,7 +9,7 @@ lead's row is read under a lock, and the decision written.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -22,6 +22,16 @@ from connector.runlock import Fence
 from connector.schema import lead
 from connector.source import SourceTable
 from connector.values import Values, dumps, loads
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _place(state: LeadState | None, end: datetime) -> tuple[datetime, str]:
+    """A lead's place in the queue; an open bound is an end of time, which no lead reaches."""
+    if state is None:
+        return end, ""
+    return state.waiting_since or _EARLIEST, state.lead_id
 
 
 class SqlLeadQueue:
@@ -64,14 +74,43 @@ class SqlLeadQueue:
         count: int = connection.execute(sa.select(sa.func.count()).select_from(due)).scalar_one()
         return count
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        before: LeadState | None = None,
+        newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
+    ) -> list[LeadState]:
+        # Read as LeadState.waiting_since is: leads pending since before version 7 have none.
+        since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
+        order = (since.desc(), lead.c.lead_id.desc()) if newest_first else (since, lead.c.lead_id)
+        # Every bound is always there (open ones as the ends of time), so that a push's many
+        # reads are two statements, each compiled once.
+        low_since, low_id = _place(after, _EARLIEST)
+        high_since, high_id = _place(before, _LATEST)
+        query = (
+            sa.select(lead)
+            .where(
+                self._due(now),
+                since > (newer_than or _EARLIEST),
+                since <= (until or _LATEST),
+                sa.or_(since > low_since, sa.and_(since == low_since, lead.c.lead_id > low_id)),
+                sa.or_(since < high_since, sa.and_(since == high_since, lead.c.lead_id < high_id)),
+            )
+            .order_by(*order)
+            .limit(limit)
+        )
         with self.engine.connect() as connection:
-            return self.due_leads(connection, now, after, limit)
+            return [lead_state(row) for row in connection.execute(query)]
 
     def due_leads(
         self, connection: Connection, now: datetime, after: str | None, limit: int
     ) -> list[LeadState]:
-        """`pending_leads` in the caller's transaction."""
+        """Leads due for a push, by lead id, in the caller's transaction (a dry run's plan)."""
         query = sa.select(lead).where(self._due(now)).order_by(lead.c.lead_id).limit(limit)
         if after is not None:
             query = query.where(lead.c.lead_id > after)
@@ -116,6 +155,9 @@ class SqlLeadQueue:
                     pushed=dumps(pushed),
                     set_aside=dumps(set_aside),
                     pending=pending,
+                    # Still pending: it changed while its call was in flight, a change as new
+                    # as any the push is taking in now (see connector.pushorder).
+                    pending_since=now if pending else row.pending_since,
                     attempts=0,
                     last_error=error if set_aside else None,
                     aside_reason=(

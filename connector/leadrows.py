@@ -60,6 +60,17 @@ def _waiting() -> sa.ColumnElement[bool]:
     )
 
 
+def waiting_since(now: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """`pending_since` for a lead made pending at `now`: unchanged while it was already
+    waiting its turn, so that changing again and again never sends a lead to the back."""
+    waiting = sa.and_(lead.c.pending, sa.not_(lead.c.rejected), lead.c.pending_since.is_not(None))
+    return sa.case((waiting, lead.c.pending_since), else_=now)
+
+
+def _now(now: datetime) -> sa.ColumnElement[Any]:
+    return sa.literal(now, lead.c.pending_since.type)
+
+
 class LeadRows:
     def __init__(self, connector: str, fence: Fence) -> None:
         self.connector = connector
@@ -146,6 +157,7 @@ class LeadRows:
                 hold=row.hold,
                 other_key=other_key,
                 pending=True,
+                pending_since=waiting_since(_now(now)),
                 rejected=False,
                 attempts=0,
                 last_error=None,
@@ -177,6 +189,7 @@ class LeadRows:
                 next_attempt_at=None,
                 attempts=0,
                 pending=True,
+                pending_since=waiting_since(_now(now)),
                 updated_at=now,
             )
         )
@@ -222,6 +235,7 @@ class LeadRows:
             .values(
                 pushed=sa.bindparam("forgotten"),
                 pending=True,
+                pending_since=waiting_since(_now(now)),
                 attempts=0,
                 next_attempt_at=None,
                 updated_at=now,
@@ -261,6 +275,7 @@ def lead_state(row: sa.Row[Any]) -> LeadState:
         desired=loads(row.desired),
         pushed=loads(row.pushed),
         pending=row.pending,
+        waiting_since=row.pending_since or row.updated_at,
         rejected=row.rejected,
         attempts=row.attempts,
         last_error=row.last_error,

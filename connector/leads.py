@@ -40,6 +40,9 @@ class LeadState:
     desired: Values
     pushed: Values
     pending: bool
+    # When its oldest change not yet pushed was ingested: its place in push's queue, oldest
+    # first (then by lead id).
+    waiting_since: datetime | None = None
     rejected: bool = False
     attempts: int = 0
     last_error: str | None = None

@@ -14,6 +14,11 @@ What is about the run rather than a lead is handled here:
 
 On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
 later is abandoned by the client, and its lead stays pending.
+
+The order leads go out in is `connector.pushorder`'s: from both ends of the queue, taking
+turns, so that the lead waiting longest and the change made most recently both go soon. About
+every second the push calls `take_in`, which ingests the changes committed since, so a change
+made during a long push joins it. The push ends once the leads due when it began are done.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from connector.calls import LeadCall
 from connector.clock import Clock
@@ -55,6 +60,7 @@ from connector.outcomes import (
 )
 from connector.ownership import Checked
 from connector.preflight import AsSpelled, Shaped, Shaper
+from connector.pushorder import PushOrder
 from connector.values import Values, plan_update
 
 log = logging.getLogger(__name__)
@@ -67,6 +73,12 @@ MAX_CONSECUTIVE_THROTTLES = 8
 MAX_CONSECUTIVE_UNREACHABLE = 3
 # Answers that say LeadSquared may do better later; on these, a stopping run records nothing.
 _TRY_LATER = {AnswerKind.TRANSIENT, AnswerKind.AMBIGUOUS, AnswerKind.UNREACHABLE}
+# How often a push takes in the changes committed since it began: a fresh change waits about
+# this long to join the queue, whatever the backlog ahead of it.
+TAKE_IN_EVERY_SECONDS = 1.0
+# Leads read ahead per call in flight: enough to keep every worker busy, few enough that what
+# was read is still current when its call goes out.
+_CALLS_READ_AHEAD = 2
 
 T = TypeVar("T")
 
@@ -75,8 +87,21 @@ class LeadQueue(Protocol):
     """Where push takes pending leads from and records what became of them. Each method is
     one transaction of its own."""
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
-        """Up to `limit` leads due for a push, in lead id order, after `after`."""
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        before: LeadState | None = None,
+        newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
+    ) -> list[LeadState]:
+        """Up to `limit` leads due for a push, in the queue's order (the lead waiting
+        longest first, `LeadState.waiting_since`, then by lead id; reversed with
+        `newest_first`), strictly between `after` and `before`, waiting since after
+        `newer_than` and at the latest `until`."""
         ...
 
     def owned(self, leads: Sequence[LeadState], now: datetime) -> Checked:
@@ -184,10 +209,11 @@ class _FirstCallAlone:
 
 
 class Pusher:
-    """Gives every pending lead one push per run, up to `max_in_flight` calls at a time.
+    """Gives every lead due when the push begins one push, up to `max_in_flight` calls at a
+    time, and as many as it can of those that `take_in` makes due meanwhile.
 
     A FatalRunError, or any unexpected error, stops new calls and is raised once the calls in
-    flight are done.
+        flight are done.
     """
 
     def __init__(
@@ -223,27 +249,62 @@ class Pusher:
         self._unreachable_in_a_row = 0
         self._counts_lock = threading.Lock()
 
-    def push_pending(self, batch_size: int) -> PushEnd:
-        """Reports leads and calls through `events` as it goes, so a caller has them even if
-        this raises."""
+    def push_pending(self, batch_size: int, take_in: Callable[[], object] | None = None) -> PushEnd:
+        """Push the leads due now (the backlog), reading at most `batch_size` leads at a time,
+        in `connector.pushorder`'s order; about every TAKE_IN_EVERY_SECONDS, call `take_in`
+        (which makes new changes due), whose leads then go out alongside the backlog.
+
+        Reports leads and calls through `events` as it goes, so a caller has them even if
+        this raises; an error from `take_in` ends the push as a fatal answer does."""
         halt = _Halt()
         first_call = _FirstCallAlone(halt, self.stop)
-        after: str | None = None
+        size = self.call.leads_per_call
+        order = PushOrder(
+            self._pending_leads,
+            self._owned,
+            began=self.clock.now(),
+            leads_per_call=size,
+            page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
+            both_ends=take_in is not None,
+        )
+        took_in = self.clock.monotonic()
+        in_flight: set[Future[None]] = set()
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
-                leads = self.queue.pending_leads(self.clock.now(), after, batch_size)
-                if not leads:
+                if take_in is not None and (
+                    self.clock.monotonic() - took_in >= TAKE_IN_EVERY_SECONDS
+                ):
+                    took_in = self.clock.monotonic()
+                    order.took_in(self.clock.now())
+                    if not self._take_in(take_in, halt):
+                        break
+                while len(in_flight) < self.max_in_flight and not order.done:
+                    group = order.next_group()
+                    if group is None:
+                        break
+                    in_flight.add(pool.submit(self._push_guarded, group, halt, first_call))
+                if not in_flight:
                     break
-                after = leads[-1].lead_id
-                futures = [
-                    pool.submit(self._push_guarded, group, halt, first_call)
-                    for group in self._groups(self._owned(leads))
-                ]
-                for future in futures:
+                done, in_flight = wait(
+                    in_flight, timeout=TAKE_IN_EVERY_SECONDS, return_when=FIRST_COMPLETED
+                )
+                for future in done:
                     future.result()
         if halt.error is not None:
             raise halt.error
         return PushEnd(self.stop.is_set() or halt.is_set(), halt.reason)
+
+    def _pending_leads(self, after: LeadState | None, limit: int, **bounds: Any) -> list[LeadState]:
+        return self.queue.pending_leads(self.clock.now(), after, limit, **bounds)
+
+    @staticmethod
+    def _take_in(take_in: Callable[[], object], halt: _Halt) -> bool:
+        try:
+            take_in()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by push_pending after the drain)
+            halt.fail(exc)
+            return False
+        return True
 
     def _owned(self, leads: list[LeadState]) -> list[LeadState]:
         checked = self.queue.owned(leads, self.clock.now())
@@ -252,10 +313,6 @@ class Pusher:
         for lead_id in checked.detached:
             self.events.lead_finished(lead_id, LeadOutcome.DETACHED)
         return checked.to_push
-
-    def _groups(self, leads: list[LeadState]) -> list[list[LeadState]]:
-        size = self.call.leads_per_call
-        return [leads[i : i + size] for i in range(0, len(leads), size)]
 
     def _push_guarded(
         self, group: list[LeadState], halt: _Halt, first_call: _FirstCallAlone

@@ -116,6 +116,9 @@ lead = sa.Table(
     # When the lead's values (or its rows) last moved; a failed push leaves it, so the oldest
     # pending lead's tells how long changes have waited (connector.health).
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # When the oldest change not yet pushed was ingested: push takes the leads waiting longest
+    # first. Kept while the lead stays pending; NULL (read as `updated_at`) before version 7.
+    sa.Column("pending_since", UtcDateTime()),
     # Why the connector itself holds this lead back, without a call (say, several source rows
     # give it conflicting values); NULL when it does not. Not LeadSquared's answer: that is
     # `rejected` and `last_error`.

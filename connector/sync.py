@@ -25,7 +25,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connector import capture, installation, migrate, teardown
+from connector import capture, catalogue, installation, migrate, teardown
 from connector.calls import call_for
 from connector.client import LeadSquaredClient
 from connector.clock import Clock, SystemClock
@@ -154,6 +154,11 @@ class Connector:
         self._transport = transport
         self._client: LeadSquaredClient | None = None
         self._source: SourceTable | None = None
+        # The source table's columns as `_source` was reflected with (see _source_for_run).
+        self._source_columns: tuple[tuple[str, ...], ...] | None = None
+        # Whether the connector's tables were found at the current version: asked once per
+        # process, and again after a database error (the tables may have been dropped).
+        self._tables_checked = False
         # Lives as long as the connector, so a daemon's cycles keep what throttling taught.
         self.limiter = AccountLimiter(self.engine, config.leadsquared, self.clock, self.stop)
         self.bulk_limiter = AccountLimiter(
@@ -253,6 +258,7 @@ class Connector:
         and their number is returned (0 otherwise).
         """
         with translate_errors("creating the connector's tables"):
+            self._tables_checked = False
             migrate.upgrade(self.engine)
         source = self.source
         with translate_errors("installing change capture"), self.engine.begin() as connection:
@@ -376,28 +382,42 @@ class Connector:
 
     def check_ready(self) -> None:
         """Refuse to run on missing tables or on triggers that no longer match the config."""
-        installation.check_ready(self.engine, self.config)
+        if not self._tables_checked:
+            installation.check_tables(self.engine)
+            self._tables_checked = True
+        installation.check_capture(self.engine, self.config)
 
     def run_once(self) -> RunReport:
-        """One full cycle: ingest every committed change, then push every pending lead.
+        """One full cycle: ingest every committed change, then push every pending lead,
+        taking in the changes committed meanwhile about every second (connector.pushorder
+        says in which order the leads go).
 
         Per-lead failures are recorded and reported; a FatalRunError, a database error or
         losing the run lock (RunLockLostError) ends the run, is recorded in the run history
         (unless another run has taken over), and propagates.
         """
-        self.check_ready()
-        with self._run_lock().hold() as lease:
-            if isinstance(lease, NotHeld):
-                log.warning("run skipped", extra={"reason": lease.reason})
-                return RunReport(0, "skipped", error=lease.reason)
-            return self._run_fenced(lease)
+        try:
+            self.check_ready()
+            with self._run_lock().hold() as lease:
+                if isinstance(lease, NotHeld):
+                    log.warning("run skipped", extra={"reason": lease.reason})
+                    return RunReport(0, "skipped", error=lease.reason)
+                return self._run_fenced(lease)
+        except SourceDatabaseError:
+            # The connector's tables may be what is missing: check their version again.
+            self._tables_checked = False
+            raise
 
     def run_held(self, lease: Lease) -> RunReport:
         """One cycle, as `run_once`, under a run lock the caller holds already: a daemon keeps
         its connectors' locks from cycle to cycle (see connector.fleet)."""
-        self.check_ready()
-        lease.ensure_held()
-        return self._run_fenced(lease)
+        try:
+            self.check_ready()
+            lease.ensure_held()
+            return self._run_fenced(lease)
+        except SourceDatabaseError:
+            self._tables_checked = False
+            raise
 
     def run_lock(self) -> RunLock:
         """The connector's run lock, to `hold()`."""
@@ -426,11 +446,28 @@ class Connector:
             self.tables.fence.current = UNFENCED
             self.limiter.gate = self.bulk_limiter.gate = None
 
+    def _source_for_run(self) -> SourceTable:
+        """The source table, reflected again only when its columns changed: in a daemon, a
+        column's type may change, and how values are read and normalised follows it. Not on
+        every cycle: each reflection makes every statement built on the table a new one, and
+        SQLAlchemy's cache of compiled statements would keep them all."""
+        source = self.config.source
+        with (
+            translate_errors("reading the source table's columns"),
+            self.engine.connect() as connection,
+        ):
+            table = catalogue.resolve(connection, source.schema_, source.table)
+            columns = catalogue.column_types(connection, table) if table else ()
+        if columns != self._source_columns:
+            self._source = None
+            self._source_columns = None
+            fresh = self.source
+            self._source_columns = columns
+            return fresh
+        return self.source
+
     def _run_locked(self) -> RunReport:
-        # Read the source table's columns afresh: in a daemon, a column's type may have
-        # changed since the last cycle, and how values are read and normalised follows it.
-        self._source = None
-        source = self.source
+        source = self._source_for_run()
         with translate_errors("starting a run"):
             now = self.clock.now()
             self.tables.runs.close_abandoned_runs(now)
@@ -441,22 +478,16 @@ class Connector:
         status: RunStatus = "failed"
         error: str | None = None
         try:
-            with translate_errors("ingesting changes"):
-                ingest(
-                    self.engine,
-                    tables=self.tables,
-                    source=source,
-                    clock=self.clock,
-                    batch_size=self.config.sync.ingest_batch_size,
-                    stop=self.stop,
-                    events=self._events,
-                )
-                with self.engine.connect() as connection:
-                    tally.waiting(self.tables.changes.pending_changes(connection))
+            self._ingest(source)
             with translate_errors("pushing leads"):
                 due = self.tables.queue(source).due_count(self.clock.now())
                 self._events.push_started(due)
-                pushed = self.pusher(due).push_pending(self.config.sync.push_batch_size)
+                # Changes committed during the push join its queue (see connector.push).
+                pushed = self.pusher(due).push_pending(
+                    self.config.sync.push_batch_size, take_in=lambda: self._ingest(source)
+                )
+            with translate_errors("counting changes left"), self.engine.connect() as connection:
+                tally.waiting(self.tables.changes.pending_changes(connection))
             status = "stopped" if pushed.interrupted else "ok"
             error = pushed.stop_reason
         except LsqSyncError as exc:
@@ -473,6 +504,18 @@ class Connector:
         report = RunReport(run_id, status, tally.counts(), error)
         log.info("run finished", extra={"summary": report.summary()})
         return report
+
+    def _ingest(self, source: SourceTable) -> None:
+        with translate_errors("ingesting changes"):
+            ingest(
+                self.engine,
+                tables=self.tables,
+                source=source,
+                clock=self.clock,
+                batch_size=self.config.sync.ingest_batch_size,
+                stop=self.stop,
+                events=self._events,
+            )
 
     def _finish_run(
         self, run_id: int, status: RunStatus, counts: RunCounts, error: str | None

@@ -38,6 +38,11 @@ class FakeClock:
         return not self.stop.is_set()
 
 
+def _place(state: LeadState) -> tuple[datetime, str]:
+    """A lead's place in the queue: the one waiting longest first, then by lead id."""
+    return (state.waiting_since or datetime.min.replace(tzinfo=UTC), state.lead_id)
+
+
 class InMemoryLeadQueue:
     """The lead table as push sees it, with the same rules as the real one."""
 
@@ -49,15 +54,28 @@ class InMemoryLeadQueue:
         self.shared: set[str] = set()
         self._lock = threading.Lock()
 
-    def pending_leads(self, now: datetime, after: str | None, limit: int) -> list[LeadState]:
+    def pending_leads(
+        self,
+        now: datetime,
+        after: LeadState | None,
+        limit: int,
+        *,
+        before: LeadState | None = None,
+        newer_than: datetime | None = None,
+        until: datetime | None = None,
+        newest_first: bool = False,
+    ) -> list[LeadState]:
         with self._lock:
             due = [
                 state
-                for lead_id, state in sorted(self.leads.items())
+                for state in sorted(self.leads.values(), key=_place, reverse=newest_first)
                 if state.pending
                 and not state.rejected
                 and (state.next_attempt_at is None or state.next_attempt_at <= now)
-                and (after is None or lead_id > after)
+                and (after is None or _place(state) > _place(after))
+                and (before is None or _place(state) < _place(before))
+                and (newer_than is None or _place(state)[0] > newer_than)
+                and (until is None or _place(state)[0] <= until)
             ]
         return due[:limit]
 
@@ -96,6 +114,7 @@ class InMemoryLeadQueue:
             pushed=pushed,
             set_aside=aside,
             pending=pending,
+            waiting_since=now if pending else state.waiting_since,
             attempts=0,
             last_error=error if aside else None,
             aside_reasons=reasons_kept(state.aside_reasons, aside),

@@ -80,8 +80,9 @@ def test_pending_leads_come_in_pages_in_lead_id_order_when_due(both: Both) -> No
         queue.record_pushed("L5", {"mx_City": "c5"}, ATTRIBUTES, NOW)
 
     for queue in both.each():
-        first = [s.lead_id for s in queue.pending_leads(NOW, None, 2)]
-        rest = [s.lead_id for s in queue.pending_leads(NOW, first[-1], 10)]
+        page = queue.pending_leads(NOW, None, 2)
+        first = [s.lead_id for s in page]
+        rest = [s.lead_id for s in queue.pending_leads(NOW, page[-1], 10)]
         due_later = [s.lead_id for s in queue.pending_leads(NOW + timedelta(hours=1), None, 10)]
         assert (first, rest) == (["L0", "L1"], ["L3", "L6"])
         assert due_later == ["L0", "L1", "L3", "L4", "L6"]
