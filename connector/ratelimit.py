@@ -268,15 +268,19 @@ class AccountLimiter:
                 .values(account=self.account, started_at=now)
                 .returning(call.c.call_id)
             ).scalar_one()
-            learned: dict[str, Any] = {}
-            if own is not None:
-                learned["margin_seconds"] = pacing.learned_margin(
-                    own, self.configured_margin, self.window_seconds
-                )
+            # The margin is always written (the stored one until this process has learned
+            # its own), so that this is one statement for the life of the process.
+            margin = (
+                row.margin_seconds
+                if own is None
+                else pacing.learned_margin(own, self.configured_margin, self.window_seconds)
+            )
             connection.execute(
                 sa.update(account)
                 .where(account.c.account == self.account)
-                .values(budget_day=pacing.budget_day(now), budget_used=used + 1, **learned)
+                .values(
+                    budget_day=pacing.budget_day(now), budget_used=used + 1, margin_seconds=margin
+                )
             )
             connection.execute(
                 sa.delete(call).where(
