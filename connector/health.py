@@ -36,7 +36,7 @@ class Backlog:
     leads_pending: int  # waiting for a push (retry delays included)
     leads_rejected: int  # LeadSquared refused their values; they wait for new ones
     leads_held_back: int  # pending, but held back by the connector (see `lsq-sync status`)
-    oldest_waiting_lead: datetime | None  # when the longest-waiting lead's values moved
+    oldest_waiting_lead: datetime | None  # since when the longest-waiting lead has waited
     last_success: datetime | None  # when the last run with status ok ended
 
 
@@ -49,7 +49,7 @@ def read_backlog(engine: Engine, tables: ConnectorTables) -> tuple[Backlog, Chan
         sa.func.count().filter(waiting),
         sa.func.count().filter(lead.c.rejected),
         sa.func.count().filter(lead.c.hold.is_not(None)),
-        sa.func.min(lead.c.updated_at).filter(waiting),
+        sa.func.min(sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)).filter(waiting),
     ).where(lead.c.connector == name, lead.c.pending)
     success_query = sa.select(sa.func.max(run.c.finished_at)).where(
         run.c.connector == name, run.c.status == "ok"

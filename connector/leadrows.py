@@ -116,11 +116,11 @@ class LeadRows:
         return [lead_state(row) for row in connection.execute(query)]
 
     def oldest_waiting(self, connection: Connection) -> datetime | None:
-        """When the longest-waiting lead still to push was last written (ingested, or its
-        failure recorded): its changes are at least that old. None when none waits."""
-        query = sa.select(sa.func.min(lead.c.updated_at)).where(
-            lead.c.connector == self.connector, _waiting()
-        )
+        """Since when the longest-waiting lead still to push has waited: when its oldest
+        change not yet pushed was ingested (leads from before migration 0007: when last
+        written). None when none waits."""
+        since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
+        query = sa.select(sa.func.min(since)).where(lead.c.connector == self.connector, _waiting())
         oldest: datetime | None = connection.execute(query).scalar_one()
         return oldest
 
