@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connector import wakeup
@@ -46,15 +48,18 @@ def add_cycle_job(
     on_fatal: threading.Event | None = None,
     *,
     run: Callable[[], RunReport | None] | None = None,
+    requests: wakeup.CycleRequests | None = None,
 ) -> wakeup.Waker | None:
     """Schedule `connector.run_once` (or `run`, a cycle of it that may decline) so that runs
     never overlap; usable in a host's scheduler. A fatal error stops this connector alone.
 
     A captured change also starts a run, through the returned waker (None when the database
-    cannot be watched); it ends when `connector.stop` is set."""
+    cannot be watched), or through `requests`, when given; the waker ends when
+    `connector.stop` is set."""
     logging.getLogger("apscheduler.scheduler").addFilter(_OVERLAP_IS_NORMAL)
     name = connector.config.name
-    requests = wakeup.CycleRequests(scheduler, cycle_job_id(connector), interval)
+    if requests is None:
+        requests = wakeup.CycleRequests(scheduler, cycle_job_id(connector), interval)
 
     def cycle() -> None:
         requests.starting()
@@ -87,11 +92,6 @@ def add_cycle_job(
     return waker.start()
 
 
-def run_now(scheduler: BackgroundScheduler, connector: Connector) -> None:
-    """Bring the connector's next cycle forward to now (one in flight is not doubled)."""
-    scheduler.modify_job(cycle_job_id(connector), next_run_time=datetime.now(UTC))
-
-
 # How often the daemon looks whether every connector has stopped on its own.
 _LOOK_SECONDS = 0.5
 
@@ -117,28 +117,40 @@ def run_daemon(
     stop = stop if stop is not None else connectors[0].stop if len(connectors) == 1 else None
     if stop is None:
         raise ValueError("several connectors need a stop event of the daemon's own")
-    by_name = {c.config.name: c for c in connectors}
-    # Bound before the first cycle: a port in use, or the extra not installed, ends the
-    # daemon at once with the reason.
-    server = _metrics_server(connectors)
-    try:
-        fatal = threading.Event()
-        scheduler = BackgroundScheduler(timezone=UTC)
-        fleet = Fleet(
-            connectors,
-            on_owned=lambda name: run_now(scheduler, by_name[name]),
-            timing=fleet_timing,
+    fatal = threading.Event()
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        # A worker per connector, and no deadline for a late start: with fewer, the cycles of
+        # some connectors would wait for others' long ones, and APScheduler drops a run that
+        # starts more than its grace time late.
+        executors={"default": ThreadPoolExecutor(max(10, len(connectors)))},
+        job_defaults={"misfire_grace_time": None},
+    )
+    requests = {
+        c.config.name: wakeup.CycleRequests(
+            scheduler, cycle_job_id(c), c.config.sync.interval_seconds
         )
-        wakers = [
-            add_cycle_job(
+        for c in connectors
+    }
+    # A claim asks for a cycle as a wake-up does, so that one ending as it comes cannot skip it.
+    fleet = Fleet(connectors, on_owned=lambda name: requests[name].request(), timing=fleet_timing)
+    wakers: list[wakeup.Waker] = []
+    server = None
+    try:
+        # Bound before the first cycle: a port in use, or the extra not installed, ends the
+        # daemon at once with the reason.
+        server = _metrics_server(connectors, fleet)
+        for connector in connectors:
+            waker = add_cycle_job(
                 scheduler,
                 connector,
                 connector.config.sync.interval_seconds,
                 fatal,
                 run=functools.partial(fleet.run_cycle, connector.config.name),
+                requests=requests[connector.config.name],
             )
-            for connector in connectors
-        ]
+            if waker is not None:
+                wakers.append(waker)
         scheduler.start()
         fleet.start()
         log.info("daemon started", extra={"connectors": names, "daemon": fleet.daemon})
@@ -146,25 +158,27 @@ def run_daemon(
             if all(c.stop.is_set() for c in connectors):
                 log.error("every connector stopped on a fatal error; the daemon stops")
                 break
+    finally:
+        # Also after an error on the way up: no waker, lock or heartbeat may outlive this.
         for connector in connectors:
             connector.stop.set()
         # The fleet first: it releases each lock once its cycle in flight has drained, while
         # the scheduler can still take the wake-up of a claim that was under way.
         fleet.stop()
-        scheduler.shutdown(wait=True)
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        deadline = time.monotonic() + wakeup.LISTEN_SLICE_SECONDS + 5
         for waker in wakers:
-            if waker is not None:
-                waker.join(wakeup.LISTEN_SLICE_SECONDS + 5)
-    finally:
+            waker.join(max(0.0, deadline - time.monotonic()))
         if server is not None:
             server.stop()
     log.info("daemon stopped")
     return 1 if fatal.is_set() else 0
 
 
-def _metrics_server(connectors: Sequence[Connector]) -> MetricsServer | None:
+def _metrics_server(connectors: Sequence[Connector], fleet: Fleet) -> MetricsServer | None:
     """One server for all the connectors, where their configs ask for it: they must agree on
-    where it listens."""
+    where it listens. Its /healthz judges the connectors this daemon runs."""
     wanted = {
         (c.config.metrics.host, c.config.metrics.port): c.config_source
         for c in connectors
@@ -178,4 +192,4 @@ def _metrics_server(connectors: Sequence[Connector]) -> MetricsServer | None:
         first = next(iter(wanted.values()))
         raise ConfigError([ConfigProblem(ConfigLocation(first, ("metrics",)), message)])
     ((host, port),) = wanted
-    return MetricsServer.start(list(connectors), host, port)
+    return MetricsServer.start(list(connectors), host, port, runs_here=fleet.runs)

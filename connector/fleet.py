@@ -352,6 +352,11 @@ class Fleet:
     def owned(self) -> list[str]:
         return [name for name, slot in self.slots.items() if slot.state == "owned"]
 
+    def runs(self, name: str) -> bool:
+        """Whether this daemon runs the connector now."""
+        slot = self.slots.get(name)
+        return slot is not None and slot.state == "owned"
+
     def stop(self) -> None:
         """Claim nothing more, release every connector (each after its cycle in flight), and
         leave. Safe to call twice."""

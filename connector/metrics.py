@@ -16,7 +16,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
@@ -199,7 +199,10 @@ class ConnectorMetrics(Instrumentation):
         except LsqSyncError as exc:
             with self._lock:
                 self._error, self._read_at = str(exc), clock.monotonic()
-            log.warning("metrics could not read the backlog", extra={"error": str(exc)})
+            log.warning(
+                "metrics could not read the backlog",
+                extra={"connector": self.name, "error": str(exc)},
+            )
             return
         with self._lock:
             self._backlog, self._error = backlog, None
@@ -251,8 +254,17 @@ class MetricsServer:
     is safe to call twice.
     """
 
-    def __init__(self, connectors: Sequence[Connector], host: str, port: int) -> None:
+    def __init__(
+        self,
+        connectors: Sequence[Connector],
+        host: str,
+        port: int,
+        runs_here: Callable[[str], bool] | None = None,
+    ) -> None:
         prometheus = load_prometheus()
+        # Daemons that share connectors each judge only those they run: another daemon's
+        # lagging connector must not make this one unhealthy (and restarted).
+        self._runs_here = runs_here or (lambda name: True)
         names = [connector.config.name for connector in connectors]
         if len(set(names)) != len(names):
             raise LsqSyncError(f"two connectors have the same name: {', '.join(sorted(names))}")
@@ -270,9 +282,16 @@ class MetricsServer:
         self._stopped = False
 
     @classmethod
-    def start(cls, connectors: Sequence[Connector], host: str, port: int) -> MetricsServer:
-        """Bind, hook into the connectors' events, and serve until `stop`."""
-        server = cls(connectors, host, port)
+    def start(
+        cls,
+        connectors: Sequence[Connector],
+        host: str,
+        port: int,
+        runs_here: Callable[[str], bool] | None = None,
+    ) -> MetricsServer:
+        """Bind, hook into the connectors' events, and serve until `stop`. With `runs_here`,
+        /healthz judges only the connectors it says this process runs."""
+        server = cls(connectors, host, port, runs_here)
         for watched in server.watched:
             watched.connector.observe(watched)
         server._thread.start()
@@ -308,11 +327,11 @@ class MetricsServer:
         return body, str(self._prometheus.CONTENT_TYPE_LATEST)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        verdicts = [watched.health() for watched in self.watched]
-        healthy = all(verdict.healthy for verdict in verdicts)
+        verdicts = [(watched.health(), self._runs_here(watched.name)) for watched in self.watched]
+        healthy = all(verdict.healthy for verdict, here in verdicts if here)
         body = {
             "status": "ok" if healthy else "unhealthy",
-            "connectors": [verdict.as_json() for verdict in verdicts],
+            "connectors": [verdict.as_json() | {"runs_here": here} for verdict, here in verdicts],
         }
         return healthy, body
 

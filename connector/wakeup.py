@@ -22,7 +22,12 @@ from typing import Any, Protocol
 
 import psycopg
 import sqlalchemy as sa
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.base import BaseScheduler
@@ -414,7 +419,10 @@ class CycleRequests:
         self._wanted = False
         self._left_changes = False
         self._retry = RETRY_FIRST_SECONDS
-        scheduler.add_listener(self._job_ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        # A run APScheduler gave up on (started too late) asked for nothing: still wanted.
+        scheduler.add_listener(
+            self._job_ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+        )
 
     def starting(self) -> None:
         with self._lock:

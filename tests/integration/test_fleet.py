@@ -3,16 +3,19 @@ when a daemon joins or leaves (the subprocess tests with kill -9 are in tests/e2
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from connector import migrate
+from connector.daemon import run_daemon
 from connector.fleet import Fleet, FleetTiming, Membership
 from connector.sync import Connector
 from connector.testing.emulator import Emulator
-from tests.support import config_dict, load, wait_until
+from tests.support import config_dict, create_customers, load, wait_until
 
 QUICK = FleetTiming(claim_seconds=0.1)
 
@@ -121,3 +124,48 @@ def test_a_stopped_connector_is_released_and_not_claimed_again(
             assert fleet.slots["c1"].state == "idle", "a stopped connector is not claimed"
         assert fleet.run_cycle("c1") is None, "nor run"
         assert sorted(claimed) == ["c1", "c2"]
+
+
+def test_a_daemon_runs_more_connectors_at_once_than_a_default_scheduler_has_workers(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """APScheduler's default pool has 10 workers: with 12 connectors whose cycles all wait on
+    LeadSquared, the last two would wait for a worker, and be dropped once late."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    create_customers(url)
+    emulator.add_lead("L1")
+    stop = threading.Event()
+    # No call gives up while the emulator holds its answer: only a worker per cycle lets all
+    # twelve be in flight at once.
+    held_long = {
+        "sync": {"interval_seconds": 3600},
+        "leadsquared": {"timeout_seconds": {"connect": 5, "read": 300, "total": 300}},
+    }
+    with ExitStack() as stack:
+        many = [
+            stack.enter_context(
+                Connector(load(config_dict(url, emulator, name=f"c{n}", **held_long)))
+            )
+            for n in range(1, 13)
+        ]
+        for connector in many:
+            connector.init()
+        app = stack.enter_context(contextlib.closing(sa.create_engine(url).connect()))
+        app.exec_driver_sql(
+            "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'Pune', 'L1')"
+        )
+        app.commit()
+        emulator.hold()
+        daemon = threading.Thread(target=run_daemon, args=(many, stop), daemon=True)
+        daemon.start()
+        # Run in reverse: answer the calls, stop the daemon, wait for it.
+        stack.callback(daemon.join, 60)
+        stack.callback(stop.set)
+        stack.callback(emulator.release)
+        # Every connector's call is in flight at once, each held by the emulator.
+        updates = [
+            request
+            for request in emulator.wait_for_requests(12, timeout=60)
+            if request.api == "Lead.Update"
+        ]
+        assert len(updates) == 12

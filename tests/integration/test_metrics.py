@@ -213,6 +213,7 @@ def leadsquared_down_then_back(
                 "leads_pending": 0,
                 "leads_rejected": 0,
                 "leads_held_back": 0,
+                "runs_here": True,
             }
         ],
     }
@@ -333,7 +334,16 @@ def test_several_connectors_share_one_server_and_one_lagging_makes_it_503(
             lagging.run_once()
             status, body = healthz(server)
             found = samples(server)
+        # A daemon that shares connectors with others judges only those it runs.
+        elsewhere = MetricsServer.start(
+            [lagging, idle], "127.0.0.1", 0, runs_here=lambda name: name == "idle"
+        )
+        with elsewhere:
+            status_elsewhere, body_elsewhere = healthz(elsewhere)
 
+    assert status_elsewhere == 200
+    here = {state["connector"]: state["runs_here"] for state in body_elsewhere["connectors"]}
+    assert here == {"test": False, "idle": True}
     assert status == 503
     states = {state["connector"]: state for state in body["connectors"]}
     assert set(states) == {"test", "idle"}
