@@ -85,8 +85,9 @@ class SqlLeadQueue:
         until: datetime | None = None,
         newest_first: bool = False,
     ) -> list[LeadState]:
-        # Read as LeadState.waiting_since is: leads pending since before version 7 have none.
-        since = sa.func.coalesce(lead.c.pending_since, lead.c.updated_at)
+        # Every lead made pending has a `pending_since` (migration 0007 gave older ones theirs):
+        # the plain column, so that its index gives the order.
+        since = lead.c.pending_since
         order = (since.desc(), lead.c.lead_id.desc()) if newest_first else (since, lead.c.lead_id)
         # Every bound is always there (open ones as the ends of time), so that a push's many
         # reads are two statements, each compiled once.

@@ -174,10 +174,9 @@ class AccountLimiter:
             held = self._held_until - self.clock.monotonic()
             before_hold = slot.taken < self._held_until
         if held > 0 and before_hold:
-            if not self.clock.sleep(held):
-                return None
-            self._give_back(slot)
-            return self.acquire()
+            stopped = not self.clock.sleep(held)
+            self._give_back(slot)  # its call never goes out under it, stopped or not
+            return None if stopped else self.acquire()
         margin = self.margin
         for _ in range(_MAX_SLOT_MOVES):
             late = self.clock.monotonic() - slot.taken
@@ -295,7 +294,12 @@ class AccountLimiter:
             connection.execute(sa.delete(call).where(call.c.call_id == slot.call_id))
             connection.execute(
                 sa.update(account)
-                .where(account.c.account == self.account, account.c.budget_used > 0)
+                .where(
+                    account.c.account == self.account,
+                    account.c.budget_used > 0,
+                    # Given back after midnight, it was counted in the day before.
+                    account.c.budget_day == pacing.budget_day(slot.started_at),
+                )
                 .values(budget_used=account.c.budget_used - 1)
             )
 

@@ -117,7 +117,7 @@ lead = sa.Table(
     # pending lead's tells how long changes have waited (connector.health).
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     # When the oldest change not yet pushed was ingested: push takes the leads waiting longest
-    # first. Kept while the lead stays pending; NULL (read as `updated_at`) before version 7.
+    # first. Kept while the lead stays pending; migration 0007 gave older leads `updated_at`.
     sa.Column("pending_since", UtcDateTime()),
     # Why the connector itself holds this lead back, without a call (say, several source rows
     # give it conflicting values); NULL when it does not. Not LeadSquared's answer: that is
@@ -127,6 +127,8 @@ lead = sa.Table(
     # push phase checks whether both rows still point here before sending anything.
     sa.Column("other_key", sa.Text()),
     sa.Index(None, "connector", "pending"),
+    # The push queue's order (connector.leadqueue): no sort of the whole backlog per page.
+    sa.Index(None, "connector", "pending_since", "lead_id"),
     # Ingest rewrites every changed lead; free room on the page keeps that a HOT update.
     postgresql_with={"fillfactor": 70},
 )

@@ -1,8 +1,8 @@
 """Push takes the leads waiting longest first.
 
 - `lsq_sync_lead.pending_since`: when the oldest change not yet pushed was ingested. Leads
-  pending before this version have none, and are read as waiting since `updated_at`, so no
-  row is rewritten here.
+  from before this version are given their `updated_at`, the best guess there is, so that
+  every lead has one and the queue is read in that order by an index.
 
 Revision ID: 0007
 Revises: 0006
@@ -23,8 +23,15 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("lsq_sync_lead") as batch:
         batch.add_column(sa.Column("pending_since", sa.DateTime(), nullable=True))
+    op.execute("UPDATE lsq_sync_lead SET pending_since = updated_at WHERE pending_since IS NULL")
+    op.create_index(
+        "ix_lsq_sync_lead_connector_pending_since_lead_id",
+        "lsq_sync_lead",
+        ["connector", "pending_since", "lead_id"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_lsq_sync_lead_connector_pending_since_lead_id", table_name="lsq_sync_lead")
     with op.batch_alter_table("lsq_sync_lead") as batch:
         batch.drop_column("pending_since")

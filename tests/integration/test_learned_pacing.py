@@ -207,6 +207,10 @@ def test_stopping_ends_the_wait_for_a_hold(engines: list[sa.Engine]) -> None:
     stop.set()
     thread.join(timeout=10)
     assert result == [None]
+    # The call never went out: its slot and its count against the day's budget are given back.
+    with engines[0].connect() as connection:
+        assert connection.scalar(sa.select(sa.func.count()).select_from(call)) == 0
+        assert connection.scalar(sa.select(account.c.budget_used)) == 0
 
 
 def test_a_throttle_without_retry_after_holds_calls_for_a_window(

@@ -258,3 +258,24 @@ def test_the_learned_pacing_columns_come_and_go_with_0006(engine: sa.Engine) -> 
     assert not learned & columns()
     assert rows() == [("a1", "2026-12-01", 7)]
     assert migrate.current_revision(engine) == "0005"
+
+
+def test_0007_gives_every_older_lead_its_place_in_the_queue(engine: sa.Engine) -> None:
+    """A lead waiting before 0007 waits since it was last written: with none, it would lose its
+    place the next time it changed, and the queue's index could not order it."""
+    migrate.upgrade(engine, "0006")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {PREFIX}lead (connector, lead_id, source_key, desired, pushed, pending, "
+            "updated_at) VALUES ('c', 'L1', '1', '{\"Phone\":\"1\"}', '{}', true, "
+            "'2026-11-29 00:00:00')"
+        )
+    migrate.upgrade(engine, "0007")
+    with engine.connect() as connection:
+        since = connection.exec_driver_sql(f"SELECT pending_since FROM {PREFIX}lead").scalar_one()
+    assert str(since).startswith("2026-11-29 00:00:00")
+    assert schema_differences(engine) == []
+    migrate.downgrade(engine, "0006")
+    assert "pending_since" not in {
+        c["name"] for c in sa.inspect(engine).get_columns(f"{PREFIX}lead")
+    }
