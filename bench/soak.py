@@ -37,15 +37,17 @@ fails (a mismatch, a re-send, a throttled call, the daemon's exit status), never
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,16 +199,11 @@ class Writer(threading.Thread):
             self._set(n, column, old, "revert")
         elif draw < 0.6:
             column = rng.choice(list(MAPPING))
-            new = {
-                "phone": f"97{rng.randrange(10**8):08d}",
-                "city": rng.choice(CITIES),
-                "plan": rng.choice(PLANS),
-                "score": rng.randrange(100),
-            }[column]
             with self.engine.begin() as connection:
                 old = connection.execute(
                     sa.text(f"SELECT {column} FROM customers WHERE id = :n"), {"n": n}
                 ).scalar_one()
+            new = self._other_value(column, old)
             self.undo = [*self.undo[-50:], (n, column, old)]
             self._set(n, column, new, "mapped change")
         elif draw < 0.8:
@@ -219,10 +216,36 @@ class Writer(threading.Thread):
             )
             self._count("unmapped")
 
+    def _other_value(self, column: str, old: Any) -> Any:
+        """A new value for `column`, never `old`: writing the value a row already holds is a
+        no-op, which capture rightly ignores, so it has no push to time. (Timed, it was matched
+        to the lead's first push, whenever that came, which carries every attribute.)"""
+        rng = self.rng
+        draws: dict[str, Callable[[], Any]] = {
+            "phone": lambda: f"97{rng.randrange(10**8):08d}",
+            "city": lambda: rng.choice(CITIES),
+            "plan": lambda: rng.choice(PLANS),
+            "score": lambda: rng.randrange(100),
+        }
+        while True:
+            new = draws[column]()
+            if new != old:
+                return new
+
     def _set(self, n: int, column: str, value: Any, kind: str) -> None:
-        self._execute(
-            f"UPDATE customers SET {column} = :value WHERE id = :n", {"n": n, "value": value}
-        )
+        """Write `value`; time it only if it changes the row (a revert may find the value
+        already back), since an unchanged value has nothing to push."""
+        with self.engine.begin() as connection:
+            held = connection.execute(
+                sa.text(f"SELECT {column} FROM customers WHERE id = :n FOR UPDATE"), {"n": n}
+            ).scalar_one()
+            connection.execute(
+                sa.text(f"UPDATE customers SET {column} = :value WHERE id = :n"),
+                {"n": n, "value": value},
+            )
+        if held == value:
+            self._count("no-op")
+            return
         self.writes.commits.append(Commit(time.monotonic(), f"L{n:06d}", MAPPING[column]))
         self._count(kind)
 
@@ -339,10 +362,12 @@ def cli(config: Path, *args: str) -> list[str]:
 
 
 @contextmanager
-def daemon(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def daemon(config: Path, log_path: Path, level: str) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as output:
         process = subprocess.Popen(
-            cli(config, "--log-format", "json", "daemon"), stdout=output, stderr=output
+            cli(config, "--log-format", "json", "--log-level", level, "daemon"),
+            stdout=output,
+            stderr=output,
         )
         try:
             yield process
@@ -512,7 +537,22 @@ class Result:
     slow: str
 
 
-def soak(scenario: Scenario, pg_url: str) -> Result:
+def dump(
+    directory: Path, started: float, writes: Writes, calls: list[Sent], log_path: Path
+) -> None:
+    """The soak's raw record, for tracing a slow change: times are seconds since the start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {
+        "commits": [[c.at - started, c.lead_id, c.attribute] for c in writes.commits],
+        "bursts": [[b.at - started, sorted(b.lead_ids)] for b in writes.bursts],
+        "calls": [[c.at - started, c.lead_id, c.attributes, c.success] for c in calls],
+    }
+    (directory / "soak.json").write_text(json.dumps(record))
+    shutil.copy(log_path, directory / "daemon.log")
+
+
+def soak(scenario: Scenario, pg_url: str, dump_to: Path | None = None) -> Result:
+    """The soak; with `dump_to`, its raw record and the daemon's log (at INFO) are kept there."""
     with (
         postgres_schema(pg_url) as url,
         Emulator(rate_limit=(scenario.calls, scenario.window)) as emulator,
@@ -533,7 +573,8 @@ def soak(scenario: Scenario, pg_url: str) -> Result:
             f"{'on' if scenario.bulk else 'off'}"
         )
         stop_writing, stop_sampling = threading.Event(), threading.Event()
-        with daemon(config, Path(directory) / "daemon.log") as process:
+        level = "WARNING" if dump_to is None else "INFO"
+        with daemon(config, Path(directory) / "daemon.log", level) as process:
             started = time.monotonic()
             sampler = Sampler(process.pid, engine, scenario.sample_every, started, stop_sampling)
             writer = Writer(engine, scenario, stop_writing)
@@ -560,6 +601,8 @@ def soak(scenario: Scenario, pg_url: str) -> Result:
             code = process.wait(timeout=120)
             exit_seconds = time.monotonic() - term
         calls = sent(emulator)
+        if dump_to is not None:
+            dump(dump_to, started, writer.writes, calls, Path(directory) / "daemon.log")
         timed, every = latencies(writer.writes, calls)
         outside = [latency for _, latency in timed]
         slowest = sorted(timed, key=lambda pair: -pair[1])[:8]
@@ -674,6 +717,9 @@ def main() -> int:
     parser.add_argument("--sample-every", type=float, default=30.0)
     parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--smoke", action="store_true", help="a minute, 300 rows, 10 s samples")
+    parser.add_argument(
+        "--dump", type=Path, help="a directory to keep the commits, calls and daemon log in"
+    )
     args = parser.parse_args()
     fast = args.rate_limit == 100
     scenario = Scenario(
@@ -699,7 +745,7 @@ def main() -> int:
             window=5.0,
             bulk=args.bulk,
         )
-    result = soak(scenario, args.pg_url)
+    result = soak(scenario, args.pg_url, args.dump)
     print(report(result))
     found = problems(result)
     for problem in found:
