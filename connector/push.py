@@ -15,10 +15,11 @@ What is about the run rather than a lead is handled here:
 On a stop (SIGINT, SIGTERM) no further call starts; a call still unanswered `drain_seconds`
 later is abandoned by the client, and its lead stays pending.
 
-The order leads go out in is `connector.pushorder`'s: from both ends of the queue, taking
-turns, so that the lead waiting longest and the change made most recently both go soon. About
-every second the push calls `take_in`, which ingests the changes committed since, so a change
-made during a long push joins it. The push ends once the leads due when it began are done.
+The order leads go out in is `connector.pushorder`'s. About every second the push calls
+`take_in`, which ingests the changes committed since, so a change made during a long push joins
+it; single changes go ahead of bursts and of the backlog, which still gets every fourth call.
+The push ends once the leads due when it began are done; single changes taken in while it
+waits for its last calls go out with them.
 """
 
 from __future__ import annotations
@@ -230,10 +231,12 @@ class Pusher:
         rng: random.Random | None = None,
         shaper: Shaper | None = None,
         kept_when_empty: frozenset[str] = frozenset(),
+        burst_leads: int | None = None,
     ) -> None:
         """`shaper` shapes each update for its fields' types and holds back what LeadSquared
         would refuse (connector.preflight); `kept_when_empty` are the attributes an empty
-        value never clears."""
+        value never clears; a take-in of more than `burst_leads` leads (what one rate window's
+        calls carry) is a burst, which single changes go ahead of (connector.pushorder)."""
         self.queue = queue
         self.call = call
         self.attributes = attributes
@@ -245,6 +248,7 @@ class Pusher:
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self.shaper: Shaper = shaper or AsSpelled()
         self.kept_when_empty = kept_when_empty
+        self.burst_leads = burst_leads
         self._throttles_in_a_row = 0
         self._unreachable_in_a_row = 0
         self._counts_lock = threading.Lock()
@@ -266,9 +270,13 @@ class Pusher:
             leads_per_call=size,
             page=min(batch_size, max(size, _CALLS_READ_AHEAD * self.max_in_flight * size)),
             both_ends=take_in is not None,
+            burst_leads=self.burst_leads,
         )
         took_in = self.clock.monotonic()
         in_flight: set[Future[None]] = set()
+        # The calls still in flight when the backlog was all handed out: the push waits for
+        # them anyway, and single changes taken in meanwhile go out alongside.
+        last_calls: set[Future[None]] | None = None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="lsq-push") as pool:
             while not halt.is_set() and not self.stop.is_set():
                 if take_in is not None and (
@@ -278,7 +286,12 @@ class Pusher:
                     order.took_in(self.clock.now())
                     if not self._take_in(take_in, halt):
                         break
-                while len(in_flight) < self.max_in_flight and not order.done:
+                while len(in_flight) < self.max_in_flight:
+                    if order.done:
+                        if last_calls is None:
+                            last_calls = set(in_flight)
+                        if not last_calls & in_flight:
+                            break  # never longer than the backlog's own calls
                     group = order.next_group()
                     if group is None:
                         break

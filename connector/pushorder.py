@@ -1,14 +1,22 @@
-"""The order a push sends leads in: from both ends of the queue, taking turns.
+"""The order a push sends leads in: single changes first, the backlog and bursts from both ends.
 
-The queue is ordered by `LeadState.waiting_since` (then lead id). A push reads it from two ends:
-- the oldest end, first in first out: the lead waiting longest always gets every other call,
-  so nothing waits forever, whatever keeps arriving;
-- the newest end: the leads made due most recently go next, so a change committed during a
-  long push (taken in by `took_in`, about every second) goes out within a few calls, instead of
-  after a burst that came before it.
-The backlog is what was due when the push began; the push ends once its two ends meet. Fresh
-leads not yet sent then are the newest end of the next run's backlog, so they still go first.
+The queue is ordered by `LeadState.waiting_since` (then lead id). A push has two ends to take
+calls from:
+- the oldest end reads the backlog (what was due when the push began) first in first out, so
+  the lead waiting longest always gets a call soon, whatever keeps arriving;
+- the fresh end serves what the push takes in meanwhile (`took_in`, about every second). Each
+  take-in is a window of leads. One that made at most `burst_leads` leads due (what one rate
+  window's calls carry) holds single changes: those windows go first, oldest first, so a change
+  committed during a long push goes out within a few calls, in the order it came. A larger one
+  is a burst: it waits behind them, as the backlog does. Then the fresh end reads the
+  backlog's newest end, towards the oldest end's place.
 
+The fresh end takes up to `FRESH_TURNS` calls in a row while it serves single changes, and
+every other call otherwise: a stream of single changes cannot starve the backlog or a burst
+(every fourth call is theirs), and a burst cannot starve single changes.
+
+The push ends once the backlog's two ends meet. While it waits for its last calls, single
+changes taken in still go out; bursts and whatever was not reached are the next run's backlog.
 Each stretch of the queue is read by one reader at a time, between the places it has reached
 and the places the other has, so no lead is handed out twice by one push.
 """
@@ -21,6 +29,11 @@ from datetime import datetime
 from typing import Protocol
 
 from connector.leads import LeadState
+
+# Calls in a row the fresh end may take while it serves single changes, before the oldest end
+# gets one: single changes get three quarters of the calls, and the backlog never less than a
+# quarter.
+FRESH_TURNS = 3
 
 
 class PendingLeads(Protocol):
@@ -70,27 +83,34 @@ class _Backlog:
         return leads
 
 
-class _Fresh:
+class _Window:
     """The leads one take-in made due: waiting since after `mark`, and at the latest the next
-    take-in's mark (set when it comes); read newest first."""
+    take-in's mark (set when it comes); read oldest first."""
 
     def __init__(self, read: PendingLeads, mark: datetime) -> None:
         self._read = read
         self._mark = mark
         self.until: datetime | None = None
-        self._newest: LeadState | None = None
+        self._last: LeadState | None = None
+        self._burst: bool | None = None
 
-    def newest(self, limit: int) -> list[LeadState]:
-        leads = self._read(
-            None,
-            limit,
-            before=self._newest,
-            newer_than=self._mark,
-            until=self.until,
-            newest_first=True,
-        )
+    @property
+    def closed(self) -> bool:
+        """The next take-in has come: no lead joins this window any more."""
+        return self.until is not None
+
+    def is_burst(self, burst_leads: int) -> bool:
+        """Whether the take-in made more than `burst_leads` leads due, decided at first sight
+        (when its take-in is over)."""
+        if self._burst is None:
+            seen = self._read(None, burst_leads + 1, newer_than=self._mark, until=self.until)
+            self._burst = len(seen) > burst_leads
+        return self._burst
+
+    def oldest(self, limit: int) -> list[LeadState]:
+        leads = self._read(self._last, limit, newer_than=self._mark, until=self.until)
         if leads:
-            self._newest = leads[-1]
+            self._last = leads[-1]
         return leads
 
 
@@ -127,7 +147,7 @@ class _Reader:
 
 
 class PushOrder:
-    """Hands out the push's groups, taking turns between the two ends of the queue."""
+    """Hands out the push's groups: single changes first, and the backlog from both ends."""
 
     def __init__(
         self,
@@ -138,48 +158,70 @@ class PushOrder:
         leads_per_call: int,
         page: int,
         both_ends: bool,
+        burst_leads: int | None = None,
     ) -> None:
-        """Without `both_ends`, only the oldest end: the backlog, first in first out."""
+        """Without `both_ends`, only the oldest end: the backlog, first in first out. A take-in
+        of more than `burst_leads` leads (by default `page`) is a burst."""
         self._read = read
         self._backlog = _Backlog(read, began)
-        self._fresh: list[_Fresh] = []
-        self._readers = [
-            _Reader(self._backlog.oldest, owned, leads_per_call=leads_per_call, page=page)
-        ]
-        if both_ends:
-            self._readers.append(
-                _Reader(self._newest, owned, leads_per_call=leads_per_call, page=page)
-            )
-        self._turn = 0
+        self._windows: list[_Window] = []
+        self._burst_leads = page if burst_leads is None else burst_leads
+        self._oldest = _Reader(
+            self._backlog.oldest, owned, leads_per_call=leads_per_call, page=page
+        )
+        # A call's worth at a time: a change taken in must not wait behind leads read ahead.
+        self._fresh = (
+            _Reader(self._fresh_end, owned, leads_per_call=leads_per_call, page=leads_per_call)
+            if both_ends
+            else None
+        )
+        self._single = False  # whether the fresh end's last read was of single changes
+        self._fresh_in_a_row = 0
 
     @property
     def done(self) -> bool:
-        """The backlog is all handed out: the push ends once its calls are answered."""
-        return self._backlog.done and all(reader.empty for reader in self._readers)
+        """The backlog is all handed out: the push ends once its calls are answered, and
+        until then only single changes taken in are handed out."""
+        return (
+            self._backlog.done and self._oldest.empty and (self._fresh is None or self._fresh.empty)
+        )
 
     def took_in(self, mark: datetime) -> None:
         """A take-in that began at `mark` may have made leads due."""
-        if self._fresh:
-            self._fresh[-1].until = mark
-        self._fresh.append(_Fresh(self._read, mark))
+        if self._windows:
+            self._windows[-1].until = mark
+        self._windows.append(_Window(self._read, mark))
 
     def next_group(self) -> list[LeadState] | None:
         """The next call's leads; None while nothing more is to be handed out."""
-        for offset in range(len(self._readers)):
-            reader = self._readers[(self._turn + offset) % len(self._readers)]
+        if self._fresh is None:
+            return self._oldest.next_group()
+        turns = FRESH_TURNS if self._single else 1
+        fresh_first = self._fresh_in_a_row < turns
+        for reader in (self._fresh, self._oldest) if fresh_first else (self._oldest, self._fresh):
             group = reader.next_group()
             if group is not None:
-                self._turn += 1
+                self._fresh_in_a_row = self._fresh_in_a_row + 1 if reader is self._fresh else 0
                 return group
         return None
 
-    def _newest(self, limit: int) -> list[LeadState]:
+    def _fresh_end(self, limit: int) -> list[LeadState]:
+        self._single = False
+        for window in list(self._windows):
+            if window.is_burst(self._burst_leads):
+                continue
+            leads = window.oldest(limit)
+            if leads:
+                self._single = True
+                return leads
+            if window.closed:
+                self._windows.remove(window)  # read to its end
         if self._backlog.done:
-            return []  # the push is ending: fresh leads wait for the next run
-        for fresh in reversed(list(self._fresh)):
-            leads = fresh.newest(limit)
+            return []  # the push is ending: bursts wait for the next run, as its backlog
+        for window in list(self._windows):  # the bursts left, oldest first
+            leads = window.oldest(limit)
             if leads:
                 return leads
-            if fresh.until is not None:
-                self._fresh.remove(fresh)  # closed and read to its end
+            if window.closed:
+                self._windows.remove(window)
         return self._backlog.newest(limit)

@@ -122,6 +122,13 @@ class RunReport:
         )
 
 
+def _calls_per_window(config: Config, leads_per_call: int) -> int:
+    """The calls one rate window allows the push's calls: bulk calls have a limit of their own."""
+    leadsquared = config.leadsquared
+    window = leadsquared.bulk.rate_limit if leads_per_call > 1 else leadsquared.rate_limit
+    return window.calls
+
+
 def _leads(count: int) -> str:
     return f"{count} {'lead' if count == 1 else 'leads'}"
 
@@ -218,6 +225,7 @@ class Connector:
             events=self._events,
             shaper=shaper,
             kept_when_empty=config.kept_when_empty,
+            burst_leads=call.leads_per_call * _calls_per_window(config, call.leads_per_call),
         )
 
     def _rows_with(self, lead_ids: list[str]) -> Mapping[str, list[str] | None]:

@@ -177,6 +177,41 @@ def test_a_change_committed_during_a_long_push_goes_out_before_that_push_ends(
     assert emulator.lead(fresh) == {"mx_City": "fresh"}
 
 
+class _OnPushStart(Instrumentation):
+    """Runs `action` as the push begins, before its first call."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+
+    def push_started(self, leads: int) -> None:
+        self.action()
+
+
+def test_a_change_committed_while_the_push_waits_for_its_last_call_goes_out_with_it(
+    db_url: str, app: sa.Engine, emulator: Emulator
+) -> None:
+    """Once the backlog is all handed out, the push still waits for its calls in flight; a
+    single change taken in meanwhile goes out then, rather than waiting for the next run."""
+    for lead_id in ("L001", "L002"):
+        emulator.add_lead(lead_id)
+    # The backlog's one call is answered 2.5 s after it is sent: the push takes in (every
+    # second) the change committed as it began long before that answer.
+    emulator.set_latency(2.5)
+    on_start = _OnPushStart(
+        lambda: execute(
+            app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (2, 'b', 'L002')"
+        )
+    )
+    with Connector(load(config_dict(db_url, emulator)), instrumentation=on_start) as sync:
+        sync.init()
+        execute(app, "INSERT INTO customers (id, city, lsq_prospect_id) VALUES (1, 'a', 'L001')")
+        report = sync.run_once()
+    assert report.status == "ok", report.summary()
+    assert report.counts.leads_pushed == 2
+    assert _pushed_order(emulator) == ["L001", "L002"]
+    assert emulator.lead("L002") == {"mx_City": "b"}
+
+
 def test_the_queue_serves_the_lead_waiting_longest_first(
     db_url: str, app: sa.Engine, emulator: Emulator
 ) -> None:
