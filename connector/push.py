@@ -17,7 +17,7 @@ later is abandoned by the client, and its lead stays pending.
 
 The order leads go out in is `connector.pushorder`'s. About every second the push calls
 `take_in`, which ingests the changes committed since, so a change made during a long push joins
-it; single changes go ahead of bursts and of the backlog, which still gets every fourth call.
+it; single changes go ahead of bursts and of the backlog, which keep every fourth call.
 The push ends once the leads due when it began are done; single changes taken in while it
 waits for its last calls go out with them.
 """

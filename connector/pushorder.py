@@ -1,24 +1,24 @@
-"""The order a push sends leads in: single changes first, the backlog and bursts from both ends.
+"""The order a push sends leads in: single changes first, then the backlog and bursts in turns.
 
-The queue is ordered by `LeadState.waiting_since` (then lead id). A push has two ends to take
-calls from:
-- the oldest end reads the backlog (what was due when the push began) first in first out, so
-  the lead waiting longest always gets a call soon, whatever keeps arriving;
-- the fresh end serves what the push takes in meanwhile (`took_in`, about every second). Each
-  take-in is a window of leads. One that made at most `burst_leads` leads due (what one rate
-  window's calls carry) holds single changes: those windows go first, oldest first, so a change
-  committed during a long push goes out within a few calls, in the order it came. A larger one
-  is a burst: it waits behind them, as the backlog does. Then the fresh end reads the
-  backlog's newest end, towards the oldest end's place.
+The queue is ordered by `LeadState.waiting_since` (then lead id). A push reads it in three ways:
+- single changes: what the push takes in meanwhile (`took_in`, about every second) comes in
+  windows, one per take-in. A window of at most `burst_leads` leads (what one rate window's
+  calls carry) holds single changes: those go first, oldest first, so that a change committed
+  during a long push goes out within a few calls, in the order it came;
+- the oldest end: the backlog (what was due when the push began), first in first out, so the
+  lead waiting longest always gets a call soon, whatever keeps arriving;
+- the rest: the larger windows (bursts), oldest first, then the backlog's newest end, towards
+  the oldest end's place.
 
-The fresh end takes up to `FRESH_TURNS` calls in a row while it serves single changes, and
-every other call otherwise: a stream of single changes cannot starve the backlog or a burst
-(every fourth call is theirs), and a burst cannot starve single changes.
+Single changes take up to `FRESH_TURNS` calls in a row; then the oldest end and the rest take
+one each in turn. So a stream of single changes cannot starve the backlog or a burst (a
+quarter of the calls stay theirs), and a burst cannot starve single changes.
 
 The push ends once the backlog's two ends meet. While it waits for its last calls, single
-changes taken in still go out; bursts and whatever was not reached are the next run's backlog.
-Each stretch of the queue is read by one reader at a time, between the places it has reached
-and the places the other has, so no lead is handed out twice by one push.
+changes taken in still go out; bursts not yet sent are the next run's backlog. Each stretch of
+the queue is read by one reader at a time, between the places it has reached and the places
+the other has, so no lead is handed out twice at once (one changed during its call is due
+again once it is answered, and goes out again).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from typing import Protocol
 
 from connector.leads import LeadState
 
-# Calls in a row the fresh end may take while it serves single changes, before the oldest end
-# gets one: single changes get three quarters of the calls, and the backlog never less than a
-# quarter.
+# Calls in a row single changes may take before the backlog or a burst gets one: three quarters
+# of the calls while they keep coming, and never less than a quarter for the others.
 FRESH_TURNS = 3
 
 
@@ -147,7 +146,7 @@ class _Reader:
 
 
 class PushOrder:
-    """Hands out the push's groups: single changes first, and the backlog from both ends."""
+    """Hands out the push's groups: single changes first, then the backlog and bursts."""
 
     def __init__(
         self,
@@ -164,64 +163,87 @@ class PushOrder:
         of more than `burst_leads` leads (by default `page`) is a burst."""
         self._read = read
         self._backlog = _Backlog(read, began)
-        self._windows: list[_Window] = []
         self._burst_leads = page if burst_leads is None else burst_leads
+        # From `began`: a lead changed while its call was in flight is due again from the
+        # moment its call is answered, which may come before the first take-in.
+        self._windows = [_Window(read, began)]
+        self._mark = began
         self._oldest = _Reader(
             self._backlog.oldest, owned, leads_per_call=leads_per_call, page=page
         )
-        # A call's worth at a time: a change taken in must not wait behind leads read ahead.
-        self._fresh = (
-            _Reader(self._fresh_end, owned, leads_per_call=leads_per_call, page=leads_per_call)
-            if both_ends
-            else None
-        )
-        self._single = False  # whether the fresh end's last read was of single changes
-        self._fresh_in_a_row = 0
+        self._singles: _Reader | None = None
+        self._rest: _Reader | None = None
+        if both_ends:
+            # A call's worth at a time: a change taken in must not wait behind leads read ahead.
+            self._singles = _Reader(
+                self._single_changes, owned, leads_per_call=leads_per_call, page=leads_per_call
+            )
+            self._rest = _Reader(
+                self._bursts_then_newest, owned, leads_per_call=leads_per_call, page=page
+            )
+        self._singles_in_a_row = 0
+        self._oldest_next = True
 
     @property
     def done(self) -> bool:
         """The backlog is all handed out: the push ends once its calls are answered, and
         until then only single changes taken in are handed out."""
         return (
-            self._backlog.done and self._oldest.empty and (self._fresh is None or self._fresh.empty)
+            self._backlog.done and self._oldest.empty and (self._rest is None or self._rest.empty)
         )
 
     def took_in(self, mark: datetime) -> None:
         """A take-in that began at `mark` may have made leads due."""
-        if self._windows:
-            self._windows[-1].until = mark
+        if mark <= self._mark:
+            # The clock was set back: a window from `mark` would cover leads already handed
+            # out, which could go out again while their calls are in flight. The current
+            # window stays open; what this take-in made due waits for the next run.
+            return
+        self._mark = mark
+        self._windows[-1].until = mark
         self._windows.append(_Window(self._read, mark))
 
     def next_group(self) -> list[LeadState] | None:
         """The next call's leads; None while nothing more is to be handed out."""
-        if self._fresh is None:
+        if self._singles is None or self._rest is None:
             return self._oldest.next_group()
-        turns = FRESH_TURNS if self._single else 1
-        fresh_first = self._fresh_in_a_row < turns
-        for reader in (self._fresh, self._oldest) if fresh_first else (self._oldest, self._fresh):
+        if self._singles_in_a_row < FRESH_TURNS:
+            group = self._singles.next_group()
+            if group is not None:
+                self._singles_in_a_row += 1
+                return group
+        others = (self._oldest, self._rest) if self._oldest_next else (self._rest, self._oldest)
+        for reader in others:
             group = reader.next_group()
             if group is not None:
-                self._fresh_in_a_row = self._fresh_in_a_row + 1 if reader is self._fresh else 0
+                self._oldest_next = reader is self._rest
+                self._singles_in_a_row = 0
                 return group
-        return None
+        return self._singles.next_group()  # nothing else is left to take the turn
 
-    def _fresh_end(self, limit: int) -> list[LeadState]:
-        self._single = False
+    def _single_changes(self, limit: int) -> list[LeadState]:
+        """Up to `limit` leads of the take-ins that were not bursts, oldest first."""
+        leads: list[LeadState] = []
         for window in list(self._windows):
             if window.is_burst(self._burst_leads):
                 continue
+            leads += window.oldest(limit - len(leads))
+            if len(leads) >= limit:
+                break
+            if window.closed:
+                self._windows.remove(window)  # read to its end
+        return leads
+
+    def _bursts_then_newest(self, limit: int) -> list[LeadState]:
+        """The bursts taken in, oldest first, then the backlog's newest end."""
+        if self._backlog.done:
+            return []  # the push is ending: bursts wait for the next run, as its backlog
+        for window in list(self._windows):
+            if not window.is_burst(self._burst_leads):
+                continue
             leads = window.oldest(limit)
             if leads:
-                self._single = True
                 return leads
             if window.closed:
                 self._windows.remove(window)  # read to its end
-        if self._backlog.done:
-            return []  # the push is ending: bursts wait for the next run, as its backlog
-        for window in list(self._windows):  # the bursts left, oldest first
-            leads = window.oldest(limit)
-            if leads:
-                return leads
-            if window.closed:
-                self._windows.remove(window)
         return self._backlog.newest(limit)

@@ -17,7 +17,12 @@ def lead(lead_id: str, minute: int) -> LeadState:
 
 
 def order_over(
-    queue: InMemoryLeadQueue, *, began: datetime, both_ends: bool, burst_leads: int = 2
+    queue: InMemoryLeadQueue,
+    *,
+    began: datetime,
+    both_ends: bool,
+    burst_leads: int = 2,
+    leads_per_call: int = 1,
 ) -> PushOrder:
     def read(after: LeadState | None, limit: int, **bounds: object) -> list[LeadState]:
         return queue.pending_leads(START + timedelta(days=1), after, limit, **bounds)  # type: ignore[arg-type]
@@ -26,8 +31,8 @@ def order_over(
         read,
         list,
         began=began,
-        leads_per_call=1,
-        page=2,
+        leads_per_call=leads_per_call,
+        page=2 * leads_per_call,
         both_ends=both_ends,
         burst_leads=burst_leads,
     )
@@ -59,7 +64,7 @@ def test_both_ends_take_turns_and_meet_without_handing_a_lead_out_twice() -> Non
     order = order_over(
         InMemoryLeadQueue(*leads), began=START + timedelta(minutes=10), both_ends=True
     )
-    assert handed_out(order) == ["L6", "L0", "L5", "L1", "L4", "L2", "L3"]
+    assert handed_out(order) == ["L0", "L6", "L1", "L5", "L2", "L4", "L3"]
     assert order.done
 
 
@@ -81,12 +86,53 @@ def test_a_burst_waits_behind_single_changes_taken_in_before_and_after_it() -> N
     take_in(order, queue, 30, "X1", "X2", "X3")  # three leads at once: more than a burst's two
     take_in(order, queue, 40, "S2")
     # Both single changes before any of the burst, however they were taken in around it; then
-    # the burst, in its order, takes turns with the backlog, as the backlog's newest end would.
+    # the burst, in its order, takes turns with the backlog's oldest end, as the backlog's
+    # newest end would.
     assert handed_out(order) == [
-        *("S1", "S2", "X1", "B0", "X2", "B1", "X3", "B2"),
-        *("B5", "B3", "B4"),
+        *("S1", "S2", "B0", "X1", "B1", "X2", "B2", "X3", "B3"),
+        *("B5", "B4"),
     ]
     assert order.done
+
+
+def test_a_stream_of_single_changes_leaves_the_backlog_and_bursts_a_quarter_of_the_calls() -> None:
+    queue = InMemoryLeadQueue(*(lead(f"B{n}", n) for n in range(8)))
+    order = order_over(queue, began=START + timedelta(minutes=10), both_ends=True)
+    take_in(order, queue, 20, "X1", "X2", "X3", "X4", "X5")
+    got = []
+    for n in range(12):
+        take_in(order, queue, 30 + 10 * n, f"S{n:02}")  # a single change before every call
+        group = order.next_group()
+        assert group is not None
+        got += [state.lead_id for state in group]
+    assert got == [
+        *("S00", "S01", "S02", "B0"),
+        *("S03", "S04", "S05", "X1"),
+        *("S06", "S07", "S08", "B1"),
+    ]
+
+
+def test_a_bulk_call_carries_several_take_ins_single_changes() -> None:
+    queue = InMemoryLeadQueue(lead("B0", 0))
+    order = order_over(queue, began=START + timedelta(minutes=10), both_ends=True, leads_per_call=3)
+    for n in range(4):
+        take_in(order, queue, 20 + 10 * n, f"S{n}")
+    first = order.next_group()
+    assert first is not None
+    assert [state.lead_id for state in first] == ["S0", "S1", "S2"]
+
+
+def test_a_clock_set_back_opens_no_window_over_leads_already_handed_out() -> None:
+    queue = InMemoryLeadQueue(*(lead(f"B{n}", n) for n in range(3)))
+    order = order_over(queue, began=START + timedelta(minutes=10), both_ends=True)
+    take_in(order, queue, 20, "S1")
+    first = order.next_group()
+    assert first is not None
+    assert [state.lead_id for state in first] == ["S1"]
+    # S1's call is in flight (the fake keeps it pending); the next take-in's clock reads
+    # earlier than the last, and earlier than the push's start.
+    order.took_in(START + timedelta(minutes=5))
+    assert "S1" not in handed_out(order)
 
 
 def test_single_changes_still_go_once_the_backlog_is_done_but_bursts_wait_for_the_next_push() -> (
