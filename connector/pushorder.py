@@ -162,6 +162,11 @@ class PushOrder:
         """Without `both_ends`, only the oldest end: the backlog, first in first out. A take-in
         of more than `burst_leads` leads (by default `page`) is a burst."""
         self._read = read
+        # Whatever is due already is the backlog, even dated after `began` (the clock was set
+        # back since): no take-in window would cover it.
+        newest = read(None, 1, newest_first=True)
+        if newest and newest[0].waiting_since is not None:
+            began = max(began, newest[0].waiting_since)
         self._backlog = _Backlog(read, began)
         self._burst_leads = page if burst_leads is None else burst_leads
         # From `began`: a lead changed while its call was in flight is due again from the
@@ -197,7 +202,8 @@ class PushOrder:
         if mark <= self._mark:
             # The clock was set back: a window from `mark` would cover leads already handed
             # out, which could go out again while their calls are in flight. The current
-            # window stays open; what this take-in made due waits for the next run.
+            # window stays open; what this take-in made due falls in the backlog's range or an
+            # earlier window's, and goes out when a reader reaches it, or in the next run.
             return
         self._mark = mark
         self._windows[-1].until = mark

@@ -132,7 +132,27 @@ def test_a_clock_set_back_opens_no_window_over_leads_already_handed_out() -> Non
     # S1's call is in flight (the fake keeps it pending); the next take-in's clock reads
     # earlier than the last, and earlier than the push's start.
     order.took_in(START + timedelta(minutes=5))
-    assert "S1" not in handed_out(order)
+    assert handed_out(order) == ["B0", "B2", "B1"]
+    assert order.done
+
+
+def test_a_lead_due_again_before_the_first_take_in_goes_out_as_a_single_change() -> None:
+    queue = InMemoryLeadQueue(*(lead(f"B{n}", n) for n in range(4)))
+    order = order_over(queue, began=START + timedelta(minutes=10), both_ends=True)
+    first = order.next_group()
+    assert first is not None
+    assert [state.lead_id for state in first] == ["B0"]
+    # B0 changed while its call was in flight: answered, it is due again, dated then.
+    queue.leads["B0"] = lead("B0", 11)
+    assert handed_out(order) == ["B0", "B3", "B1", "B2"]
+
+
+def test_leads_dated_after_the_push_began_are_its_backlog() -> None:
+    """The clock was set back since they were made due: no take-in window covers them."""
+    queue = InMemoryLeadQueue(*(lead(f"X{n}", 20 + n) for n in range(3)))
+    order = order_over(queue, began=START + timedelta(minutes=10), both_ends=True)
+    assert sorted(handed_out(order)) == ["X0", "X1", "X2"]
+    assert order.done
 
 
 def test_single_changes_still_go_once_the_backlog_is_done_but_bursts_wait_for_the_next_push() -> (
