@@ -10,12 +10,12 @@ The queue is ordered by `LeadState.waiting_since` (then lead id). A push reads i
 - the rest: the larger windows (bursts), oldest first, then the backlog's newest end, towards
   the oldest end's place.
 
-Single changes take up to `FRESH_TURNS` calls in a row; then the oldest end and the rest take
-one each in turn. So a stream of single changes cannot starve the backlog or a burst (a
-quarter of the calls stay theirs), and a burst cannot starve single changes.
+Single changes take up to `FRESH_TURNS` calls in a row; then one call goes to the oldest end
+or to the rest, which take turns. So a stream of single changes cannot starve the backlog or a
+burst (a quarter of the calls stay theirs), and a burst cannot starve single changes.
 
 The push ends once the backlog's two ends meet. While it waits for its last calls, single
-changes taken in still go out; bursts not yet sent are the next run's backlog. Each stretch of
+changes taken in still go out; bursts not yet read are the next run's backlog. Each stretch of
 the queue is read by one reader at a time, between the places it has reached and the places
 the other has, so no lead is handed out twice at once (one changed during its call is due
 again once it is answered, and goes out again).
