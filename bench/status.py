@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from connector import Connector
 from connector.testing.emulator import Emulator
 from tests.support import (
+    PEAK_RSS_CLI,
     PG_URL,
     config_dict,
     create_customers,
@@ -41,16 +42,6 @@ from tests.support import (
 )
 
 SMOKE_LEADS = 2_000
-
-_MEASURED = (
-    "import re, sys\n"
-    "from connector.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "sys.stdout.flush()\n"
-    "status = open('/proc/self/status').read()\n"
-    "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
 
 
 @contextmanager
@@ -67,7 +58,7 @@ def measure(config_path: Path) -> tuple[float, float, dict[str, object]]:
     """One `status --json`: (seconds, peak RSS in MB, the document)."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", _MEASURED, "--config", str(config_path), "status", "--json"],
+        [sys.executable, "-c", PEAK_RSS_CLI, "--config", str(config_path), "status", "--json"],
         capture_output=True,
         text=True,
         timeout=1800,

@@ -40,7 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from connector.config import Config
 from connector.database import create_engine, lock_session_engine, translate_errors
 from connector.errors import LsqSyncError
-from connector.runlock import Lease, NotHeld
+from connector.runlock import Lease, NotHeld, lock_session_scope
 from connector.schema import lease as lease_table
 
 if TYPE_CHECKING:
@@ -132,13 +132,7 @@ class Membership:
         self._session_engine = lock_session_engine(self._engine)
         connection = self._session_engine.connect()
         self._connection = connection
-        connection.exec_driver_sql("SET idle_in_transaction_session_timeout = 0")
-        if (connection.dialect.server_version_info or (0,)) >= (14,):
-            connection.exec_driver_sql("SET idle_session_timeout = 0")
-        scope = connection.execute(
-            sa.select(sa.func.current_database() + "." + sa.func.current_schema())
-        ).scalar_one()
-        self._key = member_key(scope)
+        self._key = member_key(lock_session_scope(connection))
         for slot in range(MEMBER_SLOTS):
             taken = connection.execute(
                 sa.select(sa.func.pg_try_advisory_lock(self._key, slot))

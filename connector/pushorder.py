@@ -228,10 +228,19 @@ class PushOrder:
         return self._singles.next_group()  # nothing else is left to take the turn
 
     def _single_changes(self, limit: int) -> list[LeadState]:
-        """Up to `limit` leads of the take-ins that were not bursts, oldest first."""
+        return self._from_windows(limit, bursts=False)
+
+    def _bursts_then_newest(self, limit: int) -> list[LeadState]:
+        """The bursts taken in, oldest first, then the backlog's newest end."""
+        if self._backlog.done:
+            return []  # the push is ending: bursts wait for the next run, as its backlog
+        return self._from_windows(limit, bursts=True) or self._backlog.newest(limit)
+
+    def _from_windows(self, limit: int, *, bursts: bool) -> list[LeadState]:
+        """Up to `limit` leads of the take-ins that were (or were not) bursts, oldest first."""
         leads: list[LeadState] = []
         for window in list(self._windows):
-            if window.is_burst(self._burst_leads):
+            if window.is_burst(self._burst_leads) != bursts:
                 continue
             leads += window.oldest(limit - len(leads))
             if len(leads) >= limit:
@@ -239,17 +248,3 @@ class PushOrder:
             if window.closed:
                 self._windows.remove(window)  # read to its end
         return leads
-
-    def _bursts_then_newest(self, limit: int) -> list[LeadState]:
-        """The bursts taken in, oldest first, then the backlog's newest end."""
-        if self._backlog.done:
-            return []  # the push is ending: bursts wait for the next run, as its backlog
-        for window in list(self._windows):
-            if not window.is_burst(self._burst_leads):
-                continue
-            leads = window.oldest(limit)
-            if leads:
-                return leads
-            if window.closed:
-                self._windows.remove(window)  # read to its end
-        return self._backlog.newest(limit)

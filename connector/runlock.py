@@ -153,6 +153,20 @@ class FenceHolder:
         self.current.verify(epoch)
 
 
+def lock_session_scope(connection: Connection) -> str:
+    """Ready a session whose life is an advisory lock; the scope (database and schema) its
+    keys are made from."""
+    # The session is the lock: a DBA's idle timeouts must not end it between heartbeats.
+    connection.exec_driver_sql("SET idle_in_transaction_session_timeout = 0")
+    if (connection.dialect.server_version_info or (0,)) >= (14,):
+        connection.exec_driver_sql("SET idle_session_timeout = 0")
+    # Advisory locks span the database; the connector's tables live in one schema of it.
+    scope: str = connection.execute(
+        sa.select(sa.func.current_database() + "." + sa.func.current_schema())
+    ).scalar_one()
+    return scope
+
+
 def advisory_key(scope: str, connector: str) -> int:
     """The connector's advisory lock key (`pg_locks` shows it split into classid and objid)."""
     digest = hashlib.sha256(f"lsq-sync:{scope}:{connector}".encode()).digest()
@@ -461,15 +475,7 @@ class RunLock:
             engine.dispose()
 
     def _advisory_lock(self, connection: Connection) -> bool:
-        # This session is the lock: a DBA's idle timeouts must not end it between heartbeats.
-        connection.exec_driver_sql("SET idle_in_transaction_session_timeout = 0")
-        if (connection.dialect.server_version_info or (0,)) >= (14,):
-            connection.exec_driver_sql("SET idle_session_timeout = 0")
-        # Advisory locks span the database; the connector's tables live in one schema of it.
-        scope = connection.execute(
-            sa.select(sa.func.current_database() + "." + sa.func.current_schema())
-        ).scalar_one()
-        key = advisory_key(scope, self.connector)
+        key = advisory_key(lock_session_scope(connection), self.connector)
         held = bool(connection.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
         connection.commit()
         return held

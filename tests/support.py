@@ -364,3 +364,17 @@ def _seeded_lead(connector: str, i: int, now: datetime) -> dict[str, Any]:
     elif i % 10 == 4:
         row.update(set_aside='{"mx_Plan": "Gold"}', aside_reason='{"mx_Plan": "unknown"}')
     return row
+
+
+# Runs the CLI in a child that reports its own peak RSS (VmHWM, kB) on its last stderr line.
+# Not getrusage's ru_maxrss: Linux keeps that across exec, so it would count the process
+# that forked the child.
+PEAK_RSS_CLI = (
+    "import re, sys\n"
+    "from connector.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "sys.stdout.flush()\n"
+    "status = open('/proc/self/status').read()\n"
+    "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)

@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 from connector import Connector, load_config
 from tests.e2e.harness import Project, assert_clean_failure
-from tests.support import PROBLEM_ROWS, run_cli, seed_leads, wait_until_readable
+from tests.support import (
+    PEAK_RSS_CLI,
+    PROBLEM_ROWS,
+    run_cli,
+    seed_leads,
+    wait_until_readable,
+)
 
 LEADS = 100_000
 # Peak RSS of `status --json` at 100k leads. Measured at 68 MB (SQLite) and 75 MB
@@ -19,23 +25,9 @@ LEADS = 100_000
 MAX_RSS_MB = 150
 
 
-# Runs the CLI in a child that reports its own peak RSS (VmHWM, kB) on its last stderr line.
-# Not getrusage's ru_maxrss: Linux keeps that across exec, so it would count this test's own
-# process, which forked the child.
-_MEASURED = (
-    "import re, sys\n"
-    "from connector.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "sys.stdout.flush()\n"
-    "status = open('/proc/self/status').read()\n"
-    "print('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
 def measured_cli(project: Project, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     result = subprocess.run(
-        [sys.executable, "-c", _MEASURED, "--config", str(project.config_path), *args],
+        [sys.executable, "-c", PEAK_RSS_CLI, "--config", str(project.config_path), *args],
         capture_output=True,
         text=True,
         timeout=300,
