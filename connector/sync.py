@@ -487,13 +487,19 @@ class Connector:
         error: str | None = None
         try:
             self._ingest(source)
-            with translate_errors("pushing leads"):
-                due = self.tables.queue(source).due_count(self.clock.now())
-                self._events.push_started(due)
-                # Changes committed during the push join its queue (see connector.push).
-                pushed = self.pusher(due).push_pending(
-                    self.config.sync.push_batch_size, take_in=lambda: self._ingest(source)
-                )
+            try:
+                with translate_errors("pushing leads"):
+                    due = self.tables.queue(source).due_count(self.clock.now())
+                    self._events.push_started(due)
+                    # Changes committed during the push join its queue (see connector.push).
+                    pushed = self.pusher(due).push_pending(
+                        self.config.sync.push_batch_size, take_in=lambda: self._ingest(source)
+                    )
+            except SourceDatabaseError:
+                # Sessions killed under the run also cost it the run lock: when that is lost,
+                # it is the cause to report (and it says no call followed).
+                self.tables.fence.ensure_held()
+                raise
             with translate_errors("counting changes left"), self.engine.connect() as connection:
                 tally.waiting(self.tables.changes.pending_changes(connection))
             status = "stopped" if pushed.interrupted else "ok"
